@@ -1,0 +1,37 @@
+// Package storagetest is the conformance suite every idem storage backend
+// passes unchanged. A backend's test is a small harness:
+//
+//	func TestConformance(t *testing.T) {
+//		storagetest.RunConformanceTests(t, harness{})
+//	}
+package storagetest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/idemhq/idem/storage"
+)
+
+// Clock moves a store's clock forward. clockwork's FakeClock satisfies it;
+// backends whose clock is the database's add the offset to the server's
+// now() instead.
+type Clock interface {
+	Advance(d time.Duration)
+}
+
+// Harness makes fresh stores for the suite.
+type Harness interface {
+	// MakeStore returns a new, empty store and the clock that drives it.
+	// The suite closes the store; the harness cleans up anything else
+	// (schemas, directories) with t.Cleanup.
+	MakeStore(ctx context.Context, t *testing.T) (storage.Store, Clock)
+}
+
+// RunConformanceTests runs every rule of the storage contract against the
+// stores the harness makes.
+func RunConformanceTests(t *testing.T, h Harness) {
+	t.Helper()
+	runAll(t, h)
+}
