@@ -1,0 +1,421 @@
+package memory
+
+import (
+	"cmp"
+	"context"
+	"hash/maphash"
+	"log/slog"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/idemhq/idem/storage"
+)
+
+func init() {
+	storage.Register("memory", func(ctx context.Context, u *url.URL, o storage.OpenOptions) (storage.Store, error) {
+		return New(WithClock(o.Clock), WithLogger(o.Logger)), nil
+	})
+}
+
+var _ storage.Store = (*Store)(nil)
+
+const (
+	defaultShards        = 256
+	defaultSweepInterval = time.Minute
+)
+
+// Option configures a Store.
+type Option func(*options)
+
+type options struct {
+	clock         clockwork.Clock
+	logger        *slog.Logger
+	shards        int
+	sweepInterval time.Duration
+	onSweep       func(deleted int)
+}
+
+// WithClock sets the clock records are timed by; nil keeps the real clock.
+func WithClock(c clockwork.Clock) Option {
+	return func(o *options) {
+		if c != nil {
+			o.clock = c
+		}
+	}
+}
+
+// WithLogger sets the logger; nil keeps slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.logger = l
+		}
+	}
+}
+
+// WithShards sets the number of shards (rounded up to a power of two, at
+// least 1). More shards mean less lock contention between keys.
+func WithShards(n int) Option {
+	return func(o *options) { o.shards = n }
+}
+
+// WithSweepInterval sets how often expired records are deleted; 0 or less
+// turns the background sweep off (expired records stay absent to every
+// operation, they just keep their memory until overwritten).
+func WithSweepInterval(d time.Duration) Option {
+	return func(o *options) { o.sweepInterval = d }
+}
+
+type shard struct {
+	mu   sync.Mutex
+	recs map[storage.ID]*storage.Record
+}
+
+// Store is the in-memory backend. Stored records are never modified in
+// place: every change writes a new record, and callers get clones.
+type Store struct {
+	clock  clockwork.Clock
+	logger *slog.Logger
+	seed   maphash.Seed
+	mask   uint64
+	shards []shard
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	stop      chan struct{}
+	done      chan struct{}
+	onSweep   func(int)
+}
+
+// New returns an empty store and starts its expiry sweep.
+func New(opts ...Option) *Store {
+	o := options{clock: clockwork.NewRealClock(), logger: slog.Default(), shards: defaultShards, sweepInterval: defaultSweepInterval}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	n := 1
+	for n < o.shards {
+		n <<= 1
+	}
+	s := &Store{
+		clock:   o.clock,
+		logger:  o.logger,
+		seed:    maphash.MakeSeed(),
+		mask:    uint64(n - 1),
+		shards:  make([]shard, n),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		onSweep: o.onSweep,
+	}
+	for i := range s.shards {
+		s.shards[i].recs = make(map[storage.ID]*storage.Record)
+	}
+	if o.sweepInterval > 0 {
+		go s.sweepLoop(o.sweepInterval)
+	} else {
+		close(s.done)
+	}
+	return s
+}
+
+func (s *Store) shard(id storage.ID) *shard {
+	var h maphash.Hash
+	h.SetSeed(s.seed)
+	h.WriteString(id.Tenant)
+	h.WriteByte(0)
+	h.WriteString(id.Namespace)
+	h.WriteByte(0)
+	h.WriteString(id.Key)
+	return &s.shards[h.Sum64()&s.mask]
+}
+
+// now is the store's time, wall clock only, so records compare like the
+// timestamps of the other backends.
+func (s *Store) now() time.Time { return s.clock.Now().Round(0) }
+
+func (s *Store) check(ctx context.Context) error {
+	if s.closed.Load() {
+		return storage.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// update runs f on the current record of id under its shard lock and
+// stores what f returns to write.
+func (s *Store) update(id storage.ID, f func(cur *storage.Record, now time.Time) (write *storage.Record)) {
+	sh := s.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if w := f(sh.recs[id], s.now()); w != nil {
+		sh.recs[id] = w
+	}
+}
+
+func (s *Store) reserve(p storage.ReserveParams) (out storage.Outcome, ans *storage.Record) {
+	s.update(p.ID, func(cur *storage.Record, now time.Time) *storage.Record {
+		var w *storage.Record
+		out, w, ans = storage.ApplyReserve(cur, p, now)
+		return w
+	})
+	return out, ans.Clone()
+}
+
+func (s *Store) complete(p storage.CompleteParams) (ans *storage.Record, err error) {
+	s.update(p.ID, func(cur *storage.Record, now time.Time) *storage.Record {
+		var w *storage.Record
+		w, ans, err = storage.ApplyComplete(cur, p, now)
+		return w
+	})
+	return ans.Clone(), err
+}
+
+// Reserve implements storage.Store.
+func (s *Store) Reserve(ctx context.Context, p storage.ReserveParams) (storage.Outcome, *storage.Record, error) {
+	if err := s.check(ctx); err != nil {
+		return 0, nil, err
+	}
+	out, rec := s.reserve(p)
+	return out, rec, nil
+}
+
+// Complete implements storage.Store.
+func (s *Store) Complete(ctx context.Context, p storage.CompleteParams) (*storage.Record, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	return s.complete(p)
+}
+
+// Release implements storage.Store.
+func (s *Store) Release(ctx context.Context, id storage.ID, token uint64) (ans *storage.Record, err error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	s.update(id, func(cur *storage.Record, now time.Time) *storage.Record {
+		var w *storage.Record
+		w, ans, err = storage.ApplyRelease(cur, token, now)
+		return w
+	})
+	return ans.Clone(), err
+}
+
+// ExtendLease implements storage.Store.
+func (s *Store) ExtendLease(ctx context.Context, id storage.ID, token uint64, ttl time.Duration) (ans *storage.Record, err error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	s.update(id, func(cur *storage.Record, now time.Time) *storage.Record {
+		ans, err = storage.ApplyExtendLease(cur, token, ttl, now)
+		return ans
+	})
+	return ans.Clone(), err
+}
+
+// Checkpoint implements storage.Store.
+func (s *Store) Checkpoint(ctx context.Context, id storage.ID, token uint64, cp storage.Checkpoint) (ans *storage.Record, err error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	s.update(id, func(cur *storage.Record, now time.Time) *storage.Record {
+		ans, err = storage.ApplyCheckpoint(cur, token, cp, now)
+		return ans
+	})
+	return ans.Clone(), err
+}
+
+// Lookup implements storage.Store.
+func (s *Store) Lookup(ctx context.Context, id storage.ID) (ans *storage.Record, err error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	s.update(id, func(cur *storage.Record, now time.Time) *storage.Record {
+		if cur.Live(now) {
+			ans = cur.Clone()
+		}
+		return nil
+	})
+	if ans == nil {
+		return nil, storage.ErrNotFound
+	}
+	return ans, nil
+}
+
+// BatchReserve implements storage.Store. Items are applied one after the
+// other, each atomically; a batch is not a transaction.
+func (s *Store) BatchReserve(ctx context.Context, items []storage.ReserveParams) ([]storage.ReserveResult, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	res := make([]storage.ReserveResult, len(items))
+	for i, p := range items {
+		res[i].Outcome, res[i].Record = s.reserve(p)
+	}
+	return res, nil
+}
+
+// BatchComplete implements storage.Store.
+func (s *Store) BatchComplete(ctx context.Context, items []storage.CompleteParams) ([]storage.CompleteResult, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	res := make([]storage.CompleteResult, len(items))
+	for i, p := range items {
+		res[i].Record, res[i].Err = s.complete(p)
+	}
+	return res, nil
+}
+
+// Delete implements storage.Store.
+func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	sh := s.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	cur, ok := sh.recs[id]
+	if !ok {
+		return nil, storage.ErrNotFound
+	}
+	delete(sh.recs, id)
+	if !cur.Live(s.now()) {
+		return nil, storage.ErrNotFound
+	}
+	return cur.Clone(), nil
+}
+
+// ForceRelease implements storage.Store.
+func (s *Store) ForceRelease(ctx context.Context, id storage.ID) (ans *storage.Record, err error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	s.update(id, func(cur *storage.Record, now time.Time) *storage.Record {
+		var w *storage.Record
+		w, ans, err = storage.ApplyForceRelease(cur, now)
+		return w
+	})
+	return ans.Clone(), err
+}
+
+// List implements storage.Store.
+func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Record, bool, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, false, err
+	}
+	var recs []*storage.Record
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		now := s.now()
+		for id, r := range sh.recs {
+			if id.Tenant == p.Tenant && id.Namespace == p.Namespace && id.Key > p.After &&
+				strings.HasPrefix(id.Key, p.KeyPrefix) && r.Live(now) {
+				recs = append(recs, r) // never modified in place; cloned below
+			}
+		}
+		sh.mu.Unlock()
+	}
+	slices.SortFunc(recs, func(a, b *storage.Record) int { return cmp.Compare(a.Key, b.Key) })
+	more := len(recs) > p.Limit
+	if more {
+		recs = recs[:p.Limit]
+	}
+	for i, r := range recs {
+		recs[i] = r.Clone()
+	}
+	return recs, more, nil
+}
+
+// Stats implements storage.Store.
+func (s *Store) Stats(ctx context.Context, tenant, namespace string) ([]storage.StatsRow, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	type group struct {
+		ns    string
+		state storage.State
+	}
+	counts := map[group]int64{}
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		now := s.now()
+		for id, r := range sh.recs {
+			if id.Tenant == tenant && (namespace == "" || id.Namespace == namespace) && r.Live(now) {
+				counts[group{id.Namespace, r.State}]++
+			}
+		}
+		sh.mu.Unlock()
+	}
+	var rows []storage.StatsRow
+	for g, n := range counts {
+		rows = append(rows, storage.StatsRow{Namespace: g.ns, State: g.state, Count: n})
+	}
+	storage.SortStats(rows)
+	return rows, nil
+}
+
+// Ping implements storage.Store.
+func (s *Store) Ping(ctx context.Context) error { return s.check(ctx) }
+
+// Close stops the sweep and makes later calls fail with storage.ErrClosed.
+// The records are dropped. Closing twice is harmless.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		close(s.stop)
+		<-s.done
+		for i := range s.shards {
+			sh := &s.shards[i]
+			sh.mu.Lock()
+			clear(sh.recs)
+			sh.mu.Unlock()
+		}
+	})
+	return nil
+}
+
+// Sweep deletes every expired record now, one shard at a time, and returns
+// how many it deleted. The background sweep calls it on every tick.
+func (s *Store) Sweep() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		now := s.now()
+		for id, r := range sh.recs {
+			if !r.Live(now) {
+				delete(sh.recs, id)
+				n++
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+func (s *Store) sweepLoop(interval time.Duration) {
+	defer close(s.done)
+	t := s.clock.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.Chan():
+			n := s.Sweep()
+			if n > 0 {
+				s.logger.Debug("idem: memory store swept expired records", "deleted", n)
+			}
+			if s.onSweep != nil {
+				s.onSweep(n)
+			}
+		}
+	}
+}

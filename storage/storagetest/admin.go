@@ -1,0 +1,317 @@
+package storagetest
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/idemhq/idem/storage"
+)
+
+func testAdmin(t *testing.T, h Harness) {
+	t.Run("Delete", func(t *testing.T) {
+		for _, state := range []storage.State{storage.StateInProgress, storage.StateCompleted, storage.StateReleased} {
+			t.Run(state.String(), func(t *testing.T) {
+				e := newEnv(t, h)
+				id := e.id("k")
+				e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+				switch state {
+				case storage.StateCompleted:
+					e.complete(id, 1, bigResult("d"), retention)
+				case storage.StateReleased:
+					e.release(id, 1)
+				}
+				before := e.lookup(id)
+				got, err := e.s.Delete(e.ctx, id)
+				if err != nil {
+					t.Fatalf("Delete() error = %v, want nil", err)
+				}
+				if d := diffRecord(got, before); d != "" {
+					t.Fatalf("Delete() returned record:\n%s", d)
+				}
+				e.wantAbsent(id)
+				_, err = e.s.Delete(e.ctx, id)
+				wantErr(t, "Delete() again", err, storage.ErrNotFound)
+				if r := e.mustReserve(rp(id, "other", ttl, retention), storage.OutcomeReserved); r.Token != 1 || r.Attempts != 1 {
+					t.Fatalf("Reserve() after Delete token %d attempts %d, want 1 and 1", r.Token, r.Attempts)
+				}
+			})
+		}
+	})
+
+	t.Run("DeleteAbsent", func(t *testing.T) {
+		e := newEnv(t, h)
+		_, err := e.s.Delete(e.ctx, e.id("nope"))
+		wantErr(t, "Delete(absent)", err, storage.ErrNotFound)
+	})
+
+	t.Run("ForceRelease", func(t *testing.T) {
+		e := newEnv(t, h)
+		id := e.id("k")
+		first := e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+		got, err := e.s.ForceRelease(e.ctx, id)
+		if err != nil {
+			t.Fatalf("ForceRelease() error = %v, want nil", err)
+		}
+		want := first.Clone()
+		want.State = storage.StateReleased
+		want.LeaseExpiresAt = got.LeaseExpiresAt
+		if d := diffRecord(got, want); d != "" {
+			t.Fatalf("ForceRelease() record:\n%s", d)
+		}
+		e.wantUnchanged(got)
+		again, err := e.s.ForceRelease(e.ctx, id)
+		if err != nil {
+			t.Fatalf("ForceRelease() on RELEASED error = %v, want nil", err)
+		}
+		if d := diffRecord(again, got); d != "" {
+			t.Fatalf("ForceRelease() on RELEASED record:\n%s", d)
+		}
+		next := e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+		if next.Token != first.Token+1 {
+			t.Fatalf("Reserve() after ForceRelease token = %d, want %d", next.Token, first.Token+1)
+		}
+		_, err = e.s.Complete(e.ctx, storage.CompleteParams{ID: id, Token: first.Token, Result: bigResult("old"), Retention: retention})
+		wantErr(t, "Complete(force-released token)", err, storage.ErrLeaseLost)
+		e.wantUnchanged(next)
+		e.complete(id, next.Token, bigResult("new"), retention)
+	})
+
+	t.Run("ForceReleaseRefused", func(t *testing.T) {
+		e := newEnv(t, h)
+		id := e.id("k")
+		e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+		done := e.complete(id, 1, bigResult("c"), retention)
+		_, err := e.s.ForceRelease(e.ctx, id)
+		wantErr(t, "ForceRelease(COMPLETED)", err, storage.ErrNotInProgress)
+		e.wantUnchanged(done)
+		_, err = e.s.ForceRelease(e.ctx, e.id("nope"))
+		wantErr(t, "ForceRelease(absent)", err, storage.ErrNotFound)
+	})
+
+	t.Run("List", func(t *testing.T) {
+		e := newEnv(t, h)
+		keys := []string{"b/2", "a", "b/1", "c", "b/10", "b", "ab", "b/3"}
+		for _, k := range keys {
+			e.mustReserve(rp(e.id(k), "fp", ttl, retention), storage.OutcomeReserved)
+		}
+		// Noise: same keys elsewhere, and an expired record in the namespace.
+		other := *e
+		other.tenant += "-other"
+		otherNS := *e
+		otherNS.ns += "-other"
+		for _, k := range keys {
+			other.mustReserve(rp(other.id(k), "fp", ttl, retention), storage.OutcomeReserved)
+			otherNS.mustReserve(rp(otherNS.id(k), "fp", ttl, retention), storage.OutcomeReserved)
+		}
+		otherNS.mustReserve(rp(otherNS.id("zzz"), "fp", ttl, retention), storage.OutcomeReserved)
+		e.mustReserve(rp(e.id("b/0-expired"), "fp", time.Second, time.Second), storage.OutcomeReserved)
+		e.advance(2 * time.Second)
+		e.complete(e.id("c"), 1, bigResult("c"), retention)
+
+		sorted := slices.Clone(keys)
+		slices.Sort(sorted)
+		list := func(t *testing.T, p storage.ListParams) ([]string, bool) {
+			t.Helper()
+			p.Tenant, p.Namespace = e.tenant, e.ns
+			recs, more, err := e.s.List(e.ctx, p)
+			if err != nil {
+				t.Fatalf("List(%+v) error = %v, want nil", p, err)
+			}
+			var got []string
+			for _, r := range recs {
+				if r.Tenant != e.tenant || r.Namespace != e.ns {
+					t.Fatalf("List(%+v) returned record of %q/%q, want %q/%q", p, r.Tenant, r.Namespace, e.tenant, e.ns)
+				}
+				got = append(got, r.Key)
+			}
+			return got, more
+		}
+		for _, tc := range []struct {
+			name     string
+			p        storage.ListParams
+			want     []string
+			wantMore bool
+		}{
+			{"All", storage.ListParams{Limit: 100}, sorted, false},
+			{"ExactlyLimit", storage.ListParams{Limit: len(keys)}, sorted, false},
+			{"FirstPage", storage.ListParams{Limit: 3}, sorted[:3], true},
+			{"After", storage.ListParams{After: sorted[2], Limit: 3}, sorted[3:6], true},
+			{"LastPage", storage.ListParams{After: sorted[5], Limit: 3}, sorted[6:], false},
+			{"AfterMissingKey", storage.ListParams{After: "aa", Limit: 100}, []string{"ab", "b", "b/1", "b/10", "b/2", "b/3", "c"}, false},
+			{"AfterEnd", storage.ListParams{After: "zzz", Limit: 100}, nil, false},
+			{"Prefix", storage.ListParams{KeyPrefix: "b/", Limit: 100}, []string{"b/1", "b/10", "b/2", "b/3"}, false},
+			{"PrefixPaged", storage.ListParams{KeyPrefix: "b/", Limit: 2}, []string{"b/1", "b/10"}, true},
+			{"PrefixAfter", storage.ListParams{KeyPrefix: "b/", After: "b/10", Limit: 2}, []string{"b/2", "b/3"}, false},
+			{"PrefixNone", storage.ListParams{KeyPrefix: "x", Limit: 100}, nil, false},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				got, more := list(t, tc.p)
+				if !slices.Equal(got, tc.want) || more != tc.wantMore {
+					t.Fatalf("List(%+v) = %q, more %v; want %q, more %v", tc.p, got, more, tc.want, tc.wantMore)
+				}
+			})
+		}
+		t.Run("WalkPages", func(t *testing.T) {
+			var got []string
+			p := storage.ListParams{Limit: 1}
+			for range 100 {
+				page, more := list(t, p)
+				got = append(got, page...)
+				if !more {
+					break
+				}
+				if len(page) == 0 {
+					t.Fatalf("List(%+v) = empty page with more = true", p)
+				}
+				p.After = page[len(page)-1]
+			}
+			if !slices.Equal(got, sorted) {
+				t.Fatalf("List() pages = %q, want %q", got, sorted)
+			}
+		})
+		t.Run("RecordsAreFull", func(t *testing.T) {
+			e := e.with(t)
+			recs, _, err := e.s.List(e.ctx, storage.ListParams{Tenant: e.tenant, Namespace: e.ns, KeyPrefix: "c", Limit: 10})
+			if err != nil || len(recs) != 1 {
+				t.Fatalf("List(prefix c) = %d records, %v; want 1, nil", len(recs), err)
+			}
+			if d := diffRecord(recs[0], e.lookup(e.id("c"))); d != "" {
+				t.Fatalf("List() record differs from Lookup():\n%s", d)
+			}
+		})
+	})
+
+	t.Run("Stats", func(t *testing.T) {
+		e := newEnv(t, h)
+		ns1, ns2 := e.ns+"/a", e.ns+"/b"
+		mk := func(ns, key string, state storage.State, ret time.Duration) {
+			id := storage.ID{Tenant: e.tenant, Namespace: ns, Key: key}
+			e.mustReserve(rp(id, "fp", ttl, ret), storage.OutcomeReserved)
+			switch state {
+			case storage.StateCompleted:
+				e.complete(id, 1, nil, ret)
+			case storage.StateReleased:
+				e.release(id, 1)
+			}
+		}
+		for i := range 3 {
+			mk(ns1, fmt.Sprint("ip", i), storage.StateInProgress, retention)
+		}
+		mk(ns1, "done", storage.StateCompleted, retention)
+		mk(ns1, "rel1", storage.StateReleased, retention)
+		mk(ns1, "rel2", storage.StateReleased, retention)
+		for i := range 4 {
+			mk(ns2, fmt.Sprint("done", i), storage.StateCompleted, retention)
+		}
+		// Expired records and another tenant's records are not counted.
+		mk(ns1, "gone", storage.StateCompleted, time.Minute)
+		mk(ns2, "gone", storage.StateReleased, time.Minute)
+		e.advance(ttl + time.Minute)
+		other := *e
+		other.tenant += "-other"
+		other.mustReserve(rp(storage.ID{Tenant: other.tenant, Namespace: ns1, Key: "x"}, "fp", ttl, retention), storage.OutcomeReserved)
+
+		all := []storage.StatsRow{
+			{Namespace: ns1, State: storage.StateInProgress, Count: 3},
+			{Namespace: ns1, State: storage.StateCompleted, Count: 1},
+			{Namespace: ns1, State: storage.StateReleased, Count: 2},
+			{Namespace: ns2, State: storage.StateCompleted, Count: 4},
+		}
+		storage.SortStats(all)
+		for _, tc := range []struct {
+			name, ns string
+			want     []storage.StatsRow
+		}{
+			{"AllNamespaces", "", all},
+			{"OneNamespace", ns2, all[3:]},
+			{"EmptyNamespace", e.ns + "/none", nil},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				got, err := e.s.Stats(e.ctx, e.tenant, tc.ns)
+				if err != nil {
+					t.Fatalf("Stats(%q) error = %v, want nil", tc.ns, err)
+				}
+				if !slices.Equal(got, tc.want) {
+					t.Fatalf("Stats(%q) = %+v, want %+v", tc.ns, got, tc.want)
+				}
+			})
+		}
+	})
+}
+
+func testIsolation(t *testing.T, h Harness) {
+	e := newEnv(t, h)
+	ids := []storage.ID{
+		{Tenant: e.tenant, Namespace: e.ns, Key: "k"},
+		{Tenant: e.tenant + "-2", Namespace: e.ns, Key: "k"},
+		{Tenant: e.tenant, Namespace: e.ns + "-2", Key: "k"},
+		{Tenant: e.tenant + "-2", Namespace: e.ns + "-2", Key: "k"},
+	}
+	for i, id := range ids {
+		got := e.mustReserve(rp(id, fmt.Sprint("fp-", i), ttl, retention), storage.OutcomeReserved)
+		if got.Token != 1 || got.ID != id {
+			t.Fatalf("Reserve(%+v) = token %d id %+v, want token 1 and its own id", id, got.Token, got.ID)
+		}
+	}
+	e.complete(ids[0], 1, bigResult("zero"), retention)
+	e.release(ids[1], 1)
+	if _, err := e.s.Delete(e.ctx, ids[2]); err != nil {
+		t.Fatalf("Delete(%+v) error = %v, want nil", ids[2], err)
+	}
+	if got := e.lookup(ids[0]); got.State != storage.StateCompleted || string(got.Fingerprint) != "fp-0" {
+		t.Fatalf("Lookup(%+v) = %v %q, want COMPLETED fp-0", ids[0], got.State, got.Fingerprint)
+	}
+	if got := e.lookup(ids[1]); got.State != storage.StateReleased || string(got.Fingerprint) != "fp-1" {
+		t.Fatalf("Lookup(%+v) = %v %q, want RELEASED fp-1", ids[1], got.State, got.Fingerprint)
+	}
+	e.wantAbsent(ids[2])
+	if got := e.lookup(ids[3]); got.State != storage.StateInProgress || string(got.Fingerprint) != "fp-3" {
+		t.Fatalf("Lookup(%+v) = %v %q, want IN_PROGRESS fp-3", ids[3], got.State, got.Fingerprint)
+	}
+}
+
+func testCopies(t *testing.T, h Harness) {
+	e := newEnv(t, h)
+	id := e.id("k")
+	p := rp(id, "fp", ttl, retention)
+	rec := e.mustReserve(p, storage.OutcomeReserved)
+	p.Fingerprint[0] = 'X'
+	rec.Fingerprint[0] = 'Y'
+	rec.Token = 99
+	rec.State = storage.StateCompleted
+	cp := storage.Checkpoint{Phase: "p", Data: []byte("data")}
+	got, err := e.s.Checkpoint(e.ctx, id, 1, cp)
+	if err != nil {
+		t.Fatalf("Checkpoint() error = %v, want nil", err)
+	}
+	cp.Data[0] = 'X'
+	got.Checkpoint.Data[1] = 'Y'
+	got.Checkpoint.Phase = "mutated"
+	res := bigResult("r")
+	done := e.complete(id, 1, res, retention)
+	res.Body[0] = 'X'
+	res.Metadata["x-a"] = "mutated"
+	res.Details[0].Value[0] = 'X'
+	done.Result.Body[1] = 'Y'
+	done.Result.Metadata["x-b"] = "mutated"
+	done.Result.Details[1].Value[0] = 'Y'
+	done.Result.Details = done.Result.Details[:1]
+
+	got = e.lookup(id)
+	if string(got.Fingerprint) != "fp" || got.Token != 1 || got.State != storage.StateCompleted {
+		t.Fatalf("Lookup() = fp %q token %d state %v, want fp token 1 COMPLETED", got.Fingerprint, got.Token, got.State)
+	}
+	if !sameCheckpoint(got.Checkpoint, &storage.Checkpoint{Phase: "p", Data: []byte("data")}) {
+		t.Fatalf("Lookup() Checkpoint = %+v, want {p data}", got.Checkpoint)
+	}
+	if !got.Result.Equal(bigResult("r")) {
+		t.Fatalf("Lookup() Result = %+v, want %+v", got.Result, bigResult("r"))
+	}
+	got.Result.Body[0] = 'Z'
+	again := e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeCompleted)
+	if !again.Result.Equal(bigResult("r")) {
+		t.Fatalf("Reserve() Result after mutating a Lookup() copy = %+v, want %+v", again.Result, bigResult("r"))
+	}
+}

@@ -1,0 +1,246 @@
+package storagetest
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/idemhq/idem/storage"
+)
+
+const racers = 64
+
+func testRace(t *testing.T, h Harness) {
+	t.Run("OneKeyOneWinner", func(t *testing.T) {
+		e := newEnv(t, h)
+		id := e.id("k")
+		var reserved, inProgress atomic.Int32
+		errs := make(chan error, racers)
+		parallel(racers, func(int) {
+			out, rec, err := e.s.Reserve(e.ctx, rp(id, "fp", ttl, retention))
+			switch {
+			case err != nil:
+				errs <- err
+			case rec == nil || rec.Token != 1:
+				errs <- fmt.Errorf("Reserve() record = %+v, want token 1", rec)
+			case out == storage.OutcomeReserved:
+				reserved.Add(1)
+			case out == storage.OutcomeInProgress:
+				inProgress.Add(1)
+			default:
+				errs <- fmt.Errorf("Reserve() outcome = %v, want RESERVED or IN_PROGRESS", out)
+			}
+		})
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		if reserved.Load() != 1 || inProgress.Load() != racers-1 {
+			t.Fatalf("Reserve() by %d goroutines: %d RESERVED, %d IN_PROGRESS; want 1 and %d", racers, reserved.Load(), inProgress.Load(), racers-1)
+		}
+	})
+
+	t.Run("DistinctKeysAllWin", func(t *testing.T) {
+		e := newEnv(t, h)
+		errs := make(chan error, racers)
+		parallel(racers, func(i int) {
+			out, rec, err := e.s.Reserve(e.ctx, rp(e.id(fmt.Sprint("k", i)), "fp", ttl, retention))
+			if err != nil || out != storage.OutcomeReserved || rec == nil || rec.Token != 1 {
+				errs <- fmt.Errorf("Reserve(k%d) = %v, %+v, %v; want RESERVED token 1", i, out, rec, err)
+			}
+		})
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("TakeoverAfterExpiryOneWinner", func(t *testing.T) {
+		e := newEnv(t, h)
+		id := e.id("k")
+		e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+		e.advance(ttl + time.Second)
+		var takeovers atomic.Int32
+		var (
+			mu       sync.Mutex
+			winners  = map[uint64]*storage.Result{} // token → result of a successful Complete
+			problems []error
+		)
+		fail := func(err error) {
+			mu.Lock()
+			problems = append(problems, err)
+			mu.Unlock()
+		}
+		win := func(tok uint64, res *storage.Result) {
+			mu.Lock()
+			winners[tok] = res
+			mu.Unlock()
+		}
+		complete := func(tok uint64, res *storage.Result) {
+			rec, err := e.s.Complete(e.ctx, storage.CompleteParams{ID: id, Token: tok, Result: res, Retention: retention})
+			switch {
+			case err == nil:
+				if rec == nil || rec.Token != tok || !rec.Result.Equal(res) {
+					fail(fmt.Errorf("Complete(token %d) record = %+v, want its own token and result", tok, rec))
+				}
+				win(tok, res)
+			case !errors.Is(err, storage.ErrLeaseLost):
+				fail(fmt.Errorf("Complete(token %d) error = %v, want nil or ErrLeaseLost", tok, err))
+			}
+		}
+		parallel(racers, func(i int) {
+			if i%2 == 0 {
+				// The expired holder finishing late.
+				complete(1, &storage.Result{Body: []byte("holder-1")})
+				return
+			}
+			out, rec, err := e.s.Reserve(e.ctx, rp(id, "fp", ttl, retention))
+			if err != nil {
+				fail(fmt.Errorf("Reserve() error = %v", err))
+				return
+			}
+			if out == storage.OutcomeReserved {
+				takeovers.Add(1)
+				complete(rec.Token, &storage.Result{Body: []byte(fmt.Sprint("holder-", rec.Token))})
+			}
+		})
+		for _, err := range problems {
+			t.Error(err)
+		}
+		if t.Failed() {
+			t.FailNow()
+		}
+		if n := takeovers.Load(); n > 1 {
+			t.Fatalf("Reserve() takeovers = %d, want at most 1", n)
+		}
+		if len(winners) != 1 {
+			t.Fatalf("Complete() winners = %v, want exactly one token", winners)
+		}
+		for tok, res := range winners {
+			if takeovers.Load() == 1 && tok == 1 {
+				t.Fatalf("Complete(token 1) succeeded although a takeover happened")
+			}
+			got := e.lookup(id)
+			if got.State != storage.StateCompleted || got.Token != tok || !got.Result.Equal(res) {
+				t.Fatalf("Lookup() = %v token %d result %q, want COMPLETED token %d result %q", got.State, got.Token, got.Result.Body, tok, res.Body)
+			}
+		}
+	})
+
+	t.Run("SameCompleteConcurrently", func(t *testing.T) {
+		e := newEnv(t, h)
+		id := e.id("k")
+		e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+		var failed atomic.Int32
+		parallel(racers, func(int) {
+			if _, err := e.s.Complete(e.ctx, storage.CompleteParams{ID: id, Token: 1, Result: bigResult("same"), Retention: retention}); err != nil {
+				failed.Add(1)
+			}
+		})
+		if n := failed.Load(); n != 0 {
+			t.Fatalf("Complete() retried by %d goroutines: %d failed, want 0", racers, n)
+		}
+	})
+
+	t.Run("OverlappingBatches", func(t *testing.T) {
+		e := newEnv(t, h)
+		const (
+			batches = 16
+			size    = 100
+			keys    = 400
+		)
+		var mu sync.Mutex
+		wins := map[string]int{}
+		var problems []error
+		parallel(batches, func(b int) {
+			items := make([]storage.ReserveParams, size)
+			for i := range items {
+				// Each batch walks a window of the key space, half of them backwards,
+				// so batches overlap in both orders.
+				k := (b*keys/batches + i) % keys
+				if b%2 == 1 {
+					k = (b*keys/batches + size - 1 - i) % keys
+				}
+				items[i] = rp(e.id(fmt.Sprintf("k%03d", k)), "fp", ttl, retention)
+			}
+			res, err := e.s.BatchReserve(e.ctx, items)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil || len(res) != size {
+				problems = append(problems, fmt.Errorf("BatchReserve() = %d results, %v; want %d, nil", len(res), err, size))
+				return
+			}
+			for i, r := range res {
+				switch {
+				case r.Err != nil:
+					problems = append(problems, fmt.Errorf("BatchReserve() item %s error = %v", items[i].Key, r.Err))
+				case r.Outcome == storage.OutcomeReserved:
+					wins[items[i].Key]++
+				case r.Outcome != storage.OutcomeInProgress:
+					problems = append(problems, fmt.Errorf("BatchReserve() item %s outcome = %v, want RESERVED or IN_PROGRESS", items[i].Key, r.Outcome))
+				}
+			}
+		})
+		for _, err := range problems {
+			t.Error(err)
+		}
+		for k, n := range wins {
+			if n != 1 {
+				t.Errorf("key %s RESERVED %d times, want 1", k, n)
+			}
+		}
+		if want := min(keys, batches*size); len(wins) != want {
+			t.Errorf("keys RESERVED = %d, want %d", len(wins), want)
+		}
+	})
+}
+
+func testClose(t *testing.T, h Harness) {
+	e := newEnv(t, h)
+	id := e.id("k")
+	if err := e.s.Ping(e.ctx); err != nil {
+		t.Fatalf("Ping() before Close error = %v, want nil", err)
+	}
+	e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+	e.closed = true
+	if err := e.s.Close(); err != nil {
+		t.Fatalf("Close() error = %v, want nil", err)
+	}
+	for _, op := range []struct {
+		name string
+		call func() error
+	}{
+		{"Ping", func() error { return e.s.Ping(e.ctx) }},
+		{"Reserve", func() error { _, _, err := e.s.Reserve(e.ctx, rp(id, "fp", ttl, retention)); return err }},
+		{"Complete", func() error {
+			_, err := e.s.Complete(e.ctx, storage.CompleteParams{ID: id, Token: 1, Retention: retention})
+			return err
+		}},
+		{"Release", func() error { _, err := e.s.Release(e.ctx, id, 1); return err }},
+		{"ExtendLease", func() error { _, err := e.s.ExtendLease(e.ctx, id, 1, ttl); return err }},
+		{"Checkpoint", func() error { _, err := e.s.Checkpoint(e.ctx, id, 1, storage.Checkpoint{}); return err }},
+		{"Lookup", func() error { _, err := e.s.Lookup(e.ctx, id); return err }},
+		{"BatchReserve", func() error {
+			_, err := e.s.BatchReserve(e.ctx, []storage.ReserveParams{rp(id, "fp", ttl, retention)})
+			return err
+		}},
+		{"BatchComplete", func() error {
+			_, err := e.s.BatchComplete(e.ctx, []storage.CompleteParams{{ID: id, Token: 1, Retention: retention}})
+			return err
+		}},
+		{"Delete", func() error { _, err := e.s.Delete(e.ctx, id); return err }},
+		{"ForceRelease", func() error { _, err := e.s.ForceRelease(e.ctx, id); return err }},
+		{"List", func() error {
+			_, _, err := e.s.List(e.ctx, storage.ListParams{Tenant: e.tenant, Namespace: e.ns, Limit: 10})
+			return err
+		}},
+		{"Stats", func() error { _, err := e.s.Stats(e.ctx, e.tenant, ""); return err }},
+	} {
+		t.Run(op.name, func(t *testing.T) {
+			wantErr(t, op.name+" after Close", op.call(), storage.ErrClosed)
+		})
+	}
+}
