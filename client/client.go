@@ -1,0 +1,417 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/retry"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/jonboulle/clockwork"
+	"github.com/sony/gobreaker/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+)
+
+// Client talks to an idemd server. It is safe for concurrent use.
+type Client struct {
+	conn  *grpc.ClientConn
+	rpc   idemv1.IdempotencyServiceClient
+	opts  clientOptions
+	cache *lru.Cache[cacheKey, cacheEntry]
+}
+
+var _ Service = (*Client)(nil)
+
+// Option configures New.
+type Option func(*clientOptions)
+
+type clientOptions struct {
+	creds         credentials.TransportCredentials
+	plaintext     bool
+	bearer        string
+	dialOpts      []grpc.DialOption
+	tenant        string
+	namespace     string
+	retryMax      uint
+	retryBase     time.Duration
+	retryMaxDelay time.Duration
+	breakerOn     bool
+	breaker       gobreaker.Settings
+	cacheSize     int
+	clock         clockwork.Clock
+}
+
+func defaultClientOptions() clientOptions {
+	return clientOptions{
+		retryMax:      5,
+		retryBase:     50 * time.Millisecond,
+		retryMaxDelay: 2 * time.Second,
+		breakerOn:     true,
+		breaker: gobreaker.Settings{
+			Name:    "idem",
+			Timeout: 5 * time.Second,
+			ReadyToTrip: func(c gobreaker.Counts) bool {
+				return c.ConsecutiveFailures >= 5
+			},
+		},
+		clock: clockwork.NewRealClock(),
+	}
+}
+
+// WithTransportCredentials sets the connection's transport credentials.
+// Without it (or WithTLSConfig, or WithInsecure) the client uses TLS with the
+// system's roots.
+func WithTransportCredentials(c credentials.TransportCredentials) Option {
+	return func(o *clientOptions) { o.creds = c; o.plaintext = false }
+}
+
+// WithTLSConfig uses TLS with cfg.
+func WithTLSConfig(cfg *tls.Config) Option {
+	return WithTransportCredentials(credentials.NewTLS(cfg))
+}
+
+// WithInsecure uses a plaintext connection (loopback, tests, a mesh that
+// encrypts for you). A bearer token is then sent in the clear.
+func WithInsecure() Option {
+	return func(o *clientOptions) { o.creds = insecure.NewCredentials(); o.plaintext = true }
+}
+
+// WithBearerToken sends "authorization: Bearer token" with every call.
+// gRPC refuses to send it over a plaintext connection unless WithInsecure
+// was chosen explicitly.
+func WithBearerToken(token string) Option {
+	return func(o *clientOptions) { o.bearer = token }
+}
+
+// WithDialOptions adds options to grpc.NewClient, e.g. a context dialer.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(o *clientOptions) { o.dialOpts = append(o.dialOpts, opts...) }
+}
+
+// WithTenant fills requests whose tenant is empty.
+func WithTenant(tenant string) Option {
+	return func(o *clientOptions) { o.tenant = tenant }
+}
+
+// WithNamespace fills requests whose namespace is empty.
+func WithNamespace(ns string) Option {
+	return func(o *clientOptions) { o.namespace = ns }
+}
+
+// WithRetry sets how often a call failing with UNAVAILABLE or
+// RESOURCE_EXHAUSTED is retried (max attempts in total, 1 disables retries)
+// and the exponential backoff: base·2^(n-1) with ±20% jitter, at most
+// maxDelay, and never shorter than the server's RetryInfo delay.
+func WithRetry(maxAttempts uint, base, maxDelay time.Duration) Option {
+	return func(o *clientOptions) { o.retryMax, o.retryBase, o.retryMaxDelay = maxAttempts, base, maxDelay }
+}
+
+// WithBreaker replaces the circuit breaker's settings. IsSuccessful and
+// IsExcluded are set by the client: only UNAVAILABLE and idem-side
+// deadlines count as failures, and calls the caller cancelled do not count.
+func WithBreaker(s gobreaker.Settings) Option {
+	return func(o *clientOptions) { o.breakerOn = true; o.breaker = s }
+}
+
+// WithoutBreaker turns the circuit breaker off.
+func WithoutBreaker() Option {
+	return func(o *clientOptions) { o.breakerOn = false }
+}
+
+// WithCache keeps up to size COMPLETED records in memory and answers a
+// Reserve of the same tenant, namespace, key and fingerprint from it until
+// the record's expires_at (by this process's clock). Completed records are
+// immutable until they expire, so the only staleness is an operator deleting
+// one early.
+func WithCache(size int) Option {
+	return func(o *clientOptions) { o.cacheSize = size }
+}
+
+// WithClock sets the clock the cache reads expiry against (tests).
+func WithClock(c clockwork.Clock) Option {
+	return func(o *clientOptions) { o.clock = c }
+}
+
+// New connects to the idemd at target (a gRPC target such as
+// "dns:///idem.internal:7070"). The connection is made lazily.
+func New(target string, opts ...Option) (*Client, error) {
+	o := defaultClientOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.creds == nil {
+		o.creds = credentials.NewTLS(nil)
+	}
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(o.creds)}
+	if o.bearer != "" {
+		dial = append(dial, grpc.WithPerRPCCredentials(bearer{token: o.bearer, secure: !o.plaintext}))
+	}
+	var chain []grpc.UnaryClientInterceptor
+	if o.breakerOn {
+		chain = append(chain, breakerInterceptor(o.breaker))
+	}
+	if o.retryMax > 1 {
+		chain = append(chain, retryHintInterceptor, retry.UnaryClientInterceptor(
+			retry.WithMax(o.retryMax),
+			retry.WithCodes(codes.Unavailable, codes.ResourceExhausted),
+			retry.WithBackoff(backoff(o.retryBase, o.retryMaxDelay)),
+		), retryInfoRecorder)
+	}
+	dial = append(dial, grpc.WithChainUnaryInterceptor(chain...))
+	dial = append(dial, o.dialOpts...)
+	conn, err := grpc.NewClient(target, dial...)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{conn: conn, rpc: idemv1.NewIdempotencyServiceClient(conn), opts: o}
+	if o.cacheSize > 0 {
+		c.cache, err = lru.New[cacheKey, cacheEntry](o.cacheSize)
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Conn returns the underlying connection, e.g. for the AdminService client.
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+func (c *Client) fill(tenant, ns *string) {
+	if *tenant == "" {
+		*tenant = c.opts.tenant
+	}
+	if *ns == "" {
+		*ns = c.opts.namespace
+	}
+}
+
+// withDefaults returns req, or a clone with the default tenant and namespace
+// filled in, so that the caller's message is never modified.
+func withDefaults[T interface {
+	proto.Message
+	GetTenant() string
+	GetNamespace() string
+}](c *Client, req T, set func(T, string, string)) T {
+	t, ns := req.GetTenant(), req.GetNamespace()
+	c.fill(&t, &ns)
+	if t == req.GetTenant() && ns == req.GetNamespace() {
+		return req
+	}
+	cl := proto.Clone(req).(T)
+	set(cl, t, ns)
+	return cl
+}
+
+// Reserve claims a key; see idemv1.IdempotencyServiceClient.Reserve. With
+// WithCache, a COMPLETED answer may come from the local cache.
+func (c *Client) Reserve(ctx context.Context, req *idemv1.ReserveRequest) (*idemv1.ReserveResponse, error) {
+	req = withDefaults(c, req, func(r *idemv1.ReserveRequest, t, ns string) { r.Tenant, r.Namespace = t, ns })
+	ck := cacheKey{req.GetTenant(), req.GetNamespace(), req.GetKey()}
+	if resp, ok := c.cached(ck, req.GetFingerprint()); ok {
+		return resp, nil
+	}
+	resp, err := c.rpc.Reserve(ctx, req)
+	if err != nil {
+		return nil, mapError(ctx, err)
+	}
+	if resp.GetOutcome() == idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED {
+		c.remember(ck, resp.GetRecord())
+	}
+	return resp, nil
+}
+
+// Complete stores the result of the attempt holding req.Token.
+func (c *Client) Complete(ctx context.Context, req *idemv1.CompleteRequest) (*idemv1.CompleteResponse, error) {
+	req = withDefaults(c, req, func(r *idemv1.CompleteRequest, t, ns string) { r.Tenant, r.Namespace = t, ns })
+	resp, err := c.rpc.Complete(ctx, req)
+	if err != nil {
+		return nil, mapError(ctx, err)
+	}
+	c.remember(cacheKey{req.GetTenant(), req.GetNamespace(), req.GetKey()}, resp.GetRecord())
+	return resp, nil
+}
+
+// Release gives a key up without caching a result.
+func (c *Client) Release(ctx context.Context, req *idemv1.ReleaseRequest) (*idemv1.ReleaseResponse, error) {
+	req = withDefaults(c, req, func(r *idemv1.ReleaseRequest, t, ns string) { r.Tenant, r.Namespace = t, ns })
+	resp, err := c.rpc.Release(ctx, req)
+	return resp, mapError(ctx, err)
+}
+
+// ExtendLease keeps the lease of the attempt holding req.Token alive.
+func (c *Client) ExtendLease(ctx context.Context, req *idemv1.ExtendLeaseRequest) (*idemv1.ExtendLeaseResponse, error) {
+	req = withDefaults(c, req, func(r *idemv1.ExtendLeaseRequest, t, ns string) { r.Tenant, r.Namespace = t, ns })
+	resp, err := c.rpc.ExtendLease(ctx, req)
+	return resp, mapError(ctx, err)
+}
+
+// Checkpoint records the phase the attempt holding req.Token reached.
+func (c *Client) Checkpoint(ctx context.Context, req *idemv1.CheckpointRequest) (*idemv1.CheckpointResponse, error) {
+	req = withDefaults(c, req, func(r *idemv1.CheckpointRequest, t, ns string) { r.Tenant, r.Namespace = t, ns })
+	resp, err := c.rpc.Checkpoint(ctx, req)
+	return resp, mapError(ctx, err)
+}
+
+// Lookup reads a record.
+func (c *Client) Lookup(ctx context.Context, req *idemv1.LookupRequest) (*idemv1.LookupResponse, error) {
+	req = withDefaults(c, req, func(r *idemv1.LookupRequest, t, ns string) { r.Tenant, r.Namespace = t, ns })
+	resp, err := c.rpc.Lookup(ctx, req)
+	return resp, mapError(ctx, err)
+}
+
+// BatchReserve reserves up to 1,000 keys of one namespace.
+func (c *Client) BatchReserve(ctx context.Context, req *idemv1.BatchReserveRequest) (*idemv1.BatchReserveResponse, error) {
+	req = withDefaults(c, req, func(r *idemv1.BatchReserveRequest, t, ns string) { r.Tenant, r.Namespace = t, ns })
+	resp, err := c.rpc.BatchReserve(ctx, req)
+	return resp, mapError(ctx, err)
+}
+
+// BatchComplete completes up to 1,000 keys of one namespace.
+func (c *Client) BatchComplete(ctx context.Context, req *idemv1.BatchCompleteRequest) (*idemv1.BatchCompleteResponse, error) {
+	req = withDefaults(c, req, func(r *idemv1.BatchCompleteRequest, t, ns string) { r.Tenant, r.Namespace = t, ns })
+	resp, err := c.rpc.BatchComplete(ctx, req)
+	if err != nil {
+		return nil, mapError(ctx, err)
+	}
+	for _, r := range resp.GetResults() {
+		if r.GetError() == nil {
+			c.remember(cacheKey{req.GetTenant(), req.GetNamespace(), r.GetRecord().GetKey()}, r.GetRecord())
+		}
+	}
+	return resp, nil
+}
+
+type cacheKey struct{ tenant, namespace, key string }
+
+type cacheEntry struct {
+	fingerprint []byte
+	resp        *idemv1.ReserveResponse
+	expires     time.Time
+}
+
+func (c *Client) cached(k cacheKey, fp []byte) (*idemv1.ReserveResponse, bool) {
+	if c.cache == nil {
+		return nil, false
+	}
+	e, ok := c.cache.Get(k)
+	if !ok || !bytes.Equal(e.fingerprint, fp) {
+		return nil, false
+	}
+	if !c.opts.clock.Now().Before(e.expires) {
+		c.cache.Remove(k)
+		return nil, false
+	}
+	return proto.Clone(e.resp).(*idemv1.ReserveResponse), true
+}
+
+func (c *Client) remember(k cacheKey, rec *idemv1.Record) {
+	if c.cache == nil || rec.GetState() != idemv1.RecordState_RECORD_STATE_COMPLETED || rec.GetExpiresAt() == nil {
+		return
+	}
+	if rec.GetTenant() != "" {
+		// The server resolves the tenant (e.g. from credentials); key the
+		// entry the way the next request will name it.
+		k.tenant = rec.GetTenant()
+	}
+	resp := &idemv1.ReserveResponse{Outcome: idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED, Record: proto.Clone(rec).(*idemv1.Record)}
+	c.cache.Add(k, cacheEntry{fingerprint: bytes.Clone(rec.GetFingerprint()), resp: resp, expires: rec.GetExpiresAt().AsTime()})
+}
+
+type bearer struct {
+	token  string
+	secure bool
+}
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+func (b bearer) RequireTransportSecurity() bool { return b.secure }
+
+// The go-grpc-middleware retry interceptor's BackoffFunc sees only the
+// attempt number, not the error, so it cannot honour google.rpc.RetryInfo by
+// itself. retryHintInterceptor (outside retry) puts a slot into the context,
+// retryInfoRecorder (inside retry) stores each failed attempt's RetryInfo
+// delay in it, and backoff waits at least that long.
+type retryHintKey struct{}
+
+func retryHintInterceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return invoker(context.WithValue(ctx, retryHintKey{}, new(atomic.Int64)), method, req, reply, cc, opts...)
+}
+
+func retryInfoRecorder(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	if slot, ok := ctx.Value(retryHintKey{}).(*atomic.Int64); ok {
+		d, _ := retryDelayOf(err)
+		slot.Store(int64(d))
+	}
+	return err
+}
+
+func backoff(base, maxDelay time.Duration) retry.BackoffFunc {
+	return func(ctx context.Context, attempt uint) time.Duration {
+		d := base << min(attempt-1, 30)
+		if d > maxDelay || d <= 0 {
+			d = maxDelay
+		}
+		d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+		if slot, ok := ctx.Value(retryHintKey{}).(*atomic.Int64); ok {
+			d = max(d, time.Duration(slot.Load()))
+		}
+		return d
+	}
+}
+
+// callerGone marks errors caused by the caller's own context, which must not
+// count against idem's health.
+type callerGone struct{ error }
+
+func (c callerGone) Unwrap() error { return c.error }
+
+func breakerInterceptor(s gobreaker.Settings) grpc.UnaryClientInterceptor {
+	s.IsSuccessful = func(err error) bool {
+		switch status.Code(err) {
+		case codes.Unavailable, codes.DeadlineExceeded:
+			return false
+		}
+		return true
+	}
+	s.IsExcluded = func(err error) bool {
+		var cg callerGone
+		return errors.As(err, &cg)
+	}
+	cb := gobreaker.NewCircuitBreaker[struct{}](s)
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		_, err := cb.Execute(func() (struct{}, error) {
+			err := invoker(ctx, method, req, reply, cc, opts...)
+			if err != nil && ctx.Err() != nil {
+				return struct{}{}, callerGone{err}
+			}
+			return struct{}{}, err
+		})
+		var cg callerGone
+		switch {
+		case errors.As(err, &cg):
+			return cg.error
+		case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+			st := status.New(codes.Unavailable, "circuit breaker open: idem failed repeatedly")
+			return &Error{Code: codes.Unavailable, Message: st.Message(), sentinel: ErrUnavailable, st: st}
+		}
+		return err
+	}
+}

@@ -1,0 +1,112 @@
+// Package client is the Go side of idem: a client for idemd, and the gRPC
+// interceptors that let any Go gRPC service delegate deduplication to idem
+// in a few lines. It imports no storage backend and no database driver.
+//
+// # Client
+//
+// New connects to an idemd:
+//
+//	c, err := client.New("dns:///idem.internal:7070",
+//		client.WithTLSConfig(tlsCfg),           // default: TLS with system roots; WithInsecure for plaintext
+//		client.WithBearerToken(token),          // per-RPC "authorization: Bearer …"
+//		client.WithTenant("acme"),              // fills requests whose tenant is empty
+//		client.WithCache(10_000),               // optional LRU of COMPLETED records
+//	)
+//
+// It has one typed method per RPC (Reserve, Complete, Release, ExtendLease,
+// Checkpoint, Lookup, BatchReserve, BatchComplete), taking the idemv1
+// request types. Calls failing with UNAVAILABLE or RESOURCE_EXHAUSTED are
+// retried (go-grpc-middleware retry) with exponential backoff and ±20%
+// jitter, waiting at least the server's google.rpc.RetryInfo delay
+// (WithRetry). Every idem call is idempotent by design, so retrying is safe;
+// a Reserve whose first answer was lost in transit sees its own reservation
+// as IN_PROGRESS until the lease ends. A circuit breaker (sony/gobreaker)
+// opens after repeated UNAVAILABLE or idem-side timeouts, so a down idem
+// fails fast with ErrUnavailable instead of stalling every caller
+// (WithBreaker, WithoutBreaker). With WithCache, COMPLETED records seen in
+// Reserve or Complete answers are kept in a bounded LRU and a Reserve with the
+// same tenant, namespace, key and fingerprint is answered from it until the
+// record's expires_at: completed records are immutable until they expire.
+//
+// Local wraps an in-process idem (such as server.Service over an embedded
+// store) in the same Service interface, for a single service that uses idem
+// as a library.
+//
+// # Error contract
+//
+// Expected outcomes (RESERVED, COMPLETED, IN_PROGRESS, MISMATCH) are values
+// in the response, not errors. Errors are:
+//
+//   - ctx.Err() itself when the caller's own context was cancelled or its
+//     deadline passed, so errors.Is(err, context.DeadlineExceeded) works;
+//   - otherwise an *Error carrying the gRPC code, the status message (kept in
+//     the error text), the ErrorInfo reason and the RetryInfo delay, and
+//     wrapping the sentinel of package idem the server mapped from, also
+//     exported here: ErrNotFound (NOT_FOUND), ErrLeaseLost
+//     (FAILED_PRECONDITION, reason LEASE_LOST), ErrInvalidArgument,
+//     ErrUnavailable (UNAVAILABLE, an idem-side DEADLINE_EXCEEDED, or the
+//     open circuit breaker), ErrResourceExhausted, ErrPermissionDenied,
+//     ErrUnauthenticated. errors.Is(err, client.ErrLeaseLost) holds, and
+//     status.FromError(err) still returns the original status.
+//
+// # Client interceptors
+//
+// UnaryClientInterceptor and StreamClientInterceptor attach the
+// idempotency-key metadata: the key from WithKey(ctx, key), or a UUIDv7
+// generated once per logical call. Chain them outside (before) the retry
+// interceptor so every retry carries the same key:
+//
+//	grpc.WithChainUnaryInterceptor(
+//		client.UnaryClientInterceptor(),                 // key chosen once
+//		retry.UnaryClientInterceptor(retry.WithMax(5)),  // each attempt reuses it
+//	)
+//
+// # Server interceptors
+//
+// UnaryServerInterceptor(svc) and StreamServerInterceptor(svc) deduplicate
+// calls through any Service (*Client or Local). Per call: the key comes from
+// the idempotency-key metadata, the namespace is the full method, the
+// fingerprint is SHA-256 over the method and the deterministic protobuf
+// encoding of the request (WithFingerprintExclude leaves named fields out),
+// and the lease is the time to the call's deadline plus a second, clamped by
+// WithLease. Then, by Reserve outcome:
+//
+//   - RESERVED: the handler runs with the fencing token in its context
+//     (TokenFromContext); a heartbeat extends the lease every half lease
+//     (WithoutHeartbeat turns it off; a lost lease cancels the handler's
+//     context). Afterwards the result is stored with Complete — the
+//     response, or the error's code, message and details — unless its code
+//     is transient (DefaultTransientCodes, WithTransientCodes) or it is larger
+//     than WithMaxResultSize, in which case the key is Released so a retry
+//     runs again. A panicking handler releases the key and the panic goes on
+//     to the recovery interceptor (chain recovery outside this one). If
+//     Complete fails, the caller still gets the handler's answer; the failure
+//     is logged and reported as EventCompleteFailed (WithEventHook,
+//     WithCounters).
+//   - COMPLETED: the stored response or error is replayed with header
+//     idempotency-replayed: true; the handler does not run.
+//   - IN_PROGRESS: Reserve waits up to WithWait for the other attempt, then
+//     the call fails ABORTED with RetryInfo.
+//   - MISMATCH: FAILED_PRECONDITION, ErrorInfo reason IDEMPOTENCY_KEY_REUSED.
+//   - No key: INVALID_ARGUMENT, reason IDEMPOTENCY_KEY_MISSING, unless
+//     WithKeyOptional lets the call through.
+//   - idem unreachable: UNAVAILABLE with RetryInfo (fail closed), or, for
+//     methods chosen by WithFailOpen, the handler runs unprotected.
+//
+// Methods whose proto declares idempotency_level NO_SIDE_EFFECTS or
+// IDEMPOTENT pass through, as do methods WithSelector rejects.
+//
+// Server-streaming calls are keyed per call; the messages sent are recorded
+// (up to WithMaxStreamMessages and WithMaxResultSize, else not cached) and
+// replayed in order followed by the stored status. Client- and
+// bidi-streaming calls are deduplicated per message with
+// WithStreamMessageKey: a message already processed is skipped, and a
+// message counts as processed when the handler asks for the next one or
+// returns without error. The stream's Context() carries the current
+// message's token.
+//
+// On the server, chain the interceptor inside authentication and outside
+// recovery:
+//
+//	grpc.ChainUnaryInterceptor(auth, client.UnaryServerInterceptor(svc), recovery.UnaryServerInterceptor())
+package client

@@ -1,0 +1,56 @@
+package client
+
+import (
+	"context"
+
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+)
+
+// Local wraps an in-process idem (any idemv1.IdempotencyServiceServer, such
+// as *server.Service over an embedded store) as a Service, so the
+// interceptors and consumer helpers work without a network hop. Errors are
+// mapped exactly as for *Client.
+func Local(srv idemv1.IdempotencyServiceServer) Service { return local{srv} }
+
+type local struct{ srv idemv1.IdempotencyServiceServer }
+
+func call[Req, Resp any](ctx context.Context, f func(context.Context, Req) (Resp, error), req Req) (Resp, error) {
+	resp, err := f(ctx, req)
+	if err != nil {
+		var zero Resp
+		return zero, mapError(ctx, err)
+	}
+	return resp, nil
+}
+
+func (l local) Reserve(ctx context.Context, req *idemv1.ReserveRequest) (*idemv1.ReserveResponse, error) {
+	return call(ctx, l.srv.Reserve, req)
+}
+
+func (l local) Complete(ctx context.Context, req *idemv1.CompleteRequest) (*idemv1.CompleteResponse, error) {
+	return call(ctx, l.srv.Complete, req)
+}
+
+func (l local) Release(ctx context.Context, req *idemv1.ReleaseRequest) (*idemv1.ReleaseResponse, error) {
+	return call(ctx, l.srv.Release, req)
+}
+
+func (l local) ExtendLease(ctx context.Context, req *idemv1.ExtendLeaseRequest) (*idemv1.ExtendLeaseResponse, error) {
+	return call(ctx, l.srv.ExtendLease, req)
+}
+
+func (l local) Checkpoint(ctx context.Context, req *idemv1.CheckpointRequest) (*idemv1.CheckpointResponse, error) {
+	return call(ctx, l.srv.Checkpoint, req)
+}
+
+func (l local) Lookup(ctx context.Context, req *idemv1.LookupRequest) (*idemv1.LookupResponse, error) {
+	return call(ctx, l.srv.Lookup, req)
+}
+
+func (l local) BatchReserve(ctx context.Context, req *idemv1.BatchReserveRequest) (*idemv1.BatchReserveResponse, error) {
+	return call(ctx, l.srv.BatchReserve, req)
+}
+
+func (l local) BatchComplete(ctx context.Context, req *idemv1.BatchCompleteRequest) (*idemv1.BatchCompleteResponse, error) {
+	return call(ctx, l.srv.BatchComplete, req)
+}

@@ -1,0 +1,500 @@
+package client
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+)
+
+// Result metadata written by the interceptors.
+const (
+	metaType   = "idem-type"
+	metaStream = "idem-stream"
+)
+
+// UnaryServerInterceptor deduplicates unary calls through svc, exactly as
+// DESIGN.md §5 says: the key from the idempotency-key metadata, the full
+// method as namespace, a SHA-256 fingerprint of method and request, a lease
+// sized from the call's deadline and kept alive while the handler runs, the
+// fencing token in the handler's context (TokenFromContext). A completed
+// call is replayed (response or error) with header idempotency-replayed:
+// true, without running the handler.
+//
+// Chain it inside authentication (the tenant may come from the caller) and
+// outside recovery: a panicking handler releases the key and the panic goes
+// on to the recovery interceptor.
+func UnaryServerInterceptor(svc Service, opts ...InterceptorOption) grpc.UnaryServerInterceptor {
+	o := evaluateServerOptions(opts)
+	g := &guard{o: o, svc: svc}
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if g.passThrough(ctx, info.FullMethod) {
+			return handler(ctx, req)
+		}
+		key, ok := incomingKey(ctx)
+		if !ok {
+			if o.keyOptional(info.FullMethod) {
+				return handler(ctx, req)
+			}
+			return nil, keyMissing()
+		}
+		msg, ok := req.(proto.Message)
+		if !ok {
+			return nil, status.Error(codes.Internal, "idem: request is not a protobuf message")
+		}
+		fp, err := o.fingerprint(info.FullMethod, msg)
+		if err != nil {
+			return nil, err
+		}
+		a, stored, err := g.begin(ctx, info.FullMethod, key, fp)
+		switch {
+		case errors.Is(err, errFailOpen):
+			return handler(ctx, req)
+		case err != nil:
+			return nil, err
+		case stored != nil:
+			return g.replayUnary(ctx, info.FullMethod, key, stored)
+		}
+		hctx := a.start(ctx)
+		finished := false
+		defer func() {
+			if !finished { // the handler panicked
+				a.stop()
+				a.release(ctx, "handler panicked")
+			}
+		}()
+		resp, herr := handler(hctx, req)
+		finished = true
+		a.stop()
+		a.finish(ctx, resultOf(resp, herr), herr)
+		return resp, herr
+	}
+}
+
+// StreamServerInterceptor deduplicates streaming calls through svc.
+// Server-streaming calls are keyed per call like unary ones: the response
+// messages are recorded (up to WithMaxStreamMessages and WithMaxResultSize)
+// and replayed in order. Client- and bidi-streaming calls are deduplicated
+// per message with WithStreamMessageKey, and pass through without it.
+func StreamServerInterceptor(svc Service, opts ...InterceptorOption) grpc.StreamServerInterceptor {
+	o := evaluateServerOptions(opts)
+	g := &guard{o: o, svc: svc}
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx := ss.Context()
+		if g.passThrough(ctx, info.FullMethod) {
+			return handler(srv, ss)
+		}
+		if info.IsClientStream {
+			if o.streamKey == nil {
+				return handler(srv, ss)
+			}
+			return g.dedupeMessages(srv, ss, info.FullMethod, handler)
+		}
+		key, ok := incomingKey(ctx)
+		if !ok {
+			if o.keyOptional(info.FullMethod) {
+				return handler(srv, ss)
+			}
+			return keyMissing()
+		}
+		return g.serverStream(srv, ss, info.FullMethod, key, handler)
+	}
+}
+
+var errFailOpen = errors.New("idem: failing open")
+
+type guard struct {
+	o      *serverOptions
+	svc    Service
+	levels sync.Map // full method -> bool (pass through)
+}
+
+func (g *guard) passThrough(ctx context.Context, method string) bool {
+	if !g.o.selector(ctx, method) {
+		return true
+	}
+	if v, ok := g.levels.Load(method); ok {
+		return v.(bool)
+	}
+	pt := safeByDeclaration(method)
+	g.levels.Store(method, pt)
+	return pt
+}
+
+// safeByDeclaration reports whether the method's proto declares it free of
+// side effects or idempotent, so deduplicating it buys nothing.
+func safeByDeclaration(fullMethod string) bool {
+	name := strings.Replace(strings.TrimPrefix(fullMethod, "/"), "/", ".", 1)
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
+	if err != nil {
+		return false
+	}
+	md, ok := d.(protoreflect.MethodDescriptor)
+	if !ok {
+		return false
+	}
+	mo, ok := md.Options().(*descriptorpb.MethodOptions)
+	if !ok {
+		return false
+	}
+	switch mo.GetIdempotencyLevel() {
+	case descriptorpb.MethodOptions_NO_SIDE_EFFECTS, descriptorpb.MethodOptions_IDEMPOTENT:
+		return true
+	}
+	return false
+}
+
+func incomingKey(ctx context.Context) (string, bool) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(MetadataKey); len(v) > 0 && v[0] != "" {
+		return v[0], true
+	}
+	return "", false
+}
+
+func statusWith(c codes.Code, msg string, details ...proto.Message) error {
+	st := status.New(c, msg)
+	if len(details) > 0 {
+		v1 := make([]protoadapt.MessageV1, len(details))
+		for i, d := range details {
+			v1[i] = protoadapt.MessageV1Of(d)
+		}
+		if d, err := st.WithDetails(v1...); err == nil {
+			st = d
+		}
+	}
+	return st.Err()
+}
+
+func keyMissing() error {
+	return statusWith(codes.InvalidArgument, "idem: this method requires the "+MetadataKey+" metadata",
+		&errdetails.ErrorInfo{Reason: ReasonKeyMissing, Domain: ErrorDomain},
+		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: MetadataKey, Description: "missing"}}})
+}
+
+// fingerprint hashes the method and the deterministic encoding of msg, with
+// the excluded fields cleared on a clone.
+func (o *serverOptions) fingerprint(method string, msg proto.Message) ([]byte, error) {
+	if len(o.exclude) > 0 {
+		c := proto.Clone(msg)
+		o.clearExcluded(c.ProtoReflect())
+		msg = c
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(msg)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "idem: cannot encode request for its fingerprint: %v", err)
+	}
+	h := sha256.New()
+	h.Write([]byte(method))
+	h.Write([]byte{0})
+	h.Write(b)
+	return h.Sum(nil), nil
+}
+
+func (o *serverOptions) clearExcluded(m protoreflect.Message) {
+	clearHere := o.excludeMsgs[m.Descriptor().FullName()]
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if clearHere && o.exclude[fd.FullName()] {
+			m.Clear(fd)
+			return true
+		}
+		if fd.Message() == nil {
+			return true
+		}
+		switch {
+		case fd.IsList():
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				o.clearExcluded(l.Get(i).Message())
+			}
+		case fd.IsMap():
+			if fd.MapValue().Message() != nil {
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					o.clearExcluded(mv.Message())
+					return true
+				})
+			}
+		default:
+			o.clearExcluded(v.Message())
+		}
+		return true
+	})
+}
+
+// leaseFor sizes the lease from the call's deadline: the handler cannot
+// usefully run past it, plus a second for the Complete that follows.
+func (o *serverOptions) leaseFor(ctx context.Context) time.Duration {
+	d := o.leaseDefault
+	if dl, ok := ctx.Deadline(); ok {
+		d = time.Until(dl) + time.Second
+	}
+	return min(max(d, o.leaseMin), o.leaseMax)
+}
+
+// attempt is one reservation held by this process.
+type attempt struct {
+	g      *guard
+	method string
+	key    string
+	token  uint64
+	lease  time.Duration
+
+	stopHB context.CancelFunc
+	hbDone chan struct{}
+}
+
+// begin reserves the key. It returns the attempt when the handler must run,
+// the stored result when it must be replayed, errFailOpen when the handler
+// must run unprotected, or the status to answer with.
+func (g *guard) begin(ctx context.Context, method, key string, fp []byte) (*attempt, *idemv1.Result, error) {
+	o := g.o
+	lease := o.leaseFor(ctx)
+	wait := o.wait
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl)-10*time.Millisecond)
+	}
+	req := &idemv1.ReserveRequest{Tenant: o.tenant, Namespace: method, Key: key, Fingerprint: fp, LeaseTtl: durationpb.New(lease)}
+	if o.retention > 0 {
+		req.Retention = durationpb.New(o.retention)
+	}
+	if wait > 0 {
+		req.Wait = durationpb.New(wait)
+	}
+	resp, err := g.svc.Reserve(ctx, req)
+	if err != nil {
+		return nil, nil, g.reserveFailed(ctx, method, key, err)
+	}
+	rec := resp.GetRecord()
+	switch resp.GetOutcome() {
+	case idemv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED:
+		return &attempt{g: g, method: method, key: key, token: rec.GetToken(), lease: lease}, nil, nil
+	case idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED:
+		res := rec.GetResult()
+		if res == nil {
+			res = &idemv1.Result{}
+		}
+		return nil, res, nil
+	case idemv1.ReserveOutcome_RESERVE_OUTCOME_IN_PROGRESS:
+		delay := 100 * time.Millisecond
+		if le := rec.GetLeaseExpiresAt(); le != nil {
+			delay = min(max(time.Until(le.AsTime()), delay), 5*time.Second)
+		}
+		return nil, nil, statusWith(codes.Aborted, "idem: a call with this idempotency key is in progress; retry later",
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(delay)})
+	case idemv1.ReserveOutcome_RESERVE_OUTCOME_MISMATCH:
+		return nil, nil, statusWith(codes.FailedPrecondition, "idem: idempotency key reused with a different request",
+			&errdetails.ErrorInfo{Reason: ReasonKeyReused, Domain: ErrorDomain, Metadata: map[string]string{"key": key}})
+	}
+	return nil, nil, status.Errorf(codes.Internal, "idem: unexpected reserve outcome %v", resp.GetOutcome())
+}
+
+func (g *guard) reserveFailed(ctx context.Context, method, key string, err error) error {
+	if ctx.Err() != nil {
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	if errors.Is(err, ErrInvalidArgument) {
+		var e *Error
+		if errors.As(err, &e) && e.st != nil {
+			return e.st.Err()
+		}
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if g.o.failOpen(method) {
+		g.o.logger.WarnContext(ctx, "idem unreachable; running handler without deduplication", "method", method, "key", key, "err", err)
+		g.o.report(ctx, Event{Kind: EventFailOpen, Method: method, Key: key, Err: err})
+		return errFailOpen
+	}
+	g.o.logger.WarnContext(ctx, "idem unreachable; refusing call", "method", method, "key", key, "err", err)
+	return statusWith(codes.Unavailable, "idem: idempotency store unavailable",
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Second)})
+}
+
+// start begins the lease heartbeat and returns the handler's context,
+// carrying the token and cancelled if the lease is lost.
+func (a *attempt) start(ctx context.Context) context.Context {
+	ctx = ContextWithToken(ctx, a.token)
+	if !a.g.o.heartbeat {
+		return ctx
+	}
+	hctx, cancel := context.WithCancelCause(ctx)
+	hbCtx, stop := context.WithCancel(hctx)
+	a.stopHB = func() { stop(); cancel(nil) }
+	a.hbDone = make(chan struct{})
+	go a.heartbeat(hbCtx, cancel)
+	return hctx
+}
+
+func (a *attempt) heartbeat(ctx context.Context, cancelHandler context.CancelCauseFunc) {
+	defer close(a.hbDone)
+	o := a.g.o
+	t := o.clock.NewTicker(a.lease / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.Chan():
+		}
+		_, err := a.g.svc.ExtendLease(ctx, &idemv1.ExtendLeaseRequest{
+			Tenant: o.tenant, Namespace: a.method, Key: a.key, Token: a.token, LeaseTtl: durationpb.New(a.lease),
+		})
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		o.logger.WarnContext(ctx, "idem lease heartbeat failed", "method", a.method, "key", a.key, "token", a.token, "err", err)
+		o.report(ctx, Event{Kind: EventHeartbeatFailed, Method: a.method, Key: a.key, Err: err})
+		if errors.Is(err, ErrLeaseLost) || errors.Is(err, ErrNotFound) {
+			// Another attempt owns the key now; this one's work would be
+			// rejected by fencing, so stop it.
+			cancelHandler(fmt.Errorf("idem: lease lost while the handler ran: %w", ErrLeaseLost))
+			return
+		}
+	}
+}
+
+// stop ends the heartbeat and waits for it, so no goroutine outlives the call.
+func (a *attempt) stop() {
+	if a.stopHB != nil {
+		a.stopHB()
+		<-a.hbDone
+		a.stopHB = nil
+	}
+}
+
+func (a *attempt) cleanupCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), a.g.o.cleanupTimeout)
+}
+
+func (a *attempt) release(ctx context.Context, why string) {
+	cctx, cancel := a.cleanupCtx(ctx)
+	defer cancel()
+	o := a.g.o
+	_, err := a.g.svc.Release(cctx, &idemv1.ReleaseRequest{Tenant: o.tenant, Namespace: a.method, Key: a.key, Token: a.token})
+	if err != nil {
+		o.logger.WarnContext(ctx, "idem release failed", "method", a.method, "key", a.key, "token", a.token, "why", why, "err", err)
+		o.report(ctx, Event{Kind: EventReleaseFailed, Method: a.method, Key: a.key, Err: err})
+	}
+}
+
+// finish stores res (or releases the key for transient codes and results
+// over the size limit). The caller's answer does not depend on it.
+func (a *attempt) finish(ctx context.Context, res *idemv1.Result, herr error) {
+	o := a.g.o
+	if o.transient[codeOf(herr)] {
+		a.release(ctx, "transient error")
+		return
+	}
+	if n := resultSize(res); n > o.maxResult || res == nil {
+		o.logger.WarnContext(ctx, "idem result too large to store; not cached", "method", a.method, "key", a.key, "size", n, "limit", o.maxResult)
+		o.report(ctx, Event{Kind: EventResultTooLarge, Method: a.method, Key: a.key})
+		a.release(ctx, "result too large")
+		return
+	}
+	cctx, cancel := a.cleanupCtx(ctx)
+	defer cancel()
+	req := &idemv1.CompleteRequest{Tenant: o.tenant, Namespace: a.method, Key: a.key, Token: a.token, Result: res}
+	if o.retention > 0 {
+		req.Retention = durationpb.New(o.retention)
+	}
+	if _, err := a.g.svc.Complete(cctx, req); err != nil {
+		o.logger.ErrorContext(ctx, "idem complete failed after the handler ran; result not stored",
+			slog.String("method", a.method), slog.String("key", a.key), slog.Uint64("token", a.token), slog.Any("err", err))
+		o.report(ctx, Event{Kind: EventCompleteFailed, Method: a.method, Key: a.key, Err: err})
+	}
+}
+
+func codeOf(err error) codes.Code {
+	if err == nil {
+		return codes.OK
+	}
+	if errors.Is(err, context.Canceled) {
+		return codes.Canceled
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return codes.DeadlineExceeded
+	}
+	return status.Code(err)
+}
+
+// resultOf encodes a unary handler's answer. A nil result means the
+// response cannot be encoded, so it is not stored.
+func resultOf(resp any, herr error) *idemv1.Result {
+	if herr != nil {
+		st := status.Convert(herr)
+		p := st.Proto()
+		return &idemv1.Result{Code: p.GetCode(), Message: p.GetMessage(), Details: p.GetDetails()}
+	}
+	m, ok := resp.(proto.Message)
+	if !ok {
+		return nil
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return nil
+	}
+	return &idemv1.Result{Body: b, Metadata: map[string]string{metaType: string(m.ProtoReflect().Descriptor().FullName())}}
+}
+
+// resultSize counts bytes the way idem's result size limit does.
+func resultSize(r *idemv1.Result) int {
+	n := len(r.GetMessage()) + len(r.GetBody())
+	for _, d := range r.GetDetails() {
+		n += len(d.GetTypeUrl()) + len(d.GetValue())
+	}
+	for k, v := range r.GetMetadata() {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+func replayedHeader() metadata.MD { return metadata.Pairs(ReplayedHeader, "true") }
+
+func storedStatus(r *idemv1.Result) error {
+	if r.GetCode() == 0 {
+		return nil
+	}
+	return status.ErrorProto(&spb.Status{Code: r.GetCode(), Message: r.GetMessage(), Details: r.GetDetails()})
+}
+
+func newStored(r *idemv1.Result) (proto.Message, error) {
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(protoreflect.FullName(r.GetMetadata()[metaType]))
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "idem: stored response type %q is not linked into this binary", r.GetMetadata()[metaType])
+	}
+	return mt.New().Interface(), nil
+}
+
+func (g *guard) replayUnary(ctx context.Context, method, key string, r *idemv1.Result) (any, error) {
+	_ = grpc.SetHeader(ctx, replayedHeader())
+	g.o.report(ctx, Event{Kind: EventReplayed, Method: method, Key: key})
+	if err := storedStatus(r); err != nil {
+		return nil, err
+	}
+	m, err := newStored(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := proto.Unmarshal(r.GetBody(), m); err != nil {
+		return nil, status.Errorf(codes.Internal, "idem: stored response does not decode: %v", err)
+	}
+	return m, nil
+}

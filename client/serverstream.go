@@ -1,0 +1,255 @@
+package client
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+)
+
+// errReplayDone ends a server-streaming handler whose call was answered
+// from a stored result before the handler's own code ran.
+var errReplayDone = errors.New("idem: call replayed from the stored result")
+
+type streamMode int
+
+const (
+	modeNone streamMode = iota
+	modeReserved
+	modeReplayed
+	modeFailOpen
+	modeRefused
+)
+
+// recordingStream reserves the key when the handler receives the request
+// (the fingerprint needs it) and records what the handler sends.
+type recordingStream struct {
+	grpc.ServerStream
+	g      *guard
+	method string
+	key    string
+	ctx    context.Context
+
+	received  bool
+	mode      streamMode
+	a         *attempt
+	answer    error // replayed status, or the refusal
+	typeName  string
+	frames    []byte
+	count     int
+	overflown bool
+}
+
+func (s *recordingStream) Context() context.Context { return s.ctx }
+
+func (s *recordingStream) RecvMsg(m any) error {
+	if s.received {
+		return s.ServerStream.RecvMsg(m)
+	}
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	s.received = true
+	pm, ok := m.(proto.Message)
+	if !ok {
+		s.mode, s.answer = modeRefused, status.Error(codes.Internal, "idem: request is not a protobuf message")
+		return s.answer
+	}
+	fp, err := s.g.o.fingerprint(s.method, pm)
+	if err != nil {
+		s.mode, s.answer = modeRefused, err
+		return err
+	}
+	a, stored, err := s.g.begin(s.ctx, s.method, s.key, fp)
+	switch {
+	case errors.Is(err, errFailOpen):
+		s.mode = modeFailOpen
+		return nil
+	case err != nil:
+		s.mode, s.answer = modeRefused, err
+		return err
+	case stored != nil:
+		s.mode = modeReplayed
+		s.answer = s.replay(stored)
+		return errReplayDone
+	}
+	s.mode, s.a = modeReserved, a
+	s.ctx = a.start(s.ctx)
+	return nil
+}
+
+func (s *recordingStream) SendMsg(m any) error {
+	switch s.mode {
+	case modeReplayed, modeRefused:
+		return errReplayDone
+	case modeReserved:
+		s.record(m)
+	}
+	return s.ServerStream.SendMsg(m)
+}
+
+func (s *recordingStream) record(m any) {
+	if s.overflown {
+		return
+	}
+	pm, ok := m.(proto.Message)
+	var b []byte
+	var err error
+	if ok {
+		b, err = proto.MarshalOptions{Deterministic: true}.Marshal(pm)
+	}
+	s.count++
+	o := s.g.o
+	if !ok || err != nil || s.count > o.maxStreamMsgs || len(s.frames)+len(b) > o.maxResult {
+		s.overflown, s.frames = true, nil
+		return
+	}
+	if s.typeName == "" {
+		s.typeName = string(pm.ProtoReflect().Descriptor().FullName())
+	}
+	s.frames = protowire.AppendBytes(s.frames, b)
+}
+
+func (s *recordingStream) result(herr error) *idemv1.Result {
+	if s.overflown {
+		return nil
+	}
+	r := &idemv1.Result{Body: s.frames, Metadata: map[string]string{metaStream: "1"}}
+	if s.typeName != "" {
+		r.Metadata[metaType] = s.typeName
+	}
+	if herr != nil {
+		p := status.Convert(herr).Proto()
+		r.Code, r.Message, r.Details = p.GetCode(), p.GetMessage(), p.GetDetails()
+	}
+	return r
+}
+
+// replay sends the stored messages in order and returns the stored status.
+func (s *recordingStream) replay(r *idemv1.Result) error {
+	_ = s.ServerStream.SetHeader(replayedHeader())
+	s.g.o.report(s.ctx, Event{Kind: EventReplayed, Method: s.method, Key: s.key})
+	body := r.GetBody()
+	for len(body) > 0 {
+		b, n := protowire.ConsumeBytes(body)
+		if n < 0 {
+			return status.Error(codes.Internal, "idem: stored stream is corrupt")
+		}
+		body = body[n:]
+		m, err := newStored(r)
+		if err != nil {
+			return err
+		}
+		if err := proto.Unmarshal(b, m); err != nil {
+			return status.Errorf(codes.Internal, "idem: stored stream message does not decode: %v", err)
+		}
+		if err := s.ServerStream.SendMsg(m); err != nil {
+			return err
+		}
+	}
+	return storedStatus(r)
+}
+
+func (g *guard) serverStream(srv any, ss grpc.ServerStream, method, key string, handler grpc.StreamHandler) error {
+	s := &recordingStream{ServerStream: ss, g: g, method: method, key: key, ctx: ss.Context()}
+	base := ss.Context()
+	finished := false
+	defer func() {
+		if !finished && s.a != nil { // the handler panicked
+			s.a.stop()
+			s.a.release(base, "handler panicked")
+		}
+	}()
+	herr := handler(srv, s)
+	finished = true
+	switch s.mode {
+	case modeReplayed, modeRefused:
+		return s.answer
+	case modeReserved:
+		s.a.stop()
+		s.a.finish(base, s.result(herr), herr)
+	}
+	return herr
+}
+
+// dedupeStream reserves each received message's key before handing it to
+// the handler and skips messages that were already processed.
+type dedupeStream struct {
+	grpc.ServerStream
+	g       *guard
+	method  string
+	base    context.Context
+	ctx     context.Context
+	pending *attempt
+}
+
+func (s *dedupeStream) Context() context.Context { return s.ctx }
+
+// settle completes the message the handler is done with.
+func (s *dedupeStream) settle() {
+	if p := s.pending; p != nil {
+		s.pending, s.ctx = nil, s.base
+		p.stop()
+		p.finish(s.base, &idemv1.Result{}, nil)
+	}
+}
+
+func (s *dedupeStream) RecvMsg(m any) error {
+	s.settle()
+	for {
+		if err := s.ServerStream.RecvMsg(m); err != nil {
+			return err
+		}
+		key, ok := s.g.o.streamKey(m)
+		if !ok {
+			return nil
+		}
+		pm, ok := m.(proto.Message)
+		if !ok {
+			return status.Error(codes.Internal, "idem: stream message is not a protobuf message")
+		}
+		fp, err := s.g.o.fingerprint(s.method, pm)
+		if err != nil {
+			return err
+		}
+		a, stored, err := s.g.begin(s.base, s.method, key, fp)
+		switch {
+		case errors.Is(err, errFailOpen):
+			return nil
+		case err != nil:
+			return err
+		case stored != nil:
+			s.g.o.report(s.base, Event{Kind: EventReplayed, Method: s.method, Key: key})
+			continue // already processed: the handler never sees it again
+		}
+		s.pending = a
+		s.ctx = a.start(s.base)
+		return nil
+	}
+}
+
+func (g *guard) dedupeMessages(srv any, ss grpc.ServerStream, method string, handler grpc.StreamHandler) error {
+	s := &dedupeStream{ServerStream: ss, g: g, method: method, base: ss.Context(), ctx: ss.Context()}
+	finished := false
+	defer func() {
+		if !finished && s.pending != nil { // the handler panicked
+			s.pending.stop()
+			s.pending.release(s.base, "handler panicked")
+		}
+	}()
+	herr := handler(srv, s)
+	finished = true
+	if herr == nil {
+		s.settle()
+	} else if p := s.pending; p != nil {
+		p.stop()
+		p.release(s.base, "handler failed")
+	}
+	return herr
+}
