@@ -12,7 +12,9 @@ import (
 // mapped exactly as for *Client.
 func Local(srv idemv1.IdempotencyServiceServer) Service { return local{srv} }
 
-type local struct{ srv idemv1.IdempotencyServiceServer }
+type local struct {
+	srv idemv1.IdempotencyServiceServer
+}
 
 func call[Req, Resp any](ctx context.Context, f func(context.Context, Req) (Resp, error), req Req) (Resp, error) {
 	resp, err := f(ctx, req)
