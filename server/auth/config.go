@@ -1,0 +1,59 @@
+package auth
+
+import (
+	"fmt"
+	"time"
+)
+
+// DefaultTenantURIPrefix is the URI SAN prefix that names a certificate's tenant.
+const DefaultTenantURIPrefix = "spiffe://idem/tenant/"
+
+// Config selects TLS and how callers are authenticated. idemd fills it from
+// flags (--tls-cert, --tls-key, --tls-client-ca, --tokens-file, …).
+type Config struct {
+	// TLSCert and TLSKey are the server's PEM certificate chain and key.
+	// Both or neither.
+	TLSCert string
+	TLSKey  string
+	// TLSClientCA is a PEM bundle of the CAs client certificates must chain
+	// to. Setting it turns on mutual TLS and certificate authentication.
+	TLSClientCA string
+	// TokensFile lists accepted bearer tokens by hash, certificate
+	// mappings and revoked certificates (see the package documentation).
+	TokensFile string
+	// TenantURIPrefix: a client certificate with a URI SAN
+	// "<prefix><tenant>" acts for that tenant with role client,
+	// "<prefix><tenant>/admin" with role admin. Empty disables URI mapping.
+	TenantURIPrefix string
+	// TenantFromCN maps a client certificate without a matching URI SAN or
+	// cert: line to the tenant named by its Common Name, role client.
+	TenantFromCN bool
+	// ReloadInterval is how often Watch checks the files for changes; 0
+	// means only on SIGHUP.
+	ReloadInterval time.Duration
+}
+
+// DefaultConfig is the configuration without TLS or authentication.
+func DefaultConfig() Config {
+	return Config{TenantURIPrefix: DefaultTenantURIPrefix, ReloadInterval: 10 * time.Second}
+}
+
+// TLS reports whether the server serves TLS.
+func (c Config) TLS() bool { return c.TLSCert != "" }
+
+// Enabled reports whether callers must authenticate.
+func (c Config) Enabled() bool { return c.TLSClientCA != "" || c.TokensFile != "" }
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return fmt.Errorf("idem: --tls-cert and --tls-key must be given together")
+	}
+	if c.TLSClientCA != "" && !c.TLS() {
+		return fmt.Errorf("idem: --tls-client-ca needs --tls-cert and --tls-key")
+	}
+	if c.ReloadInterval < 0 {
+		return fmt.Errorf("idem: negative reload interval")
+	}
+	return nil
+}
