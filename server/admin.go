@@ -1,0 +1,173 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"strings"
+
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+	"github.com/idemhq/idem/storage"
+)
+
+const (
+	defaultPageSize = 100
+	maxPageSize     = 1000
+	pageTokenPrefix = "k1:"
+)
+
+// DeleteKey implements idemv1.AdminServiceServer.
+func (s *Service) DeleteKey(ctx context.Context, req *idemv1.DeleteKeyRequest) (*idemv1.DeleteKeyResponse, error) {
+	const method = idemv1.AdminService_DeleteKey_FullMethodName
+	var v violations
+	sc, err := s.scope(ctx, &v, req.GetTenant(), req.GetNamespace(), true)
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	s.checkKey(&v, "key", req.GetKey())
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	id := storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: req.GetKey()}
+	rec, err := sc.store.Delete(ctx, id)
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	s.notifier.notify(id)
+	return &idemv1.DeleteKeyResponse{Record: recordToProto(rec, true)}, nil
+}
+
+// ForceRelease implements idemv1.AdminServiceServer.
+func (s *Service) ForceRelease(ctx context.Context, req *idemv1.ForceReleaseRequest) (*idemv1.ForceReleaseResponse, error) {
+	const method = idemv1.AdminService_ForceRelease_FullMethodName
+	var v violations
+	sc, err := s.scope(ctx, &v, req.GetTenant(), req.GetNamespace(), true)
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	s.checkKey(&v, "key", req.GetKey())
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	id := storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: req.GetKey()}
+	rec, err := sc.store.ForceRelease(ctx, id)
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	s.notifier.notify(id)
+	return &idemv1.ForceReleaseResponse{Record: recordToProto(rec, true)}, nil
+}
+
+// ListKeys implements idemv1.AdminServiceServer. The page token is opaque
+// to callers: the last key of the previous page, encoded.
+func (s *Service) ListKeys(ctx context.Context, req *idemv1.ListKeysRequest) (*idemv1.ListKeysResponse, error) {
+	const method = idemv1.AdminService_ListKeys_FullMethodName
+	var v violations
+	sc, err := s.scope(ctx, &v, req.GetTenant(), req.GetNamespace(), true)
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	v.checkText("key_prefix", req.GetKeyPrefix(), s.opts.limits.MaxKeyBytes, false)
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0 || size > maxPageSize:
+		v.add("page_size", "is %d, want 0–%d", size, maxPageSize)
+	case size == 0:
+		size = defaultPageSize
+	}
+	after, ok := decodePageToken(req.GetPageToken())
+	if !ok {
+		v.add("page_token", "is not a token from a previous ListKeys response")
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	recs, more, err := sc.store.List(ctx, storage.ListParams{
+		Tenant:    sc.tenant,
+		Namespace: req.GetNamespace(),
+		KeyPrefix: req.GetKeyPrefix(),
+		After:     after,
+		Limit:     size,
+	})
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	resp := &idemv1.ListKeysResponse{Records: make([]*idemv1.Record, len(recs))}
+	for i, r := range recs {
+		resp.Records[i] = recordToProto(r, true)
+	}
+	if more && len(recs) > 0 {
+		resp.NextPageToken = encodePageToken(recs[len(recs)-1].Key)
+	}
+	return resp, nil
+}
+
+func encodePageToken(after string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(pageTokenPrefix + after))
+}
+
+func decodePageToken(tok string) (string, bool) {
+	if tok == "" {
+		return "", true
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil || !strings.HasPrefix(string(b), pageTokenPrefix) {
+		return "", false
+	}
+	return strings.TrimPrefix(string(b), pageTokenPrefix), true
+}
+
+// Stats implements idemv1.AdminServiceServer. With no namespace it counts
+// the namespace store of "" (the default store), plus every other store a
+// resolver names through a Stores() []storage.Store method.
+func (s *Service) Stats(ctx context.Context, req *idemv1.StatsRequest) (*idemv1.StatsResponse, error) {
+	const method = idemv1.AdminService_Stats_FullMethodName
+	var v violations
+	sc, err := s.scope(ctx, &v, req.GetTenant(), req.GetNamespace(), false)
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	stores := []storage.Store{sc.store}
+	if req.GetNamespace() == "" {
+		stores = s.stores()
+	}
+	var rows []storage.StatsRow
+	for _, st := range stores {
+		r, err := st.Stats(ctx, sc.tenant, req.GetNamespace())
+		if err != nil {
+			return nil, s.Status(ctx, method, err)
+		}
+		rows = append(rows, r...)
+	}
+	storage.SortStats(rows)
+	resp := &idemv1.StatsResponse{Rows: make([]*idemv1.StatsResponse_Row, len(rows))}
+	for i, r := range rows {
+		resp.Rows[i] = &idemv1.StatsResponse_Row{Namespace: r.Namespace, State: stateToProto(r.State), Count: r.Count}
+	}
+	return resp, nil
+}
+
+// stores lists the distinct stores the Service reaches: the one given to
+// New and any a resolver reports.
+func (s *Service) stores() []storage.Store {
+	out := []storage.Store{s.store}
+	if r, ok := s.resolver.(interface{ Stores() []storage.Store }); ok {
+		for _, st := range r.Stores() {
+			if st != nil && !containsStore(out, st) {
+				out = append(out, st)
+			}
+		}
+	}
+	return out
+}
+
+func containsStore(list []storage.Store, st storage.Store) bool {
+	for _, x := range list {
+		if x == st {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,77 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+)
+
+// healthServices are the names the health service reports on, besides "".
+var healthServices = []string{
+	idemv1.IdempotencyService_ServiceDesc.ServiceName,
+	idemv1.AdminService_ServiceDesc.ServiceName,
+}
+
+// HealthServer is the gRPC health service the Service keeps up to date:
+// SERVING while every store answers Ping, NOT_SERVING otherwise and after
+// Close.
+func (s *Service) HealthServer() *health.Server { return s.health }
+
+func (s *Service) runHealth() {
+	defer s.wg.Done()
+	t := s.opts.clock.NewTicker(s.opts.healthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.Chan():
+			s.checkHealth()
+		}
+	}
+}
+
+// checkHealth pings the stores and publishes the result.
+func (s *Service) checkHealth() {
+	var errs []error
+	for _, st := range s.stores() {
+		ctx, cancel := context.WithTimeout(s.bg, s.opts.healthTimeout)
+		errs = append(errs, st.Ping(ctx))
+		cancel()
+	}
+	select {
+	case <-s.done:
+		return // Close set NOT_SERVING for good
+	default:
+	}
+	st := healthpb.HealthCheckResponse_SERVING
+	if err := errors.Join(errs...); err != nil {
+		st = healthpb.HealthCheckResponse_NOT_SERVING
+		if s.healthy.Swap(false) {
+			s.opts.logger.Warn("store unhealthy", "err", err)
+		}
+	} else if !s.healthy.Swap(true) {
+		s.opts.logger.Info("store healthy")
+	}
+	s.health.SetServingStatus("", st)
+	for _, name := range healthServices {
+		s.health.SetServingStatus(name, st)
+	}
+}
+
+// NewGRPCServer returns a gRPC server with the Service, the health service
+// and server reflection registered. opts carry the caller's interceptors
+// and transport settings.
+func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
+	srv := grpc.NewServer(opts...)
+	svc.Register(srv)
+	healthpb.RegisterHealthServer(srv, svc.health)
+	reflection.Register(srv)
+	return srv
+}

@@ -1,0 +1,424 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+	"github.com/idemhq/idem/storage"
+)
+
+// Service is idem's API over a store. It implements
+// idemv1.IdempotencyServiceServer and idemv1.AdminServiceServer.
+type Service struct {
+	idemv1.UnimplementedIdempotencyServiceServer
+	idemv1.UnimplementedAdminServiceServer
+
+	opts     options
+	store    storage.Store
+	resolver PolicyResolver
+	notifier *notifier
+	waiting  atomic.Int64
+	health   *health.Server
+	healthy  atomic.Bool
+
+	done      chan struct{}
+	stop      context.CancelFunc
+	bg        context.Context
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+var (
+	_ idemv1.IdempotencyServiceServer = (*Service)(nil)
+	_ idemv1.AdminServiceServer       = (*Service)(nil)
+)
+
+// New returns a Service over store. The caller keeps ownership of the
+// store: Close stops the Service's background work, not the store.
+func New(store storage.Store, opts ...Option) (*Service, error) {
+	if store == nil {
+		return nil, errors.New("idem: server needs a store")
+	}
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	lim, err := o.limits.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	o.limits = lim
+	if o.maxWaiters < 0 {
+		return nil, fmt.Errorf("idem: max waiters is negative (%d)", o.maxWaiters)
+	}
+	s := &Service{
+		opts:     o,
+		store:    store,
+		resolver: o.resolver,
+		notifier: newNotifier(),
+		health:   health.NewServer(),
+		done:     make(chan struct{}),
+	}
+	if s.resolver == nil {
+		s.resolver = &StaticResolver{Store: store, Default: lim.DefaultPolicy(), Namespaces: o.policies}
+	}
+	s.bg, s.stop = context.WithCancel(context.Background())
+	s.checkHealth()
+	s.wg.Add(1)
+	go s.runHealth()
+	return s, nil
+}
+
+// Register registers the IdempotencyService and the AdminService.
+func (s *Service) Register(reg grpc.ServiceRegistrar) {
+	idemv1.RegisterIdempotencyServiceServer(reg, s)
+	idemv1.RegisterAdminServiceServer(reg, s)
+}
+
+// Close marks the Service NOT_SERVING, ends every waiting Reserve with the
+// outcome at that moment, and stops the health checker. It does not close
+// the store. Close is idempotent.
+func (s *Service) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		s.stop()
+		s.health.Shutdown()
+		s.wg.Wait()
+	})
+	return nil
+}
+
+// Limits returns the limits in force, defaults filled in.
+func (s *Service) Limits() Limits { return s.opts.limits }
+
+// scope is what a request's tenant and namespace resolve to.
+type scope struct {
+	tenant string
+	store  storage.Store
+	pol    Policy
+}
+
+// scope checks tenant and namespace, resolves the tenant (which may refuse
+// the call) and picks the namespace's store and policy. With a bad tenant
+// or namespace it reports them in v and answers the server's default
+// policy, so the other fields are still checked.
+func (s *Service) scope(ctx context.Context, v *violations, tenant, namespace string, nsRequired bool) (scope, error) {
+	l := &s.opts.limits
+	n := len(*v)
+	v.checkText("tenant", tenant, l.MaxTenantBytes, false)
+	v.checkText("namespace", namespace, l.MaxNamespaceBytes, nsRequired)
+	if len(*v) > n {
+		return scope{store: s.store, pol: l.DefaultPolicy()}, nil
+	}
+	t, err := s.opts.tenant(ctx, tenant)
+	if err != nil {
+		return scope{}, err
+	}
+	st, pol := s.resolver.Resolve(t, namespace)
+	if st == nil {
+		st = s.store
+	}
+	return scope{tenant: t, store: st, pol: pol.normalize(*l)}, nil
+}
+
+// storedResult applies the namespace's policy to a result about to be stored.
+func storedResult(pol Policy, r *storage.Result) *storage.Result {
+	if pol.StoreResults || r == nil {
+		return r
+	}
+	return &storage.Result{Code: r.Code}
+}
+
+// Reserve implements idemv1.IdempotencyServiceServer.
+func (s *Service) Reserve(ctx context.Context, req *idemv1.ReserveRequest) (*idemv1.ReserveResponse, error) {
+	const method = idemv1.IdempotencyService_Reserve_FullMethodName
+	l := &s.opts.limits
+	var v violations
+	sc, err := s.scope(ctx, &v, req.GetTenant(), req.GetNamespace(), true)
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	s.checkKey(&v, "key", req.GetKey())
+	v.checkBytes("fingerprint", req.GetFingerprint(), l.MaxFingerprintBytes)
+	lease := v.checkDuration("lease_ttl", req.GetLeaseTtl(), l.MinLease, sc.pol.MaxLease, sc.pol.DefaultLease)
+	ret := v.checkDuration("retention", req.GetRetention(), l.MinRetention, sc.pol.MaxRetention, sc.pol.DefaultRetention)
+	wait := v.checkDuration("wait", req.GetWait(), 0, l.MaxWait, 0)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	p := storage.ReserveParams{
+		ID:          storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: req.GetKey()},
+		Fingerprint: req.GetFingerprint(),
+		LeaseTTL:    lease,
+		Retention:   ret,
+	}
+	out, rec, err := s.reserve(ctx, sc.store, p, wait)
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	return &idemv1.ReserveResponse{Outcome: outcomeToProto(out), Record: reserveRecord(out, rec)}, nil
+}
+
+// Complete implements idemv1.IdempotencyServiceServer.
+func (s *Service) Complete(ctx context.Context, req *idemv1.CompleteRequest) (*idemv1.CompleteResponse, error) {
+	const method = idemv1.IdempotencyService_Complete_FullMethodName
+	l := &s.opts.limits
+	var v violations
+	sc, err := s.scope(ctx, &v, req.GetTenant(), req.GetNamespace(), true)
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	s.checkKey(&v, "key", req.GetKey())
+	v.checkToken("token", req.GetToken())
+	res := v.checkResult("result", req.GetResult(), sc.pol.MaxResultSize)
+	ret := v.checkDuration("retention", req.GetRetention(), l.MinRetention, sc.pol.MaxRetention, sc.pol.DefaultRetention)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	id := storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: req.GetKey()}
+	rec, err := sc.store.Complete(ctx, storage.CompleteParams{ID: id, Token: req.GetToken(), Result: storedResult(sc.pol, res), Retention: ret})
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	s.notifier.notify(id)
+	return &idemv1.CompleteResponse{Record: recordToProto(rec, true)}, nil
+}
+
+// Release implements idemv1.IdempotencyServiceServer.
+func (s *Service) Release(ctx context.Context, req *idemv1.ReleaseRequest) (*idemv1.ReleaseResponse, error) {
+	const method = idemv1.IdempotencyService_Release_FullMethodName
+	var v violations
+	sc, err := s.scope(ctx, &v, req.GetTenant(), req.GetNamespace(), true)
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	s.checkKey(&v, "key", req.GetKey())
+	v.checkToken("token", req.GetToken())
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	id := storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: req.GetKey()}
+	rec, err := sc.store.Release(ctx, id, req.GetToken())
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	s.notifier.notify(id)
+	return &idemv1.ReleaseResponse{Record: recordToProto(rec, true)}, nil
+}
+
+// ExtendLease implements idemv1.IdempotencyServiceServer.
+func (s *Service) ExtendLease(ctx context.Context, req *idemv1.ExtendLeaseRequest) (*idemv1.ExtendLeaseResponse, error) {
+	const method = idemv1.IdempotencyService_ExtendLease_FullMethodName
+	l := &s.opts.limits
+	var v violations
+	sc, err := s.scope(ctx, &v, req.GetTenant(), req.GetNamespace(), true)
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	s.checkKey(&v, "key", req.GetKey())
+	v.checkToken("token", req.GetToken())
+	lease := v.checkDuration("lease_ttl", req.GetLeaseTtl(), l.MinLease, sc.pol.MaxLease, sc.pol.DefaultLease)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	id := storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: req.GetKey()}
+	rec, err := sc.store.ExtendLease(ctx, id, req.GetToken(), lease)
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	return &idemv1.ExtendLeaseResponse{Record: recordToProto(rec, true)}, nil
+}
+
+// Checkpoint implements idemv1.IdempotencyServiceServer.
+func (s *Service) Checkpoint(ctx context.Context, req *idemv1.CheckpointRequest) (*idemv1.CheckpointResponse, error) {
+	const method = idemv1.IdempotencyService_Checkpoint_FullMethodName
+	l := &s.opts.limits
+	var v violations
+	sc, err := s.scope(ctx, &v, req.GetTenant(), req.GetNamespace(), true)
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	s.checkKey(&v, "key", req.GetKey())
+	v.checkToken("token", req.GetToken())
+	v.checkText("phase", req.GetPhase(), l.MaxPhaseBytes, false)
+	v.checkBytes("data", req.GetData(), sc.pol.MaxResultSize)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	id := storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: req.GetKey()}
+	rec, err := sc.store.Checkpoint(ctx, id, req.GetToken(), storage.Checkpoint{Phase: req.GetPhase(), Data: req.GetData()})
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	return &idemv1.CheckpointResponse{Record: recordToProto(rec, true)}, nil
+}
+
+// Lookup implements idemv1.IdempotencyServiceServer.
+func (s *Service) Lookup(ctx context.Context, req *idemv1.LookupRequest) (*idemv1.LookupResponse, error) {
+	const method = idemv1.IdempotencyService_Lookup_FullMethodName
+	var v violations
+	sc, err := s.scope(ctx, &v, req.GetTenant(), req.GetNamespace(), true)
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	s.checkKey(&v, "key", req.GetKey())
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	rec, err := sc.store.Lookup(ctx, storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: req.GetKey()})
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	return &idemv1.LookupResponse{Record: recordToProto(rec, true)}, nil
+}
+
+// checkBatchSize checks a batch is not over the limit; the whole call fails if it is.
+func (s *Service) checkBatchSize(v *violations, n int) {
+	if n > s.opts.limits.MaxBatch {
+		v.add("items", "has %d items, more than %d", n, s.opts.limits.MaxBatch)
+	}
+}
+
+// checkBatchKey checks item i's key; seen holds the keys of earlier good
+// items, so a repeated key fails alone and the first one proceeds.
+func (s *Service) checkBatchKey(v *violations, seen map[string]int, i int, key string) {
+	field := fmt.Sprintf("items[%d].key", i)
+	s.checkKey(v, field, key)
+	if j, dup := seen[key]; dup {
+		v.add(field, "repeats items[%d].key", j)
+	}
+}
+
+// BatchReserve implements idemv1.IdempotencyServiceServer. An item with a
+// bad field fails alone with its own error; only good items reach the store.
+func (s *Service) BatchReserve(ctx context.Context, req *idemv1.BatchReserveRequest) (*idemv1.BatchReserveResponse, error) {
+	const method = idemv1.IdempotencyService_BatchReserve_FullMethodName
+	l := &s.opts.limits
+	var v violations
+	sc, err := s.scope(ctx, &v, req.GetTenant(), req.GetNamespace(), true)
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	lease := v.checkDuration("lease_ttl", req.GetLeaseTtl(), l.MinLease, sc.pol.MaxLease, sc.pol.DefaultLease)
+	ret := v.checkDuration("retention", req.GetRetention(), l.MinRetention, sc.pol.MaxRetention, sc.pol.DefaultRetention)
+	s.checkBatchSize(&v, len(req.GetItems()))
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	items := req.GetItems()
+	results := make([]*idemv1.BatchReserveResponse_Result, len(items))
+	params := make([]storage.ReserveParams, 0, len(items))
+	index := make([]int, 0, len(items))
+	seen := make(map[string]int, len(items))
+	for i, it := range items {
+		var iv violations
+		s.checkBatchKey(&iv, seen, i, it.GetKey())
+		iv.checkBytes(fmt.Sprintf("items[%d].fingerprint", i), it.GetFingerprint(), l.MaxFingerprintBytes)
+		if len(iv) > 0 {
+			results[i] = &idemv1.BatchReserveResponse_Result{Error: invalidItem(iv)}
+			continue
+		}
+		seen[it.GetKey()] = i
+		params = append(params, storage.ReserveParams{
+			ID:          storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: it.GetKey()},
+			Fingerprint: it.GetFingerprint(),
+			LeaseTTL:    lease,
+			Retention:   ret,
+		})
+		index = append(index, i)
+	}
+	if len(params) > 0 {
+		got, err := sc.store.BatchReserve(ctx, params)
+		if err != nil {
+			return nil, s.Status(ctx, method, err)
+		}
+		if len(got) != len(params) {
+			return nil, s.Status(ctx, method, fmt.Errorf("store answered %d results for %d batch items", len(got), len(params)))
+		}
+		for j, r := range got {
+			res := &idemv1.BatchReserveResponse_Result{}
+			if r.Err != nil {
+				code, msg := s.itemError(ctx, method, r.Err)
+				res.Error = &idemv1.ItemError{Code: code, Message: msg}
+			} else {
+				res.Outcome = outcomeToProto(r.Outcome)
+				res.Record = reserveRecord(r.Outcome, r.Record)
+			}
+			results[index[j]] = res
+		}
+	}
+	return &idemv1.BatchReserveResponse{Results: results}, nil
+}
+
+// BatchComplete implements idemv1.IdempotencyServiceServer, with the same
+// per-item validation as BatchReserve.
+func (s *Service) BatchComplete(ctx context.Context, req *idemv1.BatchCompleteRequest) (*idemv1.BatchCompleteResponse, error) {
+	const method = idemv1.IdempotencyService_BatchComplete_FullMethodName
+	l := &s.opts.limits
+	var v violations
+	sc, err := s.scope(ctx, &v, req.GetTenant(), req.GetNamespace(), true)
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	ret := v.checkDuration("retention", req.GetRetention(), l.MinRetention, sc.pol.MaxRetention, sc.pol.DefaultRetention)
+	s.checkBatchSize(&v, len(req.GetItems()))
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	items := req.GetItems()
+	results := make([]*idemv1.BatchCompleteResponse_Result, len(items))
+	params := make([]storage.CompleteParams, 0, len(items))
+	index := make([]int, 0, len(items))
+	seen := make(map[string]int, len(items))
+	for i, it := range items {
+		var iv violations
+		s.checkBatchKey(&iv, seen, i, it.GetKey())
+		iv.checkToken(fmt.Sprintf("items[%d].token", i), it.GetToken())
+		res := iv.checkResult(fmt.Sprintf("items[%d].result", i), it.GetResult(), sc.pol.MaxResultSize)
+		if len(iv) > 0 {
+			results[i] = &idemv1.BatchCompleteResponse_Result{Error: invalidItem(iv)}
+			continue
+		}
+		seen[it.GetKey()] = i
+		params = append(params, storage.CompleteParams{
+			ID:        storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: it.GetKey()},
+			Token:     it.GetToken(),
+			Result:    storedResult(sc.pol, res),
+			Retention: ret,
+		})
+		index = append(index, i)
+	}
+	if len(params) > 0 {
+		got, err := sc.store.BatchComplete(ctx, params)
+		if err != nil {
+			return nil, s.Status(ctx, method, err)
+		}
+		if len(got) != len(params) {
+			return nil, s.Status(ctx, method, fmt.Errorf("store answered %d results for %d batch items", len(got), len(params)))
+		}
+		for j, r := range got {
+			res := &idemv1.BatchCompleteResponse_Result{}
+			if r.Err != nil {
+				code, msg := s.itemError(ctx, method, r.Err)
+				res.Error = &idemv1.ItemError{Code: code, Message: msg}
+			} else {
+				res.Record = recordToProto(r.Record, true)
+				s.notifier.notify(params[j].ID)
+			}
+			results[index[j]] = res
+		}
+	}
+	return &idemv1.BatchCompleteResponse{Results: results}, nil
+}
+
+func invalidItem(v violations) *idemv1.ItemError {
+	return &idemv1.ItemError{Code: int32(codes.InvalidArgument), Message: v.message()}
+}

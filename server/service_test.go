@@ -1,0 +1,405 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/idemhq/idem"
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+	"github.com/idemhq/idem/storage"
+)
+
+func storageID(key string) storage.ID {
+	return storage.ID{Tenant: DefaultTenant, Namespace: testNS, Key: key}
+}
+
+func testResult() *idemv1.Result {
+	return &idemv1.Result{
+		Code:     5,
+		Message:  "not found",
+		Body:     []byte{0, 1, 2, 0xff},
+		Details:  []*anypb.Any{{TypeUrl: "type.example.com/x.Y", Value: []byte{9, 8, 7}}, {TypeUrl: "t/empty"}},
+		Metadata: map[string]string{"content-type": "application/grpc", "x": ""},
+	}
+}
+
+func TestReserveCompleteReplaysResult(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	req := &idemv1.ReserveRequest{Namespace: testNS, Key: "order-1", Fingerprint: []byte("fp")}
+	r1, err := e.idem.Reserve(ctx, req)
+	if err != nil {
+		t.Fatalf("Reserve() error = %v", err)
+	}
+	if got := r1.GetOutcome(); got != idemv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
+		t.Fatalf("Reserve() outcome = %v, want RESERVED", got)
+	}
+	if got := r1.GetRecord().GetToken(); got != 1 {
+		t.Errorf("token = %d, want 1", got)
+	}
+	c, err := e.idem.Complete(ctx, &idemv1.CompleteRequest{Namespace: testNS, Key: "order-1", Token: 1, Result: testResult()})
+	if err != nil {
+		t.Fatalf("Complete() error = %v", err)
+	}
+	if !proto.Equal(c.GetRecord().GetResult(), testResult()) {
+		t.Errorf("Complete() result = %v, want %v", c.GetRecord().GetResult(), testResult())
+	}
+	// Complete's own retry succeeds again.
+	if _, err := e.idem.Complete(ctx, &idemv1.CompleteRequest{Namespace: testNS, Key: "order-1", Token: 1, Result: testResult()}); err != nil {
+		t.Errorf("repeated Complete() error = %v, want success", err)
+	}
+	r2, err := e.idem.Reserve(ctx, req)
+	if err != nil {
+		t.Fatalf("second Reserve() error = %v", err)
+	}
+	if got := r2.GetOutcome(); got != idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED {
+		t.Fatalf("second Reserve() outcome = %v, want COMPLETED", got)
+	}
+	if !proto.Equal(r2.GetRecord().GetResult(), testResult()) {
+		t.Errorf("replayed result = %v, want %v byte for byte", r2.GetRecord().GetResult(), testResult())
+	}
+	l, err := e.idem.Lookup(ctx, &idemv1.LookupRequest{Namespace: testNS, Key: "order-1"})
+	if err != nil || l.GetRecord().GetState() != idemv1.RecordState_RECORD_STATE_COMPLETED {
+		t.Errorf("Lookup() = %v, %v, want COMPLETED", l, err)
+	}
+}
+
+func TestMismatchDoesNotLeakResult(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	if _, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: testNS, Key: "k", Fingerprint: []byte("A")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.idem.Complete(ctx, &idemv1.CompleteRequest{Namespace: testNS, Key: "k", Token: 1, Result: &idemv1.Result{Body: []byte("secret")}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: testNS, Key: "k", Fingerprint: []byte("B")})
+	if err != nil {
+		t.Fatalf("Reserve() error = %v", err)
+	}
+	if got := r.GetOutcome(); got != idemv1.ReserveOutcome_RESERVE_OUTCOME_MISMATCH {
+		t.Fatalf("Reserve() outcome = %v, want MISMATCH", got)
+	}
+	if r.GetRecord() == nil || r.GetRecord().GetResult() != nil {
+		t.Errorf("MISMATCH record = %v, want a record without result", r.GetRecord())
+	}
+	b, err := e.idem.BatchReserve(ctx, &idemv1.BatchReserveRequest{Namespace: testNS, Items: []*idemv1.BatchReserveRequest_Item{{Key: "k", Fingerprint: []byte("B")}}})
+	if err != nil {
+		t.Fatalf("BatchReserve() error = %v", err)
+	}
+	if res := b.GetResults()[0]; res.GetOutcome() != idemv1.ReserveOutcome_RESERVE_OUTCOME_MISMATCH || res.GetRecord().GetResult() != nil {
+		t.Errorf("BatchReserve() result = %v, want MISMATCH without result", res)
+	}
+}
+
+func TestStoreErrorsMapToStatuses(t *testing.T) {
+	tests := []struct {
+		err       error
+		code      codes.Code
+		reason    string
+		retry     bool
+		wantInMsg string
+	}{
+		{fmt.Errorf("x: %w", idem.ErrNotFound), codes.NotFound, ReasonNotFound, false, "not found"},
+		{fmt.Errorf("%w: token 1, record holds token 2", idem.ErrLeaseLost), codes.FailedPrecondition, ReasonLeaseLost, false, "lease lost"},
+		{idem.ErrNotInProgress, codes.FailedPrecondition, ReasonNotInProgress, false, "not in progress"},
+		{fmt.Errorf("%w: dial tcp 10.0.0.7:5432: refused", idem.ErrUnavailable), codes.Unavailable, ReasonUnavailable, true, "store unavailable"},
+		{idem.ErrClosed, codes.Unavailable, ReasonClosed, true, "closed"},
+		{idem.ErrResourceExhausted, codes.ResourceExhausted, ReasonResourceExhausted, true, "exhausted"},
+		{idem.ErrPermissionDenied, codes.PermissionDenied, ReasonPermissionDenied, false, "permission"},
+		{idem.ErrUnauthenticated, codes.Unauthenticated, ReasonUnauthenticated, false, "unauthenticated"},
+		{fmt.Errorf("query: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "", false, "deadline"},
+		{context.Canceled, codes.Canceled, "", false, "cancel"},
+		{errBoom, codes.Internal, "", false, "idem: internal error"},
+	}
+	e := newEnv(t)
+	for _, tt := range tests {
+		t.Run(tt.err.Error(), func(t *testing.T) {
+			ctx := testContext(t)
+			e.store.setReserveErr(tt.err)
+			defer e.store.setReserveErr(nil)
+			_, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: testNS, Key: "k"})
+			st := status.Convert(err)
+			if st.Code() != tt.code {
+				t.Fatalf("code = %v (%v), want %v", st.Code(), err, tt.code)
+			}
+			if !strings.Contains(st.Message(), tt.wantInMsg) {
+				t.Errorf("message = %q, want it to contain %q", st.Message(), tt.wantInMsg)
+			}
+			for _, secret := range []string{"10.0.0.7", "secret_table", "pq:"} {
+				if strings.Contains(st.Message(), secret) {
+					t.Errorf("message = %q leaks %q", st.Message(), secret)
+				}
+			}
+			ei := errorInfo(err)
+			if got := ei.GetReason(); got != tt.reason {
+				t.Errorf("ErrorInfo reason = %q, want %q", got, tt.reason)
+			}
+			if ei != nil && ei.GetDomain() != ErrorDomain {
+				t.Errorf("ErrorInfo domain = %q, want %q", ei.GetDomain(), ErrorDomain)
+			}
+			if got := retryInfo(err) != nil; got != tt.retry {
+				t.Errorf("has RetryInfo = %v, want %v", got, tt.retry)
+			}
+		})
+	}
+}
+
+func TestStateErrorsThroughTheAPI(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	if _, err := e.idem.Lookup(ctx, &idemv1.LookupRequest{Namespace: testNS, Key: "absent"}); status.Code(err) != codes.NotFound {
+		t.Errorf("Lookup(absent) = %v, want NotFound", err)
+	}
+	if _, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: testNS, Key: "k", LeaseTtl: durationpb.New(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(2 * time.Second)
+	// Takeover: token 2; the old holder's calls now fail with LEASE_LOST.
+	r, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: testNS, Key: "k"})
+	if err != nil || r.GetOutcome() != idemv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED || r.GetRecord().GetToken() != 2 {
+		t.Fatalf("takeover Reserve() = %v, %v, want RESERVED token 2", r, err)
+	}
+	for name, call := range map[string]func() error{
+		"Complete": func() error {
+			_, err := e.idem.Complete(ctx, &idemv1.CompleteRequest{Namespace: testNS, Key: "k", Token: 1})
+			return err
+		},
+		"Release": func() error {
+			_, err := e.idem.Release(ctx, &idemv1.ReleaseRequest{Namespace: testNS, Key: "k", Token: 1})
+			return err
+		},
+		"ExtendLease": func() error {
+			_, err := e.idem.ExtendLease(ctx, &idemv1.ExtendLeaseRequest{Namespace: testNS, Key: "k", Token: 1})
+			return err
+		},
+		"Checkpoint": func() error {
+			_, err := e.idem.Checkpoint(ctx, &idemv1.CheckpointRequest{Namespace: testNS, Key: "k", Token: 1, Phase: "charged"})
+			return err
+		},
+	} {
+		err := call()
+		if status.Code(err) != codes.FailedPrecondition || errorInfo(err).GetReason() != ReasonLeaseLost {
+			t.Errorf("stale %s() = %v, want FailedPrecondition LEASE_LOST", name, err)
+		}
+	}
+	if _, err := e.idem.Checkpoint(ctx, &idemv1.CheckpointRequest{Namespace: testNS, Key: "k", Token: 2, Phase: "charged", Data: []byte{1}}); err != nil {
+		t.Errorf("Checkpoint(token 2) error = %v", err)
+	}
+	if _, err := e.idem.ExtendLease(ctx, &idemv1.ExtendLeaseRequest{Namespace: testNS, Key: "k", Token: 2, LeaseTtl: durationpb.New(time.Minute)}); err != nil {
+		t.Errorf("ExtendLease(token 2) error = %v", err)
+	}
+	if _, err := e.idem.Complete(ctx, &idemv1.CompleteRequest{Namespace: testNS, Key: "k", Token: 2}); err != nil {
+		t.Fatalf("Complete(token 2) error = %v", err)
+	}
+	_, err = e.admin.ForceRelease(ctx, &idemv1.ForceReleaseRequest{Namespace: testNS, Key: "k"})
+	if status.Code(err) != codes.FailedPrecondition || errorInfo(err).GetReason() != ReasonNotInProgress {
+		t.Errorf("ForceRelease(completed) = %v, want FailedPrecondition NOT_IN_PROGRESS", err)
+	}
+}
+
+func TestTenantFunc(t *testing.T) {
+	e := newEnv(t, WithTenantFunc(func(_ context.Context, requested string) (string, error) {
+		if requested == "other" {
+			return "", fmt.Errorf("%w: caller may not act for tenant %q", idem.ErrPermissionDenied, requested)
+		}
+		return "acme", nil
+	}))
+	ctx := testContext(t)
+	_, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Tenant: "other", Namespace: testNS, Key: "k"})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("Reserve(other tenant) = %v, want PermissionDenied", err)
+	}
+	r, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: testNS, Key: "k"})
+	if err != nil || r.GetRecord().GetTenant() != "acme" {
+		t.Errorf("Reserve() = %v, %v, want a record of tenant acme", r, err)
+	}
+}
+
+func TestNamespacePolicies(t *testing.T) {
+	e := newEnv(t, WithNamespacePolicies(map[string]Policy{
+		"short": {DefaultLease: 5 * time.Second, MaxLease: 10 * time.Second, MaxRetention: time.Hour, MaxResultSize: 4},
+		"codes": {StoreResults: false},
+	}))
+	ctx := testContext(t)
+	_, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: "short", Key: "k", LeaseTtl: durationpb.New(20 * time.Second), Retention: durationpb.New(2 * time.Hour)})
+	if got := badFields(t, err); strings.Join(got, ",") != "lease_ttl,retention" {
+		t.Errorf("BadRequest fields = %q, want lease_ttl and retention", got)
+	}
+	r, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: "short", Key: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.GetRecord().GetLeaseExpiresAt().AsTime().Sub(r.GetRecord().GetCreatedAt().AsTime()); got != 5*time.Second {
+		t.Errorf("lease = %v, want the namespace default 5s", got)
+	}
+	if got := r.GetRecord().GetExpiresAt().AsTime().Sub(r.GetRecord().GetCreatedAt().AsTime()); got != time.Hour {
+		t.Errorf("retention = %v, want the namespace default capped at its max 1h", got)
+	}
+	_, err = e.idem.Complete(ctx, &idemv1.CompleteRequest{Namespace: "short", Key: "k", Token: 1, Result: &idemv1.Result{Body: []byte("12345")}})
+	if got := badFields(t, err); strings.Join(got, ",") != "result" {
+		t.Errorf("Complete(5 bytes in a 4-byte namespace) fields = %q, want result", got)
+	}
+
+	if _, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: "codes", Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.idem.Complete(ctx, &idemv1.CompleteRequest{Namespace: "codes", Key: "k", Token: 1, Result: &idemv1.Result{Code: 7, Body: []byte("body")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.GetRecord().GetResult(); got.GetCode() != 7 || len(got.GetBody()) != 0 {
+		t.Errorf("stored result = %v, want code 7 and no body", got)
+	}
+}
+
+func TestAdmin(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	for i := range 5 {
+		if _, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: testNS, Key: fmt.Sprintf("key-%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	tok := ""
+	for pages := 0; ; pages++ {
+		if pages > 5 {
+			t.Fatal("ListKeys() does not terminate")
+		}
+		resp, err := e.admin.ListKeys(ctx, &idemv1.ListKeysRequest{Namespace: testNS, PageSize: 2, PageToken: tok})
+		if err != nil {
+			t.Fatalf("ListKeys() error = %v", err)
+		}
+		for _, r := range resp.GetRecords() {
+			got = append(got, r.GetKey())
+		}
+		if tok = resp.GetNextPageToken(); tok == "" {
+			break
+		}
+	}
+	if want := "key-0,key-1,key-2,key-3,key-4"; strings.Join(got, ",") != want {
+		t.Errorf("listed keys = %v, want %v", got, want)
+	}
+	if _, err := e.admin.ForceRelease(ctx, &idemv1.ForceReleaseRequest{Namespace: testNS, Key: "key-0"}); err != nil {
+		t.Errorf("ForceRelease() error = %v", err)
+	}
+	d, err := e.admin.DeleteKey(ctx, &idemv1.DeleteKeyRequest{Namespace: testNS, Key: "key-1"})
+	if err != nil || d.GetRecord().GetKey() != "key-1" {
+		t.Errorf("DeleteKey() = %v, %v", d, err)
+	}
+	if _, err := e.admin.DeleteKey(ctx, &idemv1.DeleteKeyRequest{Namespace: testNS, Key: "key-1"}); status.Code(err) != codes.NotFound {
+		t.Errorf("second DeleteKey() = %v, want NotFound", err)
+	}
+	st, err := e.admin.Stats(ctx, &idemv1.StatsRequest{})
+	if err != nil {
+		t.Fatalf("Stats() error = %v", err)
+	}
+	counts := map[idemv1.RecordState]int64{}
+	for _, r := range st.GetRows() {
+		counts[r.GetState()] += r.GetCount()
+	}
+	if counts[idemv1.RecordState_RECORD_STATE_IN_PROGRESS] != 3 || counts[idemv1.RecordState_RECORD_STATE_RELEASED] != 1 {
+		t.Errorf("Stats() = %v, want 3 in progress and 1 released", st.GetRows())
+	}
+}
+
+func TestHealthFollowsStorePing(t *testing.T) {
+	e := newEnv(t, WithHealthCheck(time.Second, time.Second))
+	ctx := testContext(t)
+	check := func() healthpb.HealthCheckResponse_ServingStatus {
+		t.Helper()
+		r, err := e.health.Check(ctx, &healthpb.HealthCheckRequest{Service: "idem.v1.IdempotencyService"})
+		if err != nil {
+			t.Fatalf("Check() error = %v", err)
+		}
+		return r.GetStatus()
+	}
+	if got := check(); got != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("status = %v, want SERVING", got)
+	}
+	watch, err := e.health.Watch(ctx, &healthpb.HealthCheckRequest{Service: "idem.v1.IdempotencyService"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func() healthpb.HealthCheckResponse_ServingStatus {
+		t.Helper()
+		r, err := watch.Recv()
+		if err != nil {
+			t.Fatalf("Watch() error = %v", err)
+		}
+		return r.GetStatus()
+	}
+	if got := next(); got != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("watched status = %v, want SERVING", got)
+	}
+	e.store.setPingErr(fmt.Errorf("%w: disk gone", idem.ErrUnavailable))
+	if err := e.clock.BlockUntilContext(ctx, healthTickers); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Second)
+	if got := next(); got != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("watched status after Ping failed = %v, want NOT_SERVING", got)
+	}
+	if got := check(); got != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("status = %v, want NOT_SERVING", got)
+	}
+	e.store.setPingErr(nil)
+	e.clock.Advance(time.Second)
+	if got := next(); got != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("watched status after Ping recovered = %v, want SERVING", got)
+	}
+	e.svc.Close()
+	if got := next(); got != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("watched status after Close = %v, want NOT_SERVING", got)
+	}
+}
+
+func TestHealthNotServingAtStartWhenStoreIsDown(t *testing.T) {
+	e := newEnv(t)
+	e.store.setPingErr(errors.New("down"))
+	e.svc.checkHealth()
+	ctx := testContext(t)
+	r, err := e.health.Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("Check() = %v, %v, want NOT_SERVING", r, err)
+	}
+}
+
+func TestReflectionListsServices(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	stream, err := reflectionpb.NewServerReflectionClient(e.conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.CloseSend()
+	var names []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	for _, want := range []string{"idem.v1.IdempotencyService", "idem.v1.AdminService", "grpc.health.v1.Health"} {
+		if !strings.Contains(strings.Join(names, " "), want) {
+			t.Errorf("reflection services = %v, want %s", names, want)
+		}
+	}
+}

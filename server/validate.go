@@ -1,0 +1,133 @@
+package server
+
+import (
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+	"github.com/idemhq/idem/storage"
+)
+
+// violations collects every bad field of a request, so one error names
+// them all instead of making the caller fix them one round trip at a time.
+type violations []*errdetails.BadRequest_FieldViolation
+
+func (v *violations) add(field, format string, args ...any) {
+	*v = append(*v, &errdetails.BadRequest_FieldViolation{Field: field, Description: fmt.Sprintf(format, args...)})
+}
+
+// message names every bad field: "idem: invalid key, fingerprint: key: …; fingerprint: …".
+func (v violations) message() string {
+	var b strings.Builder
+	b.WriteString("idem: invalid ")
+	for i, f := range v {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(f.Field)
+	}
+	b.WriteString(": ")
+	for i, f := range v {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(f.Field)
+		b.WriteString(": ")
+		b.WriteString(f.Description)
+	}
+	return b.String()
+}
+
+// err is nil when no field is bad, else INVALID_ARGUMENT with a BadRequest.
+func (v violations) err() error {
+	if len(v) == 0 {
+		return nil
+	}
+	st, err := status.New(codes.InvalidArgument, v.message()).WithDetails(&errdetails.BadRequest{FieldViolations: v})
+	if err != nil {
+		return status.Error(codes.InvalidArgument, v.message())
+	}
+	return st.Err()
+}
+
+// checkText checks a string field: printable UTF-8 of at most max bytes,
+// and not empty when required.
+func (v *violations) checkText(field, s string, maxBytes int, required bool) {
+	switch {
+	case s == "":
+		if required {
+			v.add(field, "is required")
+		}
+		return
+	case len(s) > maxBytes:
+		v.add(field, "is %d bytes, more than %d", len(s), maxBytes)
+		return
+	case !utf8.ValidString(s):
+		v.add(field, "is not valid UTF-8")
+		return
+	}
+	for i, r := range s {
+		if !unicode.IsPrint(r) {
+			v.add(field, "has a non-printable character %U at byte %d", r, i)
+			return
+		}
+	}
+}
+
+func (v *violations) checkBytes(field string, b []byte, maxBytes int) {
+	if len(b) > maxBytes {
+		v.add(field, "is %d bytes, more than %d", len(b), maxBytes)
+	}
+}
+
+// checkDuration returns def for an absent or zero duration, and reports a
+// malformed, negative or out-of-range one.
+func (v *violations) checkDuration(field string, d *durationpb.Duration, lo, hi, def time.Duration) time.Duration {
+	if d == nil || (d.Seconds == 0 && d.Nanos == 0) {
+		return def
+	}
+	if err := d.CheckValid(); err != nil {
+		v.add(field, "is not a valid duration")
+		return def
+	}
+	got := d.AsDuration()
+	switch {
+	case got < 0:
+		v.add(field, "is negative (%v)", got)
+	case got < lo:
+		v.add(field, "is %v, less than the minimum %v", got, lo)
+	case got > hi:
+		v.add(field, "is %v, more than the maximum %v", got, hi)
+	default:
+		return got
+	}
+	return def
+}
+
+func (v *violations) checkToken(field string, token uint64) {
+	if token == 0 {
+		v.add(field, "is required (the token Reserve returned)")
+	}
+}
+
+// checkResult converts a result and checks its size.
+func (v *violations) checkResult(field string, r *idemv1.Result, maxBytes int) *storage.Result {
+	res := resultFromProto(r)
+	if n := res.Size(); n > maxBytes {
+		v.add(field, "is %d bytes, more than %d", n, maxBytes)
+	}
+	return res
+}
+
+// checkKey checks a record key.
+func (s *Service) checkKey(v *violations, field, key string) {
+	v.checkText(field, key, s.opts.limits.MaxKeyBytes, true)
+}
