@@ -1,0 +1,217 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/idemhq/idem"
+	"github.com/idemhq/idem/client"
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+)
+
+// MaxBatch is the largest batch idem takes in one round trip; HandleBatch
+// splits longer slices.
+const MaxBatch = 1000
+
+// Message is one message of a batch.
+type Message struct {
+	ID          string
+	Fingerprint []byte
+	// Value carries the broker's message to the handler untouched.
+	Value any
+	// Token is the fencing token of this message's attempt; HandleBatch sets
+	// it on the messages it passes to the handler.
+	Token uint64
+}
+
+// HandleBatch processes msgs like Handle does one message, with one
+// BatchReserve and one BatchComplete round trip per MaxBatch messages. Only
+// the messages reserved now reach fn, in their order; fn returns one error
+// per message it was given (nil, a transient error, or a Permanent one).
+// Results are in the order of msgs; the error is set only when the whole
+// batch failed (idem unreachable), and then every result carries it. A
+// message id repeated inside the batch is handled once; its repeats are
+// duplicates.
+func (c *Consumer) HandleBatch(ctx context.Context, namespace string, msgs []Message, fn func(ctx context.Context, batch []Message) []error) ([]Result, error) {
+	results := make([]Result, len(msgs))
+	ns, err := c.namespace(namespace)
+	var firstErr error
+	for start := 0; start < len(msgs) && err == nil; start += MaxBatch {
+		end := min(start+MaxBatch, len(msgs))
+		if berr := c.batch(ctx, ns, msgs[start:end], results[start:end], fn); berr != nil && firstErr == nil {
+			firstErr = berr
+		}
+	}
+	if err != nil {
+		for i := range results {
+			results[i] = Result{Outcome: Errored, Err: err}
+		}
+		firstErr = err
+	}
+	for _, r := range results {
+		c.stats.count(r.Outcome)
+	}
+	return results, firstErr
+}
+
+// HandleEach is HandleBatch with a handler per message; each call gets the
+// message's token in its context, as with Handle.
+func (c *Consumer) HandleEach(ctx context.Context, namespace string, msgs []Message, fn func(ctx context.Context, m Message) error) ([]Result, error) {
+	return c.HandleBatch(ctx, namespace, msgs, func(ctx context.Context, batch []Message) []error {
+		errs := make([]error, len(batch))
+		for i, m := range batch {
+			errs[i] = fn(client.ContextWithToken(ctx, m.Token), m)
+		}
+		return errs
+	})
+}
+
+func (c *Consumer) batch(ctx context.Context, ns string, msgs []Message, results []Result, fn func(context.Context, []Message) []error) error {
+	first := make(map[string]int, len(msgs))
+	dupOf := make([]int, len(msgs))
+	items := make([]*idemv1.BatchReserveRequest_Item, 0, len(msgs))
+	uniq := make([]int, 0, len(msgs)) // msgs index of each item
+	for i, m := range msgs {
+		if j, ok := first[m.ID]; ok {
+			dupOf[i] = j
+			continue
+		}
+		first[m.ID] = i
+		dupOf[i] = -1
+		items = append(items, &idemv1.BatchReserveRequest_Item{Key: m.ID, Fingerprint: m.Fingerprint})
+		uniq = append(uniq, i)
+	}
+	resp, err := c.svc.BatchReserve(ctx, &idemv1.BatchReserveRequest{
+		Tenant: c.o.tenant, Namespace: ns, LeaseTtl: dur(c.o.lease), Retention: dur(c.o.retention), Items: items,
+	})
+	if err == nil && len(resp.GetResults()) != len(items) {
+		err = fmt.Errorf("idem: consumer: batch reserve answered %d results for %d items", len(resp.GetResults()), len(items))
+	}
+	if err != nil {
+		err = fmt.Errorf("idem: consumer: batch reserve: %w", err)
+		for i := range results {
+			results[i] = Result{Outcome: Errored, Err: err}
+		}
+		return err
+	}
+
+	var fresh []Message
+	var freshIdx []int
+	var refs []ref
+	for k, r := range resp.GetResults() {
+		i := uniq[k]
+		id := msgs[i].ID
+		if e := r.GetError(); e != nil {
+			results[i] = Result{Outcome: Errored, Err: fmt.Errorf("idem: consumer: reserve %q: %w", id, itemError(e))}
+			continue
+		}
+		switch r.GetOutcome() {
+		case idemv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED:
+			m := msgs[i]
+			m.Token = r.GetRecord().GetToken()
+			fresh = append(fresh, m)
+			freshIdx = append(freshIdx, i)
+			refs = append(refs, ref{ns: ns, key: id, token: m.Token})
+		case idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED:
+			results[i] = Result{Outcome: Duplicate}
+		case idemv1.ReserveOutcome_RESERVE_OUTCOME_IN_PROGRESS:
+			results[i] = c.inFlight(r.GetRecord())
+		case idemv1.ReserveOutcome_RESERVE_OUTCOME_MISMATCH:
+			results[i] = Result{Outcome: Mismatch, Err: fmt.Errorf("%w: %q", ErrMismatch, id)}
+		default:
+			results[i] = Result{Outcome: Errored, Err: fmt.Errorf("idem: consumer: reserve %q: unknown outcome %v", id, r.GetOutcome())}
+		}
+	}
+
+	if len(fresh) > 0 {
+		var errs []error
+		// fn's errors are per message; a lease lost meanwhile shows at Complete.
+		_ = c.run(ctx, refs, func(ctx context.Context) error {
+			errs = fn(ctx, fresh)
+			return nil
+		})
+		if len(errs) != len(fresh) {
+			bad := fmt.Errorf("idem: consumer: batch handler returned %d errors for %d messages", len(errs), len(fresh))
+			errs = make([]error, len(fresh))
+			for k := range errs {
+				errs[k] = bad
+			}
+		}
+		c.finishBatch(ctx, ns, fresh, freshIdx, errs, results)
+	}
+
+	for i, j := range dupOf {
+		if j < 0 {
+			continue
+		}
+		switch r := results[j]; r.Outcome {
+		case Processed, Failed, Duplicate:
+			results[i] = Result{Outcome: Duplicate}
+		default:
+			results[i] = r
+		}
+	}
+	return nil
+}
+
+// finishBatch completes the successes and permanent failures in one round
+// trip and releases the transient failures.
+func (c *Consumer) finishBatch(ctx context.Context, ns string, fresh []Message, idx []int, errs []error, results []Result) {
+	fctx, cancel := c.finishContext(ctx)
+	defer cancel()
+	var items []*idemv1.BatchCompleteRequest_Item
+	var completing []int // index into fresh
+	for k, m := range fresh {
+		if errs[k] != nil && !c.isPermanent(errs[k]) {
+			results[idx[k]] = c.release(fctx, ref{ns: ns, key: m.ID, token: m.Token}, errs[k])
+			continue
+		}
+		items = append(items, &idemv1.BatchCompleteRequest_Item{Key: m.ID, Token: m.Token, Result: resultOf(errs[k])})
+		completing = append(completing, k)
+	}
+	if len(items) == 0 {
+		return
+	}
+	resp, err := c.svc.BatchComplete(fctx, &idemv1.BatchCompleteRequest{
+		Tenant: c.o.tenant, Namespace: ns, Retention: dur(c.o.retention), Items: items,
+	})
+	if err == nil && len(resp.GetResults()) != len(items) {
+		err = fmt.Errorf("idem: consumer: batch complete answered %d results for %d items", len(resp.GetResults()), len(items))
+	}
+	for n, k := range completing {
+		m := fresh[k]
+		switch {
+		case err != nil:
+			results[idx[k]] = Result{Outcome: Errored, Token: m.Token, Err: fmt.Errorf("idem: consumer: batch complete: %w", err)}
+		case resp.GetResults()[n].GetError() != nil:
+			results[idx[k]] = Result{Outcome: Errored, Token: m.Token, Err: fmt.Errorf("idem: consumer: complete %q: %w", m.ID, itemError(resp.GetResults()[n].GetError()))}
+		case errs[k] != nil:
+			results[idx[k]] = Result{Outcome: Failed, Token: m.Token}
+		default:
+			results[idx[k]] = Result{Outcome: Processed, Token: m.Token}
+		}
+	}
+}
+
+// itemError maps a batch item's status code to idem's sentinels, as the
+// client does for whole calls, so errors.Is works the same.
+func itemError(e *idemv1.ItemError) error {
+	var s error
+	switch e.GetCode() {
+	case 3: // INVALID_ARGUMENT
+		s = idem.ErrInvalidArgument
+	case 5: // NOT_FOUND
+		s = idem.ErrNotFound
+	case 7: // PERMISSION_DENIED
+		s = idem.ErrPermissionDenied
+	case 8: // RESOURCE_EXHAUSTED
+		s = idem.ErrResourceExhausted
+	case 9: // FAILED_PRECONDITION
+		s = idem.ErrLeaseLost
+	case 14: // UNAVAILABLE
+		s = idem.ErrUnavailable
+	default:
+		return fmt.Errorf("idem: batch item failed (code %d): %s", e.GetCode(), e.GetMessage())
+	}
+	return fmt.Errorf("%w: %s", s, e.GetMessage())
+}

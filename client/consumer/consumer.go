@@ -1,0 +1,411 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/idemhq/idem"
+	"github.com/idemhq/idem/client"
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+)
+
+// Outcome is what happened to one message.
+type Outcome int
+
+const (
+	// Processed: the handler ran and succeeded; the record is COMPLETED.
+	Processed Outcome = iota + 1
+	// Duplicate: the message was completed before; the handler did not run.
+	Duplicate
+	// InFlight: another attempt holds the message right now; the handler
+	// did not run.
+	InFlight
+	// Released: the handler failed transiently; the record was released so
+	// that a redelivery runs it again.
+	Released
+	// Failed: the handler failed permanently (see Permanent); the failure is
+	// recorded as the message's result and the message is done.
+	Failed
+	// Mismatch: the message id was used before with a different fingerprint.
+	Mismatch
+	// Errored: idem could not be asked or could not record the outcome.
+	Errored
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Processed:
+		return "processed"
+	case Duplicate:
+		return "duplicate"
+	case InFlight:
+		return "in-flight"
+	case Released:
+		return "released"
+	case Failed:
+		return "failed"
+	case Mismatch:
+		return "mismatch"
+	case Errored:
+		return "errored"
+	}
+	return "unknown"
+}
+
+// Result is the answer for one message.
+type Result struct {
+	Outcome Outcome
+	// Token is the fencing token the handler ran with (0 when it did not run).
+	Token uint64
+	// Err is nil exactly when the message may be acknowledged; it is the
+	// error Handle returns.
+	Err error
+	// RetryAfter suggests when to redeliver an InFlight message: about when
+	// the current holder's lease ends.
+	RetryAfter time.Duration
+}
+
+// Ack reports whether the broker may forget the message.
+func (r Result) Ack() bool { return r.Err == nil }
+
+var (
+	// ErrInFlight: another attempt holds the message; redeliver it later
+	// (after Result.RetryAfter). Adapters map it to a delayed nak.
+	ErrInFlight = errors.New("idem: consumer: message is being processed by another attempt")
+	// ErrMismatch: the message id was already used for a different payload.
+	// Redelivering will not help; adapters terminate or skip the message.
+	ErrMismatch = errors.New("idem: consumer: message id reused with a different fingerprint")
+)
+
+// InFlightPolicy says what to do with a message another attempt holds.
+type InFlightPolicy int
+
+const (
+	// NackForLater returns ErrInFlight so the broker redelivers the message
+	// after the holder's lease; if the holder fails, the message is not lost.
+	NackForLater InFlightPolicy = iota
+	// SkipAndAck acknowledges the message: the holder has its own delivery
+	// that the broker will redeliver if the holder fails. Right when one
+	// broker subscription is the only source of the message.
+	SkipAndAck
+)
+
+type permanentError struct{ err error }
+
+func (p permanentError) Error() string { return p.err.Error() }
+func (p permanentError) Unwrap() error { return p.err }
+
+// Permanent marks a handler error as final: the message is completed with the
+// error recorded as its result, acknowledged, and never run again.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanentError{err}
+}
+
+// IsPermanent reports whether err was marked with Permanent.
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
+}
+
+// Stats are live counters of one Consumer, safe to read at any time.
+type Stats struct {
+	Processed  atomic.Int64 // handler ran and the message completed
+	Duplicates atomic.Int64 // already completed: acknowledged and skipped
+	InFlight   atomic.Int64 // held by another attempt
+	Released   atomic.Int64 // handler failed transiently; released for redelivery
+	Failed     atomic.Int64 // handler failed permanently; completed with the error
+	Mismatches atomic.Int64 // id reused with a different fingerprint
+	Errors     atomic.Int64 // idem unreachable or the outcome not recorded
+}
+
+func (s *Stats) count(o Outcome) {
+	switch o {
+	case Processed:
+		s.Processed.Add(1)
+	case Duplicate:
+		s.Duplicates.Add(1)
+	case InFlight:
+		s.InFlight.Add(1)
+	case Released:
+		s.Released.Add(1)
+	case Failed:
+		s.Failed.Add(1)
+	case Mismatch:
+		s.Mismatches.Add(1)
+	case Errored:
+		s.Errors.Add(1)
+	}
+}
+
+// Option configures a Consumer.
+type Option func(*options)
+
+type options struct {
+	tenant        string
+	namespace     string
+	lease         time.Duration
+	retention     time.Duration
+	wait          time.Duration
+	heartbeat     time.Duration
+	noHeartbeat   bool
+	inFlight      InFlightPolicy
+	permanent     func(error) bool
+	clock         clockwork.Clock
+	finishTimeout time.Duration
+	minRetry      time.Duration
+}
+
+func defaultOptions() options {
+	return options{
+		lease:         30 * time.Second,
+		clock:         clockwork.NewRealClock(),
+		finishTimeout: 10 * time.Second,
+		minRetry:      time.Second,
+	}
+}
+
+// WithTenant sets the tenant of every record (when the server does not take
+// it from credentials).
+func WithTenant(t string) Option { return func(o *options) { o.tenant = t } }
+
+// WithNamespace sets the namespace used when Handle is given an empty one.
+// Use one namespace per consumer group: two groups that each must see every
+// message must not dedupe against each other.
+func WithNamespace(ns string) Option { return func(o *options) { o.namespace = ns } }
+
+// WithLease sizes the lease to the processing budget of one message (or one
+// batch): another attempt can take the message over only after it ends.
+// Default 30s.
+func WithLease(d time.Duration) Option { return func(o *options) { o.lease = d } }
+
+// WithRetention sets how long a completed message is remembered, i.e. the
+// window in which a redelivery or replay is recognised; it should exceed the
+// broker's retention of replayable messages. Zero means the server default.
+func WithRetention(d time.Duration) Option { return func(o *options) { o.retention = d } }
+
+// WithWait lets Reserve wait up to d for an in-flight holder to finish before
+// answering, so a redelivery racing its original resolves without a nak.
+func WithWait(d time.Duration) Option { return func(o *options) { o.wait = d } }
+
+// WithHeartbeat extends the lease every d while the handler runs (default:
+// half the lease), so a slow handler is not taken over.
+func WithHeartbeat(d time.Duration) Option { return func(o *options) { o.heartbeat = d } }
+
+// WithoutHeartbeat turns lease extension off: a handler that outlives its
+// lease may be taken over.
+func WithoutHeartbeat() Option { return func(o *options) { o.noHeartbeat = true } }
+
+// WithInFlightPolicy chooses what happens to a message another attempt holds
+// (default NackForLater).
+func WithInFlightPolicy(p InFlightPolicy) Option { return func(o *options) { o.inFlight = p } }
+
+// WithPermanentErrors classifies handler errors: f returns true for errors
+// that are final and should be recorded instead of retried. Errors wrapped
+// with Permanent are always final; by default all others are transient.
+func WithPermanentErrors(f func(error) bool) Option { return func(o *options) { o.permanent = f } }
+
+// WithClock sets the clock of the heartbeat (tests use a fake one).
+func WithClock(c clockwork.Clock) Option { return func(o *options) { o.clock = c } }
+
+// WithFinishTimeout bounds Complete and Release, which run even after the
+// caller's context ended so that finished work is recorded (default 10s).
+func WithFinishTimeout(d time.Duration) Option { return func(o *options) { o.finishTimeout = d } }
+
+// Consumer dedupes messages through idem. It is safe for concurrent use.
+type Consumer struct {
+	svc   client.Service
+	o     options
+	stats Stats
+}
+
+// New returns a Consumer that keeps its ledger in svc (a *client.Client, or
+// client.Local for an in-process idem).
+func New(svc client.Service, opts ...Option) *Consumer {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.heartbeat <= 0 {
+		o.heartbeat = o.lease / 2
+	}
+	return &Consumer{svc: svc, o: o}
+}
+
+// Stats returns the consumer's live counters.
+func (c *Consumer) Stats() *Stats { return &c.stats }
+
+func (c *Consumer) namespace(ns string) (string, error) {
+	if ns == "" {
+		ns = c.o.namespace
+	}
+	if ns == "" {
+		return "", errors.New("idem: consumer: no namespace (pass one or use WithNamespace)")
+	}
+	return ns, nil
+}
+
+func dur(d time.Duration) *durationpb.Duration {
+	if d <= 0 {
+		return nil
+	}
+	return durationpb.New(d)
+}
+
+// Handle processes one message at most once per namespace: see the package
+// documentation. The error is nil exactly when the message may be
+// acknowledged; it wraps ErrInFlight, ErrMismatch, the handler's transient
+// error, or idem's error.
+func (c *Consumer) Handle(ctx context.Context, namespace, msgID string, fingerprint []byte, fn func(ctx context.Context) error) (Result, error) {
+	r := c.handle(ctx, namespace, msgID, fingerprint, fn)
+	c.stats.count(r.Outcome)
+	return r, r.Err
+}
+
+func (c *Consumer) handle(ctx context.Context, namespace, msgID string, fingerprint []byte, fn func(ctx context.Context) error) Result {
+	ns, err := c.namespace(namespace)
+	if err != nil {
+		return Result{Outcome: Errored, Err: err}
+	}
+	resp, err := c.svc.Reserve(ctx, &idemv1.ReserveRequest{
+		Tenant: c.o.tenant, Namespace: ns, Key: msgID, Fingerprint: fingerprint,
+		LeaseTtl: dur(c.o.lease), Retention: dur(c.o.retention), Wait: dur(c.o.wait),
+	})
+	if err != nil {
+		return Result{Outcome: Errored, Err: fmt.Errorf("idem: consumer: reserve %q: %w", msgID, err)}
+	}
+	switch resp.GetOutcome() {
+	case idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED:
+		return Result{Outcome: Duplicate}
+	case idemv1.ReserveOutcome_RESERVE_OUTCOME_IN_PROGRESS:
+		return c.inFlight(resp.GetRecord())
+	case idemv1.ReserveOutcome_RESERVE_OUTCOME_MISMATCH:
+		return Result{Outcome: Mismatch, Err: fmt.Errorf("%w: %q", ErrMismatch, msgID)}
+	case idemv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED:
+	default:
+		return Result{Outcome: Errored, Err: fmt.Errorf("idem: consumer: reserve %q: unknown outcome %v", msgID, resp.GetOutcome())}
+	}
+	token := resp.GetRecord().GetToken()
+	ref := []ref{{ns: ns, key: msgID, token: token}}
+	fnErr := c.run(ctx, ref, func(ctx context.Context) error {
+		return fn(client.ContextWithToken(ctx, token))
+	})
+	fctx, cancel := c.finishContext(ctx)
+	defer cancel()
+	if fnErr != nil && !c.isPermanent(fnErr) {
+		return c.release(fctx, ref[0], fnErr)
+	}
+	_, err = c.svc.Complete(fctx, &idemv1.CompleteRequest{
+		Tenant: c.o.tenant, Namespace: ns, Key: msgID, Token: token,
+		Result: resultOf(fnErr), Retention: dur(c.o.retention),
+	})
+	if err != nil {
+		return Result{Outcome: Errored, Token: token, Err: fmt.Errorf("idem: consumer: complete %q: %w", msgID, err)}
+	}
+	if fnErr != nil {
+		return Result{Outcome: Failed, Token: token}
+	}
+	return Result{Outcome: Processed, Token: token}
+}
+
+func (c *Consumer) isPermanent(err error) bool {
+	return IsPermanent(err) || (c.o.permanent != nil && c.o.permanent(err))
+}
+
+// resultOf is what a message's record keeps: nothing for success, the error
+// text (code UNKNOWN) for a permanent failure.
+func resultOf(err error) *idemv1.Result {
+	if err == nil {
+		return &idemv1.Result{}
+	}
+	return &idemv1.Result{Code: 2, Message: err.Error()}
+}
+
+// finishContext outlives the caller's cancellation: work that finished must
+// be recorded, or a redelivery would run it again after the lease.
+func (c *Consumer) finishContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), c.o.finishTimeout)
+}
+
+func (c *Consumer) inFlight(rec *idemv1.Record) Result {
+	if c.o.inFlight == SkipAndAck {
+		return Result{Outcome: InFlight}
+	}
+	after := c.o.minRetry
+	if exp := rec.GetLeaseExpiresAt(); exp != nil {
+		// The store's clock, read with ours: clamp so skew cannot make the
+		// delay absurd.
+		after = min(max(exp.AsTime().Sub(c.o.clock.Now()), c.o.minRetry), max(c.o.lease, c.o.minRetry))
+	}
+	return Result{Outcome: InFlight, Err: ErrInFlight, RetryAfter: after}
+}
+
+func (c *Consumer) release(ctx context.Context, r ref, fnErr error) Result {
+	_, err := c.svc.Release(ctx, &idemv1.ReleaseRequest{Tenant: c.o.tenant, Namespace: r.ns, Key: r.key, Token: r.token})
+	if err != nil && !errors.Is(err, idem.ErrLeaseLost) && !errors.Is(err, idem.ErrNotFound) {
+		// The record stays IN_PROGRESS until its lease ends; the redelivery
+		// takes over then.
+		return Result{Outcome: Errored, Token: r.token, Err: fmt.Errorf("idem: consumer: release %q after handler error (%w): %w", r.key, fnErr, err)}
+	}
+	return Result{Outcome: Released, Token: r.token, Err: fmt.Errorf("idem: consumer: handler failed for %q, released for redelivery: %w", r.key, fnErr)}
+}
+
+type ref struct {
+	ns, key string
+	token   uint64
+}
+
+// run calls fn while a heartbeat extends the leases of refs. When a lease is
+// lost, fn's context is cancelled with cause idem.ErrLeaseLost: another
+// attempt owns the message now. A panic in fn releases nothing here; the
+// lease ends and the message is taken over.
+func (c *Consumer) run(ctx context.Context, refs []ref, fn func(ctx context.Context) error) error {
+	if c.o.noHeartbeat || c.o.heartbeat <= 0 {
+		return fn(ctx)
+	}
+	hctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Go(func() { c.heartbeat(hctx, cancel, stop, refs) })
+	err := fn(hctx)
+	close(stop)
+	wg.Wait()
+	if cause := context.Cause(hctx); err != nil && errors.Is(cause, idem.ErrLeaseLost) {
+		return fmt.Errorf("%w: %w", err, cause)
+	}
+	return err
+}
+
+func (c *Consumer) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, stop <-chan struct{}, refs []ref) {
+	t := c.o.clock.NewTicker(c.o.heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.Chan():
+		}
+		for _, r := range refs {
+			_, err := c.svc.ExtendLease(ctx, &idemv1.ExtendLeaseRequest{
+				Tenant: c.o.tenant, Namespace: r.ns, Key: r.key, Token: r.token, LeaseTtl: dur(c.o.lease),
+			})
+			if errors.Is(err, idem.ErrLeaseLost) || errors.Is(err, idem.ErrNotFound) {
+				cancel(fmt.Errorf("%w: %q", idem.ErrLeaseLost, r.key))
+				return
+			}
+			// Other errors: the lease still runs; the next tick tries again.
+		}
+	}
+}
