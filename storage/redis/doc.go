@@ -1,0 +1,74 @@
+// Package redis is idem's Redis backend, for short replay windows on
+// low-risk APIs. Importing it registers the redis:// and rediss:// (TLS)
+// store URLs:
+//
+//	redis://[:password@]host:6379/0?pool_size=50&wait_replicas=1&wait_timeout=100ms
+//
+// Query options, besides go-redis's own (pool_size, dial_timeout,
+// read_timeout, write_timeout, pool_timeout, min_idle_conns, max_retries,
+// client_name, protocol, …):
+//   - key_prefix (default "idem"): the first part of every key, so several
+//     deployments can share one Redis. No '{' or '}'.
+//   - wait_replicas=N: after every write, WAIT for N replicas, sent on the
+//     same connection in the same round trip; a write not acknowledged by N
+//     replicas within wait_timeout fails with storage.ErrUnavailable. Unset
+//     means no WAIT.
+//   - wait_timeout (default 1s): how long each WAIT may block.
+//
+// go-redis's command retries are off unless max_retries is given: a retried
+// write whose first reply was lost would answer its own caller's Reserve
+// with IN_PROGRESS. Callers retry through the idempotency rules instead.
+//
+// # Operations
+//
+// Every operation is one Lua script, loaded once and run by EVALSHA (a
+// NOSCRIPT after a restart or SCRIPT FLUSH loads it again and re-sends the
+// call, which did not run). A script reads its now from Redis TIME, so idemd
+// replicas with skewed clocks agree, and encodes the rules of
+// storage/transition.go: takeover, mismatch, idempotent Complete and Release
+// (results compared byte for byte, since results are stored as a canonical
+// blob), fencing tokens. A record is one hash whose physical expiry is
+// PEXPIREAT at its expires_at; a script also treats a record whose
+// expires_at has passed as absent, whatever Redis has deleted yet.
+// BatchReserve and BatchComplete send one pipeline of scripts, one round
+// trip; each item stays its own atomic script, so a batch of 1,000 does not
+// hold Redis's single thread for its whole length.
+//
+// # Keys
+//
+// All keys of a tenant carry the hash tag {t<hex of tenant>}, so they share
+// one Redis Cluster slot and braces in a tenant cannot break the tag; the
+// namespace is length-prefixed so no namespace/key pair collides with
+// another. Next to the records, each namespace has a lexical index (a
+// sorted set List pages through in key order) and an expiry index (a
+// sorted set by expires_at: every Reserve removes a few expired members,
+// and List and Stats drop dead ones they meet). The indexes carry a TTL at
+// least as long as their longest record, so an idle namespace leaves
+// nothing behind. Stats walks the indexes: O(records of the namespace), in
+// scripts of at most 1,000 members each, so its counts are not one snapshot.
+//
+// # Durability — read this before routing a namespace here
+//
+// A reservation or result is acknowledged once it is in Redis's memory.
+// What survives a crash depends entirely on how Redis is configured:
+//   - No AOF (appendonly no): a restart loses everything written since the
+//     last RDB snapshot; with snapshots off (save "", as on the test
+//     machine) it loses every record. Lost records mean a retried command
+//     runs its side effect again.
+//   - appendonly yes with appendfsync everysec (the usual setting): a crash
+//     of the machine or the Redis process loses up to about one second of
+//     acknowledged writes.
+//   - appendonly yes with appendfsync always: each write is fsync'd before
+//     Redis replies, so a single node loses nothing acknowledged, at a large
+//     cost in throughput.
+//   - wait_replicas=N: the write is in the memory of N replicas before idem
+//     answers, so losing the primary's machine does not by itself lose it.
+//     WAIT is not consensus: replication stays asynchronous, a failover
+//     (Sentinel or Cluster) may promote a replica that had not received an
+//     acknowledged write, and a write that timed out waiting may still be
+//     applied. A Reserve that fails its WAIT has nonetheless reserved the
+//     key; its retry sees IN_PROGRESS until the lease ends.
+//
+// For guarantees that must survive machine loss without these caveats, use
+// the CockroachDB/PostgreSQL or Pebble backend for that namespace.
+package redis

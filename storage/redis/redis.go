@@ -1,0 +1,663 @@
+package redis
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/idemhq/idem/storage"
+)
+
+var _ storage.Store = (*Store)(nil)
+
+func init() {
+	storage.Register("redis", open)
+	storage.Register("rediss", open)
+}
+
+// Options tune a Store. The zero value is not useful; start from
+// DefaultOptions.
+type Options struct {
+	// KeyPrefix starts every key the store writes, so several idem
+	// deployments (or test runs) can share one Redis. It may not contain
+	// '{' or '}', which would break the tenant's hash tag.
+	KeyPrefix string
+	// WaitReplicas, when ≥ 0, makes every write wait for that many replicas
+	// to acknowledge it (Redis WAIT, sent on the same connection in the same
+	// round trip). A write that does not reach them in WaitTimeout fails
+	// with storage.ErrUnavailable. -1 disables WAIT.
+	WaitReplicas int
+	// WaitTimeout bounds each WAIT.
+	WaitTimeout time.Duration
+}
+
+// DefaultOptions returns the options a bare redis:// URL gets.
+func DefaultOptions() Options {
+	return Options{KeyPrefix: "idem", WaitReplicas: -1, WaitTimeout: time.Second}
+}
+
+// Store is the Redis backend. Its methods are safe for concurrent use.
+type Store struct {
+	c    goredis.UniversalClient
+	opts Options
+	// offset shifts the script's clock, in µs; only the conformance
+	// harness sets it, to move time without sleeping.
+	offset func() int64
+	closed atomic.Bool
+}
+
+// open is the storage.Opener of redis:// and rediss:// URLs. Besides
+// go-redis's own query options (pool_size, dial_timeout, read_timeout,
+// max_retries, …) it reads key_prefix, wait_replicas and wait_timeout.
+func open(ctx context.Context, u *url.URL, _ storage.OpenOptions) (storage.Store, error) {
+	o := DefaultOptions()
+	q := u.Query()
+	if v := q.Get("key_prefix"); q.Has("key_prefix") {
+		o.KeyPrefix = v
+	}
+	if q.Has("wait_replicas") {
+		n, err := strconv.Atoi(q.Get("wait_replicas"))
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("idem: redis store URL: wait_replicas must be a non-negative integer, got %q", q.Get("wait_replicas"))
+		}
+		o.WaitReplicas = n
+	}
+	if q.Has("wait_timeout") {
+		d, err := time.ParseDuration(q.Get("wait_timeout"))
+		if err != nil || d < time.Millisecond {
+			return nil, fmt.Errorf("idem: redis store URL: wait_timeout must be a duration of at least 1ms, got %q", q.Get("wait_timeout"))
+		}
+		o.WaitTimeout = d
+	}
+	retries := q.Has("max_retries")
+	q.Del("key_prefix")
+	q.Del("wait_replicas")
+	q.Del("wait_timeout")
+	ru := *u
+	ru.RawQuery = q.Encode()
+	ro, err := goredis.ParseURL(ru.String())
+	if err != nil {
+		return nil, fmt.Errorf("idem: redis store URL: %v", err)
+	}
+	if !retries {
+		// A retried EVALSHA whose first reply was lost would answer a
+		// caller's own Reserve with IN_PROGRESS; callers retry instead,
+		// through the idempotency rules.
+		ro.MaxRetries = -1
+	}
+	// WAIT blocks up to wait_timeout on the connection; the read deadline
+	// must outlast it or a slow replica would look like a dead Redis.
+	if o.WaitReplicas >= 0 {
+		rt := ro.ReadTimeout
+		if rt == 0 {
+			rt = 3 * time.Second
+		}
+		if rt > 0 && rt < o.WaitTimeout+time.Second {
+			ro.ReadTimeout = o.WaitTimeout + time.Second
+		}
+	}
+	c := goredis.NewClient(ro)
+	s, err := New(ctx, c, o)
+	if err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("%w (redis at %s)", err, ro.Addr)
+	}
+	return s, nil
+}
+
+// New returns a Store over c, which it owns from then on (Close closes it).
+// It checks that Redis answers and loads the scripts.
+func New(ctx context.Context, c goredis.UniversalClient, o Options) (*Store, error) {
+	if o.KeyPrefix == "" || strings.ContainsAny(o.KeyPrefix, "{}") {
+		return nil, fmt.Errorf("idem: redis key prefix %q must be non-empty and free of '{' and '}'", o.KeyPrefix)
+	}
+	if o.WaitReplicas >= 0 && o.WaitTimeout <= 0 {
+		return nil, errors.New("idem: redis wait timeout must be positive when waiting for replicas")
+	}
+	s := &Store{c: c, opts: o}
+	for _, sc := range allScripts {
+		if err := sc.Load(ctx, c).Err(); err != nil {
+			return nil, s.mapErr(ctx, err)
+		}
+	}
+	return s, nil
+}
+
+// Key layout, all under the tenant's hash tag {t<hex tenant>} so that one
+// tenant's keys share a cluster slot. Hex keeps '{', '}' and ':' of a tenant
+// out of the tag; the 't' keeps the tag non-empty for the empty tenant
+// (an empty tag would hash the whole key). The namespace is length-prefixed
+// and the key comes last, so no two (namespace, key) pairs share a name.
+//
+//	P:{tHEX}:n            SET of the tenant's namespaces
+//	P:{tHEX}:i:LEN:NS     ZSET, lexical index of keys (List)
+//	P:{tHEX}:x:LEN:NS     ZSET, keys by expires_at (sweep)
+//	P:{tHEX}:r:LEN:NS:KEY HASH, the record
+type nsKeys struct {
+	lex, exp, nss, base string
+}
+
+func (s *Store) keysOf(tenant, ns string) nsKeys {
+	tag := s.opts.KeyPrefix + ":{t" + hex.EncodeToString([]byte(tenant)) + "}:"
+	n := strconv.Itoa(len(ns)) + ":" + ns
+	return nsKeys{lex: tag + "i:" + n, exp: tag + "x:" + n, nss: tag + "n", base: tag + "r:" + n + ":"}
+}
+
+// call is one script invocation; exec fills res and err.
+type call struct {
+	sc   *goredis.Script
+	keys []string
+	args []any
+	res  any
+	err  error
+}
+
+// nsCall is a call of a namespace-wide script (List, Stats).
+func (s *Store) nsCall(sc *goredis.Script, k nsKeys, ns string, extra ...any) *call {
+	return &call{sc: sc, keys: []string{k.lex, k.exp, k.nss}, args: append([]any{s.now(), k.base, ns}, extra...)}
+}
+
+// recordCall is a call of a per-record script.
+func (s *Store) recordCall(sc *goredis.Script, id storage.ID, extra ...any) *call {
+	k := s.keysOf(id.Tenant, id.Namespace)
+	return &call{
+		sc:   sc,
+		keys: []string{k.lex, k.exp, k.nss, k.base + id.Key},
+		args: append([]any{s.now(), k.base, id.Namespace, id.Key}, extra...),
+	}
+}
+
+// now is the clock offset the scripts add to Redis TIME.
+func (s *Store) now() int64 {
+	if s.offset != nil {
+		return s.offset()
+	}
+	return 0
+}
+
+// exec runs the calls in one pipeline (one round trip), followed by WAIT
+// when the calls write and the store waits for replicas. A call that met
+// NOSCRIPT (Redis restarted or SCRIPT FLUSH) did not run; its script is
+// loaded again and the call re-sent once. The returned error is for the
+// whole pipeline (connection lost, WAIT not satisfied); per-call errors
+// are in each call.
+func (s *Store) exec(ctx context.Context, write bool, calls ...*call) error {
+	if s.closed.Load() {
+		return storage.ErrClosed
+	}
+	pending := calls
+	for attempt := 0; ; attempt++ {
+		pipe := s.c.Pipeline()
+		cmds := make([]*goredis.Cmd, len(pending))
+		for i, c := range pending {
+			cmds[i] = pipe.EvalSha(ctx, c.sc.Hash(), c.keys, c.args...)
+		}
+		var wait *goredis.Cmd
+		if write && s.opts.WaitReplicas >= 0 {
+			wait = pipe.Do(ctx, "wait", s.opts.WaitReplicas, s.opts.WaitTimeout.Milliseconds())
+		}
+		_, _ = pipe.Exec(ctx)
+		var again []*call
+		for i, cmd := range cmds {
+			err := cmd.Err()
+			if err != nil && !isRedisError(err) {
+				return s.mapErr(ctx, err)
+			}
+			if goredis.HasErrorPrefix(err, "NOSCRIPT") && attempt == 0 {
+				again = append(again, pending[i])
+				continue
+			}
+			pending[i].res, pending[i].err = cmd.Val(), s.mapErr(ctx, err)
+		}
+		if wait != nil {
+			if err := wait.Err(); err != nil {
+				return s.mapErr(ctx, err)
+			}
+			if got, err := wait.Int64(); err != nil || got < int64(s.opts.WaitReplicas) {
+				return fmt.Errorf("%w: redis WAIT: %d of %d replicas acknowledged the write within %v", storage.ErrUnavailable, got, s.opts.WaitReplicas, s.opts.WaitTimeout)
+			}
+		}
+		if len(again) == 0 {
+			return nil
+		}
+		loaded := map[*goredis.Script]bool{}
+		for _, c := range again {
+			if !loaded[c.sc] {
+				if err := c.sc.Load(ctx, s.c).Err(); err != nil {
+					return s.mapErr(ctx, err)
+				}
+				loaded[c.sc] = true
+			}
+		}
+		pending = again
+	}
+}
+
+// one runs a single call and returns its reply.
+func (s *Store) one(ctx context.Context, write bool, c *call) (any, error) {
+	if err := s.exec(ctx, write, c); err != nil {
+		return nil, err
+	}
+	return c.res, c.err
+}
+
+func isRedisError(err error) bool {
+	var re goredis.Error
+	return errors.As(err, &re) && !errors.Is(err, goredis.ErrClosed)
+}
+
+// mapErr turns go-redis errors into storage sentinels: the caller's context
+// ending stays a context error, a closed client is ErrClosed, anything that
+// says "Redis cannot serve now" is ErrUnavailable.
+func (s *Store) mapErr(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, goredis.ErrClosed) || s.closed.Load() {
+		return storage.ErrClosed
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return ctxErr
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if isRedisError(err) {
+		for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS", "MOVED", "ASK"} {
+			if goredis.HasErrorPrefix(err, p) {
+				return fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
+			}
+		}
+		return fmt.Errorf("idem: redis: %v", err)
+	}
+	// Dial failures, resets, timeouts, pool exhaustion.
+	return fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
+}
+
+func micros(d time.Duration) int64 { return d.Microseconds() }
+
+// Reserve implements storage.Store.
+func (s *Store) Reserve(ctx context.Context, p storage.ReserveParams) (storage.Outcome, *storage.Record, error) {
+	res, err := s.one(ctx, true, s.reserveCall(p))
+	if err != nil {
+		return 0, nil, err
+	}
+	return parseReserve(p.ID, res)
+}
+
+func (s *Store) reserveCall(p storage.ReserveParams) *call {
+	return s.recordCall(reserveScript, p.ID, string(p.Fingerprint), micros(p.LeaseTTL), micros(max(p.Retention, p.LeaseTTL)))
+}
+
+func parseReserve(id storage.ID, res any) (storage.Outcome, *storage.Record, error) {
+	code, _, rec, err := parseReply(id, res)
+	if err != nil {
+		return 0, nil, err
+	}
+	if code < 1 || code > 4 || rec == nil {
+		return 0, nil, fmt.Errorf("idem: redis: unexpected reserve reply code %d", code)
+	}
+	return storage.Outcome(code), rec, nil
+}
+
+// Complete implements storage.Store.
+func (s *Store) Complete(ctx context.Context, p storage.CompleteParams) (*storage.Record, error) {
+	res, err := s.one(ctx, true, s.completeCall(p))
+	if err != nil {
+		return nil, err
+	}
+	return recordOrErr(p.ID, p.Token, res)
+}
+
+func (s *Store) completeCall(p storage.CompleteParams) *call {
+	return s.recordCall(completeScript, p.ID, p.Token, encodeResult(p.Result), micros(p.Retention))
+}
+
+// Release implements storage.Store.
+func (s *Store) Release(ctx context.Context, id storage.ID, token uint64) (*storage.Record, error) {
+	res, err := s.one(ctx, true, s.recordCall(releaseScript, id, token))
+	if err != nil {
+		return nil, err
+	}
+	return recordOrErr(id, token, res)
+}
+
+// ExtendLease implements storage.Store.
+func (s *Store) ExtendLease(ctx context.Context, id storage.ID, token uint64, ttl time.Duration) (*storage.Record, error) {
+	res, err := s.one(ctx, true, s.recordCall(extendScript, id, token, micros(ttl)))
+	if err != nil {
+		return nil, err
+	}
+	return recordOrErr(id, token, res)
+}
+
+// Checkpoint implements storage.Store.
+func (s *Store) Checkpoint(ctx context.Context, id storage.ID, token uint64, cp storage.Checkpoint) (*storage.Record, error) {
+	res, err := s.one(ctx, true, s.recordCall(checkpointScript, id, token, encodeCheckpoint(cp)))
+	if err != nil {
+		return nil, err
+	}
+	return recordOrErr(id, token, res)
+}
+
+// Lookup implements storage.Store.
+func (s *Store) Lookup(ctx context.Context, id storage.ID) (*storage.Record, error) {
+	res, err := s.one(ctx, false, s.recordCall(lookupScript, id))
+	if err != nil {
+		return nil, err
+	}
+	return recordOrErr(id, 0, res)
+}
+
+// BatchReserve implements storage.Store: one pipeline of EVALSHA calls, one
+// round trip. Each item stays its own atomic script, so a large batch does
+// not hold Redis's single thread for its whole length and items of
+// different tenants (different cluster slots) need no special case.
+func (s *Store) BatchReserve(ctx context.Context, items []storage.ReserveParams) ([]storage.ReserveResult, error) {
+	calls := make([]*call, len(items))
+	for i, p := range items {
+		calls[i] = s.reserveCall(p)
+	}
+	if err := s.exec(ctx, true, calls...); err != nil {
+		return nil, err
+	}
+	out := make([]storage.ReserveResult, len(items))
+	for i, c := range calls {
+		if c.err != nil {
+			out[i].Err = c.err
+			continue
+		}
+		out[i].Outcome, out[i].Record, out[i].Err = parseReserve(items[i].ID, c.res)
+	}
+	return out, nil
+}
+
+// BatchComplete implements storage.Store, pipelined like BatchReserve.
+func (s *Store) BatchComplete(ctx context.Context, items []storage.CompleteParams) ([]storage.CompleteResult, error) {
+	calls := make([]*call, len(items))
+	for i, p := range items {
+		calls[i] = s.completeCall(p)
+	}
+	if err := s.exec(ctx, true, calls...); err != nil {
+		return nil, err
+	}
+	out := make([]storage.CompleteResult, len(items))
+	for i, c := range calls {
+		if c.err != nil {
+			out[i].Err = c.err
+			continue
+		}
+		out[i].Record, out[i].Err = recordOrErr(items[i].ID, items[i].Token, c.res)
+	}
+	return out, nil
+}
+
+// Delete implements storage.Store.
+func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, error) {
+	res, err := s.one(ctx, true, s.recordCall(deleteScript, id))
+	if err != nil {
+		return nil, err
+	}
+	return recordOrErr(id, 0, res)
+}
+
+// ForceRelease implements storage.Store.
+func (s *Store) ForceRelease(ctx context.Context, id storage.ID) (*storage.Record, error) {
+	res, err := s.one(ctx, true, s.recordCall(forceReleaseScript, id))
+	if err != nil {
+		return nil, err
+	}
+	return recordOrErr(id, 0, res)
+}
+
+// scanBudget bounds the index members one List or Stats script examines, so
+// no single script holds Redis for long; Go continues where it stopped.
+const scanBudget = 1000
+
+// List implements storage.Store over the namespace's lexical index.
+func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Record, bool, error) {
+	limit := p.Limit
+	if limit <= 0 {
+		limit = 1000
+	}
+	k := s.keysOf(p.Tenant, p.Namespace)
+	start := "-"
+	if p.KeyPrefix != "" {
+		start = "[" + p.KeyPrefix
+	}
+	if p.After != "" && p.After >= p.KeyPrefix {
+		start = "(" + p.After
+	}
+	var recs []*storage.Record
+	for {
+		res, err := s.one(ctx, false, s.nsCall(listScript, k, p.Namespace, start, p.KeyPrefix, limit+1-len(recs), scanBudget))
+		if err != nil {
+			return nil, false, err
+		}
+		done, last, rows, err := parseScan(res)
+		if err != nil {
+			return nil, false, err
+		}
+		for _, row := range rows {
+			f, ok := row.([]any)
+			if !ok || len(f) < 1 {
+				return nil, false, errCorrupt
+			}
+			key, _ := f[0].(string)
+			rec, err := parseRecord(storage.ID{Tenant: p.Tenant, Namespace: p.Namespace, Key: key}, f[1:])
+			if err != nil {
+				return nil, false, err
+			}
+			recs = append(recs, rec)
+		}
+		if len(recs) > limit {
+			return recs[:limit], true, nil
+		}
+		if done || last == "" {
+			return recs, false, nil
+		}
+		start = "(" + last
+	}
+}
+
+func parseScan(res any) (done bool, last string, rest []any, err error) {
+	a, ok := res.([]any)
+	if !ok || len(a) < 3 {
+		return false, "", nil, fmt.Errorf("idem: redis: unexpected scan reply %T", res)
+	}
+	d, _ := a[0].(int64)
+	last, _ = a[1].(string)
+	if rows, ok := a[2].([]any); ok {
+		return d == 1, last, rows, nil
+	}
+	return d == 1, last, a[2:], nil
+}
+
+// Stats implements storage.Store. It walks the namespace's index (every
+// namespace of the tenant when namespace is empty): O(records) work, in
+// scripts of at most scanBudget members each, so not a single snapshot.
+func (s *Store) Stats(ctx context.Context, tenant, namespace string) ([]storage.StatsRow, error) {
+	if s.closed.Load() {
+		return nil, storage.ErrClosed
+	}
+	namespaces := []string{namespace}
+	if namespace == "" {
+		ns, err := s.c.SMembers(ctx, s.keysOf(tenant, "").nss).Result()
+		if err != nil {
+			return nil, s.mapErr(ctx, err)
+		}
+		namespaces = ns
+	}
+	var rows []storage.StatsRow
+	for _, ns := range namespaces {
+		k := s.keysOf(tenant, ns)
+		var counts [3]int64
+		start := "-"
+		for {
+			res, err := s.one(ctx, false, s.nsCall(statsScript, k, ns, start, scanBudget))
+			if err != nil {
+				return nil, err
+			}
+			done, last, c, err := parseScan(res)
+			if err != nil {
+				return nil, err
+			}
+			if len(c) != 3 {
+				return nil, errCorrupt
+			}
+			for i := range counts {
+				n, _ := c[i].(int64)
+				counts[i] += n
+			}
+			if done || last == "" {
+				break
+			}
+			start = "(" + last
+		}
+		for i, n := range counts {
+			if n > 0 {
+				rows = append(rows, storage.StatsRow{Namespace: ns, State: storage.State(i + 1), Count: n})
+			}
+		}
+	}
+	storage.SortStats(rows)
+	return rows, nil
+}
+
+// Ping implements storage.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	if s.closed.Load() {
+		return storage.ErrClosed
+	}
+	return s.mapErr(ctx, s.c.Ping(ctx).Err())
+}
+
+// Close implements storage.Store.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	return s.c.Close()
+}
+
+// parseReply splits a per-record script reply.
+func parseReply(id storage.ID, res any) (code int64, detail string, rec *storage.Record, err error) {
+	a, ok := res.([]any)
+	if !ok || len(a) < 2 {
+		return 0, "", nil, fmt.Errorf("idem: redis: unexpected script reply %T", res)
+	}
+	code, _ = a[0].(int64)
+	detail, _ = a[1].(string)
+	if len(a) > 2 {
+		if rec, err = parseRecord(id, a[2:]); err != nil {
+			return 0, "", nil, err
+		}
+	}
+	return code, detail, rec, nil
+}
+
+// recordOrErr turns a non-Reserve reply into the answer, with the same
+// errors as storage's transition functions.
+func recordOrErr(id storage.ID, token uint64, res any) (*storage.Record, error) {
+	code, detail, rec, err := parseReply(id, res)
+	if err != nil {
+		return nil, err
+	}
+	switch code {
+	case codeOK:
+		if rec == nil {
+			return nil, errCorrupt
+		}
+		return rec, nil
+	case codeNotFound:
+		return nil, storage.ErrNotFound
+	case codeNotInProgress:
+		return nil, storage.ErrNotInProgress
+	case codeLeaseLost:
+		switch detail {
+		case "result":
+			return nil, fmt.Errorf("%w: record already completed with a different result", storage.ErrLeaseLost)
+		case "released":
+			return nil, fmt.Errorf("%w: record was released", storage.ErrLeaseLost)
+		case "completed":
+			return nil, fmt.Errorf("%w: record already completed", storage.ErrLeaseLost)
+		case "state":
+			if rec != nil {
+				return nil, fmt.Errorf("%w: record is %s", storage.ErrLeaseLost, rec.State)
+			}
+		case "token":
+			if rec != nil {
+				return nil, fmt.Errorf("%w: token %d, record holds token %d", storage.ErrLeaseLost, token, rec.Token)
+			}
+		}
+		return nil, storage.ErrLeaseLost
+	}
+	return nil, fmt.Errorf("idem: redis: unexpected script reply code %d", code)
+}
+
+// parseRecord reads the fields f, s, t, a, c, l, d, e, r, k.
+func parseRecord(id storage.ID, f []any) (*storage.Record, error) {
+	if len(f) != 10 {
+		return nil, errCorrupt
+	}
+	str := func(i int) string { v, _ := f[i].(string); return v }
+	num := func(i int) (uint64, error) {
+		switch v := f[i].(type) {
+		case string:
+			return strconv.ParseUint(v, 10, 64)
+		case int64:
+			return uint64(v), nil
+		}
+		return 0, errCorrupt
+	}
+	var n [8]uint64
+	for i := 1; i < 8; i++ {
+		v, err := num(i)
+		if err != nil {
+			return nil, errCorrupt
+		}
+		n[i] = v
+	}
+	at := func(us uint64) time.Time {
+		if us == 0 {
+			return time.Time{}
+		}
+		return time.UnixMicro(int64(us)).UTC()
+	}
+	rec := &storage.Record{
+		ID:             id,
+		State:          storage.State(n[1]),
+		Token:          n[2],
+		Attempts:       uint32(n[3]),
+		CreatedAt:      at(n[4]),
+		LeaseExpiresAt: at(n[5]),
+		CompletedAt:    at(n[6]),
+		ExpiresAt:      at(n[7]),
+	}
+	if fp := str(0); fp != "" {
+		rec.Fingerprint = []byte(fp)
+	}
+	if b, ok := f[8].(string); ok {
+		r, err := decodeResult([]byte(b))
+		if err != nil {
+			return nil, err
+		}
+		rec.Result = r
+	}
+	if b, ok := f[9].(string); ok {
+		cp, err := decodeCheckpoint([]byte(b))
+		if err != nil {
+			return nil, err
+		}
+		rec.Checkpoint = cp
+	}
+	return rec, nil
+}

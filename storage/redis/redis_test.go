@@ -1,0 +1,463 @@
+package redis
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/idemhq/idem/internal/testenv"
+	"github.com/idemhq/idem/storage"
+	"github.com/idemhq/idem/storage/storagetest"
+)
+
+const defaultTestTimeout = 30 * time.Second
+
+// offsetClock is the conformance suite's clock for a store whose now is
+// Redis TIME: Advance adds to the offset the scripts add to TIME.
+type offsetClock struct{ us atomic.Int64 }
+
+func (c *offsetClock) Advance(d time.Duration) { c.us.Add(d.Microseconds()) }
+
+// uniquePrefix keeps every store of every run in its own key space, so
+// parallel runs against one Redis never see each other's keys.
+func uniquePrefix() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "idemtest-" + hex.EncodeToString(b[:])
+}
+
+// openTest opens a store on the test Redis under a fresh key prefix and
+// deletes the prefix's keys when the test ends. extraQuery is appended to
+// the URL.
+func openTest(ctx context.Context, t testing.TB, extraQuery string) *Store {
+	t.Helper()
+	raw := testenv.RedisURL(t)
+	prefix := uniquePrefix()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatalf("IDEM_TEST_REDIS_URL: %v", err)
+	}
+	q := u.Query()
+	q.Set("key_prefix", prefix)
+	u.RawQuery = q.Encode()
+	if extraQuery != "" {
+		u.RawQuery += "&" + extraQuery
+	}
+	st, err := storage.Open(ctx, u.String(), storage.OpenOptions{})
+	if err != nil {
+		t.Fatalf("storage.Open(%s) error = %v, want nil", storage.Redacted(u.String()), err)
+	}
+	s := st.(*Store)
+	t.Cleanup(func() {
+		s.Close() // the suite may have closed it already
+		cleanup(t, raw, prefix)
+	})
+	return s
+}
+
+// cleanup deletes every key under prefix with a client of its own.
+func cleanup(t testing.TB, raw, prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	o, err := goredis.ParseURL(raw)
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
+		return
+	}
+	c := goredis.NewClient(o)
+	defer c.Close()
+	iter := c.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Errorf("cleanup scan: %v", err)
+		return
+	}
+	for len(keys) > 0 {
+		n := min(len(keys), 500)
+		if err := c.Unlink(ctx, keys[:n]...).Err(); err != nil {
+			t.Errorf("cleanup unlink: %v", err)
+			return
+		}
+		keys = keys[n:]
+	}
+}
+
+type harness struct{}
+
+func (harness) MakeStore(ctx context.Context, t *testing.T) (storage.Store, storagetest.Clock) {
+	s := openTest(ctx, t, "")
+	c := &offsetClock{}
+	s.offset = c.us.Load
+	return s, c
+}
+
+func (harness) MakeBenchStore(ctx context.Context, b *testing.B) storage.Store {
+	return openTest(ctx, b, "")
+}
+
+func TestConformance(t *testing.T) {
+	storagetest.RunConformanceTests(t, harness{})
+}
+
+func BenchmarkStore(b *testing.B) {
+	storagetest.RunBenchmarks(b, harness{})
+}
+
+// BenchmarkReserveParallel50 is Reserve of new keys from 50 goroutines, the
+// concurrency the end-to-end target names.
+func BenchmarkReserveParallel50(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	s := openTest(ctx, b, "pool_size=50")
+	var n atomic.Int64
+	fp := []byte("0123456789abcdef0123456789abcdef")
+	b.ReportAllocs()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	const callers = 50
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := n.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				id := storage.ID{Tenant: "bench", Namespace: "/bench.v1.Bench/Do", Key: "k-" + strconv.FormatInt(i, 10)}
+				out, _, err := s.Reserve(ctx, storage.ReserveParams{ID: id, Fingerprint: fp, LeaseTTL: time.Minute, Retention: time.Hour})
+				if err != nil || out != storage.OutcomeReserved {
+					failed.Store(errors.Join(err, errors.New(out.String())))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatalf("Reserve() failed: %v", err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reserves/s")
+}
+
+func testID(key string) storage.ID {
+	return storage.ID{Tenant: "t", Namespace: "/x.v1.X/Y", Key: key}
+}
+
+func reserveParams(key string) storage.ReserveParams {
+	return storage.ReserveParams{ID: testID(key), Fingerprint: []byte("fp"), LeaseTTL: time.Minute, Retention: time.Hour}
+}
+
+// TestNoScriptRecovery flushes Redis's script cache between two operations,
+// as a Redis restart or failover would; the next calls reload the scripts.
+func TestNoScriptRecovery(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	s := openTest(ctx, t, "")
+	out, rec, err := s.Reserve(ctx, reserveParams("a"))
+	if err != nil || out != storage.OutcomeReserved {
+		t.Fatalf("Reserve(a) = %v, %v; want RESERVED, nil", out, err)
+	}
+	flush := func() {
+		t.Helper()
+		if err := s.c.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatalf("SCRIPT FLUSH: %v", err)
+		}
+	}
+	flush()
+	if _, err := s.Complete(ctx, storage.CompleteParams{ID: rec.ID, Token: rec.Token, Retention: time.Hour}); err != nil {
+		t.Fatalf("Complete() after SCRIPT FLUSH error = %v, want nil", err)
+	}
+	flush()
+	items := []storage.ReserveParams{reserveParams("a"), reserveParams("b"), reserveParams("c")}
+	rs, err := s.BatchReserve(ctx, items)
+	if err != nil {
+		t.Fatalf("BatchReserve() after SCRIPT FLUSH error = %v, want nil", err)
+	}
+	want := []storage.Outcome{storage.OutcomeCompleted, storage.OutcomeReserved, storage.OutcomeReserved}
+	for i, r := range rs {
+		if r.Err != nil || r.Outcome != want[i] {
+			t.Errorf("BatchReserve()[%d] = %v, %v; want %v, nil", i, r.Outcome, r.Err, want[i])
+		}
+	}
+	flush()
+	recs, more, err := s.List(ctx, storage.ListParams{Tenant: "t", Namespace: "/x.v1.X/Y", Limit: 10})
+	if err != nil || more || len(recs) != 3 {
+		t.Fatalf("List() after SCRIPT FLUSH = %d records, more %v, %v; want 3, false, nil", len(recs), more, err)
+	}
+}
+
+// TestUnavailable checks that a Redis that cannot be reached is
+// ErrUnavailable, both at open and for an open store whose server went away.
+func TestUnavailable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	// A port that was just free: nothing listens there.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+
+	t.Run("Open", func(t *testing.T) {
+		_, err := storage.Open(ctx, "redis://"+addr+"/0", storage.OpenOptions{})
+		if !errors.Is(err, storage.ErrUnavailable) {
+			t.Fatalf("Open(refused) error = %v, want errors.Is(err, ErrUnavailable)", err)
+		}
+	})
+	t.Run("Op", func(t *testing.T) {
+		// New with a client that never connected: Open would refuse it, so
+		// build the Store around a client aimed at the dead port.
+		c := goredis.NewClient(&goredis.Options{Addr: addr, MaxRetries: -1})
+		s := &Store{c: c, opts: DefaultOptions()}
+		defer s.Close()
+		checks := []struct {
+			name string
+			err  func() error
+		}{
+			{"Reserve", func() error { _, _, err := s.Reserve(ctx, reserveParams("a")); return err }},
+			{"Lookup", func() error { _, err := s.Lookup(ctx, testID("a")); return err }},
+			{"BatchReserve", func() error {
+				_, err := s.BatchReserve(ctx, []storage.ReserveParams{reserveParams("a")})
+				return err
+			}},
+			{"List", func() error {
+				_, _, err := s.List(ctx, storage.ListParams{Tenant: "t", Namespace: "n", Limit: 1})
+				return err
+			}},
+			{"Stats", func() error { _, err := s.Stats(ctx, "t", ""); return err }},
+			{"Ping", func() error { return s.Ping(ctx) }},
+		}
+		for _, c := range checks {
+			t.Run(c.name, func(t *testing.T) {
+				if err := c.err(); !errors.Is(err, storage.ErrUnavailable) {
+					t.Fatalf("%s() error = %v, want errors.Is(err, ErrUnavailable)", c.name, err)
+				}
+			})
+		}
+	})
+}
+
+// commandLog records the commands a client sends, pipelined or not.
+type commandLog struct {
+	mu   sync.Mutex
+	cmds []string
+}
+
+func (l *commandLog) add(c goredis.Cmder) {
+	name := strings.ToLower(c.Name())
+	switch name {
+	case "hello", "client", "auth", "select", "ping":
+		return // connection setup
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cmds = append(l.cmds, name)
+}
+
+func (l *commandLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.cmds
+	l.cmds = nil
+	return c
+}
+
+func (l *commandLog) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (l *commandLog) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, c goredis.Cmder) error {
+		l.add(c)
+		return next(ctx, c)
+	}
+}
+
+func (l *commandLog) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		for _, c := range cmds {
+			l.add(c)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestWaitReplicas checks that wait_replicas sends WAIT after every write
+// and only after writes. The loopback Redis has no replicas: WAIT 0
+// answers at once, WAIT 1 times out and the write reports ErrUnavailable.
+func TestWaitReplicas(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+
+	t.Run("Issued", func(t *testing.T) {
+		s := openTest(ctx, t, "wait_replicas=0&wait_timeout=50ms")
+		if s.opts.WaitReplicas != 0 || s.opts.WaitTimeout != 50*time.Millisecond {
+			t.Fatalf("options = %+v, want WaitReplicas 0, WaitTimeout 50ms", s.opts)
+		}
+		log := &commandLog{}
+		s.c.AddHook(log)
+		_, rec, err := s.Reserve(ctx, reserveParams("a"))
+		if err != nil {
+			t.Fatalf("Reserve() error = %v, want nil", err)
+		}
+		if got, want := strings.Join(log.take(), " "), "evalsha wait"; got != want {
+			t.Errorf("Reserve() sent %q, want %q", got, want)
+		}
+		if _, err := s.Lookup(ctx, rec.ID); err != nil {
+			t.Fatalf("Lookup() error = %v, want nil", err)
+		}
+		if got, want := strings.Join(log.take(), " "), "evalsha"; got != want {
+			t.Errorf("Lookup() sent %q, want %q", got, want)
+		}
+		if _, err := s.BatchReserve(ctx, []storage.ReserveParams{reserveParams("b"), reserveParams("c")}); err != nil {
+			t.Fatalf("BatchReserve() error = %v, want nil", err)
+		}
+		if got, want := strings.Join(log.take(), " "), "evalsha evalsha wait"; got != want {
+			t.Errorf("BatchReserve() sent %q, want %q", got, want)
+		}
+	})
+
+	t.Run("Off", func(t *testing.T) {
+		s := openTest(ctx, t, "")
+		log := &commandLog{}
+		s.c.AddHook(log)
+		if _, _, err := s.Reserve(ctx, reserveParams("a")); err != nil {
+			t.Fatalf("Reserve() error = %v, want nil", err)
+		}
+		if got, want := strings.Join(log.take(), " "), "evalsha"; got != want {
+			t.Errorf("Reserve() sent %q, want %q", got, want)
+		}
+	})
+
+	t.Run("NotEnoughReplicas", func(t *testing.T) {
+		s := openTest(ctx, t, "wait_replicas=1&wait_timeout=20ms")
+		_, _, err := s.Reserve(ctx, reserveParams("a"))
+		if !errors.Is(err, storage.ErrUnavailable) {
+			t.Fatalf("Reserve() with WAIT 1 and no replica error = %v, want errors.Is(err, ErrUnavailable)", err)
+		}
+	})
+}
+
+func TestOpenOptions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	bad := []struct {
+		name, url, want string
+	}{
+		{"negative replicas", "redis://127.0.0.1:1/0?wait_replicas=-1", "wait_replicas"},
+		{"bad timeout", "redis://127.0.0.1:1/0?wait_replicas=1&wait_timeout=soon", "wait_timeout"},
+		{"brace in prefix", "redis://127.0.0.1:1/0?key_prefix=a%7Bb", "key prefix"},
+		{"unknown option", "redis://127.0.0.1:1/0?colour=blue", "colour"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := storage.Open(ctx, tc.url, storage.OpenOptions{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "idem: ") {
+				t.Fatalf("Open(%s) error = %v, want an idem: error naming %q", tc.url, err, tc.want)
+			}
+		})
+	}
+	t.Run("pool size", func(t *testing.T) {
+		s := openTest(ctx, t, "pool_size=7")
+		if got := s.c.(*goredis.Client).Options().PoolSize; got != 7 {
+			t.Fatalf("PoolSize = %d, want 7", got)
+		}
+	})
+}
+
+// TestKeyLayout checks that a tenant's keys share one hash tag whatever the
+// tenant contains, and that separators in namespaces and keys cannot make
+// two records share a key.
+func TestKeyLayout(t *testing.T) {
+	s := &Store{opts: DefaultOptions()}
+	tag := func(k string) string {
+		i := strings.IndexByte(k, '{')
+		j := strings.IndexByte(k[i+1:], '}')
+		if i < 0 || j <= 0 {
+			t.Fatalf("key %q has no non-empty hash tag", k)
+		}
+		return k[i+1 : i+1+j]
+	}
+	for _, tenant := range []string{"", "acme", "a}b", "{x}", "a:b"} {
+		k := s.keysOf(tenant, "ns:1")
+		rec := k.base + "key}{"
+		tags := map[string]bool{tag(k.lex): true, tag(k.exp): true, tag(k.nss): true, tag(rec): true}
+		if len(tags) != 1 {
+			t.Errorf("tenant %q: keys carry tags %v, want one", tenant, tags)
+		}
+	}
+	ids := []storage.ID{
+		{Tenant: "a", Namespace: "n:1", Key: "k"},
+		{Tenant: "a", Namespace: "n", Key: "1:k"},
+		{Tenant: "a:n", Namespace: "1", Key: "k"},
+		{Tenant: "a", Namespace: "n:1:", Key: ""},
+	}
+	seen := map[string]storage.ID{}
+	for _, id := range ids {
+		k := s.keysOf(id.Tenant, id.Namespace).base + id.Key
+		if other, ok := seen[k]; ok {
+			t.Errorf("%+v and %+v share key %q", id, other, k)
+		}
+		seen[k] = id
+	}
+}
+
+// TestIndexSweep checks that records Redis expired on its own leave the
+// List index: the sweep in Reserve and List's lazy cleanup remove them.
+func TestIndexSweep(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	s := openTest(ctx, t, "")
+	c := &offsetClock{}
+	s.offset = c.us.Load
+	for _, k := range []string{"a", "b", "c"} {
+		if _, _, err := s.Reserve(ctx, reserveParams(k)); err != nil {
+			t.Fatalf("Reserve(%s) error = %v", k, err)
+		}
+	}
+	k := s.keysOf("t", "/x.v1.X/Y")
+	// Redis drops b by itself, as PEXPIREAT would.
+	if err := s.c.Del(ctx, k.base+"b").Err(); err != nil {
+		t.Fatal(err)
+	}
+	recs, _, err := s.List(ctx, storage.ListParams{Tenant: "t", Namespace: "/x.v1.X/Y", Limit: 10})
+	if err != nil || len(recs) != 2 {
+		t.Fatalf("List() = %d records, %v; want 2", len(recs), err)
+	}
+	if n := s.c.ZCard(ctx, k.lex).Val(); n != 2 {
+		t.Errorf("index size after List = %d, want 2", n)
+	}
+	// Past every record's expiry, one Reserve sweeps the others out.
+	c.Advance(2 * time.Hour)
+	if _, _, err := s.Reserve(ctx, reserveParams("d")); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.c.ZRange(ctx, k.lex, 0, -1).Val(); strings.Join(got, ",") != "d" {
+		t.Errorf("index after sweep = %v, want [d]", got)
+	}
+	if got := s.c.ZRange(ctx, k.exp, 0, -1).Val(); strings.Join(got, ",") != "d" {
+		t.Errorf("expiry index after sweep = %v, want [d]", got)
+	}
+	// Every key the store wrote carries a TTL, so nothing outlives its records.
+	for _, key := range []string{k.lex, k.exp, k.nss, k.base + "d"} {
+		if ttl := s.c.PTTL(ctx, key).Val(); ttl <= 0 {
+			t.Errorf("PTTL(%q) = %v, want > 0", key, ttl)
+		}
+	}
+}
