@@ -29,6 +29,18 @@ func TestConformance(t *testing.T) {
 	storagetest.RunConformanceTests(t, harness{})
 }
 
+// TestConformanceOneShard runs the suite with every key contending for one lock.
+func TestConformanceOneShard(t *testing.T) {
+	storagetest.RunConformanceTests(t, oneShard{})
+}
+
+type oneShard struct{}
+
+func (oneShard) MakeStore(ctx context.Context, t *testing.T) (storage.Store, storagetest.Clock) {
+	clock := clockwork.NewFakeClock()
+	return memory.New(memory.WithClock(clock), memory.WithShards(1)), clock
+}
+
 func BenchmarkStore(b *testing.B) {
 	storagetest.RunBenchmarks(b, harness{})
 }

@@ -183,6 +183,48 @@ func testAdmin(t *testing.T, h Harness) {
 		})
 	})
 
+	t.Run("ListByteOrderAndWildcards", func(t *testing.T) {
+		// Key order is byte order (no collation), and a prefix is literal:
+		// SQL LIKE wildcards and regexp metacharacters match only themselves.
+		e := newEnv(t, h)
+		keys := []string{"a_c", "B", "a%c", "ab", "aXc", "a b", "é", "Z-9", "a.c", `a\c`, "a*c", "a", "~", "a[c]"}
+		for _, k := range keys {
+			e.mustReserve(rp(e.id(k), "fp", ttl, retention), storage.OutcomeReserved)
+		}
+		sorted := slices.Clone(keys)
+		slices.Sort(sorted)
+		for _, tc := range []struct {
+			name string
+			p    storage.ListParams
+			want []string
+		}{
+			{"All", storage.ListParams{Limit: 100}, sorted},
+			{"Underscore", storage.ListParams{KeyPrefix: "a_", Limit: 100}, []string{"a_c"}},
+			{"Percent", storage.ListParams{KeyPrefix: "a%", Limit: 100}, []string{"a%c"}},
+			{"Backslash", storage.ListParams{KeyPrefix: `a\`, Limit: 100}, []string{`a\c`}},
+			{"Dot", storage.ListParams{KeyPrefix: "a.", Limit: 100}, []string{"a.c"}},
+			{"Star", storage.ListParams{KeyPrefix: "a*", Limit: 100}, []string{"a*c"}},
+			{"Bracket", storage.ListParams{KeyPrefix: "a[", Limit: 100}, []string{"a[c]"}},
+			{"UpperAfterLower", storage.ListParams{After: "Z-9", Limit: 2}, []string{"a", "a b"}},
+			{"AfterUnicode", storage.ListParams{After: "~", Limit: 100}, []string{"é"}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				tc.p.Tenant, tc.p.Namespace = e.tenant, e.ns
+				recs, _, err := e.s.List(e.ctx, tc.p)
+				if err != nil {
+					t.Fatalf("List(%+v) error = %v, want nil", tc.p, err)
+				}
+				var got []string
+				for _, r := range recs {
+					got = append(got, r.Key)
+				}
+				if !slices.Equal(got, tc.want) {
+					t.Fatalf("List(%+v) = %q, want %q", tc.p, got, tc.want)
+				}
+			})
+		}
+	})
+
 	t.Run("Stats", func(t *testing.T) {
 		e := newEnv(t, h)
 		ns1, ns2 := e.ns+"/a", e.ns+"/b"
@@ -242,6 +284,39 @@ func testAdmin(t *testing.T, h Harness) {
 }
 
 func testIsolation(t *testing.T, h Harness) {
+	t.Run("TenantsAndNamespaces", func(t *testing.T) { testTenantsAndNamespaces(t, h) })
+	t.Run("NoSeparatorCollisions", func(t *testing.T) {
+		// Backends that join ID parts into one key must do so unambiguously.
+		e := newEnv(t, h)
+		tn := e.tenant
+		ids := []storage.ID{
+			{Tenant: tn, Namespace: "a:b", Key: "c"},
+			{Tenant: tn, Namespace: "a", Key: "b:c"},
+			{Tenant: tn + ":a", Namespace: "b", Key: "c"},
+			{Tenant: tn, Namespace: "a/b", Key: "c"},
+			{Tenant: tn, Namespace: "a", Key: "b/c"},
+			{Tenant: tn, Namespace: "a|b", Key: "c"},
+			{Tenant: tn, Namespace: "a", Key: "b|c"},
+			{Tenant: tn, Namespace: "{a}", Key: "c"},
+			{Tenant: tn, Namespace: "a", Key: "{c}"},
+			{Tenant: tn, Namespace: "a", Key: "c "},
+			{Tenant: tn, Namespace: "a ", Key: "c"},
+		}
+		for i, id := range ids {
+			got := e.mustReserve(rp(id, fmt.Sprint("fp-", i), ttl, retention), storage.OutcomeReserved)
+			if got.Token != 1 || got.ID != id {
+				t.Fatalf("Reserve(%+v) = token %d id %+v, want token 1 and its own id", id, got.Token, got.ID)
+			}
+		}
+		for i, id := range ids {
+			if got := e.lookup(id); string(got.Fingerprint) != fmt.Sprint("fp-", i) || got.ID != id {
+				t.Fatalf("Lookup(%+v) = id %+v fp %q, want its own id and fp-%d", id, got.ID, got.Fingerprint, i)
+			}
+		}
+	})
+}
+
+func testTenantsAndNamespaces(t *testing.T, h Harness) {
 	e := newEnv(t, h)
 	ids := []storage.ID{
 		{Tenant: e.tenant, Namespace: e.ns, Key: "k"},
@@ -272,46 +347,144 @@ func testIsolation(t *testing.T, h Harness) {
 	}
 }
 
-func testCopies(t *testing.T, h Harness) {
-	e := newEnv(t, h)
-	id := e.id("k")
-	p := rp(id, "fp", ttl, retention)
-	rec := e.mustReserve(p, storage.OutcomeReserved)
-	p.Fingerprint[0] = 'X'
-	rec.Fingerprint[0] = 'Y'
-	rec.Token = 99
-	rec.State = storage.StateCompleted
-	cp := storage.Checkpoint{Phase: "p", Data: []byte("data")}
-	got, err := e.s.Checkpoint(e.ctx, id, 1, cp)
-	if err != nil {
-		t.Fatalf("Checkpoint() error = %v, want nil", err)
+// scribble changes every field of a record a store handed out, deep.
+func scribble(r *storage.Record) {
+	if r == nil {
+		return
 	}
-	cp.Data[0] = 'X'
-	got.Checkpoint.Data[1] = 'Y'
-	got.Checkpoint.Phase = "mutated"
-	res := bigResult("r")
-	done := e.complete(id, 1, res, retention)
-	res.Body[0] = 'X'
-	res.Metadata["x-a"] = "mutated"
-	res.Details[0].Value[0] = 'X'
-	done.Result.Body[1] = 'Y'
-	done.Result.Metadata["x-b"] = "mutated"
-	done.Result.Details[1].Value[0] = 'Y'
-	done.Result.Details = done.Result.Details[:1]
+	for i := range r.Fingerprint {
+		r.Fingerprint[i] ^= 0xff
+	}
+	r.Key += "-scribbled"
+	r.Token += 100
+	r.Attempts += 100
+	r.State = storage.StateReleased
+	r.ExpiresAt = r.ExpiresAt.Add(-1000 * time.Hour)
+	if r.Result != nil {
+		r.Result.Code++
+		for i := range r.Result.Body {
+			r.Result.Body[i] ^= 0xff
+		}
+		for i := range r.Result.Details {
+			r.Result.Details[i].TypeURL += "-x"
+			for j := range r.Result.Details[i].Value {
+				r.Result.Details[i].Value[j] ^= 0xff
+			}
+		}
+		for k := range r.Result.Metadata {
+			r.Result.Metadata[k] += "-x"
+		}
+		if r.Result.Metadata != nil {
+			r.Result.Metadata["added"] = "x"
+		}
+		r.Result.Details = r.Result.Details[:0]
+	}
+	if r.Checkpoint != nil {
+		r.Checkpoint.Phase += "-x"
+		for i := range r.Checkpoint.Data {
+			r.Checkpoint.Data[i] ^= 0xff
+		}
+	}
+}
 
-	got = e.lookup(id)
-	if string(got.Fingerprint) != "fp" || got.Token != 1 || got.State != storage.StateCompleted {
-		t.Fatalf("Lookup() = fp %q token %d state %v, want fp token 1 COMPLETED", got.Fingerprint, got.Token, got.State)
-	}
-	if !sameCheckpoint(got.Checkpoint, &storage.Checkpoint{Phase: "p", Data: []byte("data")}) {
-		t.Fatalf("Lookup() Checkpoint = %+v, want {p data}", got.Checkpoint)
-	}
-	if !got.Result.Equal(bigResult("r")) {
-		t.Fatalf("Lookup() Result = %+v, want %+v", got.Result, bigResult("r"))
-	}
-	got.Result.Body[0] = 'Z'
-	again := e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeCompleted)
-	if !again.Result.Equal(bigResult("r")) {
-		t.Fatalf("Reserve() Result after mutating a Lookup() copy = %+v, want %+v", again.Result, bigResult("r"))
+func testCopies(t *testing.T, h Harness) {
+	t.Run("Arguments", func(t *testing.T) {
+		e := newEnv(t, h)
+		id := e.id("k")
+		p := rp(id, "fp", ttl, retention)
+		e.mustReserve(p, storage.OutcomeReserved)
+		p.Fingerprint[0] = 'X'
+		cp := storage.Checkpoint{Phase: "p", Data: []byte("data")}
+		if _, err := e.s.Checkpoint(e.ctx, id, 1, cp); err != nil {
+			t.Fatalf("Checkpoint() error = %v, want nil", err)
+		}
+		cp.Data[0] = 'X'
+		res := bigResult("r")
+		e.complete(id, 1, res, retention)
+		res.Body[0] = 'X'
+		res.Metadata["x-a"] = "mutated"
+		res.Details[0].Value[0] = 'X'
+		got := e.lookup(id)
+		if string(got.Fingerprint) != "fp" || !sameCheckpoint(got.Checkpoint, &storage.Checkpoint{Phase: "p", Data: []byte("data")}) || !got.Result.Equal(bigResult("r")) {
+			t.Fatalf("Lookup() after mutating the arguments = fp %q checkpoint %+v result %+v; want what was passed", got.Fingerprint, got.Checkpoint, got.Result)
+		}
+	})
+
+	// Each op's returned record is scribbled on; the stored record must not move.
+	for _, tc := range []struct {
+		name string
+		op   func(e *env, id storage.ID) *storage.Record
+	}{
+		{"Reserve", func(e *env, id storage.ID) *storage.Record {
+			_, r := e.reserve(rp(id, "fp", ttl, retention))
+			return r
+		}},
+		{"Lookup", func(e *env, id storage.ID) *storage.Record { return e.lookup(id) }},
+		{"Complete", func(e *env, id storage.ID) *storage.Record { return e.complete(id, 2, bigResult("c"), retention) }},
+		{"CompleteRetry", func(e *env, id storage.ID) *storage.Record {
+			e.complete(id, 2, bigResult("c"), retention)
+			return e.complete(id, 2, bigResult("c"), retention)
+		}},
+		{"ReserveCompleted", func(e *env, id storage.ID) *storage.Record {
+			e.complete(id, 2, bigResult("c"), retention)
+			_, r := e.reserve(rp(id, "fp", ttl, retention))
+			return r
+		}},
+		{"Release", func(e *env, id storage.ID) *storage.Record { return e.release(id, 2) }},
+		{"ExtendLease", func(e *env, id storage.ID) *storage.Record {
+			r, err := e.s.ExtendLease(e.ctx, id, 2, ttl)
+			if err != nil {
+				e.t.Fatalf("ExtendLease() error = %v", err)
+			}
+			return r
+		}},
+		{"Checkpoint", func(e *env, id storage.ID) *storage.Record {
+			r, err := e.s.Checkpoint(e.ctx, id, 2, storage.Checkpoint{Phase: "q", Data: []byte("new")})
+			if err != nil {
+				e.t.Fatalf("Checkpoint() error = %v", err)
+			}
+			return r
+		}},
+		{"ForceRelease", func(e *env, id storage.ID) *storage.Record {
+			r, err := e.s.ForceRelease(e.ctx, id)
+			if err != nil {
+				e.t.Fatalf("ForceRelease() error = %v", err)
+			}
+			return r
+		}},
+		{"List", func(e *env, id storage.ID) *storage.Record {
+			e.complete(id, 2, bigResult("c"), retention)
+			recs, _, err := e.s.List(e.ctx, storage.ListParams{Tenant: id.Tenant, Namespace: id.Namespace, Limit: 10})
+			if err != nil || len(recs) != 1 {
+				e.t.Fatalf("List() = %d records, %v; want 1", len(recs), err)
+			}
+			return recs[0]
+		}},
+		{"BatchReserve", func(e *env, id storage.ID) *storage.Record {
+			e.complete(id, 2, bigResult("c"), retention)
+			return e.batchReserve([]storage.ReserveParams{rp(id, "fp", ttl, retention)})[0].Record
+		}},
+		{"BatchComplete", func(e *env, id storage.ID) *storage.Record {
+			return e.batchComplete([]storage.CompleteParams{{ID: id, Token: 2, Result: bigResult("c"), Retention: retention}})[0].Record
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, h)
+			id := e.id("k")
+			// A record with every field set: fingerprint, checkpoint, token 2.
+			e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+			if _, err := e.s.Checkpoint(e.ctx, id, 1, storage.Checkpoint{Phase: "p", Data: []byte("data")}); err != nil {
+				t.Fatalf("Checkpoint() error = %v", err)
+			}
+			e.advance(ttl + time.Second)
+			e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+			got := tc.op(e, id)
+			if got == nil {
+				t.Fatalf("%s() record = nil, want a record", tc.name)
+			}
+			want := got.Clone()
+			scribble(got)
+			e.wantUnchanged(want)
+		})
 	}
 }

@@ -43,6 +43,25 @@ func testComplete(t *testing.T, h Harness) {
 		e.wantAbsent(id)
 	})
 
+	t.Run("LargeResultRoundTrips", func(t *testing.T) {
+		e := newEnv(t, h)
+		id := e.id("k")
+		first := e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+		body := make([]byte, 1<<20)
+		for i := range body {
+			body[i] = byte(i * 131)
+		}
+		res := &storage.Result{Code: 0, Message: "ünïcode ✓ \t", Body: body,
+			Details:  []storage.Detail{{TypeURL: "type.googleapis.com/x", Value: nil}, {TypeURL: "", Value: []byte{0}}},
+			Metadata: map[string]string{"k:with:colons": "v\nwith\nnewlines", "x-bin": "AAH/"}}
+		e.complete(id, first.Token, res, retention)
+		got := e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeCompleted)
+		if !got.Result.Equal(res) {
+			t.Fatalf("Reserve() Result of %d bytes did not round-trip (got code %d, message %q, body %d bytes, %d details, metadata %q)",
+				res.Size(), got.Result.Code, got.Result.Message, len(got.Result.Body), len(got.Result.Details), got.Result.Metadata)
+		}
+	})
+
 	t.Run("RetrySucceedsUnchanged", func(t *testing.T) {
 		e := newEnv(t, h)
 		id := e.id("k")

@@ -11,35 +11,84 @@ import (
 	"github.com/idemhq/idem/storage"
 )
 
-const racers = 64
+const (
+	racers     = 64
+	raceRounds = 8
+)
+
+// oneWinner races racers Reserves of one key and wants exactly one
+// RESERVED (with token want) and IN_PROGRESS for every other.
+func oneWinner(t *testing.T, e *env, id storage.ID, want uint64) {
+	t.Helper()
+	var reserved, inProgress atomic.Int32
+	errs := make(chan error, racers)
+	parallel(racers, func(int) {
+		out, rec, err := e.s.Reserve(e.ctx, rp(id, "fp", ttl, retention))
+		switch {
+		case err != nil:
+			errs <- fmt.Errorf("Reserve(%s) error = %v", id.Key, err)
+		case rec == nil || rec.Token != want || rec.State != storage.StateInProgress:
+			errs <- fmt.Errorf("Reserve(%s) = %v %+v, want an IN_PROGRESS record with token %d", id.Key, out, rec, want)
+		case out == storage.OutcomeReserved:
+			reserved.Add(1)
+		case out == storage.OutcomeInProgress:
+			inProgress.Add(1)
+		default:
+			errs <- fmt.Errorf("Reserve(%s) outcome = %v, want RESERVED or IN_PROGRESS", id.Key, out)
+		}
+	})
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if reserved.Load() != 1 || inProgress.Load() != racers-1 {
+		t.Fatalf("Reserve(%s) by %d goroutines: %d RESERVED, %d IN_PROGRESS; want 1 and %d", id.Key, racers, reserved.Load(), inProgress.Load(), racers-1)
+	}
+}
 
 func testRace(t *testing.T, h Harness) {
+	// Several rounds on fresh keys, since a backend's race window (e.g. a
+	// SQL statement whose snapshot predates a concurrent insert) is hit
+	// only by some interleavings.
 	t.Run("OneKeyOneWinner", func(t *testing.T) {
 		e := newEnv(t, h)
-		id := e.id("k")
-		var reserved, inProgress atomic.Int32
-		errs := make(chan error, racers)
-		parallel(racers, func(int) {
-			out, rec, err := e.s.Reserve(e.ctx, rp(id, "fp", ttl, retention))
-			switch {
-			case err != nil:
-				errs <- err
-			case rec == nil || rec.Token != 1:
-				errs <- fmt.Errorf("Reserve() record = %+v, want token 1", rec)
-			case out == storage.OutcomeReserved:
-				reserved.Add(1)
-			case out == storage.OutcomeInProgress:
-				inProgress.Add(1)
-			default:
-				errs <- fmt.Errorf("Reserve() outcome = %v, want RESERVED or IN_PROGRESS", out)
-			}
-		})
-		close(errs)
-		for err := range errs {
-			t.Fatal(err)
+		for round := range raceRounds {
+			oneWinner(t, e, e.id(fmt.Sprint("k", round)), 1)
 		}
-		if reserved.Load() != 1 || inProgress.Load() != racers-1 {
-			t.Fatalf("Reserve() by %d goroutines: %d RESERVED, %d IN_PROGRESS; want 1 and %d", racers, reserved.Load(), inProgress.Load(), racers-1)
+	})
+
+	t.Run("ExpiredLeaseOneTakeover", func(t *testing.T) {
+		e := newEnv(t, h)
+		for round := range raceRounds {
+			id := e.id(fmt.Sprint("k", round))
+			e.mustReserve(rp(id, "fp", time.Second, retention), storage.OutcomeReserved)
+		}
+		e.advance(2 * time.Second)
+		for round := range raceRounds {
+			oneWinner(t, e, e.id(fmt.Sprint("k", round)), 2)
+		}
+	})
+
+	t.Run("ReleasedOneTakeover", func(t *testing.T) {
+		e := newEnv(t, h)
+		for round := range raceRounds {
+			id := e.id(fmt.Sprint("k", round))
+			e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+			e.release(id, 1)
+			oneWinner(t, e, id, 2)
+		}
+	})
+
+	t.Run("ExpiredRecordOneCreator", func(t *testing.T) {
+		e := newEnv(t, h)
+		for round := range raceRounds {
+			id := e.id(fmt.Sprint("k", round))
+			e.mustReserve(rp(id, "fp", time.Second, time.Second), storage.OutcomeReserved)
+			e.complete(id, 1, nil, time.Second)
+		}
+		e.advance(2 * time.Second)
+		for round := range raceRounds {
+			oneWinner(t, e, e.id(fmt.Sprint("k", round)), 1)
 		}
 	})
 
@@ -58,75 +107,14 @@ func testRace(t *testing.T, h Harness) {
 		}
 	})
 
-	t.Run("TakeoverAfterExpiryOneWinner", func(t *testing.T) {
+	t.Run("CompleteVsTakeoverOneWinner", func(t *testing.T) {
 		e := newEnv(t, h)
-		id := e.id("k")
-		e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+		for round := range raceRounds {
+			e.mustReserve(rp(e.id(fmt.Sprint("k", round)), "fp", ttl, retention), storage.OutcomeReserved)
+		}
 		e.advance(ttl + time.Second)
-		var takeovers atomic.Int32
-		var (
-			mu       sync.Mutex
-			winners  = map[uint64]*storage.Result{} // token → result of a successful Complete
-			problems []error
-		)
-		fail := func(err error) {
-			mu.Lock()
-			problems = append(problems, err)
-			mu.Unlock()
-		}
-		win := func(tok uint64, res *storage.Result) {
-			mu.Lock()
-			winners[tok] = res
-			mu.Unlock()
-		}
-		complete := func(tok uint64, res *storage.Result) {
-			rec, err := e.s.Complete(e.ctx, storage.CompleteParams{ID: id, Token: tok, Result: res, Retention: retention})
-			switch {
-			case err == nil:
-				if rec == nil || rec.Token != tok || !rec.Result.Equal(res) {
-					fail(fmt.Errorf("Complete(token %d) record = %+v, want its own token and result", tok, rec))
-				}
-				win(tok, res)
-			case !errors.Is(err, storage.ErrLeaseLost):
-				fail(fmt.Errorf("Complete(token %d) error = %v, want nil or ErrLeaseLost", tok, err))
-			}
-		}
-		parallel(racers, func(i int) {
-			if i%2 == 0 {
-				// The expired holder finishing late.
-				complete(1, &storage.Result{Body: []byte("holder-1")})
-				return
-			}
-			out, rec, err := e.s.Reserve(e.ctx, rp(id, "fp", ttl, retention))
-			if err != nil {
-				fail(fmt.Errorf("Reserve() error = %v", err))
-				return
-			}
-			if out == storage.OutcomeReserved {
-				takeovers.Add(1)
-				complete(rec.Token, &storage.Result{Body: []byte(fmt.Sprint("holder-", rec.Token))})
-			}
-		})
-		for _, err := range problems {
-			t.Error(err)
-		}
-		if t.Failed() {
-			t.FailNow()
-		}
-		if n := takeovers.Load(); n > 1 {
-			t.Fatalf("Reserve() takeovers = %d, want at most 1", n)
-		}
-		if len(winners) != 1 {
-			t.Fatalf("Complete() winners = %v, want exactly one token", winners)
-		}
-		for tok, res := range winners {
-			if takeovers.Load() == 1 && tok == 1 {
-				t.Fatalf("Complete(token 1) succeeded although a takeover happened")
-			}
-			got := e.lookup(id)
-			if got.State != storage.StateCompleted || got.Token != tok || !got.Result.Equal(res) {
-				t.Fatalf("Lookup() = %v token %d result %q, want COMPLETED token %d result %q", got.State, got.Token, got.Result.Body, tok, res.Body)
-			}
+		for round := range raceRounds {
+			completeVsTakeover(t, e, e.id(fmt.Sprint("k", round)))
 		}
 	})
 
@@ -209,6 +197,9 @@ func testClose(t *testing.T, h Harness) {
 	if err := e.s.Close(); err != nil {
 		t.Fatalf("Close() error = %v, want nil", err)
 	}
+	if err := e.s.Close(); err != nil && !errors.Is(err, storage.ErrClosed) {
+		t.Fatalf("second Close() error = %v, want nil or ErrClosed", err)
+	}
 	for _, op := range []struct {
 		name string
 		call func() error
@@ -242,5 +233,81 @@ func testClose(t *testing.T, h Harness) {
 		t.Run(op.name, func(t *testing.T) {
 			wantErr(t, op.name+" after Close", op.call(), storage.ErrClosed)
 		})
+	}
+}
+
+// completeVsTakeover races the expired holder's Complete (token 1) against
+// takeovers of id and wants exactly one winner: either token 1 completed
+// and nobody took over, or one takeover happened and its holder completed.
+func completeVsTakeover(t *testing.T, e *env, id storage.ID) {
+	t.Helper()
+	var takeovers atomic.Int32
+	var (
+		mu       sync.Mutex
+		winners  = map[uint64]*storage.Result{} // token → result of a successful Complete
+		problems []error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		problems = append(problems, err)
+		mu.Unlock()
+	}
+	win := func(tok uint64, res *storage.Result) {
+		mu.Lock()
+		winners[tok] = res
+		mu.Unlock()
+	}
+	complete := func(tok uint64, res *storage.Result) {
+		rec, err := e.s.Complete(e.ctx, storage.CompleteParams{ID: id, Token: tok, Result: res, Retention: retention})
+		switch {
+		case err == nil:
+			if rec == nil || rec.Token != tok || !rec.Result.Equal(res) {
+				fail(fmt.Errorf("Complete(token %d) record = %+v, want its own token and result", tok, rec))
+			}
+			win(tok, res)
+		case !errors.Is(err, storage.ErrLeaseLost):
+			fail(fmt.Errorf("Complete(token %d) error = %v, want nil or ErrLeaseLost", tok, err))
+		}
+	}
+	parallel(racers, func(i int) {
+		if i%2 == 0 {
+			// The expired holder finishing late.
+			complete(1, &storage.Result{Body: []byte("holder-1")})
+			return
+		}
+		out, rec, err := e.s.Reserve(e.ctx, rp(id, "fp", ttl, retention))
+		if err != nil {
+			fail(fmt.Errorf("Reserve() error = %v", err))
+			return
+		}
+		switch out {
+		case storage.OutcomeReserved:
+			takeovers.Add(1)
+			complete(rec.Token, &storage.Result{Body: []byte(fmt.Sprint("holder-", rec.Token))})
+		case storage.OutcomeInProgress, storage.OutcomeCompleted:
+		default:
+			fail(fmt.Errorf("Reserve() outcome = %v, want RESERVED, IN_PROGRESS or COMPLETED", out))
+		}
+	})
+	for _, err := range problems {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	if n := takeovers.Load(); n > 1 {
+		t.Fatalf("Reserve() takeovers = %d, want at most 1", n)
+	}
+	if len(winners) != 1 {
+		t.Fatalf("Complete() winners = %v, want exactly one token", winners)
+	}
+	for tok, res := range winners {
+		if takeovers.Load() == 1 && tok == 1 {
+			t.Fatalf("Complete(token 1) succeeded although a takeover happened")
+		}
+		got := e.lookup(id)
+		if got.State != storage.StateCompleted || got.Token != tok || !got.Result.Equal(res) {
+			t.Fatalf("Lookup() = %v token %d result %q, want COMPLETED token %d result %q", got.State, got.Token, got.Result.Body, tok, res.Body)
+		}
 	}
 }
