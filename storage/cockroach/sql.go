@@ -150,7 +150,7 @@ WHERE r.tenant = $2::TEXT AND r.namespace = $3::TEXT AND r.expires_at > n.t
 AND r.idem_key%[1]s > $4::TEXT AND left(r.idem_key, length($5::TEXT)) = $5::TEXT
 ORDER BY r.idem_key%[1]s LIMIT $6::BIGINT`
 
-// sqlStats: $1 offset, $2 tenant (” = all), $3 namespace (” = all).
+// sqlStats: $1 offset, $2 tenant and $3 namespace, each empty for all.
 const sqlStats = `WITH ` + nowCTE + `
 SELECT r.namespace, r.state, count(*) FROM idem_records AS r, n
 WHERE ($2::TEXT = '' OR r.tenant = $2::TEXT) AND ($3::TEXT = '' OR r.namespace = $3::TEXT) AND r.expires_at > n.t
