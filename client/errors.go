@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -30,12 +31,13 @@ var (
 const (
 	ReasonLeaseLost     = "LEASE_LOST"
 	ReasonNotInProgress = "NOT_IN_PROGRESS"
+	ReasonStoreClosed   = "STORE_CLOSED"
 	// ReasonKeyReused: the server interceptor saw a key reused with a different request.
 	ReasonKeyReused = "IDEMPOTENCY_KEY_REUSED"
 	// ReasonKeyMissing: the server interceptor requires a key and the call had none.
 	ReasonKeyMissing = "IDEMPOTENCY_KEY_MISSING"
 	// ErrorDomain is the google.rpc.ErrorInfo domain the interceptors use.
-	ErrorDomain = "idem"
+	ErrorDomain = "idem.dev"
 )
 
 // Error is a failed idem call: the gRPC status it arrived as and the
@@ -58,8 +60,11 @@ func (e *Error) Error() string {
 	if e.sentinel == nil {
 		return "idem: " + e.Code.String() + ": " + e.Message
 	}
-	if e.Message == "" || e.Message == e.sentinel.Error() {
+	if e.Message == "" {
 		return e.sentinel.Error()
+	}
+	if strings.HasPrefix(e.Message, e.sentinel.Error()) {
+		return e.Message // the server already named the sentinel
 	}
 	return e.sentinel.Error() + ": " + e.Message
 }
@@ -85,6 +90,9 @@ func sentinelFor(c codes.Code, reason string) error {
 	case codes.InvalidArgument:
 		return ErrInvalidArgument
 	case codes.Unavailable, codes.DeadlineExceeded:
+		if reason == ReasonStoreClosed {
+			return ErrClosed
+		}
 		return ErrUnavailable
 	case codes.ResourceExhausted:
 		return ErrResourceExhausted

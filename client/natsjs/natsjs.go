@@ -1,0 +1,181 @@
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/idemhq/idem/client/consumer"
+)
+
+// Option configures a Consumer.
+type Option func(*options)
+
+type options struct {
+	namespace   string
+	msgID       func(jetstream.Msg) (string, error)
+	fingerprint func(jetstream.Msg) []byte
+	batch       int
+	fetchWait   time.Duration
+	nakDelay    time.Duration
+	observe     func(jetstream.Msg, consumer.Result)
+}
+
+func defaultOptions() options {
+	return options{msgID: DefaultMessageID, batch: 100, fetchWait: time.Second, nakDelay: time.Second}
+}
+
+// WithNamespace sets the idem namespace of the messages (default: the
+// JetStream consumer's durable name, or its name). Replays through a new
+// consumer must use the same namespace to be recognised.
+func WithNamespace(ns string) Option { return func(o *options) { o.namespace = ns } }
+
+// WithMessageID sets how a message's idem key is derived (default
+// DefaultMessageID).
+func WithMessageID(f func(jetstream.Msg) (string, error)) Option {
+	return func(o *options) { o.msgID = f }
+}
+
+// WithFingerprint sets the fingerprint of a message, e.g. a hash of its
+// data, so that a message id reused for another payload is reported as a
+// mismatch instead of skipped (default: none).
+func WithFingerprint(f func(jetstream.Msg) []byte) Option {
+	return func(o *options) { o.fingerprint = f }
+}
+
+// WithBatch sets how many messages one fetch asks for (default 100, at most
+// consumer.MaxBatch) and how long it waits for them (default 1s).
+func WithBatch(n int, wait time.Duration) Option {
+	return func(o *options) { o.batch, o.fetchWait = min(n, consumer.MaxBatch), wait }
+}
+
+// WithNakDelay sets the redelivery delay of messages whose handler failed
+// or whose outcome idem could not record (default 1s).
+func WithNakDelay(d time.Duration) Option { return func(o *options) { o.nakDelay = d } }
+
+// WithObserver calls f with every message's result before it is acked or
+// nak'ed (for logs and metrics).
+func WithObserver(f func(jetstream.Msg, consumer.Result)) Option {
+	return func(o *options) { o.observe = f }
+}
+
+// DefaultMessageID is the Nats-Msg-Id header or, without one,
+// "<stream>:<stream sequence>".
+func DefaultMessageID(m jetstream.Msg) (string, error) {
+	if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" {
+		return id, nil
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		return "", fmt.Errorf("idem: natsjs: message has no Nats-Msg-Id and no metadata: %w", err)
+	}
+	return fmt.Sprintf("%s:%d", md.Stream, md.Sequence.Stream), nil
+}
+
+// Consumer runs a handler over a JetStream pull consumer.
+type Consumer struct {
+	idem *consumer.Consumer
+	js   jetstream.Consumer
+	o    options
+}
+
+// New returns a Consumer reading from js and deduping with idem.
+func New(idem *consumer.Consumer, js jetstream.Consumer, opts ...Option) *Consumer {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.batch <= 0 {
+		o.batch = 1
+	}
+	if o.namespace == "" {
+		if info := js.CachedInfo(); info != nil {
+			o.namespace = info.Config.Durable
+			if o.namespace == "" {
+				o.namespace = info.Name
+			}
+		}
+	}
+	return &Consumer{idem: idem, js: js, o: o}
+}
+
+// Run fetches and handles messages until ctx ends, then returns ctx's error
+// (or the first fetch error). A batch in hand when ctx ends is left
+// unacknowledged: the work already done is recorded in idem, and
+// JetStream's redelivery after AckWait is recognised as duplicate.
+func (c *Consumer) Run(ctx context.Context, handler func(ctx context.Context, msg jetstream.Msg) error) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := c.fetchAndHandle(ctx, handler); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+	}
+}
+
+func (c *Consumer) fetchAndHandle(ctx context.Context, handler func(context.Context, jetstream.Msg) error) error {
+	fctx, cancel := context.WithTimeout(ctx, c.o.fetchWait)
+	defer cancel()
+	batch, err := c.js.Fetch(c.o.batch, jetstream.FetchContext(fctx))
+	if err != nil {
+		return fmt.Errorf("idem: natsjs: fetch: %w", err)
+	}
+	var msgs []consumer.Message
+	for m := range batch.Messages() {
+		id, err := c.o.msgID(m)
+		if err != nil {
+			// Without an id the message cannot be deduped; leave it to the
+			// dead-letter policy instead of running it unguarded.
+			_ = m.TermWithReason(err.Error())
+			continue
+		}
+		var fp []byte
+		if c.o.fingerprint != nil {
+			fp = c.o.fingerprint(m)
+		}
+		msgs = append(msgs, consumer.Message{ID: id, Fingerprint: fp, Value: m})
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
+		return fmt.Errorf("idem: natsjs: fetch: %w", err)
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	results, _ := c.idem.HandleEach(ctx, c.o.namespace, msgs, func(ctx context.Context, m consumer.Message) error {
+		if err := ctx.Err(); err != nil {
+			return err // stopping: release instead of starting new work
+		}
+		return handler(ctx, m.Value.(jetstream.Msg))
+	})
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	for i, r := range results {
+		c.settle(msgs[i].Value.(jetstream.Msg), r)
+	}
+	return nil
+}
+
+// settle acks or naks one message after idem recorded its outcome.
+func (c *Consumer) settle(m jetstream.Msg, r consumer.Result) {
+	if c.o.observe != nil {
+		c.o.observe(m, r)
+	}
+	switch {
+	case r.Ack():
+		_ = m.Ack()
+	case r.Outcome == consumer.Mismatch:
+		_ = m.TermWithReason(r.Err.Error())
+	case r.Outcome == consumer.InFlight:
+		_ = m.NakWithDelay(r.RetryAfter)
+	default:
+		_ = m.NakWithDelay(c.o.nakDelay)
+	}
+}
