@@ -1,0 +1,267 @@
+package pebble
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/idemhq/idem/storage"
+)
+
+// Record value codec, version 1:
+//
+//	version u8, flags u8, state u8, token uvarint, attempts uvarint,
+//	tenant, namespace, key, fingerprint (uvarint length + bytes),
+//	each time present in flags as varint Unix nanoseconds,
+//	result if present: code varint, message, body, details count + (type
+//	URL, value)…, metadata count + (key, value)… sorted by key,
+//	checkpoint if present: phase, data.
+//
+// The ID is stored in the value too, so a record decodes without its key.
+// Decode copies everything it returns, checks every length against the
+// bytes left and rejects trailing bytes, so damaged values are errors,
+// never panics or huge allocations.
+const codecVersion = 1
+
+const (
+	flagResult = 1 << iota
+	flagCheckpoint
+	flagCreatedAt
+	flagLeaseExpiresAt
+	flagCompletedAt
+	flagExpiresAt
+	flagsKnown = 1<<iota - 1
+)
+
+var errTruncated = errors.New("truncated")
+
+func encodeRecord(r *storage.Record) []byte {
+	n := 32 + len(r.Tenant) + len(r.Namespace) + len(r.Key) + len(r.Fingerprint) + 4*binary.MaxVarintLen64
+	if r.Result != nil {
+		n += r.Result.Size() + 16 + 8*(len(r.Result.Details)+len(r.Result.Metadata))
+	}
+	if r.Checkpoint != nil {
+		n += len(r.Checkpoint.Phase) + len(r.Checkpoint.Data) + 8
+	}
+	b := make([]byte, 0, n)
+	var flags byte
+	if r.Result != nil {
+		flags |= flagResult
+	}
+	if r.Checkpoint != nil {
+		flags |= flagCheckpoint
+	}
+	times := [4]time.Time{r.CreatedAt, r.LeaseExpiresAt, r.CompletedAt, r.ExpiresAt}
+	for i, t := range times {
+		if !t.IsZero() {
+			flags |= flagCreatedAt << i
+		}
+	}
+	b = append(b, codecVersion, flags, byte(r.State))
+	b = binary.AppendUvarint(b, r.Token)
+	b = binary.AppendUvarint(b, uint64(r.Attempts))
+	b = appendBytes(b, r.Tenant)
+	b = appendBytes(b, r.Namespace)
+	b = appendBytes(b, r.Key)
+	b = appendBytes(b, r.Fingerprint)
+	for _, t := range times {
+		if !t.IsZero() {
+			b = binary.AppendVarint(b, t.UnixNano())
+		}
+	}
+	if res := r.Result; res != nil {
+		b = binary.AppendVarint(b, int64(res.Code))
+		b = appendBytes(b, res.Message)
+		b = appendBytes(b, res.Body)
+		b = binary.AppendUvarint(b, uint64(len(res.Details)))
+		for _, d := range res.Details {
+			b = appendBytes(b, d.TypeURL)
+			b = appendBytes(b, d.Value)
+		}
+		keys := make([]string, 0, len(res.Metadata))
+		for k := range res.Metadata {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b = binary.AppendUvarint(b, uint64(len(keys)))
+		for _, k := range keys {
+			b = appendBytes(b, k)
+			b = appendBytes(b, res.Metadata[k])
+		}
+	}
+	if cp := r.Checkpoint; cp != nil {
+		b = appendBytes(b, cp.Phase)
+		b = appendBytes(b, cp.Data)
+	}
+	return b
+}
+
+func appendBytes[T string | []byte](b []byte, s T) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(err error) {
+	if d.err == nil {
+		d.err = err
+	}
+}
+
+func (d *decoder) byte() byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) == 0 {
+		d.fail(errTruncated)
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail(errors.New("bad uvarint"))
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail(errors.New("bad varint"))
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// raw returns the next length-prefixed bytes, aliasing the input.
+func (d *decoder) raw() []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.fail(errTruncated)
+		return nil
+	}
+	s := d.b[:n]
+	d.b = d.b[n:]
+	return s
+}
+
+func (d *decoder) string() string { return string(d.raw()) }
+
+// bytes returns a copy, nil when empty.
+func (d *decoder) bytes() []byte {
+	s := d.raw()
+	if len(s) == 0 {
+		return nil
+	}
+	return append([]byte(nil), s...)
+}
+
+// count reads an element count that can be at most the bytes left divided
+// by the smallest element, so a forged count cannot allocate much.
+func (d *decoder) count(minElem int) int {
+	n := d.uvarint()
+	if d.err != nil {
+		return 0
+	}
+	if n > uint64(len(d.b)/minElem) {
+		d.fail(fmt.Errorf("count %d exceeds the remaining %d bytes", n, len(d.b)))
+		return 0
+	}
+	return int(n)
+}
+
+func (d *decoder) time() time.Time {
+	n := d.varint()
+	if d.err != nil {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func decodeRecord(b []byte) (*storage.Record, error) {
+	d := &decoder{b: b}
+	if v := d.byte(); d.err == nil && v != codecVersion {
+		return nil, fmt.Errorf("idem: pebble record: unknown codec version %d", v)
+	}
+	flags := d.byte()
+	if d.err == nil && flags&^flagsKnown != 0 {
+		return nil, fmt.Errorf("idem: pebble record: unknown flags %#x", flags)
+	}
+	r := &storage.Record{State: storage.State(d.byte())}
+	if d.err == nil && (r.State < storage.StateInProgress || r.State > storage.StateReleased) {
+		return nil, fmt.Errorf("idem: pebble record: unknown state %d", r.State)
+	}
+	r.Token = d.uvarint()
+	if a := d.uvarint(); a > math.MaxUint32 {
+		d.fail(fmt.Errorf("attempts %d out of range", a))
+	} else {
+		r.Attempts = uint32(a)
+	}
+	r.Tenant = d.string()
+	r.Namespace = d.string()
+	r.Key = d.string()
+	r.Fingerprint = d.bytes()
+	for i, t := range []*time.Time{&r.CreatedAt, &r.LeaseExpiresAt, &r.CompletedAt, &r.ExpiresAt} {
+		if flags&(flagCreatedAt<<i) != 0 {
+			*t = d.time()
+		}
+	}
+	if flags&flagResult != 0 {
+		res := &storage.Result{}
+		code := d.varint()
+		if code < math.MinInt32 || code > math.MaxInt32 {
+			d.fail(fmt.Errorf("result code %d out of range", code))
+		}
+		res.Code = int32(code)
+		res.Message = d.string()
+		res.Body = d.bytes()
+		if n := d.count(2); n > 0 {
+			res.Details = make([]storage.Detail, n)
+			for i := range res.Details {
+				res.Details[i] = storage.Detail{TypeURL: d.string(), Value: d.bytes()}
+			}
+		}
+		if n := d.count(2); n > 0 {
+			res.Metadata = make(map[string]string, n)
+			for range n {
+				k := d.string()
+				res.Metadata[k] = d.string()
+			}
+		}
+		r.Result = res
+	}
+	if flags&flagCheckpoint != 0 {
+		r.Checkpoint = &storage.Checkpoint{Phase: d.string(), Data: d.bytes()}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail(fmt.Errorf("%d trailing bytes", len(d.b)))
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("idem: pebble record: %w", d.err)
+	}
+	return r, nil
+}

@@ -1,0 +1,95 @@
+package pebble
+
+import (
+	"encoding/binary"
+	"time"
+
+	"github.com/idemhq/idem/storage"
+)
+
+// Key layout. One byte of prefix separates the keyspaces:
+//
+//	m <name>                          store metadata
+//	r <esc tenant> <esc ns> <esc key> a record
+//	x <be64 expires_at> <record key>  expiry index entry, empty value
+//
+// esc escapes 0x00 as 0x00 0xFF and ends the string with 0x00 0x01. The
+// encoding is prefix-free and keeps byte order, so a namespace is one
+// contiguous range, keys inside it sort as the strings do, and no choice of
+// tenant, namespace or key bytes can make two IDs meet.
+const (
+	prefixMeta   = 'm'
+	prefixRecord = 'r'
+	prefixExpiry = 'x'
+)
+
+var metaFormatKey = []byte{prefixMeta, 'f', 'o', 'r', 'm', 'a', 't'}
+
+// metaFormatValue marks a Pebble store as idem's, version 1 of the layout.
+var metaFormatValue = []byte("idem/1")
+
+func appendEscaped(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == 0 {
+			dst = append(dst, 0, 0xFF)
+			continue
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+func appendString(dst []byte, s string) []byte {
+	return append(appendEscaped(dst, s), 0, 1)
+}
+
+func recordKey(id storage.ID) []byte {
+	k := make([]byte, 0, 1+len(id.Tenant)+len(id.Namespace)+len(id.Key)+6)
+	k = append(k, prefixRecord)
+	k = appendString(k, id.Tenant)
+	k = appendString(k, id.Namespace)
+	return appendString(k, id.Key)
+}
+
+// namespacePrefix is the common prefix of every record key of a namespace.
+func namespacePrefix(tenant, namespace string) []byte {
+	k := []byte{prefixRecord}
+	k = appendString(k, tenant)
+	return appendString(k, namespace)
+}
+
+func tenantPrefix(tenant string) []byte {
+	return appendString([]byte{prefixRecord}, tenant)
+}
+
+// expiryKey orders by expires_at; flipping the sign bit makes the int64
+// nanoseconds sort as unsigned big-endian bytes.
+func expiryKey(at time.Time, recKey []byte) []byte {
+	k := make([]byte, 9, 9+len(recKey))
+	k[0] = prefixExpiry
+	binary.BigEndian.PutUint64(k[1:], uint64(at.UnixNano())^(1<<63))
+	return append(k, recKey...)
+}
+
+// expiryBound is the first expiry key after every entry expiring at or
+// before t.
+func expiryBound(t time.Time) []byte {
+	k := make([]byte, 9)
+	k[0] = prefixExpiry
+	binary.BigEndian.PutUint64(k[1:], uint64(t.UnixNano()+1)^(1<<63))
+	return k
+}
+
+// successor is the smallest key greater than every key with prefix p.
+func successor(p []byte) []byte {
+	s := append([]byte(nil), p...)
+	for len(s) > 0 && s[len(s)-1] == 0xFF {
+		s = s[:len(s)-1]
+	}
+	if len(s) == 0 {
+		return nil
+	}
+	s[len(s)-1]++
+	return s
+}

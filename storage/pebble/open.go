@@ -1,0 +1,197 @@
+package pebble
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	pebbledb "github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// Open opens the idem store in dir, creating it when dir does not exist or
+// is empty. It refuses, with an error naming dir, a directory that another
+// process has open, one that holds files but no Pebble store, and a store
+// that is corrupt or truncated: never an empty store over lost data.
+func Open(dir string, opts ...Option) (*Store, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if dir == "" {
+		return nil, errors.New("idem: pebble store needs a directory")
+	}
+	path, err := prepareDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	lock, err := pebbledb.LockDirectory(path, vfs.Default)
+	if err != nil {
+		return nil, lockError(dir, err)
+	}
+	db, err := openLocked(dir, path, lock, &o)
+	if err != nil {
+		_ = lock.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Store{
+		db:         db,
+		dir:        dir,
+		clock:      o.clock,
+		log:        o.logger,
+		opts:       o,
+		seed:       newSeed(),
+		lock:       lock,
+		stopCtx:    ctx,
+		stopCancel: cancel,
+	}
+	if o.sweepInterval > 0 {
+		s.sweeping.Add(1)
+		go s.sweepLoop(o.sweepInterval)
+	}
+	return s, nil
+}
+
+func corrupt(dir string, err error) error {
+	return fmt.Errorf("idem: pebble store at %s is corrupt: %v", dir, err)
+}
+
+// prepareDir creates dir if needed and refuses one that is not a directory
+// or holds files that are not Pebble's. It returns the absolute path, so
+// that Pebble's in-process lock table sees one name per directory.
+func prepareDir(dir string) (string, error) {
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return "", fmt.Errorf("idem: pebble store at %s cannot be created: %v", dir, err)
+		}
+	case err != nil:
+		return "", fmt.Errorf("idem: pebble store at %s cannot be opened: %v", dir, err)
+	case !st.IsDir():
+		return "", fmt.Errorf("idem: pebble store at %s is not a directory", dir)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "", fmt.Errorf("idem: pebble store at %s cannot be read: %v", dir, err)
+	}
+	for _, e := range ents {
+		if !pebbleFile(e.Name()) {
+			return "", fmt.Errorf("idem: pebble store at %s: directory is not empty and is not a pebble store (found %q); refusing to use it", dir, e.Name())
+		}
+	}
+	path, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("idem: pebble store at %s: %v", dir, err)
+	}
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		path = p
+	}
+	return path, nil
+}
+
+// pebbleFile reports whether name is a file Pebble writes, or the
+// lost+found of a volume root, which a fresh store may share.
+func pebbleFile(name string) bool {
+	switch {
+	case name == "LOCK", name == "CURRENT", name == "lost+found",
+		strings.HasPrefix(name, "MANIFEST-"), strings.HasPrefix(name, "OPTIONS-"),
+		strings.HasPrefix(name, "marker."), strings.HasPrefix(name, "temporary."),
+		strings.HasSuffix(name, ".sst"), strings.HasSuffix(name, ".log"), strings.HasSuffix(name, ".blob"):
+		return true
+	}
+	return false
+}
+
+// hasData reports whether the directory holds anything a store writes
+// beyond its lock.
+func hasData(path string) bool {
+	ents, _ := os.ReadDir(path)
+	for _, e := range ents {
+		if n := e.Name(); n != "LOCK" && n != "lost+found" {
+			return true
+		}
+	}
+	return false
+}
+
+func lockError(dir string, err error) error {
+	switch {
+	case errors.Is(err, syscall.EAGAIN), errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("idem: pebble store at %s is in use by another process", dir)
+	case strings.Contains(err.Error(), "held by current process"):
+		return fmt.Errorf("idem: pebble store at %s is already open in this process", dir)
+	}
+	return fmt.Errorf("idem: pebble store at %s cannot be locked: %v", dir, err)
+}
+
+// openLocked opens the store in path, whose lock the caller holds, and
+// checks it: its files, every table's footer and properties, and the idem
+// format marker.
+func openLocked(dir, path string, lock *pebbledb.Lock, o *options) (*pebbledb.DB, error) {
+	desc, err := pebbledb.Peek(path, vfs.Default)
+	if err != nil {
+		return nil, corrupt(dir, err)
+	}
+	if !desc.Exists && hasData(path) {
+		return nil, corrupt(dir, errors.New("files present but no current MANIFEST"))
+	}
+	po := o.pebbleOptions()
+	po.Lock = lock
+	db, err := pebbledb.Open(path, po)
+	if err != nil {
+		if desc.Exists || pebbledb.IsCorruptionError(err) {
+			return nil, corrupt(dir, err)
+		}
+		return nil, fmt.Errorf("idem: pebble store at %s cannot be opened: %v", dir, err)
+	}
+	if err := checkStore(db); err != nil {
+		_ = db.Close()
+		if errors.Is(err, errNotIdem) {
+			return nil, fmt.Errorf("idem: pebble store at %s is not an idem store (%v); refusing to use it", dir, err)
+		}
+		return nil, corrupt(dir, err)
+	}
+	return db, nil
+}
+
+var errNotIdem = errors.New("no idem format marker")
+
+// checkStore reads every table's properties, which opens and checksums each
+// table's footer and meta blocks: a garbled or truncated table fails here
+// at start instead of on the first unlucky read. It then checks, or on a
+// fresh store writes, the idem format marker.
+func checkStore(db *pebbledb.DB) error {
+	if _, err := db.SSTables(pebbledb.WithProperties()); err != nil {
+		return err
+	}
+	v, closer, err := db.Get(metaFormatKey)
+	if err == nil {
+		defer closer.Close()
+		if string(v) != string(metaFormatValue) {
+			return fmt.Errorf("%w: unknown format %q", errNotIdem, v)
+		}
+		return nil
+	}
+	if !errors.Is(err, pebbledb.ErrNotFound) {
+		return err
+	}
+	it, err := db.NewIter(nil)
+	if err != nil {
+		return err
+	}
+	empty := !it.First()
+	if err := it.Close(); err != nil {
+		return err
+	}
+	if !empty {
+		return errNotIdem
+	}
+	return db.Set(metaFormatKey, metaFormatValue, pebbledb.Sync)
+}

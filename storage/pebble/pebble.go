@@ -1,0 +1,627 @@
+package pebble
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"net/url"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pebbledb "github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/jonboulle/clockwork"
+
+	"github.com/idemhq/idem/storage"
+)
+
+var _ storage.Store = (*Store)(nil)
+
+func init() {
+	storage.Register("pebble", func(ctx context.Context, u *url.URL, o storage.OpenOptions) (storage.Store, error) {
+		dir, err := dirFromURL(u)
+		if err != nil {
+			return nil, err
+		}
+		return Open(dir, WithLogger(o.Logger), WithClock(o.Clock))
+	})
+}
+
+// dirFromURL reads the directory of pebble://PATH. A relative path parses
+// with its first element as the URL host (pebble://./data has host "." and
+// path "/data"), so host and path are joined back together.
+func dirFromURL(u *url.URL) (string, error) {
+	dir := u.Opaque
+	if dir == "" {
+		dir = u.Host + u.Path
+	}
+	if dir == "" {
+		return "", errors.New("idem: pebble store URL names no directory (want pebble://PATH, e.g. pebble://./idem-data)")
+	}
+	return dir, nil
+}
+
+// stripes is the number of per-key locks; a power of two well above the
+// number of concurrent writers keeps unrelated keys from waiting on each
+// other.
+const stripes = 1024
+
+type stripe struct {
+	sync.Mutex
+	_ [56]byte // one lock per cache line
+}
+
+// Store is the Pebble backend.
+type Store struct {
+	db     *pebbledb.DB
+	dir    string
+	clock  clockwork.Clock
+	log    *slog.Logger
+	opts   options
+	seed   maphash.Seed
+	locks  [stripes]stripe
+	swept  atomic.Uint64
+	sweepM sync.Mutex // one sweep at a time
+
+	// mu guards closed; operations hold it shared so Close waits for them
+	// and never closes the DB under a running call.
+	mu     sync.RWMutex
+	closed bool
+
+	lock       *pebbledb.Lock
+	stopCtx    context.Context // ends when Close begins
+	stopCancel context.CancelFunc
+	sweeping   sync.WaitGroup
+	closeOnce  sync.Once
+	closeErr   error
+}
+
+type options struct {
+	clock         clockwork.Clock
+	logger        *slog.Logger
+	cacheSize     int64
+	memTableSize  uint64
+	sweepInterval time.Duration
+	sweepBatch    int
+}
+
+// Option configures Open.
+type Option func(*options)
+
+// WithClock sets the node clock that stamps records and drives the sweep.
+func WithClock(c clockwork.Clock) Option {
+	return func(o *options) {
+		if c != nil {
+			o.clock = c
+		}
+	}
+}
+
+// WithLogger sets where the store and Pebble log.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.logger = l
+		}
+	}
+}
+
+// WithCacheSize sets Pebble's block cache size in bytes.
+func WithCacheSize(n int64) Option { return func(o *options) { o.cacheSize = n } }
+
+// WithSweepInterval sets how often the background sweep runs; 0 or less
+// turns it off (Sweep can still be called).
+func WithSweepInterval(d time.Duration) Option { return func(o *options) { o.sweepInterval = d } }
+
+// WithSweepBatch sets how many expired records one sweep step deletes.
+func WithSweepBatch(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.sweepBatch = n
+		}
+	}
+}
+
+func defaultOptions() options {
+	return options{
+		clock:  clockwork.NewRealClock(),
+		logger: slog.Default(),
+		// 64 MiB of block cache holds the index and filter blocks of a
+		// store of several million records, so a point lookup costs at
+		// most one data-block read, while keeping RSS far under 512 MiB.
+		cacheSize: 64 << 20,
+		// 32 MiB memtables absorb bursts of small records between flushes
+		// without the 64 MiB default doubling resident memory.
+		memTableSize:  32 << 20,
+		sweepInterval: 5 * time.Second,
+		sweepBatch:    1000,
+	}
+}
+
+// pebbleOptions are tuned for idem's workload: small records, point reads
+// by key on every call (most miss, for fresh keys), short range scans for
+// List and the sweep, and synced writes.
+func (o *options) pebbleOptions() *pebbledb.Options {
+	po := &pebbledb.Options{
+		CacheSize:                   o.cacheSize,
+		MemTableSize:                o.memTableSize,
+		MemTableStopWritesThreshold: 4,
+		FormatMajorVersion:          pebbledb.FormatNewest,
+		Logger:                      pebbleLogger{o.logger},
+		// Writes sync on commit themselves; a minimum sync interval would
+		// only add latency, since concurrent commits already share fsyncs.
+		WALMinSyncInterval: nil,
+	}
+	for i := range po.Levels {
+		// Bloom filters on every level, L0 included: Reserve of a new key
+		// is a Get that misses, and the filter answers it without reading
+		// a data block on each level.
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		po.Levels[i].BlockSize = 16 << 10
+	}
+	return po
+}
+
+// pebbleLogger sends Pebble's chatter to slog at debug level and its errors
+// at error level; Fatalf is Pebble declaring the store unusable.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	p.l.Error(msg, "component", "pebble")
+	panic("idem: pebble: " + msg)
+}
+
+func (s *Store) stripeOf(key []byte) int {
+	return int(maphash.Bytes(s.seed, key) & (stripes - 1))
+}
+
+func (s *Store) lockFor(key []byte) *stripe { return &s.locks[s.stripeOf(key)] }
+
+// enter admits a call unless the store is closed; the caller must call
+// s.mu.RUnlock when it returns nil.
+func (s *Store) enter(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return storage.ErrClosed
+	}
+	return nil
+}
+
+// now is the store clock's time, without location or monotonic reading, so
+// records answered from memory equal the same records read back from disk.
+func (s *Store) now() time.Time {
+	return time.Unix(0, s.clock.Now().UnixNano()).UTC()
+}
+
+// get reads the stored record, expired or not, or nil.
+func (s *Store) get(key []byte) (*storage.Record, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebbledb.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, s.readErr(err)
+	}
+	defer closer.Close()
+	r, err := decodeRecord(v)
+	if err != nil {
+		return nil, fmt.Errorf("idem: pebble store at %s: %w", s.dir, err)
+	}
+	return r, nil
+}
+
+func (s *Store) readErr(err error) error {
+	if pebbledb.IsCorruptionError(err) {
+		return fmt.Errorf("idem: pebble store at %s is corrupt: %v", s.dir, err)
+	}
+	return fmt.Errorf("%w: pebble read: %v", storage.ErrUnavailable, err)
+}
+
+func (s *Store) writeErr(err error) error {
+	return fmt.Errorf("%w: pebble write: %v", storage.ErrUnavailable, err)
+}
+
+// put adds the writing of rec over old (the stored record, expired or not,
+// or nil) to b, keeping the expiry index in step, and returns rec as it
+// will read back.
+func put(b *pebbledb.Batch, key []byte, old, rec *storage.Record) (*storage.Record, error) {
+	v := encodeRecord(rec)
+	if old != nil && !old.ExpiresAt.Equal(rec.ExpiresAt) {
+		if err := b.Delete(expiryKey(old.ExpiresAt, key), nil); err != nil {
+			return nil, err
+		}
+	}
+	if err := b.Set(key, v, nil); err != nil {
+		return nil, err
+	}
+	if old == nil || !old.ExpiresAt.Equal(rec.ExpiresAt) {
+		if err := b.Set(expiryKey(rec.ExpiresAt, key), nil, nil); err != nil {
+			return nil, err
+		}
+	}
+	return decodeRecord(v)
+}
+
+func del(b *pebbledb.Batch, key []byte, old *storage.Record) error {
+	if err := b.Delete(key, nil); err != nil {
+		return err
+	}
+	return b.Delete(expiryKey(old.ExpiresAt, key), nil)
+}
+
+// update runs one read-decide-write on one record under its stripe lock.
+// decide returns the record to write (nil for none) and the answer; a
+// write is synced before update returns.
+func (s *Store) update(ctx context.Context, id storage.ID, decide func(cur *storage.Record, now time.Time) (write, answer *storage.Record, err error)) (*storage.Record, error) {
+	if err := s.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	key := recordKey(id)
+	l := s.lockFor(key)
+	l.Lock()
+	defer l.Unlock()
+	cur, err := s.get(key)
+	if err != nil {
+		return nil, err
+	}
+	write, answer, err := decide(cur, s.now())
+	if err != nil || write == nil {
+		return answer, err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	rec, err := put(b, key, cur, write)
+	if err != nil {
+		return nil, s.writeErr(err)
+	}
+	if err := b.Commit(pebbledb.Sync); err != nil {
+		return nil, s.writeErr(err)
+	}
+	return rec, nil
+}
+
+// Reserve implements storage.Store.
+func (s *Store) Reserve(ctx context.Context, p storage.ReserveParams) (storage.Outcome, *storage.Record, error) {
+	var out storage.Outcome
+	rec, err := s.update(ctx, p.ID, func(cur *storage.Record, now time.Time) (*storage.Record, *storage.Record, error) {
+		o, write, answer := storage.ApplyReserve(cur, p, now)
+		out = o
+		return write, answer, nil
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	return out, rec, nil
+}
+
+// Complete implements storage.Store.
+func (s *Store) Complete(ctx context.Context, p storage.CompleteParams) (*storage.Record, error) {
+	return s.update(ctx, p.ID, func(cur *storage.Record, now time.Time) (*storage.Record, *storage.Record, error) {
+		return storage.ApplyComplete(cur, p, now)
+	})
+}
+
+// Release implements storage.Store.
+func (s *Store) Release(ctx context.Context, id storage.ID, token uint64) (*storage.Record, error) {
+	return s.update(ctx, id, func(cur *storage.Record, now time.Time) (*storage.Record, *storage.Record, error) {
+		return storage.ApplyRelease(cur, token, now)
+	})
+}
+
+// ExtendLease implements storage.Store.
+func (s *Store) ExtendLease(ctx context.Context, id storage.ID, token uint64, ttl time.Duration) (*storage.Record, error) {
+	return s.update(ctx, id, func(cur *storage.Record, now time.Time) (*storage.Record, *storage.Record, error) {
+		w, err := storage.ApplyExtendLease(cur, token, ttl, now)
+		return w, w, err
+	})
+}
+
+// Checkpoint implements storage.Store.
+func (s *Store) Checkpoint(ctx context.Context, id storage.ID, token uint64, cp storage.Checkpoint) (*storage.Record, error) {
+	return s.update(ctx, id, func(cur *storage.Record, now time.Time) (*storage.Record, *storage.Record, error) {
+		w, err := storage.ApplyCheckpoint(cur, token, cp, now)
+		return w, w, err
+	})
+}
+
+// ForceRelease implements storage.Store.
+func (s *Store) ForceRelease(ctx context.Context, id storage.ID) (*storage.Record, error) {
+	return s.update(ctx, id, func(cur *storage.Record, now time.Time) (*storage.Record, *storage.Record, error) {
+		return storage.ApplyForceRelease(cur, now)
+	})
+}
+
+// Delete implements storage.Store.
+func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, error) {
+	if err := s.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	key := recordKey(id)
+	l := s.lockFor(key)
+	l.Lock()
+	defer l.Unlock()
+	cur, err := s.get(key)
+	if err != nil {
+		return nil, err
+	}
+	if !cur.Live(s.now()) {
+		return nil, storage.ErrNotFound
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := del(b, key, cur); err != nil {
+		return nil, s.writeErr(err)
+	}
+	if err := b.Commit(pebbledb.Sync); err != nil {
+		return nil, s.writeErr(err)
+	}
+	return cur, nil
+}
+
+// Lookup implements storage.Store. It takes no lock: a Get sees either the
+// state before or after a concurrent commit, never a half.
+func (s *Store) Lookup(ctx context.Context, id storage.ID) (*storage.Record, error) {
+	if err := s.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	cur, err := s.get(recordKey(id))
+	if err != nil {
+		return nil, err
+	}
+	if !cur.Live(s.now()) {
+		return nil, storage.ErrNotFound
+	}
+	return cur, nil
+}
+
+// lockAll locks the stripes of keys in ascending stripe order, each once,
+// so two batches can never wait on each other; it returns the unlock.
+func (s *Store) lockAll(keys [][]byte) func() {
+	idx := make([]int, len(keys))
+	for i, k := range keys {
+		idx[i] = s.stripeOf(k)
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	for _, i := range idx {
+		s.locks[i].Lock()
+	}
+	return func() {
+		for j := len(idx) - 1; j >= 0; j-- {
+			s.locks[idx[j]].Unlock()
+		}
+	}
+}
+
+// batch runs decide for every item in order under all their stripe locks
+// and commits every write in one synced batch. Later items see earlier
+// items' writes, should the same ID appear twice.
+func (s *Store) batch(ctx context.Context, ids []storage.ID, decide func(i int, cur *storage.Record, now time.Time) (write, answer *storage.Record, err error), answer func(i int, rec *storage.Record, err error)) error {
+	if err := s.enter(ctx); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	keys := make([][]byte, len(ids))
+	for i, id := range ids {
+		keys[i] = recordKey(id)
+	}
+	unlock := s.lockAll(keys)
+	defer unlock()
+	now := s.now()
+	b := s.db.NewBatch()
+	defer b.Close()
+	pending := map[string]*storage.Record{}
+	for i, key := range keys {
+		cur, ok := pending[string(key)]
+		if !ok {
+			var err error
+			if cur, err = s.get(key); err != nil {
+				return err
+			}
+		}
+		write, ans, err := decide(i, cur, now)
+		if err != nil || write == nil {
+			answer(i, ans, err)
+			continue
+		}
+		rec, err := put(b, key, cur, write)
+		if err != nil {
+			return s.writeErr(err)
+		}
+		pending[string(key)] = rec
+		answer(i, rec, nil)
+	}
+	if b.Empty() {
+		return nil
+	}
+	if err := b.Commit(pebbledb.Sync); err != nil {
+		return s.writeErr(err)
+	}
+	return nil
+}
+
+// BatchReserve implements storage.Store: one synced commit for the call.
+func (s *Store) BatchReserve(ctx context.Context, items []storage.ReserveParams) ([]storage.ReserveResult, error) {
+	ids := make([]storage.ID, len(items))
+	for i := range items {
+		ids[i] = items[i].ID
+	}
+	res := make([]storage.ReserveResult, len(items))
+	err := s.batch(ctx, ids, func(i int, cur *storage.Record, now time.Time) (*storage.Record, *storage.Record, error) {
+		o, w, a := storage.ApplyReserve(cur, items[i], now)
+		res[i].Outcome = o
+		return w, a, nil
+	}, func(i int, rec *storage.Record, err error) {
+		res[i].Record, res[i].Err = rec, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// BatchComplete implements storage.Store: one synced commit for the call.
+func (s *Store) BatchComplete(ctx context.Context, items []storage.CompleteParams) ([]storage.CompleteResult, error) {
+	ids := make([]storage.ID, len(items))
+	for i := range items {
+		ids[i] = items[i].ID
+	}
+	res := make([]storage.CompleteResult, len(items))
+	err := s.batch(ctx, ids, func(i int, cur *storage.Record, now time.Time) (*storage.Record, *storage.Record, error) {
+		return storage.ApplyComplete(cur, items[i], now)
+	}, func(i int, rec *storage.Record, err error) {
+		res[i].Record, res[i].Err = rec, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// List implements storage.Store as a range scan of the namespace.
+func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Record, bool, error) {
+	if err := s.enter(ctx); err != nil {
+		return nil, false, err
+	}
+	defer s.mu.RUnlock()
+	base := namespacePrefix(p.Tenant, p.Namespace)
+	lower := appendEscaped(slices.Clone(base), p.KeyPrefix)
+	upper := successor(lower)
+	if p.After != "" {
+		// The first key after After is After's encoding plus one zero byte.
+		after := append(appendString(slices.Clone(base), p.After), 0)
+		if string(after) > string(lower) {
+			lower = after
+		}
+	}
+	it, err := s.db.NewIterWithContext(ctx, &pebbledb.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, false, s.readErr(err)
+	}
+	defer it.Close()
+	now := s.now()
+	var recs []*storage.Record
+	for ok := it.First(); ok; ok = it.Next() {
+		r, err := decodeRecord(it.Value())
+		if err != nil {
+			return nil, false, fmt.Errorf("idem: pebble store at %s: %w", s.dir, err)
+		}
+		if !r.Live(now) {
+			continue
+		}
+		if len(recs) == p.Limit {
+			return recs, true, nil
+		}
+		recs = append(recs, r)
+		if err := ctx.Err(); err != nil {
+			return nil, false, err
+		}
+	}
+	if err := it.Error(); err != nil {
+		return nil, false, s.readErr(err)
+	}
+	return recs, false, nil
+}
+
+// Stats implements storage.Store by scanning the tenant, or one namespace
+// of it when namespace is set. It is an operator's call, not a hot path.
+func (s *Store) Stats(ctx context.Context, tenant, namespace string) ([]storage.StatsRow, error) {
+	if err := s.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	lower := tenantPrefix(tenant)
+	if namespace != "" {
+		lower = namespacePrefix(tenant, namespace)
+	}
+	it, err := s.db.NewIterWithContext(ctx, &pebbledb.IterOptions{LowerBound: lower, UpperBound: successor(lower)})
+	if err != nil {
+		return nil, s.readErr(err)
+	}
+	defer it.Close()
+	type nsState struct {
+		ns    string
+		state storage.State
+	}
+	counts := map[nsState]int64{}
+	now := s.now()
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		r, err := decodeRecord(it.Value())
+		if err != nil {
+			return nil, fmt.Errorf("idem: pebble store at %s: %w", s.dir, err)
+		}
+		if r.Live(now) {
+			counts[nsState{r.Namespace, r.State}]++
+		}
+		if n++; n%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := it.Error(); err != nil {
+		return nil, s.readErr(err)
+	}
+	rows := make([]storage.StatsRow, 0, len(counts))
+	for k, c := range counts {
+		rows = append(rows, storage.StatsRow{Namespace: k.ns, State: k.state, Count: c})
+	}
+	storage.SortStats(rows)
+	return rows, nil
+}
+
+// Ping implements storage.Store: the store is healthy while it is open and
+// Pebble has not hit a background error that stops writes.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.enter(ctx); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	if _, closer, err := s.db.Get(metaFormatKey); err != nil {
+		return s.readErr(err)
+	} else {
+		closer.Close()
+	}
+	return nil
+}
+
+// Close stops the sweep, waits for running calls and closes Pebble. Closing
+// twice is harmless.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.stopCancel()
+		s.sweeping.Wait()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.closed = true
+		err := s.db.Close()
+		if lerr := s.lock.Close(); err == nil {
+			err = lerr
+		}
+		if err != nil {
+			s.closeErr = fmt.Errorf("idem: closing pebble store at %s: %w", s.dir, err)
+		}
+	})
+	return s.closeErr
+}

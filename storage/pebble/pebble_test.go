@@ -1,0 +1,253 @@
+package pebble
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/idemhq/idem/storage"
+	"github.com/idemhq/idem/storage/storagetest"
+)
+
+const defaultTestTimeout = 30 * time.Second
+
+var epoch = time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+
+type harness struct{}
+
+func (harness) MakeStore(ctx context.Context, t *testing.T) (storage.Store, storagetest.Clock) {
+	clock := clockwork.NewFakeClockAt(epoch)
+	s, err := Open(t.TempDir(), WithClock(clock), WithSweepInterval(time.Second))
+	if err != nil {
+		t.Fatalf("Open() error = %v", err)
+	}
+	return s, clock
+}
+
+func (harness) MakeBenchStore(ctx context.Context, b *testing.B) storage.Store {
+	s, err := Open(b.TempDir())
+	if err != nil {
+		b.Fatalf("Open() error = %v", err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storagetest.RunConformanceTests(t, harness{})
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func openTest(t *testing.T, dir string, clock clockwork.Clock) *Store {
+	t.Helper()
+	s, err := Open(dir, WithClock(clock), WithSweepInterval(0))
+	if err != nil {
+		t.Fatalf("Open(%s) error = %v", dir, err)
+	}
+	return s
+}
+
+func TestOpenURL(t *testing.T) {
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	t.Chdir(dir)
+	for _, tc := range []struct {
+		url, dir string
+	}{
+		{"pebble://./idem-data", "./idem-data"},
+		{"pebble://idem-rel", "idem-rel"},
+		{"pebble://rel/nested", "rel/nested"},
+		{"pebble://" + dir + "/abs", dir + "/abs"},
+		{"pebble:opaque-dir", "opaque-dir"},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			s, err := storage.Open(ctx, tc.url, storage.OpenOptions{})
+			if err != nil {
+				t.Fatalf("Open(%s) error = %v, want nil", tc.url, err)
+			}
+			ps, ok := s.(*Store)
+			if !ok {
+				t.Fatalf("Open(%s) = %T, want *pebble.Store", tc.url, s)
+			}
+			if ps.dir != tc.dir {
+				t.Errorf("Open(%s) dir = %q, want %q", tc.url, ps.dir, tc.dir)
+			}
+			if err := s.Ping(ctx); err != nil {
+				t.Errorf("Ping() error = %v, want nil", err)
+			}
+			if err := s.Close(); err != nil {
+				t.Errorf("Close() error = %v, want nil", err)
+			}
+		})
+	}
+	if _, err := storage.Open(ctx, "pebble://", storage.OpenOptions{}); err == nil {
+		t.Errorf("Open(pebble://) error = nil, want an error naming the missing directory")
+	}
+}
+
+func TestReopenKeepsAcknowledgedWrites(t *testing.T) {
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	clock := clockwork.NewFakeClockAt(epoch)
+	s := openTest(t, dir, clock)
+	res := &storage.Result{
+		Code: 3, Message: "bad", Body: []byte{0, 1, 2, 0xFF},
+		Details:  []storage.Detail{{TypeURL: "type.googleapis.com/x.Y", Value: []byte("v")}},
+		Metadata: map[string]string{"a": "1", "b": ""},
+	}
+	want := map[string]*storage.Record{}
+	for i := range 50 {
+		id := storage.ID{Tenant: "t", Namespace: "ns", Key: fmt.Sprintf("k%03d", i)}
+		_, _, err := s.Reserve(ctx, storage.ReserveParams{ID: id, Fingerprint: []byte("fp"), LeaseTTL: time.Minute, Retention: time.Hour})
+		if err != nil {
+			t.Fatalf("Reserve() error = %v", err)
+		}
+		var rec *storage.Record
+		switch i % 3 {
+		case 0:
+			rec, err = s.Complete(ctx, storage.CompleteParams{ID: id, Token: 1, Result: res, Retention: time.Hour})
+		case 1:
+			rec, err = s.Checkpoint(ctx, id, 1, storage.Checkpoint{Phase: "charged", Data: []byte{9}})
+		case 2:
+			rec, err = s.Release(ctx, id, 1)
+		}
+		if err != nil {
+			t.Fatalf("op %d error = %v", i%3, err)
+		}
+		want[id.Key] = rec
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close() error = %v", err)
+	}
+	s = openTest(t, dir, clock)
+	defer s.Close()
+	for k, w := range want {
+		got, err := s.Lookup(ctx, w.ID)
+		if err != nil {
+			t.Fatalf("Lookup(%s) after reopen error = %v", k, err)
+		}
+		if !recordsEqual(got, w) {
+			t.Errorf("Lookup(%s) after reopen = %+v, want %+v", k, got, w)
+		}
+	}
+}
+
+func TestSweep(t *testing.T) {
+	ctx := testCtx(t)
+	clock := clockwork.NewFakeClockAt(epoch)
+	s, err := Open(t.TempDir(), WithClock(clock), WithSweepInterval(0), WithSweepBatch(7))
+	if err != nil {
+		t.Fatalf("Open() error = %v", err)
+	}
+	defer s.Close()
+	reserve := func(key string, retention time.Duration) {
+		t.Helper()
+		id := storage.ID{Tenant: "t", Namespace: "ns", Key: key}
+		if _, _, err := s.Reserve(ctx, storage.ReserveParams{ID: id, Fingerprint: []byte("fp"), LeaseTTL: time.Second, Retention: retention}); err != nil {
+			t.Fatalf("Reserve(%s) error = %v", key, err)
+		}
+	}
+	for i := range 30 {
+		reserve(fmt.Sprintf("short-%02d", i), time.Minute)
+		reserve(fmt.Sprintf("long-%02d", i), time.Hour)
+	}
+	// A short record taken over after its lease ended now lives longer:
+	// its first expiry entry is stale and must not delete it.
+	clock.Advance(2 * time.Second)
+	extended := storage.ID{Tenant: "t", Namespace: "ns", Key: "short-00"}
+	if out, _, err := s.Reserve(ctx, storage.ReserveParams{ID: extended, Fingerprint: []byte("fp"), LeaseTTL: time.Second, Retention: 2 * time.Hour}); err != nil || out != storage.OutcomeReserved {
+		t.Fatalf("takeover Reserve() = %v, %v; want RESERVED", out, err)
+	}
+
+	if n, err := s.Sweep(ctx); err != nil || n != 0 {
+		t.Fatalf("Sweep() before expiry = %d, %v; want 0, nil", n, err)
+	}
+	clock.Advance(time.Minute)
+	n, err := s.Sweep(ctx)
+	if err != nil || n != 29 {
+		t.Fatalf("Sweep() = %d, %v; want 29, nil", n, err)
+	}
+	if got := s.Swept(); got != 29 {
+		t.Errorf("Swept() = %d, want 29", got)
+	}
+	for i := range 30 {
+		for _, p := range []string{"short", "long"} {
+			key := fmt.Sprintf("%s-%02d", p, i)
+			_, err := s.Lookup(ctx, storage.ID{Tenant: "t", Namespace: "ns", Key: key})
+			wantLive := p == "long" || i == 0
+			if wantLive && err != nil {
+				t.Errorf("Lookup(%s) after sweep error = %v, want the record", key, err)
+			}
+			if !wantLive && !errors.Is(err, storage.ErrNotFound) {
+				t.Errorf("Lookup(%s) after sweep error = %v, want ErrNotFound", key, err)
+			}
+			raw, err := s.get(recordKey(storage.ID{Tenant: "t", Namespace: "ns", Key: key}))
+			if err != nil {
+				t.Fatalf("get(%s) error = %v", key, err)
+			}
+			if (raw != nil) != wantLive {
+				t.Errorf("record %s physically present = %v, want %v", key, raw != nil, wantLive)
+			}
+		}
+	}
+	if got := countPrefix(t, s, prefixExpiry); got != 31 {
+		t.Errorf("expiry index entries = %d, want 31 (one per live record)", got)
+	}
+	clock.Advance(3 * time.Hour)
+	if n, err := s.Sweep(ctx); err != nil || n != 31 {
+		t.Fatalf("Sweep() after everything expired = %d, %v; want 31, nil", n, err)
+	}
+	if got := countPrefix(t, s, prefixRecord) + countPrefix(t, s, prefixExpiry); got != 0 {
+		t.Errorf("records and index entries left = %d, want 0", got)
+	}
+}
+
+func TestBackgroundSweep(t *testing.T) {
+	ctx := testCtx(t)
+	clock := clockwork.NewFakeClockAt(epoch)
+	s, err := Open(t.TempDir(), WithClock(clock), WithSweepInterval(time.Minute))
+	if err != nil {
+		t.Fatalf("Open() error = %v", err)
+	}
+	defer s.Close()
+	id := storage.ID{Tenant: "t", Namespace: "ns", Key: "k"}
+	if _, _, err := s.Reserve(ctx, storage.ReserveParams{ID: id, Fingerprint: []byte("fp"), LeaseTTL: time.Second, Retention: time.Second}); err != nil {
+		t.Fatalf("Reserve() error = %v", err)
+	}
+	if err := clock.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatalf("sweeper never waited on the clock: %v", err)
+	}
+	clock.Advance(time.Minute)
+	for s.Swept() != 1 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("Swept() = %d, want 1 after the sweep interval", s.Swept())
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+func countPrefix(t *testing.T, s *Store, prefix byte) int {
+	t.Helper()
+	it, err := s.db.NewIter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		if it.Key()[0] == prefix {
+			n++
+		}
+	}
+	return n
+}
