@@ -8,7 +8,10 @@ require (
 	google.golang.org/protobuf v1.36.12
 )
 
-require github.com/kylelemons/godebug v1.1.0 // indirect
+require (
+	github.com/kylelemons/godebug v1.1.0 // indirect
+	github.com/twmb/franz-go v1.22.3 // indirect
+)
 
 require (
 	github.com/DataDog/zstd v1.5.7 // indirect

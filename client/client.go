@@ -323,11 +323,8 @@ func (c *Client) remember(k cacheKey, rec *idemv1.Record) {
 	if c.cache == nil || rec.GetState() != idemv1.RecordState_RECORD_STATE_COMPLETED || rec.GetExpiresAt() == nil {
 		return
 	}
-	if rec.GetTenant() != "" {
-		// The server resolves the tenant (e.g. from credentials); key the
-		// entry the way the next request will name it.
-		k.tenant = rec.GetTenant()
-	}
+	// k names the tenant as the request did (maybe empty), not as the
+	// server resolved it, so the next request with the same name hits.
 	resp := &idemv1.ReserveResponse{Outcome: idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED, Record: proto.Clone(rec).(*idemv1.Record)}
 	c.cache.Add(k, cacheEntry{fingerprint: bytes.Clone(rec.GetFingerprint()), resp: resp, expires: rec.GetExpiresAt().AsTime()})
 }

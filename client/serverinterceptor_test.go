@@ -259,7 +259,7 @@ func TestDeclaredIdempotentMethodsPassThrough(t *testing.T) {
 		method string
 		want   codes.Code
 	}{
-		{"/idem.v1.IdempotencyService/Lookup", codes.OK},             // NO_SIDE_EFFECTS
+		{"/idem.v1.IdempotencyService/Lookup", codes.OK},               // NO_SIDE_EFFECTS
 		{"/idem.v1.IdempotencyService/Reserve", codes.InvalidArgument}, // no level: needs a key
 		{"/no.such.Service/Method", codes.InvalidArgument},
 	}
