@@ -68,6 +68,18 @@ func testAdmin(t *testing.T, h Harness) {
 		if d := diffRecord(again, got); d != "" {
 			t.Fatalf("ForceRelease() on RELEASED record:\n%s", d)
 		}
+		// The old holder lost the record: finishing or working on it fails;
+		// its own Release is an idempotent retry on a released record.
+		_, err = e.s.Complete(e.ctx, storage.CompleteParams{ID: id, Token: first.Token, Result: bigResult("old"), Retention: retention})
+		wantErr(t, "Complete(force-released, before takeover)", err, storage.ErrLeaseLost)
+		_, err = e.s.ExtendLease(e.ctx, id, first.Token, ttl)
+		wantErr(t, "ExtendLease(force-released)", err, storage.ErrLeaseLost)
+		_, err = e.s.Checkpoint(e.ctx, id, first.Token, storage.Checkpoint{Phase: "p"})
+		wantErr(t, "Checkpoint(force-released)", err, storage.ErrLeaseLost)
+		if rel := e.release(id, first.Token); rel.State != storage.StateReleased {
+			t.Fatalf("Release(force-released) state = %v, want RELEASED", rel.State)
+		}
+		e.wantUnchanged(got)
 		next := e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
 		if next.Token != first.Token+1 {
 			t.Fatalf("Reserve() after ForceRelease token = %d, want %d", next.Token, first.Token+1)

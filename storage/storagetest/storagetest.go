@@ -1,9 +1,3 @@
-// Package storagetest is the conformance suite every idem storage backend
-// passes unchanged. A backend's test is a small harness:
-//
-//	func TestConformance(t *testing.T) {
-//		storagetest.RunConformanceTests(t, harness{})
-//	}
 package storagetest
 
 import (
