@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"log/slog"
 	"net/url"
 	"os"
 	"testing"
@@ -16,6 +17,9 @@ import (
 )
 
 const testTimeout = 2 * time.Minute
+
+// quiet keeps connect and migration logs out of test output.
+var quiet = slog.New(slog.DiscardHandler)
 
 func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
@@ -95,7 +99,7 @@ func freshSchema(t testing.TB, base string) string {
 func migratedURL(t testing.TB, base string) string {
 	t.Helper()
 	u := freshSchema(t, base)
-	if err := Migrate(testCtx(t), u, nil); err != nil {
+	if err := Migrate(testCtx(t), u, quiet); err != nil {
 		t.Fatalf("Migrate() error = %v, want nil", err)
 	}
 	return u
@@ -103,7 +107,7 @@ func migratedURL(t testing.TB, base string) string {
 
 func openTest(t testing.TB, rawURL string) *Store {
 	t.Helper()
-	s, err := Open(testCtx(t), withParams(t, rawURL, ParamSweepInterval, "0"), nil)
+	s, err := Open(testCtx(t), withParams(t, rawURL, ParamSweepInterval, "0"), quiet)
 	if err != nil {
 		t.Fatalf("Open() error = %v, want nil", err)
 	}

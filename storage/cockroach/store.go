@@ -137,7 +137,7 @@ func connect(ctx context.Context, cfg *config, logger *slog.Logger) (*pgxpool.Po
 			if ctx.Err() != nil {
 				return nil, "", "", fmt.Errorf("idem: connecting to %s: %w", cfg.where, ctx.Err())
 			}
-			return nil, "", "", fmt.Errorf("%w: cannot connect to %s: %v", storage.ErrUnavailable, cfg.where, err)
+			return nil, "", "", fmt.Errorf("%w: cannot connect to %s: %s", storage.ErrUnavailable, cfg.where, oneLine(err))
 		}
 		logger.Warn("idem: store not reachable yet, retrying", "store", cfg.where, "err", err)
 		select {
@@ -331,6 +331,11 @@ func (s *Store) rerun(ctx context.Context, try int) error {
 		time.Sleep(time.Duration(try) * 100 * time.Microsecond)
 	}
 	return nil
+}
+
+// oneLine flattens pgx's multi-line connect errors for log lines.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
 }
 
 func micros(d time.Duration) int64 { return d.Microseconds() }
