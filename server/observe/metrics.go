@@ -1,0 +1,299 @@
+package observe
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/idemhq/idem/storage"
+)
+
+// The names of idem's own metrics. Others (server, backends, deploy/)
+// use exactly these.
+const (
+	NameReserveOutcomes = "idem_reserve_outcomes_total"
+	NameTakeovers       = "idem_takeovers_total"
+	NameLeaseLost       = "idem_lease_lost_total"
+	NameWaits           = "idem_waits_total"
+	NameWaitDuration    = "idem_wait_duration_seconds"
+	NameStoreOpDuration = "idem_store_op_duration_seconds"
+	NameStoreErrors     = "idem_store_errors_total"
+	NameRecordsSwept    = "idem_records_swept_total"
+	NameInflightCalls   = "idem_inflight_calls"
+	NameRejected        = "idem_rejected_total"
+)
+
+// MetricNames are the metric families idem registers itself.
+var MetricNames = []string{
+	NameReserveOutcomes, NameTakeovers, NameLeaseLost, NameWaits, NameWaitDuration,
+	NameStoreOpDuration, NameStoreErrors, NameRecordsSwept, NameInflightCalls, NameRejected,
+}
+
+// GRPCMetricNames are the families go-grpc-middleware's Prometheus
+// provider registers for the server, with the handling-time histogram on.
+var GRPCMetricNames = []string{
+	"grpc_server_started_total",
+	"grpc_server_handled_total",
+	"grpc_server_msg_received_total",
+	"grpc_server_msg_sent_total",
+	"grpc_server_handling_seconds",
+}
+
+// Label values of idem_waits_total{result}.
+const (
+	WaitCompleted  = "completed"   // the record completed while the call waited
+	WaitReserved   = "reserved"    // it was released or its lease ran out, and the waiter took over
+	WaitInProgress = "in_progress" // the wait ended (wait or deadline) with the lease still held
+	WaitMismatch   = "mismatch"    // the record was replaced by one with another fingerprint
+	WaitCanceled   = "canceled"    // the caller went away
+)
+
+// Label values of idem_rejected_total{reason}.
+const (
+	RejectInflight         = "inflight"
+	RejectRate             = "rate_limit"
+	RejectUnauthenticated  = "unauthenticated"
+	RejectPermissionDenied = "permission_denied"
+	RejectWaiters          = "waiters"
+)
+
+// OtherNamespace replaces namespaces beyond the label limit, so a caller
+// inventing namespaces cannot grow the metrics without bound.
+const OtherNamespace = "_other"
+
+// DefaultMaxNamespaces is how many distinct namespaces get their own label.
+const DefaultMaxNamespaces = 1000
+
+var (
+	// Store calls take from tens of microseconds (pebble, memory) to
+	// seconds (a cross-region CockroachDB transaction under contention).
+	storeBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+	// Waits are bounded by the 30 s wait limit.
+	waitBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+	// RPCBuckets are the buckets of grpc_server_handling_seconds.
+	RPCBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+)
+
+// Metrics are idem's own collectors. Every method is safe on a nil
+// *Metrics (it does nothing), so code may hold one unconditionally.
+type Metrics struct {
+	reserveOutcomes *prometheus.CounterVec
+	takeovers       *prometheus.CounterVec
+	leaseLost       *prometheus.CounterVec
+	waits           *prometheus.CounterVec
+	waitDuration    *prometheus.HistogramVec
+	storeOp         *prometheus.HistogramVec
+	storeErrors     *prometheus.CounterVec
+	swept           *sweptCollector
+	inflight        prometheus.Gauge
+	rejected        *prometheus.CounterVec
+
+	maxNamespaces int64
+	nsCount       atomic.Int64
+	namespaces    sync.Map // namespace → struct{}
+}
+
+// MetricsOption configures Metrics.
+type MetricsOption func(*Metrics)
+
+// WithMaxNamespaces sets how many distinct namespaces get their own label
+// value; later ones are counted under OtherNamespace.
+func WithMaxNamespaces(n int) MetricsOption {
+	return func(m *Metrics) { m.maxNamespaces = int64(n) }
+}
+
+// NewMetrics creates the collectors; register them with Register (NewRegistry does).
+func NewMetrics(opts ...MetricsOption) *Metrics {
+	m := &Metrics{
+		reserveOutcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameReserveOutcomes,
+			Help: "Reserve answers by namespace and outcome (reserved, completed, in_progress, mismatch); the duplicate hit rate is completed / all."},
+			[]string{"namespace", "outcome"}),
+		takeovers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameTakeovers,
+			Help: "Reserves that took over a released key or an expired lease."}, []string{"namespace"}),
+		leaseLost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameLeaseLost,
+			Help: "Calls refused with LEASE_LOST: the caller's token no longer holds the key."}, []string{"namespace", "rpc"}),
+		waits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameWaits,
+			Help: "Reserves that waited for an in-progress key, by how the wait ended."}, []string{"namespace", "result"}),
+		waitDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: NameWaitDuration,
+			Help: "How long Reserves waited for an in-progress key.", Buckets: waitBuckets}, []string{"namespace"}),
+		storeOp: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: NameStoreOpDuration,
+			Help: "Latency of storage operations by store and operation.", Buckets: storeBuckets}, []string{"store", "op"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameStoreErrors,
+			Help: "Storage operations that failed (not counting expected answers such as not found or lease lost)."}, []string{"store", "op"}),
+		swept: newSweptCollector(),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameInflightCalls,
+			Help: "RPCs being served now (health checks excluded)."}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameRejected,
+			Help: "Calls refused before reaching the service, by reason."}, []string{"reason"}),
+		maxNamespaces: DefaultMaxNamespaces,
+	}
+	for _, o := range opts {
+		o(m)
+	}
+	for _, r := range []string{RejectInflight, RejectRate, RejectUnauthenticated, RejectPermissionDenied} {
+		m.rejected.WithLabelValues(r) // export zeros, so rate() works from the first refusal
+	}
+	return m
+}
+
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.reserveOutcomes, m.takeovers, m.leaseLost, m.waits, m.waitDuration,
+		m.storeOp, m.storeErrors, m.swept, m.inflight, m.rejected}
+}
+
+// Register registers every collector with r.
+func (m *Metrics) Register(r prometheus.Registerer) error {
+	for _, c := range m.collectors() {
+		if err := r.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Namespace is the label value for ns: ns itself for the first
+// maxNamespaces distinct namespaces, OtherNamespace after.
+func (m *Metrics) Namespace(ns string) string {
+	if _, ok := m.namespaces.Load(ns); ok {
+		return ns
+	}
+	if m.nsCount.Add(1) > m.maxNamespaces {
+		m.nsCount.Add(-1)
+		return OtherNamespace
+	}
+	if _, loaded := m.namespaces.LoadOrStore(ns, struct{}{}); loaded {
+		m.nsCount.Add(-1)
+	}
+	return ns
+}
+
+var outcomeLabels = map[storage.Outcome]string{
+	storage.OutcomeReserved:   "reserved",
+	storage.OutcomeCompleted:  "completed",
+	storage.OutcomeInProgress: "in_progress",
+	storage.OutcomeMismatch:   "mismatch",
+}
+
+// ReserveOutcome counts one Reserve answer (also each BatchReserve item).
+func (m *Metrics) ReserveOutcome(ns string, o storage.Outcome) {
+	if m == nil {
+		return
+	}
+	l, ok := outcomeLabels[o]
+	if !ok {
+		l = "unknown"
+	}
+	m.reserveOutcomes.WithLabelValues(m.Namespace(ns), l).Inc()
+}
+
+// Takeover counts a Reserve that took over a released or expired key.
+func (m *Metrics) Takeover(ns string) {
+	if m == nil {
+		return
+	}
+	m.takeovers.WithLabelValues(m.Namespace(ns)).Inc()
+}
+
+// LeaseLost counts a LEASE_LOST answer of rpc (Complete, Release,
+// ExtendLease, Checkpoint, BatchComplete).
+func (m *Metrics) LeaseLost(ns, rpc string) {
+	if m == nil {
+		return
+	}
+	m.leaseLost.WithLabelValues(m.Namespace(ns), rpc).Inc()
+}
+
+// Wait records one wait for an in-progress key; result is one of the Wait* values.
+func (m *Metrics) Wait(ns, result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	ns = m.Namespace(ns)
+	m.waits.WithLabelValues(ns, result).Inc()
+	m.waitDuration.WithLabelValues(ns).Observe(d.Seconds())
+}
+
+// RecordsSwept counts expired records a store's sweeper deleted, for
+// sweepers that push their counts; stores with a Swept() uint64 method are
+// read by InstrumentStore instead.
+func (m *Metrics) RecordsSwept(store string, n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.swept.counter(store).Add(uint64(n))
+}
+
+// Swepter is a store that counts the expired records its sweeper deleted
+// (pebble, cockroach/postgres).
+type Swepter interface{ Swept() uint64 }
+
+// sweptCollector exports idem_records_swept_total from counters the
+// backends keep themselves, so they need not depend on Prometheus.
+type sweptCollector struct {
+	desc    *prometheus.Desc
+	mu      sync.Mutex
+	sources map[string][]func() uint64
+	pushed  map[string]*atomic.Uint64
+}
+
+func newSweptCollector() *sweptCollector {
+	return &sweptCollector{
+		desc:    prometheus.NewDesc(NameRecordsSwept, "Expired records physically deleted by a store's sweeper.", []string{"store"}, nil),
+		sources: map[string][]func() uint64{},
+		pushed:  map[string]*atomic.Uint64{},
+	}
+}
+
+func (c *sweptCollector) counter(store string) *atomic.Uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, ok := c.pushed[store]
+	if !ok {
+		n = new(atomic.Uint64)
+		c.pushed[store] = n
+	}
+	return n
+}
+
+func (c *sweptCollector) addSource(store string, f func() uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sources[store] = append(c.sources[store], f)
+}
+
+func (c *sweptCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *sweptCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	totals := map[string]uint64{}
+	for store, fs := range c.sources {
+		for _, f := range fs {
+			totals[store] += f()
+		}
+	}
+	for store, n := range c.pushed {
+		totals[store] += n.Load()
+	}
+	for store, n := range totals {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), store)
+	}
+}
+
+// Rejected counts a call refused before the service; reason is one of the Reject* values.
+func (m *Metrics) Rejected(reason string) {
+	if m == nil {
+		return
+	}
+	m.rejected.WithLabelValues(reason).Inc()
+}
+
+// Inflight is the gauge of calls being served (nil on a nil *Metrics).
+func (m *Metrics) Inflight() prometheus.Gauge {
+	if m == nil {
+		return nil
+	}
+	return m.inflight
+}
