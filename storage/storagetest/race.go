@@ -3,6 +3,7 @@ package storagetest
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -118,6 +119,8 @@ func testRace(t *testing.T, h Harness) {
 		}
 	})
 
+	t.Run("MixedOpsTokensNeverShared", func(t *testing.T) { mixedOps(t, h) })
+
 	t.Run("SameCompleteConcurrently", func(t *testing.T) {
 		e := newEnv(t, h)
 		id := e.id("k")
@@ -133,7 +136,7 @@ func testRace(t *testing.T, h Harness) {
 		}
 	})
 
-	t.Run("OverlappingBatches", func(t *testing.T) {
+	t.Run("OverlappingBatchesAndSingles", func(t *testing.T) {
 		e := newEnv(t, h)
 		const (
 			batches = 16
@@ -143,7 +146,28 @@ func testRace(t *testing.T, h Harness) {
 		var mu sync.Mutex
 		wins := map[string]int{}
 		var problems []error
-		parallel(batches, func(b int) {
+		// Besides the batches, single Reserves race over every key.
+		const singles = 4
+		parallel(batches+singles, func(b int) {
+			if b >= batches {
+				w := b - batches
+				for i := range keys / singles {
+					k := w*keys/singles + (i*37)%(keys/singles)
+					id := e.id(fmt.Sprintf("k%03d", k))
+					out, _, err := e.s.Reserve(e.ctx, rp(id, "fp", ttl, retention))
+					mu.Lock()
+					switch {
+					case err != nil:
+						problems = append(problems, fmt.Errorf("Reserve(%s) error = %v", id.Key, err))
+					case out == storage.OutcomeReserved:
+						wins[id.Key]++
+					case out != storage.OutcomeInProgress:
+						problems = append(problems, fmt.Errorf("Reserve(%s) outcome = %v, want RESERVED or IN_PROGRESS", id.Key, out))
+					}
+					mu.Unlock()
+				}
+				return
+			}
 			items := make([]storage.ReserveParams, size)
 			for i := range items {
 				// Each batch walks a window of the key space, half of them backwards,
@@ -308,6 +332,121 @@ func completeVsTakeover(t *testing.T, e *env, id storage.ID) {
 		got := e.lookup(id)
 		if got.State != storage.StateCompleted || got.Token != tok || !got.Result.Equal(res) {
 			t.Fatalf("Lookup() = %v token %d result %q, want COMPLETED token %d result %q", got.State, got.Token, got.Result.Body, tok, res.Body)
+		}
+	}
+}
+
+// mixedOps hammers a few keys with Reserve, Complete, Release, Checkpoint
+// and clock moves from many goroutines, then checks the invariants that
+// make fencing work: per key, the RESERVED tokens are exactly 1..n, each
+// handed to one caller; at most one token completes; the stored record
+// ends with the highest token and, if completed, the winner's result.
+func mixedOps(t *testing.T, h Harness) {
+	e := newEnv(t, h)
+	const (
+		keys    = 8
+		workers = 32
+		iters   = 40
+	)
+	type tokenKey struct {
+		key   string
+		token uint64
+	}
+	var (
+		mu       sync.Mutex
+		holders  = map[tokenKey]int{}                      // → worker that got RESERVED
+		wins     = map[string]map[uint64]*storage.Result{} // key → token → result completed
+		problems []error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		problems = append(problems, err)
+		mu.Unlock()
+	}
+	parallel(workers, func(w int) {
+		rng := rand.New(rand.NewPCG(uint64(w), 42))
+		for range iters {
+			id := e.id(fmt.Sprint("k", rng.IntN(keys)))
+			if rng.IntN(8) == 0 {
+				e.clock.Advance(10 * time.Second)
+			}
+			out, rec, err := e.s.Reserve(e.ctx, rp(id, "fp", ttl, retention))
+			if err != nil || rec == nil {
+				fail(fmt.Errorf("Reserve(%s) = %v, %+v, %v", id.Key, out, rec, err))
+				return
+			}
+			if out != storage.OutcomeReserved {
+				continue
+			}
+			mu.Lock()
+			tk := tokenKey{id.Key, rec.Token}
+			if prev, dup := holders[tk]; dup {
+				problems = append(problems, fmt.Errorf("Reserve(%s) token %d RESERVED by workers %d and %d", id.Key, rec.Token, prev, w))
+			}
+			holders[tk] = w
+			mu.Unlock()
+			switch rng.IntN(4) {
+			case 0: // finish
+				res := &storage.Result{Body: []byte(fmt.Sprintf("%s-%d", id.Key, rec.Token))}
+				_, err := e.s.Complete(e.ctx, storage.CompleteParams{ID: id, Token: rec.Token, Result: res, Retention: retention})
+				switch {
+				case err == nil:
+					mu.Lock()
+					if wins[id.Key] == nil {
+						wins[id.Key] = map[uint64]*storage.Result{}
+					}
+					wins[id.Key][rec.Token] = res
+					mu.Unlock()
+				case !errors.Is(err, storage.ErrLeaseLost):
+					fail(fmt.Errorf("Complete(%s, token %d) error = %v, want nil or ErrLeaseLost", id.Key, rec.Token, err))
+				}
+			case 1, 2: // fail and hand the key on
+				if _, err := e.s.Release(e.ctx, id, rec.Token); err != nil && !errors.Is(err, storage.ErrLeaseLost) {
+					fail(fmt.Errorf("Release(%s, token %d) error = %v, want nil or ErrLeaseLost", id.Key, rec.Token, err))
+				}
+			default: // report progress, then stall until the lease runs out
+				if _, err := e.s.Checkpoint(e.ctx, id, rec.Token, storage.Checkpoint{Phase: fmt.Sprint(rec.Token)}); err != nil && !errors.Is(err, storage.ErrLeaseLost) {
+					fail(fmt.Errorf("Checkpoint(%s, token %d) error = %v, want nil or ErrLeaseLost", id.Key, rec.Token, err))
+				}
+			}
+		}
+	})
+	for _, err := range problems {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	for k := range keys {
+		key := fmt.Sprint("k", k)
+		var max uint64
+		for tk := range holders {
+			if tk.key == key && tk.token > max {
+				max = tk.token
+			}
+		}
+		if max == 0 {
+			continue
+		}
+		for tok := uint64(1); tok <= max; tok++ {
+			if _, ok := holders[tokenKey{key, tok}]; !ok {
+				t.Errorf("key %s: token %d never RESERVED although token %d was", key, tok, max)
+			}
+		}
+		if len(wins[key]) > 1 {
+			t.Errorf("key %s: tokens %v all completed, want at most one", key, wins[key])
+		}
+		got := e.lookup(e.id(key))
+		if got.Token != max {
+			t.Errorf("Lookup(%s) token = %d, want the last RESERVED token %d", key, got.Token, max)
+		}
+		for tok, res := range wins[key] {
+			if got.State != storage.StateCompleted || got.Token != tok || !got.Result.Equal(res) {
+				t.Errorf("Lookup(%s) = %v token %d body %q, want COMPLETED by token %d with %q", key, got.State, got.Token, got.Result.Body, tok, res.Body)
+			}
+		}
+		if len(wins[key]) == 0 && got.State == storage.StateCompleted {
+			t.Errorf("Lookup(%s) = COMPLETED by token %d, but no Complete succeeded", key, got.Token)
 		}
 	}
 }
