@@ -1,6 +1,8 @@
 // Package memory is idem's in-process storage backend, for tests and
 // throwaway development servers: records live in sharded maps and vanish
-// with the process. Open it with the URL "memory://".
+// with the process. Open it with the URL "memory://", optionally
+// "memory://?shards=256&sweep_interval=1m" (sweep_interval=0 turns the
+// background sweep off), or in Go with New.
 //
 // Each record lives in one of a fixed number of shards chosen by a hash of
 // its ID; an operation locks only its shard and decides with the pure state

@@ -3,10 +3,12 @@ package memory
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,9 +20,35 @@ import (
 )
 
 func init() {
-	storage.Register("memory", func(ctx context.Context, u *url.URL, o storage.OpenOptions) (storage.Store, error) {
-		return New(WithClock(o.Clock), WithLogger(o.Logger)), nil
-	})
+	storage.Register("memory", open)
+}
+
+// open serves URLs of the form memory://[?shards=N&sweep_interval=D].
+func open(ctx context.Context, u *url.URL, o storage.OpenOptions) (storage.Store, error) {
+	if u.Host != "" || (u.Path != "" && u.Path != "/") || u.Opaque != "" {
+		return nil, fmt.Errorf("idem: memory store URL takes no host or path, got %q", u.Redacted())
+	}
+	opts := []Option{WithClock(o.Clock), WithLogger(o.Logger)}
+	for name, vals := range u.Query() {
+		v := vals[len(vals)-1]
+		switch name {
+		case "shards":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 1<<16 {
+				return nil, fmt.Errorf("idem: memory store URL: shards=%q is not a number from 1 to 65536", v)
+			}
+			opts = append(opts, WithShards(n))
+		case "sweep_interval":
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return nil, fmt.Errorf("idem: memory store URL: sweep_interval=%q is not a duration of 0 (off) or more", v)
+			}
+			opts = append(opts, WithSweepInterval(d))
+		default:
+			return nil, fmt.Errorf("idem: memory store URL: unknown parameter %q (have shards, sweep_interval)", name)
+		}
+	}
+	return New(opts...), nil
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -73,7 +101,7 @@ func WithSweepInterval(d time.Duration) Option {
 }
 
 type shard struct {
-	mu   sync.Mutex
+	mu   sync.RWMutex
 	recs map[storage.ID]*storage.Record
 }
 
@@ -230,20 +258,17 @@ func (s *Store) Checkpoint(ctx context.Context, id storage.ID, token uint64, cp 
 }
 
 // Lookup implements storage.Store.
-func (s *Store) Lookup(ctx context.Context, id storage.ID) (ans *storage.Record, err error) {
+func (s *Store) Lookup(ctx context.Context, id storage.ID) (*storage.Record, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	s.update(id, func(cur *storage.Record, now time.Time) *storage.Record {
-		if cur.Live(now) {
-			ans = cur.Clone()
-		}
-		return nil
-	})
-	if ans == nil {
-		return nil, storage.ErrNotFound
+	sh := s.shard(id)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	if cur := sh.recs[id]; cur.Live(s.now()) {
+		return cur.Clone(), nil
 	}
-	return ans, nil
+	return nil, storage.ErrNotFound
 }
 
 // BatchReserve implements storage.Store. Items are applied one after the
@@ -311,7 +336,7 @@ func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Reco
 	var recs []*storage.Record
 	for i := range s.shards {
 		sh := &s.shards[i]
-		sh.mu.Lock()
+		sh.mu.RLock()
 		now := s.now()
 		for id, r := range sh.recs {
 			if id.Tenant == p.Tenant && id.Namespace == p.Namespace && id.Key > p.After &&
@@ -319,7 +344,7 @@ func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Reco
 				recs = append(recs, r) // never modified in place; cloned below
 			}
 		}
-		sh.mu.Unlock()
+		sh.mu.RUnlock()
 	}
 	slices.SortFunc(recs, func(a, b *storage.Record) int { return cmp.Compare(a.Key, b.Key) })
 	more := len(recs) > p.Limit
@@ -344,14 +369,14 @@ func (s *Store) Stats(ctx context.Context, tenant, namespace string) ([]storage.
 	counts := map[group]int64{}
 	for i := range s.shards {
 		sh := &s.shards[i]
-		sh.mu.Lock()
+		sh.mu.RLock()
 		now := s.now()
 		for id, r := range sh.recs {
 			if id.Tenant == tenant && (namespace == "" || id.Namespace == namespace) && r.Live(now) {
 				counts[group{id.Namespace, r.State}]++
 			}
 		}
-		sh.mu.Unlock()
+		sh.mu.RUnlock()
 	}
 	var rows []storage.StatsRow
 	for g, n := range counts {

@@ -2,6 +2,7 @@ package memory_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,17 +47,41 @@ func BenchmarkStore(b *testing.B) {
 }
 
 func TestOpenURL(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := storage.Open(ctx, "memory://", storage.OpenOptions{})
-	if err != nil {
-		t.Fatalf("Open(memory://) error = %v, want nil", err)
-	}
-	defer s.Close()
-	if _, ok := s.(*memory.Store); !ok {
-		t.Fatalf("Open(memory://) = %T, want *memory.Store", s)
-	}
-	if err := s.Ping(ctx); err != nil {
-		t.Fatalf("Ping() error = %v, want nil", err)
+	for _, tc := range []struct {
+		url     string
+		wantErr string
+	}{
+		{"memory://", ""},
+		{"MEMORY://", ""},
+		{"memory:///", ""},
+		{"memory://?shards=16&sweep_interval=10s", ""},
+		{"memory://?sweep_interval=0", ""},
+		{"memory://somehost", "takes no host or path"},
+		{"memory://?shards=0", "shards"},
+		{"memory://?shards=x", "shards"},
+		{"memory://?sweep_interval=-1s", "sweep_interval"},
+		{"memory://?bogus=1", "unknown parameter"},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			s, err := storage.Open(ctx, tc.url, storage.OpenOptions{})
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.HasPrefix(err.Error(), "idem: ") {
+					t.Fatalf("Open(%q) error = %v, want an idem: error mentioning %q", tc.url, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Open(%q) error = %v, want nil", tc.url, err)
+			}
+			defer s.Close()
+			if _, ok := s.(*memory.Store); !ok {
+				t.Fatalf("Open(%q) = %T, want *memory.Store", tc.url, s)
+			}
+			if err := s.Ping(ctx); err != nil {
+				t.Fatalf("Ping() error = %v, want nil", err)
+			}
+		})
 	}
 }
