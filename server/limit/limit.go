@@ -1,0 +1,221 @@
+package limit
+
+import (
+	"context"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"github.com/jonboulle/clockwork"
+	"golang.org/x/time/rate"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/idemhq/idem/server/auth"
+	"github.com/idemhq/idem/server/observe"
+)
+
+// Config sets the limits. Zero values turn a limit off.
+type Config struct {
+	// MaxInflight bounds the calls served at once by this idemd (--max-inflight).
+	MaxInflight int
+	// TenantRate is each tenant's sustained calls per second (--tenant-rate).
+	TenantRate float64
+	// TenantBurst is how many calls a tenant may make at once above its
+	// rate (--tenant-burst); 0 means max(1, TenantRate).
+	TenantBurst int
+	// MaxTenants bounds the per-tenant buckets kept; default 10,000.
+	MaxTenants int
+	// RetryAfter is the RetryInfo delay of an in-flight refusal; default 50 ms.
+	RetryAfter time.Duration
+}
+
+// DefaultConfig bounds in-flight calls and leaves tenants unlimited.
+func DefaultConfig() Config {
+	return Config{MaxInflight: 2000, MaxTenants: 10000, RetryAfter: 50 * time.Millisecond}
+}
+
+// Option configures a Limiter.
+type Option func(*Limiter)
+
+// WithClock sets the clock of the token buckets.
+func WithClock(c clockwork.Clock) Option { return func(l *Limiter) { l.clock = c } }
+
+// WithMetrics reports idem_inflight_calls and idem_rejected_total.
+func WithMetrics(m *observe.Metrics) Option { return func(l *Limiter) { l.metrics = m } }
+
+// WithTenantFunc overrides how a call's tenant is found for the rate
+// limit; the default is the authenticated identity's tenant, else the
+// request's tenant field, else "default".
+func WithTenantFunc(f func(ctx context.Context, req any) string) Option {
+	return func(l *Limiter) { l.tenantOf = f }
+}
+
+// Limiter enforces a Config; its interceptors share one in-flight count.
+type Limiter struct {
+	cfg      Config
+	clock    clockwork.Clock
+	metrics  *observe.Metrics
+	tenantOf func(context.Context, any) string
+
+	inflight    atomic.Int64
+	gauge       interface{ Inc(); Dec() }
+	errInflight error // built once: refusing must not allocate under overload
+	releaseFn   func()
+	noop        func()
+
+	mu      sync.Mutex
+	buckets *simplelru.LRU[string, *rate.Limiter]
+}
+
+// New returns a Limiter for cfg.
+func New(cfg Config, opts ...Option) *Limiter {
+	d := DefaultConfig()
+	if cfg.MaxTenants <= 0 {
+		cfg.MaxTenants = d.MaxTenants
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = d.RetryAfter
+	}
+	if cfg.TenantBurst <= 0 {
+		cfg.TenantBurst = int(math.Max(1, math.Ceil(cfg.TenantRate)))
+	}
+	l := &Limiter{cfg: cfg, clock: clockwork.NewRealClock(), tenantOf: defaultTenant}
+	for _, o := range opts {
+		o(l)
+	}
+	if g := l.metrics.Inflight(); g != nil {
+		l.gauge = g
+	}
+	l.releaseFn, l.noop = l.release, func() {}
+	l.buckets, _ = simplelru.NewLRU[string, *rate.Limiter](cfg.MaxTenants, nil)
+	l.errInflight = exhausted("idem: too many calls in flight; retry later", "inflight", cfg.RetryAfter)
+	return l
+}
+
+type tenanted interface{ GetTenant() string }
+
+func defaultTenant(ctx context.Context, req any) string {
+	if id, ok := auth.FromContext(ctx); ok {
+		return id.Tenant
+	}
+	if r, ok := req.(tenanted); ok && r.GetTenant() != "" {
+		return r.GetTenant()
+	}
+	return "default"
+}
+
+func exhausted(msg, limit string, retry time.Duration) error {
+	st, err := status.New(codes.ResourceExhausted, msg).WithDetails([]protoadapt.MessageV1{
+		&errdetails.ErrorInfo{Reason: "RESOURCE_EXHAUSTED", Domain: "idem.dev", Metadata: map[string]string{"limit": limit}},
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(retry)},
+	}...)
+	if err != nil {
+		return status.Error(codes.ResourceExhausted, msg)
+	}
+	return st.Err()
+}
+
+// acquire takes an in-flight slot; the caller must call release after a nil error.
+func (l *Limiter) acquire() error {
+	// Counted even without a bound, for idem_inflight_calls.
+	if n := l.inflight.Add(1); l.cfg.MaxInflight > 0 && n > int64(l.cfg.MaxInflight) {
+		l.inflight.Add(-1)
+		l.metrics.Rejected(observe.RejectInflight)
+		return l.errInflight
+	}
+	if l.gauge != nil {
+		l.gauge.Inc()
+	}
+	return nil
+}
+
+func (l *Limiter) release() {
+	l.inflight.Add(-1)
+	if l.gauge != nil {
+		l.gauge.Dec()
+	}
+}
+
+// allow takes one token from tenant's bucket, or says how long until one is due.
+func (l *Limiter) allow(tenant string) error {
+	if l.cfg.TenantRate <= 0 {
+		return nil
+	}
+	now := l.clock.Now()
+	l.mu.Lock()
+	b, ok := l.buckets.Get(tenant)
+	if !ok {
+		b = rate.NewLimiter(rate.Limit(l.cfg.TenantRate), l.cfg.TenantBurst)
+		l.buckets.Add(tenant, b)
+	}
+	r := b.ReserveN(now, 1)
+	delay := r.DelayFrom(now)
+	if delay > 0 {
+		r.CancelAt(now)
+	}
+	l.mu.Unlock()
+	if delay == 0 {
+		return nil
+	}
+	l.metrics.Rejected(observe.RejectRate)
+	return exhausted("idem: tenant rate limit exceeded; retry later", "tenant_rate", delay)
+}
+
+// tenants is the number of buckets kept, for tests.
+func (l *Limiter) tenants() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buckets.Len()
+}
+
+const healthPrefix = "/grpc.health.v1.Health/"
+
+// Admit applies both limits to a call of method; on nil the caller must
+// call done when the call ends.
+func (l *Limiter) Admit(ctx context.Context, method string, req any) (done func(), err error) {
+	if strings.HasPrefix(method, healthPrefix) {
+		return l.noop, nil
+	}
+	if err := l.acquire(); err != nil {
+		return nil, err
+	}
+	if err := l.allow(l.tenantOf(ctx, req)); err != nil {
+		l.release()
+		return nil, err
+	}
+	return l.releaseFn, nil
+}
+
+// UnaryServerInterceptor limits unary calls. Place it after the auth
+// interceptor, so the rate limit counts the authenticated tenant.
+func (l *Limiter) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		done, err := l.Admit(ctx, info.FullMethod, req)
+		if err != nil {
+			return nil, err
+		}
+		defer done()
+		return handler(ctx, req)
+	}
+}
+
+// StreamServerInterceptor limits streaming calls; a stream holds its
+// in-flight slot until it ends.
+func (l *Limiter) StreamServerInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		done, err := l.Admit(ss.Context(), info.FullMethod, nil)
+		if err != nil {
+			return err
+		}
+		defer done()
+		return handler(srv, ss)
+	}
+}

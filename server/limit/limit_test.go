@@ -1,0 +1,301 @@
+package limit
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+	"github.com/idemhq/idem/server/auth"
+	"github.com/idemhq/idem/server/observe"
+)
+
+const defaultTestTimeout = 20 * time.Second
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// slowService holds every Reserve until release is closed; Lookup answers at once.
+type slowService struct {
+	idemv1.UnimplementedIdempotencyServiceServer
+	entered atomic.Int64
+	release chan struct{}
+}
+
+func (s *slowService) Reserve(ctx context.Context, _ *idemv1.ReserveRequest) (*idemv1.ReserveResponse, error) {
+	s.entered.Add(1)
+	select {
+	case <-s.release:
+		return &idemv1.ReserveResponse{}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (s *slowService) Lookup(context.Context, *idemv1.LookupRequest) (*idemv1.LookupResponse, error) {
+	return &idemv1.LookupResponse{}, nil
+}
+
+func serve(t *testing.T, l *Limiter, svc *slowService) *grpc.ClientConn {
+	t.Helper()
+	lis := bufconn.Listen(1 << 20)
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(l.UnaryServerInterceptor()), grpc.ChainStreamInterceptor(l.StreamServerInterceptor()))
+	idemv1.RegisterIdempotencyServiceServer(srv, svc)
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func retryDelay(err error) (time.Duration, bool) {
+	for _, d := range status.Convert(err).Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			return ri.GetRetryDelay().AsDuration(), true
+		}
+	}
+	return 0, false
+}
+
+// waitFor polls cond; the calls it waits for run in other goroutines.
+func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+func TestOverloadIsRefusedNotQueued(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	const bound = 16
+	reg := observe.NewRegistry()
+	m := reg.Metrics
+	l := New(Config{MaxInflight: bound}, WithMetrics(m))
+	svc := &slowService{release: make(chan struct{})}
+	conn := serve(t, l, svc)
+	client := idemv1.NewIdempotencyServiceClient(conn)
+
+	// Warm the connection so its goroutines count in the baseline.
+	if _, err := client.Lookup(ctx, &idemv1.LookupRequest{}); err != nil {
+		t.Fatal(err)
+	}
+
+	var ok, refused, other atomic.Int64
+	var wg sync.WaitGroup
+	call := func() {
+		defer wg.Done()
+		_, err := client.Reserve(ctx, &idemv1.ReserveRequest{})
+		switch {
+		case err == nil:
+			ok.Add(1)
+		case status.Code(err) == codes.ResourceExhausted:
+			if d, has := retryDelay(err); !has || d <= 0 {
+				t.Errorf("refusal %v has no RetryInfo", err)
+			}
+			refused.Add(1)
+		default:
+			t.Errorf("Reserve() error = %v, want OK or ResourceExhausted", err)
+			other.Add(1)
+		}
+	}
+	for range 4 * bound {
+		wg.Add(1)
+		go call()
+	}
+	// The bound's worth of calls are held in the handler; the rest were
+	// refused without waiting for any of them.
+	waitFor(ctx, t, "the excess to be refused", func() bool { return refused.Load() == 3*bound })
+	waitFor(ctx, t, "the bound to be held", func() bool { return svc.entered.Load() == bound })
+	if got := testutil.ToFloat64(m.Inflight()); got != bound {
+		t.Errorf("idem_inflight_calls = %v, want %d", got, bound)
+	}
+
+	// More waves of overload leave nothing behind: no queued goroutines.
+	runtime.GC()
+	base := runtime.NumGoroutine()
+	for wave := range 5 {
+		before := refused.Load()
+		for range 4 * bound {
+			wg.Add(1)
+			go call()
+		}
+		waitFor(ctx, t, fmt.Sprintf("wave %d refused", wave), func() bool { return refused.Load() == before+4*bound })
+		waitFor(ctx, t, "client goroutines to end", func() bool { return runtime.NumGoroutine() <= base+4 })
+	}
+	if got := svc.entered.Load(); got != bound {
+		t.Errorf("handler entered %d times under overload, want %d", got, bound)
+	}
+
+	// Health checks are never refused, even at the bound.
+	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Errorf("health Check() at the bound error = %v", err)
+	}
+
+	close(svc.release)
+	wg.Wait()
+	if ok.Load() != bound || other.Load() != 0 {
+		t.Errorf("succeeded %d, other errors %d; want %d and 0", ok.Load(), other.Load(), bound)
+	}
+	if got, want := testutil.ToFloat64(m.Inflight()), 0.0; got != want {
+		t.Errorf("idem_inflight_calls after = %v, want %v", got, want)
+	}
+	if got := rejected(t, reg, observe.RejectInflight); got != float64(refused.Load()) {
+		t.Errorf("idem_rejected_total{reason=inflight} = %v, want %d", got, refused.Load())
+	}
+
+	// Below the bound every call is served.
+	for i := range 3 * bound {
+		if _, err := client.Reserve(ctx, &idemv1.ReserveRequest{}); err != nil {
+			t.Fatalf("call %d under the bound error = %v", i, err)
+		}
+	}
+}
+
+// rejected reads idem_rejected_total{reason}.
+func rejected(t *testing.T, r *observe.Registry, reason string) float64 {
+	t.Helper()
+	mfs, err := r.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != observe.NameRejected {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if m.GetLabel()[0].GetValue() == reason {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+func TestTenantRate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	clock := clockwork.NewFakeClock()
+	reg := observe.NewRegistry()
+	l := New(Config{TenantRate: 10, TenantBurst: 2}, WithClock(clock), WithMetrics(reg.Metrics))
+	info := &grpc.UnaryServerInfo{FullMethod: "/idem.v1.IdempotencyService/Reserve"}
+	handler := func(context.Context, any) (any, error) { return "ok", nil }
+	call := l.UnaryServerInterceptor()
+	as := func(tenant string) context.Context {
+		return auth.NewContext(ctx, auth.Identity{Tenant: tenant, Role: auth.RoleClient})
+	}
+	steps := []struct {
+		name      string
+		ctx       context.Context
+		req       any
+		advance   time.Duration
+		wantCode  codes.Code
+		wantDelay time.Duration
+	}{
+		{name: "a burst 1", ctx: as("a")},
+		{name: "a burst 2", ctx: as("a")},
+		{name: "a over", ctx: as("a"), wantCode: codes.ResourceExhausted, wantDelay: 100 * time.Millisecond},
+		// The identity wins over the tenant a request names.
+		{name: "a naming b", ctx: as("a"), req: &idemv1.ReserveRequest{Tenant: "b"}, wantCode: codes.ResourceExhausted, wantDelay: 100 * time.Millisecond},
+		{name: "b has its own bucket", ctx: as("b")},
+		{name: "unauthenticated request tenant", ctx: ctx, req: &idemv1.ReserveRequest{Tenant: "c"}},
+		{name: "a after refill", ctx: as("a"), advance: 100 * time.Millisecond},
+		{name: "a over again", ctx: as("a"), wantCode: codes.ResourceExhausted, wantDelay: 100 * time.Millisecond},
+		{name: "health is exempt", ctx: as("a")},
+	}
+	for _, st := range steps {
+		clock.Advance(st.advance)
+		i := info
+		if st.name == "health is exempt" {
+			i = &grpc.UnaryServerInfo{FullMethod: "/grpc.health.v1.Health/Check"}
+		}
+		_, err := call(st.ctx, st.req, i, handler)
+		if code := status.Code(err); code != st.wantCode {
+			t.Fatalf("%s: error = %v, want code %v", st.name, err, st.wantCode)
+		}
+		if st.wantCode == codes.ResourceExhausted {
+			if d, _ := retryDelay(err); d != st.wantDelay {
+				t.Errorf("%s: RetryInfo delay = %v, want %v", st.name, d, st.wantDelay)
+			}
+		}
+	}
+	if got := rejected(t, reg, observe.RejectRate); got != 3 {
+		t.Errorf("idem_rejected_total{reason=rate_limit} = %v, want 3", got)
+	}
+	if got := l.inflight.Load(); got != 0 {
+		t.Errorf("in-flight after refusals = %d, want 0 (a rate refusal gives its slot back)", got)
+	}
+}
+
+func TestTenantBucketsBounded(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	l := New(Config{TenantRate: 1, MaxTenants: 3}, WithClock(clockwork.NewFakeClock()))
+	for i := range 100 {
+		done, err := l.Admit(ctx, "/idem.v1.IdempotencyService/Lookup", &idemv1.LookupRequest{Tenant: fmt.Sprint("t", i)})
+		if err != nil {
+			t.Fatalf("first call of tenant %d error = %v", i, err)
+		}
+		done()
+	}
+	if got := l.tenants(); got != 3 {
+		t.Errorf("buckets kept = %d, want 3", got)
+	}
+}
+
+// BenchmarkAdmit is the cost every call pays under the bound.
+func BenchmarkAdmit(b *testing.B) {
+	l := New(Config{MaxInflight: 1 << 20, TenantRate: 1e9, TenantBurst: 1 << 30}, WithMetrics(observe.NewMetrics()))
+	req := &idemv1.ReserveRequest{Tenant: "bench"}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			done, err := l.Admit(ctx, "/idem.v1.IdempotencyService/Reserve", req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			done()
+		}
+	})
+}
+
+// BenchmarkRefuse is the cost of refusing a call over the bound.
+func BenchmarkRefuse(b *testing.B) {
+	l := New(Config{MaxInflight: 1}, WithMetrics(observe.NewMetrics()))
+	if _, err := l.Admit(context.Background(), "/m", nil); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := l.Admit(context.Background(), "/m", nil); err == nil {
+			b.Fatal("admitted over the bound")
+		}
+	}
+}
