@@ -65,8 +65,11 @@ type Limiter struct {
 	metrics  *observe.Metrics
 	tenantOf func(context.Context, any) string
 
-	inflight    atomic.Int64
-	gauge       interface{ Inc(); Dec() }
+	inflight atomic.Int64
+	gauge    interface {
+		Inc()
+		Dec()
+	}
 	errInflight error // built once: refusing must not allocate under overload
 	releaseFn   func()
 	noop        func()
