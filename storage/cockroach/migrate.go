@@ -153,6 +153,24 @@ func Migrate(ctx context.Context, rawURL string, logger *slog.Logger) error {
 		}
 		sets = append(sets, setMultiRegion)
 	}
+	// Replicas started with --migrate against a database that is already
+	// current skip the lock entirely.
+	current := true
+	for _, set := range sets {
+		v, err := set.dbVersion(ctx, pool)
+		if err != nil {
+			return fmt.Errorf("idem: reading the schema version of %s: %w", cfg.where, err)
+		}
+		if want := set.latest(); v > want {
+			return fmt.Errorf("%w: %s has %s schema version %d, this idemd knows up to %d; upgrade idemd", ErrSchemaNewer, cfg.where, set.dir, v, want)
+		} else if v < want {
+			current = false
+		}
+	}
+	if current {
+		logger.Info("idem: store schema is up to date", "store", cfg.where, "dialect", dialect)
+		return nil
+	}
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
 	for _, set := range sets {

@@ -16,7 +16,7 @@ import (
 	"github.com/idemhq/idem/storage"
 )
 
-func exec(t *testing.T, rawURL, sql string, args ...any) {
+func execSQL(t *testing.T, rawURL, sql string, args ...any) {
 	t.Helper()
 	ctx := testCtx(t)
 	conn, err := pgx.Connect(ctx, rawURL)
@@ -67,7 +67,7 @@ func TestSchemaChecks(t *testing.T) {
 	for _, table := range []string{setShared.table, setPostgres.table} {
 		t.Run("NewerThanBinary/"+table, func(t *testing.T) {
 			u := migratedURL(t, base)
-			exec(t, u, `INSERT INTO `+table+` (version_id, is_applied) VALUES (9999, true)`)
+			execSQL(t, u, `INSERT INTO `+table+` (version_id, is_applied) VALUES (9999, true)`)
 			_, err := Open(testCtx(t), u, quiet)
 			if !errors.Is(err, ErrSchemaNewer) || !strings.Contains(err.Error(), "9999") {
 				t.Errorf("Open() error = %v, want ErrSchemaNewer naming version 9999", err)
@@ -124,7 +124,7 @@ func TestMigrateInterrupted(t *testing.T) {
 				t.Fatal(err)
 			}
 			up, _, _ := strings.Cut(string(b), "-- +goose Down")
-			exec(t, u, up)
+			execSQL(t, u, up)
 		}
 		if err := Migrate(testCtx(t), u, quiet); err != nil {
 			t.Fatalf("Migrate() error = %v, want nil", err)

@@ -1,0 +1,111 @@
+package cockroach
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/idemhq/idem/storage"
+)
+
+func TestCodecRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		r    *storage.Result
+	}{
+		{"Nil", nil},
+		{"Empty", &storage.Result{}},
+		{"Full", &storage.Result{
+			Code: -7, Message: "nope", Body: []byte{0, 1, 2},
+			Details:  []storage.Detail{{TypeURL: "type.googleapis.com/x", Value: []byte("v")}, {TypeURL: "", Value: nil}},
+			Metadata: map[string]string{"b": "2", "a": "1", "": ""},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := encodeResult(tc.r)
+			got, err := decodeResult(b)
+			if err != nil {
+				t.Fatalf("decodeResult() error = %v", err)
+			}
+			if (tc.r == nil) != (got == nil) || !got.Equal(tc.r) {
+				t.Errorf("decodeResult(encodeResult(%+v)) = %+v", tc.r, got)
+			}
+			if !bytes.Equal(b, encodeResult(tc.r.Clone())) {
+				t.Error("encodeResult() is not deterministic")
+			}
+			for i := range len(b) {
+				if _, err := decodeResult(b[:i]); err == nil && i > 0 {
+					t.Fatalf("decodeResult(truncated to %d bytes) error = nil, want errCorrupt", i)
+				}
+			}
+		})
+	}
+	cp := &storage.Checkpoint{Phase: "charged", Data: []byte("id-42")}
+	got, err := decodeCheckpoint(encodeCheckpoint(cp))
+	if err != nil || got.Phase != cp.Phase || !bytes.Equal(got.Data, cp.Data) {
+		t.Errorf("decodeCheckpoint(encodeCheckpoint(%+v)) = %+v, %v", cp, got, err)
+	}
+	if _, err := decodeCheckpoint([]byte{9}); !errors.Is(err, errCorrupt) {
+		t.Errorf("decodeCheckpoint(bad version) error = %v, want errCorrupt", err)
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	u, _ := url.Parse("postgresql://u:pw@db.example:26257/idem?sslmode=disable&pool_max_conns=7&statement_timeout=2s&connect_retry=0&sweep_interval=30s&sweep_batch=50&multi_region=true&search_path=s1")
+	c, err := parseConfig(u)
+	if err != nil {
+		t.Fatalf("parseConfig() error = %v", err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"where", c.where, "db.example:26257/idem"},
+		{"pool_max_conns", c.pool.MaxConns, int32(7)},
+		{"statement_timeout", c.pool.ConnConfig.RuntimeParams["statement_timeout"], "2000"},
+		{"search_path", c.pool.ConnConfig.RuntimeParams["search_path"], "s1"},
+		{"connect_retry", c.connectRetry, time.Duration(0)},
+		{"sweep_interval", c.sweepInterval, 30 * time.Second},
+		{"sweep_batch", c.sweepBatch, 50},
+		{"multi_region", c.multiRegion, true},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+	for _, p := range []string{ParamConnectRetry, ParamSweepInterval, ParamSweepBatch, ParamMultiRegion} {
+		if _, ok := c.pool.ConnConfig.RuntimeParams[p]; ok {
+			t.Errorf("idem parameter %s reached pgx", p)
+		}
+	}
+}
+
+func TestOpenByURL(t *testing.T) {
+	u := migratedURL(t, postgresURL(t))
+	for _, scheme := range []string{"postgres", "postgresql"} {
+		t.Run(scheme, func(t *testing.T) {
+			pu, _ := url.Parse(u)
+			pu.Scheme = scheme
+			s, err := storage.Open(testCtx(t), pu.String(), storage.OpenOptions{Logger: quiet})
+			if err != nil {
+				t.Fatalf("storage.Open(%s://) error = %v", scheme, err)
+			}
+			defer s.Close()
+			cs, ok := s.(*Store)
+			if !ok {
+				t.Fatalf("storage.Open(%s://) = %T, want *cockroach.Store", scheme, s)
+			}
+			if cs.Dialect() != DialectPostgres || cs.ServerVersion() == "" {
+				t.Errorf("Dialect(), ServerVersion() = %q, %q; want %q and a version", cs.Dialect(), cs.ServerVersion(), DialectPostgres)
+			}
+			if err := s.Ping(context.Background()); err != nil {
+				t.Errorf("Ping() error = %v", err)
+			}
+		})
+	}
+}
