@@ -1,0 +1,95 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// errStaleToken: a write carried a fencing token older than one the ledger
+// already saw for the key; the attempt lost its lease to a newer one.
+var errStaleToken = errors.New("payments: stale fencing token")
+
+// entry is one posted charge.
+type entry struct {
+	Key          string
+	ChargeID     string
+	Account      string
+	AmountCents  int64
+	Currency     string
+	BalanceCents int64 // the account's balance right after this charge
+	Token        uint64
+}
+
+// Ledger is the payment service's own store: accounts and their charges,
+// in memory, guarded by one mutex. Posting is atomic and unique per
+// idempotency key, like a unique constraint in a database: if an attempt
+// crashed after posting but before idem stored the answer, the next attempt
+// finds the entry and answers with it instead of charging again.
+type Ledger struct {
+	mu       sync.Mutex
+	balances map[string]int64
+	byKey    map[string]*entry
+	tokens   map[string]uint64 // highest fencing token seen per key
+	entries  []*entry
+}
+
+// NewLedger returns an empty ledger.
+func NewLedger() *Ledger {
+	return &Ledger{balances: map[string]int64{}, byKey: map[string]*entry{}, tokens: map[string]uint64{}}
+}
+
+// Post charges account once for key. token is the idem fencing token of
+// the attempt (0 when idem did not guard the call).
+func (l *Ledger) Post(key string, token uint64, account string, amount int64, currency string) (entry, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if key != "" {
+		if token < l.tokens[key] {
+			return entry{}, fmt.Errorf("%w: %d < %d for key %q", errStaleToken, token, l.tokens[key], key)
+		}
+		l.tokens[key] = token
+		if e, ok := l.byKey[key]; ok {
+			return *e, nil
+		}
+	}
+	l.balances[account] += amount
+	e := &entry{
+		Key:          key,
+		ChargeID:     fmt.Sprintf("ch_%06d", len(l.entries)+1),
+		Account:      account,
+		AmountCents:  amount,
+		Currency:     currency,
+		BalanceCents: l.balances[account],
+		Token:        token,
+	}
+	l.entries = append(l.entries, e)
+	if key != "" {
+		l.byKey[key] = e
+	}
+	return *e, nil
+}
+
+// Balance returns an account's balance and its number of charges.
+func (l *Ledger) Balance(account string) (int64, int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var n int64
+	for _, e := range l.entries {
+		if e.Account == account {
+			n++
+		}
+	}
+	return l.balances[account], n
+}
+
+// Entries returns a copy of every posted charge, in order.
+func (l *Ledger) Entries() []entry {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]entry, len(l.entries))
+	for i, e := range l.entries {
+		out[i] = *e
+	}
+	return out
+}
