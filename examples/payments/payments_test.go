@@ -350,4 +350,3 @@ func TestKeysAndReads(t *testing.T) {
 		t.Errorf("GetBalance() = %v, %v; want 5 cents in 1 charge", bal, err)
 	}
 }
-
