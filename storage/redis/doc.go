@@ -69,6 +69,13 @@
 //     applied. A Reserve that fails its WAIT has nonetheless reserved the
 //     key; its retry sees IN_PROGRESS until the lease ends.
 //
+// Eviction loses records too: every idem key has a TTL, so any
+// maxmemory-policy but noeviction (volatile-* included) may drop a live
+// record under memory pressure. Run with maxmemory-policy noeviction; the
+// store logs a warning at open when it can read another policy, and with
+// noeviction a full Redis refuses writes (OOM, reported as
+// storage.ErrUnavailable) instead of forgetting.
+//
 // For guarantees that must survive machine loss without these caveats, use
 // the CockroachDB/PostgreSQL or Pebble backend for that namespace.
 package redis

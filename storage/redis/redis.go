@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strconv"
 	"strings"
@@ -37,6 +38,8 @@ type Options struct {
 	WaitReplicas int
 	// WaitTimeout bounds each WAIT.
 	WaitTimeout time.Duration
+	// Logger receives the store's warnings; nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // DefaultOptions returns the options a bare redis:// URL gets.
@@ -57,8 +60,9 @@ type Store struct {
 // open is the storage.Opener of redis:// and rediss:// URLs. Besides
 // go-redis's own query options (pool_size, dial_timeout, read_timeout,
 // max_retries, …) it reads key_prefix, wait_replicas and wait_timeout.
-func open(ctx context.Context, u *url.URL, _ storage.OpenOptions) (storage.Store, error) {
+func open(ctx context.Context, u *url.URL, oo storage.OpenOptions) (storage.Store, error) {
 	o := DefaultOptions()
+	o.Logger = oo.Logger
 	q := u.Query()
 	if v := q.Get("key_prefix"); q.Has("key_prefix") {
 		o.KeyPrefix = v
@@ -93,6 +97,8 @@ func open(ctx context.Context, u *url.URL, _ storage.OpenOptions) (storage.Store
 		// through the idempotency rules.
 		ro.MaxRetries = -1
 	}
+	// The caller's deadline bounds each call, not only read_timeout.
+	ro.ContextTimeoutEnabled = true
 	// WAIT blocks up to wait_timeout on the connection; the read deadline
 	// must outlast it or a slow replica would look like a dead Redis.
 	if o.WaitReplicas >= 0 {
@@ -122,13 +128,31 @@ func New(ctx context.Context, c goredis.UniversalClient, o Options) (*Store, err
 	if o.WaitReplicas >= 0 && o.WaitTimeout <= 0 {
 		return nil, errors.New("idem: redis wait timeout must be positive when waiting for replicas")
 	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
 	s := &Store{c: c, opts: o}
 	for _, sc := range allScripts {
 		if err := sc.Load(ctx, c).Err(); err != nil {
 			return nil, s.mapErr(ctx, err)
 		}
 	}
+	s.checkEviction(ctx)
 	return s, nil
+}
+
+// checkEviction warns when Redis may evict keys under memory pressure:
+// every idem key has a TTL, so volatile-* policies evict records too, and
+// an evicted record lets a retried command run twice. Managed Redis often
+// forbids CONFIG; then nothing is said.
+func (s *Store) checkEviction(ctx context.Context) {
+	cfg, err := s.c.ConfigGet(ctx, "maxmemory-policy").Result()
+	if err != nil {
+		return
+	}
+	if p := cfg["maxmemory-policy"]; p != "" && p != "noeviction" {
+		s.opts.Logger.Warn("idem: redis maxmemory-policy evicts keys; set it to noeviction, or records may vanish before they expire", "policy", p)
+	}
 }
 
 // Key layout, all under the tenant's hash tag {t<hex tenant>} so that one
@@ -193,6 +217,9 @@ func (s *Store) exec(ctx context.Context, write bool, calls ...*call) error {
 	if s.closed.Load() {
 		return storage.ErrClosed
 	}
+	if len(calls) == 1 && (!write || s.opts.WaitReplicas < 0) {
+		return s.execOne(ctx, calls[0])
+	}
 	pending := calls
 	for attempt := 0; ; attempt++ {
 		pipe := s.c.Pipeline()
@@ -241,6 +268,22 @@ func (s *Store) exec(ctx context.Context, write bool, calls ...*call) error {
 	}
 }
 
+// execOne runs one call without a pipeline, the common case.
+func (s *Store) execOne(ctx context.Context, c *call) error {
+	cmd := s.c.EvalSha(ctx, c.sc.Hash(), c.keys, c.args...)
+	if goredis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		if err := c.sc.Load(ctx, s.c).Err(); err != nil {
+			return s.mapErr(ctx, err)
+		}
+		cmd = s.c.EvalSha(ctx, c.sc.Hash(), c.keys, c.args...)
+	}
+	if err := cmd.Err(); err != nil && !isRedisError(err) {
+		return s.mapErr(ctx, err)
+	}
+	c.res, c.err = cmd.Val(), s.mapErr(ctx, cmd.Err())
+	return nil
+}
+
 // one runs a single call and returns its reply.
 func (s *Store) one(ctx context.Context, write bool, c *call) (any, error) {
 	if err := s.exec(ctx, write, c); err != nil {
@@ -271,7 +314,7 @@ func (s *Store) mapErr(ctx context.Context, err error) error {
 		return err
 	}
 	if isRedisError(err) {
-		for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS", "MOVED", "ASK"} {
+		for _, p := range []string{"LOADING", "READONLY", "OOM", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS", "MOVED", "ASK"} {
 			if goredis.HasErrorPrefix(err, p) {
 				return fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
 			}

@@ -41,7 +41,7 @@ local function load(key)
   local r = {raw = v, f = v[1] or '', s = tonumber(v[2]), t = tonumber(v[3]),
     a = tonumber(v[4]), l = tonumber(v[6]), e = tonumber(v[8]), r = v[9]}
   -- expired is absent, whether or not Redis deleted it yet
-  if r.e <= NOW then return nil end
+  if r.e <= NOW then return nil, true end
   return r
 end
 
@@ -51,8 +51,13 @@ local function out(code, detail, v)
   return o
 end
 
-local function fresh(code, detail)
-  return out(code, detail, redis.call('HMGET', KEYS[4], unpack(FIELDS)))
+-- changed answers with raw, the fields as loaded, updated by the writes
+-- just made (index into FIELDS -> new value), without reading them back.
+local function changed(code, raw, upd)
+  local v = {}
+  for i = 1, 10 do v[i] = raw[i] end
+  for i, x in pairs(upd) do v[i] = x end
+  return out(code, '', v)
 end
 
 -- keep pushes a key's physical expiry to at least at_ms, so the indexes
@@ -70,9 +75,16 @@ local function expire(member, e)
   local at = math.ceil(e / 1000)
   redis.call('PEXPIREAT', KEYS[4], at)
   redis.call('ZADD', KEYS[2], n2s(e), member)
-  keep(KEYS[1], at)
-  keep(KEYS[2], at)
-  keep(KEYS[3], at)
+  -- The three index keys are always extended together, so the expiry
+  -- index's TTL stands for all of them; a key recreated without a TTL
+  -- is recreated with the expiry index (the namespace set: while one of
+  -- its namespaces' indexes lives) and reads as -1 here.
+  -- An hour of slack spares the next writes the extension: with a fixed
+  -- retention every new record outlives the previous ones.
+  local p = redis.call('PTTL', KEYS[2])
+  if p == -1 or (p >= 0 and REAL_MS + p < at) then
+    for i = 1, 3 do keep(KEYS[i], at + 3600000) end
+  end
 end
 
 local function drop(member)
@@ -104,16 +116,16 @@ end
 const reserveSrc = prelude + `
 local fp, lease, hold = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 sweep(4)
-local r = load(KEYS[4])
+local r, stale = load(KEYS[4])
 if not r then
   local e = NOW + hold
-  redis.call('DEL', KEYS[4])
+  if stale then redis.call('DEL', KEYS[4]) end
   redis.call('HSET', KEYS[4], 'f', fp, 's', '1', 't', '1', 'a', '1', 'c', n2s(NOW),
     'l', n2s(NOW + lease), 'd', '0', 'e', n2s(e))
   redis.call('ZADD', KEYS[1], 0, ARGV[4])
   redis.call('SADD', KEYS[3], ARGV[3])
   expire(ARGV[4], e)
-  return fresh(1, '')
+  return out(1, '', {fp, '1', '1', '1', n2s(NOW), n2s(NOW + lease), '0', n2s(e), false, false})
 end
 if r.f ~= fp then return out(4, '', r.raw) end
 if r.s == 2 then return out(2, '', r.raw) end
@@ -124,7 +136,8 @@ redis.call('HSET', KEYS[4], 's', '1', 't', n2s(r.t + 1), 'a', n2s(r.a + 1),
   'l', n2s(NOW + lease), 'd', '0', 'e', n2s(e))
 redis.call('HDEL', KEYS[4], 'r')
 expire(ARGV[4], e)
-return fresh(1, '')
+return changed(1, r.raw, {[2] = '1', [3] = n2s(r.t + 1), [4] = n2s(r.a + 1), [6] = n2s(NOW + lease),
+  [7] = '0', [8] = n2s(e), [9] = false})
 `
 
 // Per-record result codes of the other scripts.
@@ -149,7 +162,7 @@ if r.s == 3 then return out(2, 'released', r.raw) end
 local e = NOW + ret
 redis.call('HSET', KEYS[4], 's', '2', 'r', res, 'd', n2s(NOW), 'e', n2s(e))
 expire(ARGV[4], e)
-return fresh(0, '')
+return changed(0, r.raw, {[2] = '2', [7] = n2s(NOW), [8] = n2s(e), [9] = res})
 `
 
 // Release: ARGV[5] token.
@@ -161,7 +174,7 @@ if r.t ~= tok then return out(2, 'token', r.raw) end
 if r.s == 3 then return out(0, '', r.raw) end
 if r.s == 2 then return out(2, 'completed', r.raw) end
 redis.call('HSET', KEYS[4], 's', '3')
-return fresh(0, '')
+return changed(0, r.raw, {[2] = '3'})
 `
 
 // holderCheck is the guard of ExtendLease and Checkpoint: only the current
@@ -180,13 +193,13 @@ local l = NOW + tonumber(ARGV[6])
 local e = math.max(r.e, l)
 redis.call('HSET', KEYS[4], 'l', n2s(l), 'e', n2s(e))
 expire(ARGV[4], e)
-return fresh(0, '')
+return changed(0, r.raw, {[6] = n2s(l), [8] = n2s(e)})
 `
 
 // Checkpoint: ARGV[5] token, ARGV[6] checkpoint blob.
 const checkpointSrc = prelude + holderCheck + `
 redis.call('HSET', KEYS[4], 'k', ARGV[6])
-return fresh(0, '')
+return changed(0, r.raw, {[10] = ARGV[6]})
 `
 
 const lookupSrc = prelude + `
@@ -211,7 +224,7 @@ if not r then return out(1, '') end
 if r.s == 3 then return out(0, '', r.raw) end
 if r.s == 2 then return out(3, '', r.raw) end
 redis.call('HSET', KEYS[4], 's', '3')
-return fresh(0, '')
+return changed(0, r.raw, {[2] = '3'})
 `
 
 // List: ARGV[4] ZRANGEBYLEX start, ARGV[5] key prefix, ARGV[6] records
