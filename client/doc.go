@@ -78,8 +78,8 @@
 //     response, or the error's code, message and details — unless its code
 //     is transient (DefaultTransientCodes, WithTransientCodes) or it is larger
 //     than WithMaxResultSize, in which case the key is Released so a retry
-//     runs again. A panicking handler releases the key and the panic goes on
-//     to the recovery interceptor (chain recovery outside this one). If
+//     runs again. A panicking handler releases the key (see the chain order
+//     below). If
 //     Complete fails, the caller still gets the handler's answer; the failure
 //     is logged and reported as EventCompleteFailed (WithEventHook,
 //     WithCounters).
@@ -105,8 +105,12 @@
 // returns without error. The stream's Context() carries the current
 // message's token.
 //
-// On the server, chain the interceptor inside authentication and outside
-// recovery:
+// On the server, chain the interceptor inside authentication (the tenant
+// may come from the caller's credentials) and, as the house order has it,
+// outside recovery, so a panic reaches it as recovery's error (UNKNOWN or
+// INTERNAL, both transient) and
+// the key is released; with recovery outside instead, the interceptor
+// releases the key in a deferred call and the panic goes on:
 //
 //	grpc.ChainUnaryInterceptor(auth, client.UnaryServerInterceptor(svc), recovery.UnaryServerInterceptor())
 package client

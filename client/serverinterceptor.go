@@ -40,9 +40,12 @@ const (
 // call is replayed (response or error) with header idempotency-replayed:
 // true, without running the handler.
 //
-// Chain it inside authentication (the tenant may come from the caller) and
-// outside recovery: a panicking handler releases the key and the panic goes
-// on to the recovery interceptor.
+// Chain it inside authentication (the tenant may come from the caller's
+// credentials). Recovery may sit on either side. Inside (the house order,
+// shown in ExampleUnaryClientInterceptor), a panic becomes recovery's error,
+// by default a transient code, so the key is released. Outside, the
+// interceptor releases the key in a deferred call and the panic goes on to
+// recovery.
 func UnaryServerInterceptor(svc Service, opts ...InterceptorOption) grpc.UnaryServerInterceptor {
 	o := evaluateServerOptions(opts)
 	g := &guard{o: o, svc: svc}

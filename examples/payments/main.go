@@ -60,9 +60,9 @@ func newIdem(target string, plaintext bool, token string) (client.Service, func(
 	return c, func() { c.Close() }, nil
 }
 
-// newServer wires the chain: recovery is innermost, so a panicking
-// handler first releases its key in the idem interceptor; authentication,
-// if any, would go before idem.
+// newServer wires the chain: authentication, if any, would go first; idem
+// next; recovery innermost, so a crashing handler answers INTERNAL, a
+// transient code, and idem releases the key for the retry.
 func newServer(svc client.Service, p *paymentsService, opts ...client.InterceptorOption) *grpc.Server {
 	opts = append([]client.InterceptorOption{
 		// sent_at changes on every retry; it must not make a retry look like another request.

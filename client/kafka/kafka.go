@@ -1,0 +1,210 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/idemhq/idem/client/consumer"
+)
+
+// Option configures a Consumer.
+type Option func(*options)
+
+type options struct {
+	namespace   string
+	msgID       func(*kgo.Record) (string, error)
+	fingerprint func(*kgo.Record) []byte
+	maxPoll     int
+	retryDelay  time.Duration
+	observe     func(*kgo.Record, consumer.Result)
+}
+
+func defaultOptions() options {
+	return options{msgID: OffsetID, maxPoll: 500, retryDelay: time.Second}
+}
+
+// WithNamespace sets the idem namespace (default: the consumer group).
+// Replays through another group must use the same namespace to be
+// recognised.
+func WithNamespace(ns string) Option { return func(o *options) { o.namespace = ns } }
+
+// WithMessageID sets how a record's idem key is derived (default OffsetID).
+func WithMessageID(f func(*kgo.Record) (string, error)) Option {
+	return func(o *options) { o.msgID = f }
+}
+
+// WithHeaderID takes the idem key from a record header (HeaderID).
+func WithHeaderID(name string) Option { return WithMessageID(HeaderID(name)) }
+
+// HeaderID returns the id function that reads the header name, falling back
+// to OffsetID for records without it.
+func HeaderID(name string) func(*kgo.Record) (string, error) {
+	return func(r *kgo.Record) (string, error) {
+		for _, h := range r.Headers {
+			if h.Key == name && len(h.Value) > 0 {
+				return string(h.Value), nil
+			}
+		}
+		return OffsetID(r)
+	}
+}
+
+// WithFingerprint sets the fingerprint of a record, e.g. a hash of its
+// value, so that an id reused for another payload is reported as a
+// mismatch instead of skipped (default: none).
+func WithFingerprint(f func(*kgo.Record) []byte) Option {
+	return func(o *options) { o.fingerprint = f }
+}
+
+// WithMaxPoll bounds the records handled per poll (default 500, at most
+// consumer.MaxBatch): one BatchReserve and one BatchComplete each.
+func WithMaxPoll(n int) Option { return func(o *options) { o.maxPoll = min(n, consumer.MaxBatch) } }
+
+// WithRetryDelay sets the pause before a failed record is tried again
+// (default 1s). Records another member holds wait about its lease instead.
+func WithRetryDelay(d time.Duration) Option { return func(o *options) { o.retryDelay = d } }
+
+// WithObserver calls f with every record's result (for logs and metrics).
+func WithObserver(f func(*kgo.Record, consumer.Result)) Option {
+	return func(o *options) { o.observe = f }
+}
+
+// OffsetID is "<topic>/<partition>/<offset>".
+func OffsetID(r *kgo.Record) (string, error) {
+	return fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset), nil
+}
+
+// Consumer runs a handler over a franz-go group consumer.
+type Consumer struct {
+	idem *consumer.Consumer
+	cl   *kgo.Client
+	o    options
+}
+
+// New returns a Consumer reading with cl and deduping with idem. cl must
+// have auto-commit disabled.
+func New(idem *consumer.Consumer, cl *kgo.Client, opts ...Option) (*Consumer, error) {
+	if v, _ := cl.OptValue(kgo.DisableAutoCommit).(bool); !v {
+		return nil, errors.New("idem: kafka: the client must be created with kgo.DisableAutoCommit()")
+	}
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.maxPoll <= 0 {
+		o.maxPoll = 1
+	}
+	if o.namespace == "" {
+		o.namespace, _ = cl.GroupMetadata()
+	}
+	if o.namespace == "" {
+		return nil, errors.New("idem: kafka: no namespace: use a consumer group or WithNamespace")
+	}
+	return &Consumer{idem: idem, cl: cl, o: o}, nil
+}
+
+// Run polls and handles records until ctx ends, then returns ctx's error
+// (or a fatal poll error). Offsets are committed after each poll's
+// outcomes are recorded; a poll in hand when ctx ends is not committed, so
+// its records come back to the group and are recognised as duplicates.
+func (c *Consumer) Run(ctx context.Context, handler func(ctx context.Context, r *kgo.Record) error) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		fetches := c.cl.PollRecords(ctx, c.o.maxPoll)
+		if fetches.IsClientClosed() {
+			return errors.New("idem: kafka: client closed")
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var fatal error
+		fetches.EachError(func(topic string, p int32, err error) {
+			// Retriable errors are retried inside kgo; what surfaces here
+			// (unknown topic, authorization) needs the operator.
+			if fatal == nil && !errors.Is(err, context.Canceled) {
+				fatal = fmt.Errorf("idem: kafka: fetch %s/%d: %w", topic, p, err)
+			}
+		})
+		if fatal != nil {
+			return fatal
+		}
+		recs := fetches.Records()
+		if len(recs) > 0 {
+			if err := c.handle(ctx, recs, handler); err != nil {
+				return err
+			}
+			if err := c.cl.CommitRecords(ctx, recs...); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				// A failed commit (e.g. the partitions were revoked) only means
+				// redelivery, which idem recognises.
+			}
+		}
+		c.cl.AllowRebalance()
+	}
+}
+
+// handle runs one poll until every record is done: handled, duplicate,
+// permanently failed or mismatched. Failed ones are retried in place.
+func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record, handler func(context.Context, *kgo.Record) error) error {
+	msgs := make([]consumer.Message, 0, len(recs))
+	for _, r := range recs {
+		id, err := c.o.msgID(r)
+		if err != nil {
+			return fmt.Errorf("idem: kafka: message id of %s/%d/%d: %w", r.Topic, r.Partition, r.Offset, err)
+		}
+		var fp []byte
+		if c.o.fingerprint != nil {
+			fp = c.o.fingerprint(r)
+		}
+		msgs = append(msgs, consumer.Message{ID: id, Fingerprint: fp, Value: r})
+	}
+	for len(msgs) > 0 {
+		results, _ := c.idem.HandleEach(ctx, c.o.namespace, msgs, func(ctx context.Context, m consumer.Message) error {
+			if err := ctx.Err(); err != nil {
+				return err // stopping: release instead of starting new work
+			}
+			return handler(ctx, m.Value.(*kgo.Record))
+		})
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var again []consumer.Message
+		wait := time.Duration(-1)
+		for i, r := range results {
+			if c.o.observe != nil {
+				c.o.observe(msgs[i].Value.(*kgo.Record), r)
+			}
+			if r.Ack() || r.Outcome == consumer.Mismatch {
+				continue
+			}
+			again = append(again, msgs[i])
+			d := c.o.retryDelay
+			if r.Outcome == consumer.InFlight && r.RetryAfter > 0 {
+				d = r.RetryAfter
+			}
+			if wait < 0 || d < wait {
+				wait = d
+			}
+		}
+		msgs = again
+		if len(msgs) == 0 {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
