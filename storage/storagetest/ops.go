@@ -370,6 +370,13 @@ func testCheckpoint(t *testing.T, h Harness) {
 				if !sameCheckpoint(third.Checkpoint, &cp2) || third.Attempts != 3 || third.Token != 3 {
 					t.Fatalf("Reserve() second takeover = checkpoint %+v attempts %d token %d, want %+v attempts 3 token 3", third.Checkpoint, third.Attempts, third.Token, cp2)
 				}
+				// Completing keeps the last checkpoint on the record.
+				if done := e.complete(id, third.Token, bigResult("done"), retention); !sameCheckpoint(done.Checkpoint, &cp2) {
+					t.Fatalf("Complete() Checkpoint = %+v, want %+v kept", done.Checkpoint, cp2)
+				}
+				if got := e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeCompleted); !sameCheckpoint(got.Checkpoint, &cp2) || got.Attempts != 3 {
+					t.Fatalf("Reserve() on COMPLETED = checkpoint %+v attempts %d, want %+v attempts 3", got.Checkpoint, got.Attempts, cp2)
+				}
 			})
 		}
 	})
