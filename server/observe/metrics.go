@@ -31,6 +31,26 @@ var MetricNames = []string{
 	NameStoreOpDuration, NameStoreErrors, NameRecordsSwept, NameInflightCalls, NameRejected,
 }
 
+// MetricLabels are the label names of every family in MetricNames and
+// GRPCMetricNames, so dashboards and alerts can be checked against them.
+var MetricLabels = map[string][]string{
+	NameReserveOutcomes:              {"namespace", "outcome"},
+	NameTakeovers:                    {"namespace"},
+	NameLeaseLost:                    {"namespace", "rpc"},
+	NameWaits:                        {"namespace", "result"},
+	NameWaitDuration:                 {"namespace"},
+	NameStoreOpDuration:              {"store", "op"},
+	NameStoreErrors:                  {"store", "op"},
+	NameRecordsSwept:                 {"store"},
+	NameInflightCalls:                {},
+	NameRejected:                     {"reason"},
+	"grpc_server_started_total":      {"grpc_type", "grpc_service", "grpc_method"},
+	"grpc_server_handled_total":      {"grpc_type", "grpc_service", "grpc_method", "grpc_code"},
+	"grpc_server_msg_received_total": {"grpc_type", "grpc_service", "grpc_method"},
+	"grpc_server_msg_sent_total":     {"grpc_type", "grpc_service", "grpc_method"},
+	"grpc_server_handling_seconds":   {"grpc_type", "grpc_service", "grpc_method"},
+}
+
 // GRPCMetricNames are the families go-grpc-middleware's Prometheus
 // provider registers for the server, with the handling-time histogram on.
 var GRPCMetricNames = []string{

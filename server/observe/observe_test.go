@@ -195,8 +195,19 @@ func TestMetricNamesRegistered(t *testing.T) {
 	var got []string
 	for _, mf := range mfs {
 		n := mf.GetName()
-		if strings.HasPrefix(n, "idem_") || strings.HasPrefix(n, "grpc_") {
-			got = append(got, n)
+		if !strings.HasPrefix(n, "idem_") && !strings.HasPrefix(n, "grpc_") {
+			continue
+		}
+		got = append(got, n)
+		var labels []string
+		for _, l := range mf.GetMetric()[0].GetLabel() {
+			labels = append(labels, l.GetName())
+		}
+		want := slices.Clone(MetricLabels[n])
+		slices.Sort(labels)
+		slices.Sort(want)
+		if !slices.Equal(labels, want) {
+			t.Errorf("%s labels = %v, MetricLabels says %v", n, labels, want)
 		}
 	}
 	want := slices.Concat(MetricNames, GRPCMetricNames)
