@@ -107,10 +107,10 @@
 //
 // On the server, chain the interceptor inside authentication (the tenant
 // may come from the caller's credentials) and, as the house order has it,
-// outside recovery, so a panic reaches it as recovery's error (UNKNOWN or
-// INTERNAL, both transient) and
-// the key is released; with recovery outside instead, the interceptor
-// releases the key in a deferred call and the panic goes on:
+// outside recovery: a panic then reaches it as recovery's error (UNKNOWN or
+// INTERNAL, both transient) and the key is released. With recovery outside
+// instead, the interceptor releases the key in a deferred call and the
+// panic goes on to recovery.
 //
 //	grpc.ChainUnaryInterceptor(auth, client.UnaryServerInterceptor(svc), recovery.UnaryServerInterceptor())
 package client

@@ -671,3 +671,49 @@ func TestBidiStreamDedupeAndToken(t *testing.T) {
 		t.Errorf("bidi answers = %v, want %v", got, want)
 	}
 }
+
+// The heartbeat learns that another attempt took over (LEASE_LOST) and
+// cancels the stale handler, whose context names the cause.
+func TestHeartbeatLeaseLostCancelsHandler(t *testing.T) {
+	ctx := testCtx(t)
+	storeClk, hbClk := clockwork.NewFakeClock(), clockwork.NewFakeClock()
+	entered := make(chan struct{})
+	cause := make(chan error, 1)
+	ts := &testService{unary: func(ctx context.Context, n int64, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+		if n == 1 {
+			close(entered)
+			<-ctx.Done()
+			cause <- context.Cause(ctx)
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		return &testgrpc.SimpleResponse{Username: fmt.Sprint("run-", n)}, nil
+	}}
+	a := startApp(t, appConfig{ts: ts, idem: idemConfig{clock: storeClk}, opts: []client.InterceptorOption{
+		client.WithHeartbeatClock(hbClk), client.WithWait(0), client.WithLease(2*time.Second, 2*time.Second, 2*time.Second),
+	}})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.call(ctx, "lost", unaryReq("x"))
+	}()
+	<-entered
+	storeClk.Advance(3 * time.Second) // lease gone before any heartbeat
+	if got, err, _ := a.call(ctx, "lost", unaryReq("x")); err != nil {
+		t.Fatalf("takeover call: %q, %v", got, err)
+	}
+	if err := hbClk.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	hbClk.Advance(time.Second)
+	if err := <-cause; !errors.Is(err, client.ErrLeaseLost) {
+		t.Errorf("stale handler's context cause = %v, want ErrLeaseLost", err)
+	}
+	<-done
+	if n := a.counters.HeartbeatFailed.Load(); n != 1 {
+		t.Errorf("HeartbeatFailed = %d, want 1", n)
+	}
+	resp, err := a.tc.UnaryCall(client.WithKey(ctx, "lost"), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("x")}})
+	if err != nil || resp.GetUsername() != "run-2" {
+		t.Errorf("after the stale handler ended = %v, %v; want run-2 replayed", resp, err)
+	}
+}
