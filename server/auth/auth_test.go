@@ -157,6 +157,8 @@ func TestAuthenticate(t *testing.T) {
 	f := newFixture(t, "", nil)
 	_, _, certA := f.ca.issue(t, leafOpts{cn: "svc-a", uris: []string{"spiffe://idem/tenant/a"}})
 	_, _, certAdmin := f.ca.issue(t, leafOpts{cn: "ops", uris: []string{"spiffe://idem/tenant/a/admin"}})
+	_, _, certRegional := f.ca.issue(t, leafOpts{cn: "svc-eu", uris: []string{"spiffe://idem/tenant/europe-west1/acme"}})
+	_, _, certRegionalAdmin := f.ca.issue(t, leafOpts{cn: "ops-eu", uris: []string{"spiffe://other/x", "spiffe://idem/tenant/europe-west1/acme/admin"}})
 	_, _, certMapped := f.ca.issue(t, leafOpts{cn: "svc-x"})
 	_, _, certUnmapped := f.ca.issue(t, leafOpts{cn: "svc-unmapped"})
 	_, _, certRevoked := f.ca.issue(t, leafOpts{cn: "svc-r", uris: []string{"spiffe://idem/tenant/a"}})
@@ -193,6 +195,10 @@ func TestAuthenticate(t *testing.T) {
 		{name: "cert client role on admin RPC", cert: &certA, admin: true, wantCode: codes.PermissionDenied},
 		{name: "cert admin role on admin RPC", cert: &certAdmin, admin: true},
 		{name: "cert admin role, other tenant", cert: &certAdmin, admin: true, tenant: "b", wantCode: codes.PermissionDenied},
+		{name: "cert URI, regional tenant", cert: &certRegional, wantTenant: "europe-west1/acme"},
+		{name: "cert URI, regional tenant, admin RPC", cert: &certRegional, admin: true, wantCode: codes.PermissionDenied},
+		{name: "cert URI, regional admin", cert: &certRegionalAdmin, admin: true, tenant: "europe-west1/acme"},
+		{name: "cert URI, regional admin on data RPC", cert: &certRegionalAdmin, wantTenant: "europe-west1/acme"},
 		{name: "cert mapped by CN line", cert: &certMapped, wantTenant: "x"},
 		{name: "cert mapping to no tenant", cert: &certUnmapped, wantCode: codes.Unauthenticated},
 		{name: "revoked cert", cert: &certRevoked, wantCode: codes.Unauthenticated},
@@ -423,7 +429,8 @@ func TestParseTable(t *testing.T) {
 		{"bad expiry", h + " tenant=a role=client expires=tomorrow", "RFC 3339"},
 		{"duplicate", h + " tenant=a role=client\n" + h + " tenant=b role=client", "line 2"},
 		{"not key=value", h + " tenant=a role=client admin", "key=value"},
-		{"tenant with slash", h + " tenant=a/b role=client", "'/'"},
+		{"regional tenant", h + " tenant=us-east1/acme role=client", ""},
+		{"tenant with space", "cert:x tenant=a\tb role=client", "key=value"},
 		{"expires on cert line", "cert:x tenant=a role=client expires=2030-01-01T00:00:00Z", "unknown field"},
 	}
 	for _, tt := range tests {

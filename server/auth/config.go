@@ -23,7 +23,9 @@ type Config struct {
 	TokensFile string
 	// TenantURIPrefix: a client certificate with a URI SAN
 	// "<prefix><tenant>" acts for that tenant with role client,
-	// "<prefix><tenant>/admin" with role admin. Empty disables URI mapping.
+	// "<prefix><tenant>/admin" with role admin. Tenants may contain '/'
+	// (multi-region tenants are "<region>/<name>"); a final "/admin" is
+	// always the role. Empty disables URI mapping.
 	TenantURIPrefix string
 	// TenantFromCN maps a client certificate without a matching URI SAN or
 	// cert: line to the tenant named by its Common Name, role client.

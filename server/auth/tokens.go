@@ -59,8 +59,8 @@ func checkTenant(t string) error {
 		return fmt.Errorf("idem: empty tenant")
 	case len(t) > MaxTenantLen:
 		return fmt.Errorf("idem: tenant longer than %d bytes", MaxTenantLen)
-	case strings.ContainsAny(t, " \t\r\n=#/"):
-		return fmt.Errorf("idem: tenant %q contains a space, '=', '#' or '/'", t)
+	case strings.ContainsAny(t, " \t\r\n=#"):
+		return fmt.Errorf("idem: tenant %q contains a space, '=' or '#'", t)
 	}
 	return nil
 }
