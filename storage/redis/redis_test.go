@@ -158,6 +158,21 @@ func BenchmarkReserveParallel50(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reserves/s")
 }
 
+// BenchmarkReserveWait is Reserve with wait_replicas=0: the cost of the
+// pipelined WAIT round trip itself, with no replica to wait for.
+func BenchmarkReserveWait(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	s := openTest(ctx, b, "wait_replicas=0")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if _, _, err := s.Reserve(ctx, reserveParams("k-"+strconv.Itoa(i))); err != nil {
+			b.Fatalf("Reserve() error = %v", err)
+		}
+	}
+}
+
 func testID(key string) storage.ID {
 	return storage.ID{Tenant: "t", Namespace: "/x.v1.X/Y", Key: key}
 }
