@@ -341,3 +341,43 @@ func TestNoStorageDependencies(t *testing.T) {
 		}
 	}
 }
+
+func TestSameKeyOnEveryStreamRetry(t *testing.T) {
+	ctx := testCtx(t)
+	var mu sync.Mutex
+	var keys []string
+	ts := &testService{output: func(n int64, _ *testgrpc.StreamingOutputCallRequest, ss grpc.ServerStreamingServer[testgrpc.StreamingOutputCallResponse]) error {
+		md, _ := metadata.FromIncomingContext(ss.Context())
+		mu.Lock()
+		keys = append(keys, md.Get(client.MetadataKey)...)
+		mu.Unlock()
+		if n < 3 {
+			return status.Error(codes.Unavailable, "flaky")
+		}
+		return ss.Send(&testgrpc.StreamingOutputCallResponse{})
+	}}
+	l := listen(t, false)
+	gs := grpc.NewServer()
+	testgrpc.RegisterTestServiceServer(gs, ts)
+	serve(t, l, gs)
+	conn, err := grpc.NewClient(l.target, append(l.dial,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithChainStreamInterceptor(
+			client.StreamClientInterceptor(),
+			retry.StreamClientInterceptor(retry.WithMax(5), retry.WithCodes(codes.Unavailable), retry.WithBackoff(retry.BackoffLinear(time.Millisecond))),
+		))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	s, err := testgrpc.NewTestServiceClient(conn).StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 3 || keys[0] != keys[1] || keys[1] != keys[2] {
+		t.Errorf("keys per attempt = %v, want the same key three times", keys)
+	}
+}

@@ -717,3 +717,18 @@ func TestHeartbeatLeaseLostCancelsHandler(t *testing.T) {
 		t.Errorf("after the stale handler ended = %v, %v; want run-2 replayed", resp, err)
 	}
 }
+
+func TestTenantAndNamespace(t *testing.T) {
+	ctx := testCtx(t)
+	a := startApp(t, appConfig{opts: []client.InterceptorOption{client.WithTenantName("acme")}})
+	if _, err, _ := a.call(ctx, "tn", unaryReq("x")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := a.idem.svc.Lookup(ctx, &idemv1.LookupRequest{Tenant: "acme", Namespace: "/grpc.testing.TestService/UnaryCall", Key: "tn"})
+	if err != nil {
+		t.Fatalf("Lookup() of the call's record: %v", err)
+	}
+	if got := resp.GetRecord().GetState(); got != idemv1.RecordState_RECORD_STATE_COMPLETED {
+		t.Errorf("record state = %v, want COMPLETED", got)
+	}
+}

@@ -366,20 +366,34 @@ type ref struct {
 
 // run calls fn while a heartbeat extends the leases of refs. When a lease is
 // lost, fn's context is cancelled with cause idem.ErrLeaseLost: another
-// attempt owns the message now. A panic in fn releases nothing here; the
-// lease ends and the message is taken over.
-func (c *Consumer) run(ctx context.Context, refs []ref, fn func(ctx context.Context) error) error {
+// attempt owns the message now. When fn panics, the leases are released
+// (so a redelivery need not wait for them to end) and the panic goes on.
+func (c *Consumer) run(ctx context.Context, refs []ref, fn func(ctx context.Context) error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			fctx, cancel := c.finishContext(ctx)
+			defer cancel()
+			for _, r := range refs {
+				c.release(fctx, r, errors.New("idem: consumer: handler panicked"))
+				c.stats.Released.Add(1)
+			}
+			panic(p)
+		}
+	}()
 	if c.o.noHeartbeat || c.o.heartbeat <= 0 {
 		return fn(ctx)
 	}
 	hctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	wg.Go(func() { c.heartbeat(hctx, cancel, stop, refs) })
-	err := fn(hctx)
-	close(stop)
-	wg.Wait()
+	defer func() {
+		// Deferred so that a panicking fn does not leave the heartbeat running.
+		close(stop)
+		wg.Wait()
+		cancel(nil)
+	}()
+	err = fn(hctx)
 	if cause := context.Cause(hctx); err != nil && errors.Is(cause, idem.ErrLeaseLost) {
 		return fmt.Errorf("%w: %w", err, cause)
 	}

@@ -446,3 +446,27 @@ func TestBatchSplitsAtMaxBatch(t *testing.T) {
 		t.Errorf("BatchReserve calls = %d, want 2", got)
 	}
 }
+
+// TestPanicReleases: a handler that panics does not keep the message until
+// its lease ends; the next delivery runs it at once.
+func TestPanicReleases(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	e := newEnv(t)
+	c := consumer.New(e)
+	func() {
+		defer func() {
+			if p := recover(); p != "boom" {
+				t.Errorf("recover() = %v, want the handler's panic", p)
+			}
+		}()
+		c.Handle(ctx, ns, "m-1", nil, func(context.Context) error { panic("boom") })
+	}()
+	res, err := c.Handle(ctx, ns, "m-1", nil, func(context.Context) error { return nil })
+	if err != nil || res.Outcome != consumer.Processed || res.Token != 2 {
+		t.Errorf("delivery after the panic = %v (token %d), %v; want processed with token 2", res.Outcome, res.Token, err)
+	}
+	if got := c.Stats().Released.Load(); got != 1 {
+		t.Errorf("Stats().Released = %d, want 1", got)
+	}
+}
