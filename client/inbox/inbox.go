@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -75,8 +76,12 @@ var dialects sync.Map // DB → Dialect
 
 // DetectDialect reports which database db talks to, asking once per db.
 func DetectDialect(ctx context.Context, db DB) (Dialect, error) {
-	if d, ok := dialects.Load(db); ok {
-		return d.(Dialect), nil
+	// Only comparable handles can key the cache; others are asked each time.
+	cacheable := reflect.TypeOf(db).Comparable()
+	if cacheable {
+		if d, ok := dialects.Load(db); ok {
+			return d.(Dialect), nil
+		}
 	}
 	var v string
 	if err := db.QueryRow(ctx, "SELECT version()").Scan(&v); err != nil {
@@ -86,7 +91,9 @@ func DetectDialect(ctx context.Context, db DB) (Dialect, error) {
 	if strings.Contains(v, "CockroachDB") {
 		d = CockroachDB
 	}
-	dialects.Store(db, d)
+	if cacheable {
+		dialects.Store(db, d)
+	}
 	return d, nil
 }
 
