@@ -47,6 +47,11 @@
 // nothing behind. Stats walks the indexes: O(records of the namespace), in
 // scripts of at most 1,000 members each, so its counts are not one snapshot.
 //
+// The URL opens one Redis server (a primary; replicas only through WAIT).
+// The key layout is ready for Redis Cluster, and New accepts a
+// go-redis ClusterClient, except with WaitReplicas: WAIT must follow the
+// write on the same connection, which a cluster pipeline does not promise.
+//
 // # Durability — read this before routing a namespace here
 //
 // A reservation or result is acknowledged once it is in Redis's memory.
@@ -67,7 +72,9 @@
 //     (Sentinel or Cluster) may promote a replica that had not received an
 //     acknowledged write, and a write that timed out waiting may still be
 //     applied. A Reserve that fails its WAIT has nonetheless reserved the
-//     key; its retry sees IN_PROGRESS until the lease ends.
+//     key; its retry sees IN_PROGRESS until the lease ends. WAIT confirms
+//     the replicas received the write, not that they fsync'd it (Redis
+//     7.2's WAITAOF would; not used, to keep Redis 7.0 supported).
 //
 // Eviction loses records too: every idem key has a TTL, so any
 // maxmemory-policy but noeviction (volatile-* included) may drop a live

@@ -34,7 +34,8 @@ type Options struct {
 	// WaitReplicas, when ≥ 0, makes every write wait for that many replicas
 	// to acknowledge it (Redis WAIT, sent on the same connection in the same
 	// round trip). A write that does not reach them in WaitTimeout fails
-	// with storage.ErrUnavailable. -1 disables WAIT.
+	// with storage.ErrUnavailable. -1 disables WAIT. Needs a single-node
+	// client (*goredis.Client): WAIT covers the writes of its connection.
 	WaitReplicas int
 	// WaitTimeout bounds each WAIT.
 	WaitTimeout time.Duration
@@ -127,6 +128,9 @@ func New(ctx context.Context, c goredis.UniversalClient, o Options) (*Store, err
 	}
 	if o.WaitReplicas >= 0 && o.WaitTimeout <= 0 {
 		return nil, errors.New("idem: redis wait timeout must be positive when waiting for replicas")
+	}
+	if _, single := c.(*goredis.Client); o.WaitReplicas >= 0 && !single {
+		return nil, errors.New("idem: redis wait_replicas needs a single-node client, not a cluster or ring")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
