@@ -157,4 +157,3 @@ func BenchmarkGRPCPairs(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
 }
-
