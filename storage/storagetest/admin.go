@@ -11,9 +11,10 @@ import (
 
 func testAdmin(t *testing.T, h Harness) {
 	t.Run("Delete", func(t *testing.T) {
+		shared := newEnv(t, h)
 		for _, state := range []storage.State{storage.StateInProgress, storage.StateCompleted, storage.StateReleased} {
 			t.Run(state.String(), func(t *testing.T) {
-				e := newEnv(t, h)
+				e := shared.sub(t, state.String())
 				id := e.id("k")
 				e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
 				switch state {
@@ -422,6 +423,7 @@ func testCopies(t *testing.T, h Harness) {
 		}
 	})
 
+	shared := newEnv(t, h)
 	// Each op's returned record is scribbled on; the stored record must not move.
 	for _, tc := range []struct {
 		name string
@@ -481,7 +483,7 @@ func testCopies(t *testing.T, h Harness) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, h)
+			e := shared.sub(t, tc.name)
 			id := e.id("k")
 			// A record with every field set: fingerprint, checkpoint, token 2.
 			e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)

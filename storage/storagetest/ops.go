@@ -87,6 +87,7 @@ func testComplete(t *testing.T, h Harness) {
 	})
 
 	t.Run("DifferentResultIsLeaseLost", func(t *testing.T) {
+		shared := newEnv(t, h)
 		for _, tc := range []struct {
 			name string
 			mod  func(r *storage.Result)
@@ -100,7 +101,7 @@ func testComplete(t *testing.T, h Harness) {
 			{"MetadataExtra", func(r *storage.Result) { r.Metadata["x-c"] = "" }},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				e := newEnv(t, h)
+				e := shared.sub(t, tc.name)
 				id := e.id("k")
 				first := e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
 				done := e.complete(id, first.Token, bigResult("ok"), retention)
@@ -276,6 +277,7 @@ func testExtendLease(t *testing.T, h Harness) {
 	})
 
 	t.Run("Refused", func(t *testing.T) {
+		shared := newEnv(t, h)
 		for _, tc := range []struct {
 			name  string
 			token uint64
@@ -288,7 +290,7 @@ func testExtendLease(t *testing.T, h Harness) {
 			{"Absent", 1, func(e *env, id storage.ID) { e.s.Delete(e.ctx, id) }, storage.ErrNotFound},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				e := newEnv(t, h)
+				e := shared.sub(t, tc.name)
 				id := e.id("k")
 				e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
 				tc.setup(e, id)
@@ -337,9 +339,10 @@ func testCheckpoint(t *testing.T, h Harness) {
 	})
 
 	t.Run("SurvivesTakeover", func(t *testing.T) {
+		shared := newEnv(t, h)
 		for _, how := range []string{"LeaseExpiry", "Release", "ForceRelease"} {
 			t.Run(how, func(t *testing.T) {
-				e := newEnv(t, h)
+				e := shared.sub(t, how)
 				id := e.id("k")
 				first := e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
 				cp := storage.Checkpoint{Phase: "step-2", Data: []byte("state")}
@@ -382,6 +385,7 @@ func testCheckpoint(t *testing.T, h Harness) {
 	})
 
 	t.Run("Refused", func(t *testing.T) {
+		shared := newEnv(t, h)
 		for _, tc := range []struct {
 			name  string
 			token uint64
@@ -394,7 +398,7 @@ func testCheckpoint(t *testing.T, h Harness) {
 			{"Absent", 1, func(e *env, id storage.ID) { e.s.Delete(e.ctx, id) }, storage.ErrNotFound},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				e := newEnv(t, h)
+				e := shared.sub(t, tc.name)
 				id := e.id("k")
 				e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
 				tc.setup(e, id)

@@ -159,6 +159,7 @@ func testReserve(t *testing.T, h Harness) {
 	})
 
 	t.Run("Mismatch", func(t *testing.T) {
+		shared := newEnv(t, h)
 		for _, tc := range []struct {
 			name  string
 			setup func(e *env, id storage.ID)
@@ -169,7 +170,7 @@ func testReserve(t *testing.T, h Harness) {
 			{"Released", func(e *env, id storage.ID) { e.release(id, 1) }},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				e := newEnv(t, h)
+				e := shared.sub(t, tc.name)
 				id := e.id("k")
 				e.mustReserve(rp(id, "fp-a", ttl, retention), storage.OutcomeReserved)
 				tc.setup(e, id)

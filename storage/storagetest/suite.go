@@ -96,6 +96,14 @@ func (e *env) with(t *testing.T) *env {
 	return &c
 }
 
+// sub returns the env for a case of a table that shares one store: its own
+// subtest and its own namespace.
+func (e *env) sub(t *testing.T, name string) *env {
+	c := e.with(t)
+	c.ns = e.ns + "/" + name
+	return c
+}
+
 func (e *env) id(key string) storage.ID {
 	return storage.ID{Tenant: e.tenant, Namespace: e.ns, Key: key}
 }
