@@ -14,4 +14,8 @@
 // for messages published without one, "<stream>:<stream sequence>", which
 // is stable across redeliveries and replays of one stream. WithMessageID
 // chooses another.
+//
+// Give the JetStream consumer an AckWait longer than the idem lease (the
+// processing budget of one batch): a redelivery while the batch still runs
+// is only found in flight and nak'ed again.
 package natsjs

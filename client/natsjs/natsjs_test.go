@@ -308,3 +308,35 @@ func TestInFlightIsNakedWithDelay(t *testing.T) {
 		t.Errorf("handler saw %v, want [order-000 order-002] while order-001 is held", seen)
 	}
 }
+
+func TestDefaultMessageID(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	js, stream, subject := newStream(ctx, t)
+	if _, err := js.Publish(ctx, subject, []byte("a"), jetstream.WithMsgID("order-7")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, subject, []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	jc, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := jc.Fetch(2, jetstream.FetchMaxWait(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for m := range batch.Messages() {
+		id, err := natsjs.DefaultMessageID(m)
+		if err != nil {
+			t.Fatalf("DefaultMessageID() = %v", err)
+		}
+		got = append(got, id)
+	}
+	name := stream.CachedInfo().Config.Name
+	if want := fmt.Sprintf("[order-7 %s:2]", name); fmt.Sprint(got) != want {
+		t.Errorf("ids = %v, want %s (the header, else stream:sequence)", got, want)
+	}
+}
