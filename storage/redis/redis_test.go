@@ -482,3 +482,37 @@ func TestIndexSweep(t *testing.T) {
 		}
 	}
 }
+
+// TestNativeExpiry checks that Redis itself will delete a record when its
+// expires_at passes: the key's PEXPIRETIME follows every change of it.
+func TestNativeExpiry(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	s := openTest(ctx, t, "")
+	key := s.keysOf("t", "/x.v1.X/Y").base + "a"
+	want := func(op string, rec *storage.Record) {
+		t.Helper()
+		us := rec.ExpiresAt.UnixMicro()
+		wantMS := (us + 999) / 1000
+		got, err := s.c.Do(ctx, "pexpiretime", key).Int64()
+		if err != nil {
+			t.Fatalf("PEXPIRETIME: %v", err)
+		}
+		if got != wantMS {
+			t.Errorf("after %s: PEXPIRETIME = %d, want %d (ExpiresAt %v)", op, got, wantMS, rec.ExpiresAt)
+		}
+	}
+	_, rec, err := s.Reserve(ctx, storage.ReserveParams{ID: testID("a"), Fingerprint: []byte("fp"), LeaseTTL: time.Minute, Retention: 2 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want("Reserve", rec)
+	if rec, err = s.ExtendLease(ctx, rec.ID, rec.Token, 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	want("ExtendLease", rec)
+	if rec, err = s.Complete(ctx, storage.CompleteParams{ID: rec.ID, Token: rec.Token, Retention: 30 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	want("Complete", rec)
+}
