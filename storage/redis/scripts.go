@@ -272,7 +272,7 @@ while true do
     local v = redis.call('HMGET', ARGV[2] .. m, 's', 'e')
     if v[2] and tonumber(v[2]) > NOW then
       local s = tonumber(v[1])
-      c[s] = c[s] + 1
+      if c[s] then c[s] = c[s] + 1 end
     else
       drop(m)
     end
