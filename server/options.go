@@ -50,8 +50,9 @@ func DefaultLimits() Limits {
 	}
 }
 
-// withDefaults fills zero fields and checks the limits are consistent.
-func (l Limits) withDefaults() (Limits, error) {
+// WithDefaults fills zero fields with the defaults and reports limits that
+// contradict each other (a default outside its range, a negative size).
+func (l Limits) WithDefaults() (Limits, error) {
 	d := DefaultLimits()
 	fillInt := func(p *int, def int) {
 		if *p == 0 {

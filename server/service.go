@@ -51,7 +51,7 @@ func New(store storage.Store, opts ...Option) (*Service, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	lim, err := o.limits.withDefaults()
+	lim, err := o.limits.WithDefaults()
 	if err != nil {
 		return nil, err
 	}

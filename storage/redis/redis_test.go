@@ -516,3 +516,26 @@ func TestNativeExpiry(t *testing.T) {
 	}
 	want("Complete", rec)
 }
+
+// TestPrefixIsolation checks that stores with different key prefixes on one
+// Redis (two deployments, or two test runs) never see each other's records.
+func TestPrefixIsolation(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	a, b := openTest(ctx, t, ""), openTest(ctx, t, "")
+	for _, s := range []*Store{a, b} {
+		if out, _, err := s.Reserve(ctx, reserveParams("k")); err != nil || out != storage.OutcomeReserved {
+			t.Fatalf("Reserve(k) under prefix %s = %v, %v; want RESERVED, nil", s.opts.KeyPrefix, out, err)
+		}
+	}
+	if _, err := a.Delete(ctx, testID("k")); err != nil {
+		t.Fatalf("Delete() error = %v, want nil", err)
+	}
+	if _, err := b.Lookup(ctx, testID("k")); err != nil {
+		t.Fatalf("Lookup() in the other prefix after Delete error = %v, want nil", err)
+	}
+	rows, err := a.Stats(ctx, "t", "")
+	if err != nil || len(rows) != 0 {
+		t.Fatalf("Stats() after Delete = %+v, %v; want no rows", rows, err)
+	}
+}

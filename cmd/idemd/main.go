@@ -1,0 +1,24 @@
+// Command idemd serves idem's gRPC API. See package server/idemd.
+//
+//	idemd [serve] [--listen 127.0.0.1:50051] [--store pebble://./idem-data] …
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/idemhq/idem/server/idemd"
+
+	// The backends idemd offers; each registers its URL scheme.
+	_ "github.com/idemhq/idem/storage/memory"
+	_ "github.com/idemhq/idem/storage/pebble"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	code := idemd.Main(ctx, os.Args[1:], os.LookupEnv, os.Stderr)
+	stop()
+	os.Exit(code)
+}

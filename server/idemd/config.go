@@ -1,0 +1,209 @@
+package idemd
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/idemhq/idem/server"
+)
+
+// Config is idemd's configuration.
+type Config struct {
+	// Listen is the gRPC address.
+	Listen string
+	// Store is the backend URL (pebble://PATH, memory://, postgres://…, redis://…).
+	Store string
+	// MetricsListen is the HTTP address serving /metrics; empty turns it off.
+	MetricsListen string
+
+	DefaultLease     time.Duration
+	MaxLease         time.Duration
+	DefaultRetention time.Duration
+	MaxRetention     time.Duration
+	MaxResultBytes   int
+	// Policies narrow the limits per namespace.
+	Policies Policies
+
+	LogLevel        slog.Level
+	ShutdownTimeout time.Duration
+	HealthInterval  time.Duration
+}
+
+// DefaultConfig is idemd's configuration without flags: loopback, the
+// embedded Pebble store in ./idem-data, the limits of the design contract.
+func DefaultConfig() Config {
+	l := server.DefaultLimits()
+	return Config{
+		Listen:           "127.0.0.1:50051",
+		Store:            "pebble://./idem-data",
+		DefaultLease:     l.DefaultLease,
+		MaxLease:         l.MaxLease,
+		DefaultRetention: l.DefaultRetention,
+		MaxRetention:     l.MaxRetention,
+		MaxResultBytes:   l.MaxResultBytes,
+		Policies:         Policies{},
+		LogLevel:         slog.LevelInfo,
+		ShutdownTimeout:  30 * time.Second,
+		HealthInterval:   5 * time.Second,
+	}
+}
+
+// RegisterFlags binds c's fields to flags of fs, c's values as defaults.
+func RegisterFlags(fs *flag.FlagSet, c *Config) {
+	if c.Policies == nil {
+		c.Policies = Policies{}
+	}
+	fs.StringVar(&c.Listen, "listen", c.Listen, "gRPC listen address")
+	fs.StringVar(&c.Store, "store", c.Store, "store URL: pebble://PATH, memory://, postgres://…, redis://…")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "HTTP address for Prometheus /metrics (empty: off)")
+	fs.DurationVar(&c.DefaultLease, "default-lease", c.DefaultLease, "lease of a Reserve that names none")
+	fs.DurationVar(&c.MaxLease, "max-lease", c.MaxLease, "longest lease a caller may ask for")
+	fs.DurationVar(&c.DefaultRetention, "default-retention", c.DefaultRetention, "retention of a record whose call names none")
+	fs.DurationVar(&c.MaxRetention, "max-retention", c.MaxRetention, "longest retention a caller may ask for")
+	fs.IntVar(&c.MaxResultBytes, "max-result-bytes", c.MaxResultBytes, "largest stored result (body, message, details, metadata)")
+	fs.Var(c.Policies, "namespace-policy", "per-namespace limits, repeatable or ';'-separated: NAMESPACE=default-lease=10s,max-lease=1m,default-retention=1h,max-retention=24h,max-result-bytes=4096,store-results=false")
+	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn, error")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long shutdown waits for in-flight calls before cutting them off")
+	fs.DurationVar(&c.HealthInterval, "health-interval", c.HealthInterval, "how often the store is pinged for the health service")
+}
+
+// EnvName is the environment variable of a flag: IDEM_ and the flag's name
+// upper-cased with dashes as underscores.
+func EnvName(flagName string) string {
+	return "IDEM_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// ApplyEnv sets every flag of fs not given on the command line from its
+// environment variable, so flags win over the environment. Call it after
+// fs.Parse.
+func ApplyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		v, ok := lookup(EnvName(f.Name))
+		if !ok {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			errs = append(errs, fmt.Errorf("invalid value %q for %s: %v", v, EnvName(f.Name), err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Limits are the server limits the configuration sets.
+func (c Config) Limits() (server.Limits, error) {
+	l := server.DefaultLimits()
+	l.DefaultLease = c.DefaultLease
+	l.MaxLease = c.MaxLease
+	l.DefaultRetention = c.DefaultRetention
+	l.MaxRetention = c.MaxRetention
+	l.MaxResultBytes = c.MaxResultBytes
+	if c.DefaultLease <= 0 || c.MaxLease <= 0 || c.DefaultRetention <= 0 || c.MaxRetention <= 0 || c.MaxResultBytes <= 0 {
+		return l, errors.New("lease, retention and result limits must be positive")
+	}
+	return l.WithDefaults()
+}
+
+// Validate reports a configuration idemd cannot start with.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Listen == "" {
+		errs = append(errs, errors.New("--listen is empty"))
+	}
+	if c.Store == "" {
+		errs = append(errs, errors.New("--store is empty"))
+	}
+	if _, err := c.Limits(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.ShutdownTimeout < 0 {
+		errs = append(errs, errors.New("--shutdown-timeout is negative"))
+	}
+	if c.HealthInterval <= 0 {
+		errs = append(errs, errors.New("--health-interval must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Policies are per-namespace policies, settable as a repeatable flag.
+type Policies map[string]server.Policy
+
+// String implements flag.Value.
+func (p Policies) String() string {
+	names := make([]string, 0, len(p))
+	for ns := range p {
+		names = append(names, ns)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, ns := range names {
+		pol := p[ns]
+		parts[i] = fmt.Sprintf("%s=default-lease=%v,max-lease=%v,default-retention=%v,max-retention=%v,max-result-bytes=%d,store-results=%v",
+			ns, pol.DefaultLease, pol.MaxLease, pol.DefaultRetention, pol.MaxRetention, pol.MaxResultSize, pol.StoreResults)
+	}
+	return strings.Join(parts, ";")
+}
+
+// Set implements flag.Value: "NS=key=value,…", several separated by ';'.
+// Unset keys keep the server's limits; store-results defaults to true.
+func (p Policies) Set(v string) error {
+	for _, one := range strings.Split(v, ";") {
+		one = strings.TrimSpace(one)
+		if one == "" {
+			continue
+		}
+		ns, spec, ok := strings.Cut(one, "=")
+		if !ok || ns == "" {
+			return fmt.Errorf("policy %q: want NAMESPACE=key=value,…", one)
+		}
+		pol := server.Policy{StoreResults: true}
+		for _, kv := range strings.Split(spec, ",") {
+			k, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
+			if !ok {
+				return fmt.Errorf("policy of %q: %q is not key=value", ns, kv)
+			}
+			var err error
+			dur := func(dst *time.Duration) {
+				var d time.Duration
+				if d, err = time.ParseDuration(val); err == nil && d <= 0 {
+					err = errors.New("must be positive")
+				}
+				*dst = d
+			}
+			switch k {
+			case "default-lease":
+				dur(&pol.DefaultLease)
+			case "max-lease":
+				dur(&pol.MaxLease)
+			case "default-retention":
+				dur(&pol.DefaultRetention)
+			case "max-retention":
+				dur(&pol.MaxRetention)
+			case "max-result-bytes":
+				if pol.MaxResultSize, err = strconv.Atoi(val); err == nil && pol.MaxResultSize <= 0 {
+					err = errors.New("must be positive")
+				}
+			case "store-results":
+				pol.StoreResults, err = strconv.ParseBool(val)
+			default:
+				return fmt.Errorf("policy of %q: unknown key %q", ns, k)
+			}
+			if err != nil {
+				return fmt.Errorf("policy of %q: %s=%s: %v", ns, k, val, err)
+			}
+		}
+		p[ns] = pol
+	}
+	return nil
+}

@@ -1,0 +1,221 @@
+package idemd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+
+	"github.com/idemhq/idem/server"
+	"github.com/idemhq/idem/storage"
+)
+
+// Extension adds a feature to idemd (authentication, tracing, an audit
+// log): its own flags, and at start-up options for the Service and the
+// gRPC server.
+type Extension interface {
+	// RegisterFlags adds the extension's flags; they are read from the
+	// environment like idemd's own.
+	RegisterFlags(fs *flag.FlagSet)
+	// Setup runs once the store is open, before the server starts. It adds
+	// to s; an error stops idemd with exit code 2.
+	Setup(ctx context.Context, s *Setup) error
+}
+
+// Setup is what extensions contribute to the server being started.
+type Setup struct {
+	Config Config
+	Logger *slog.Logger
+	Store  storage.Store
+	// Metrics is the registry /metrics serves, or nil when metrics are off.
+	Metrics *prometheus.Registry
+
+	// ServiceOptions are passed to server.New after idemd's own, so an
+	// extension may override them (e.g. server.WithTenantFunc).
+	ServiceOptions []server.Option
+	// ServerOptions are passed to grpc.NewServer (e.g. TLS credentials).
+	ServerOptions []grpc.ServerOption
+	// Interceptors run inside the metrics interceptor, in the order added.
+	UnaryInterceptors  []grpc.UnaryServerInterceptor
+	StreamInterceptors []grpc.StreamServerInterceptor
+	// Started run once the server serves; Shutdown run after it stopped,
+	// before the store is closed.
+	Started  []func(svc *server.Service, srv *grpc.Server)
+	Shutdown []func(ctx context.Context) error
+}
+
+var (
+	extMu      sync.Mutex
+	extensions []Extension
+)
+
+// RegisterExtension adds an extension to every idemd started afterwards.
+// Extension packages call it from init; cmd/idemd imports them.
+func RegisterExtension(e Extension) {
+	extMu.Lock()
+	defer extMu.Unlock()
+	extensions = append(extensions, e)
+}
+
+func registeredExtensions() []Extension {
+	extMu.Lock()
+	defer extMu.Unlock()
+	return append([]Extension(nil), extensions...)
+}
+
+// startError is a failure before serving (bad configuration, a store that
+// cannot be opened, an address in use): exit code 2.
+type startError struct{ err error }
+
+func (e *startError) Error() string { return e.err.Error() }
+func (e *startError) Unwrap() error { return e.err }
+
+func startErr(format string, args ...any) error {
+	return &startError{fmt.Errorf(format, args...)}
+}
+
+// Serve runs idemd until ctx ends, then shuts down gracefully: the health
+// service turns NOT_SERVING, the listener stops accepting, in-flight calls
+// drain for up to ShutdownTimeout before they are cut off, and the store
+// is closed. Errors before serving are start errors (exit code 2).
+func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension) error {
+	if err := cfg.Validate(); err != nil {
+		return &startError{err}
+	}
+	limits, _ := cfg.Limits()
+
+	store, err := storage.Open(ctx, cfg.Store, storage.OpenOptions{Logger: log})
+	if err != nil {
+		return startErr("cannot open store %s: %s", storage.Redacted(cfg.Store), trimIdem(err))
+	}
+	storeOpen := true
+	defer func() {
+		if storeOpen {
+			_ = store.Close()
+		}
+	}()
+
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return startErr("cannot listen on %s: %v", cfg.Listen, err)
+	}
+	defer lis.Close()
+
+	setup := &Setup{Config: cfg, Logger: log, Store: store}
+	var metrics *grpcprom.ServerMetrics
+	var metricsLis net.Listener
+	if cfg.MetricsListen != "" {
+		setup.Metrics = prometheus.NewRegistry()
+		metrics = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+		setup.Metrics.MustRegister(metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		if metricsLis, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			return startErr("cannot listen on %s for metrics: %v", cfg.MetricsListen, err)
+		}
+		defer metricsLis.Close()
+	}
+	for _, e := range exts {
+		if err := e.Setup(ctx, setup); err != nil {
+			return startErr("%s", trimIdem(err))
+		}
+	}
+
+	opts := append([]server.Option{
+		server.WithLogger(log),
+		server.WithLimits(limits),
+		server.WithNamespacePolicies(cfg.Policies),
+		server.WithHealthCheck(cfg.HealthInterval, 0),
+	}, setup.ServiceOptions...)
+	svc, err := server.New(store, opts...)
+	if err != nil {
+		return startErr("%s", trimIdem(err))
+	}
+	defer svc.Close()
+
+	unary, stream := setup.UnaryInterceptors, setup.StreamInterceptors
+	if metrics != nil {
+		unary = append([]grpc.UnaryServerInterceptor{metrics.UnaryServerInterceptor()}, unary...)
+		stream = append([]grpc.StreamServerInterceptor{metrics.StreamServerInterceptor()}, stream...)
+	}
+	gopts := append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...)}, setup.ServerOptions...)
+	gs := server.NewGRPCServer(svc, gopts...)
+
+	var httpSrv *http.Server
+	errc := make(chan error, 2)
+	if metrics != nil {
+		metrics.InitializeMetrics(gs)
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(setup.Metrics, promhttp.HandlerOpts{}))
+		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := httpSrv.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics server: %w", err)
+			}
+		}()
+	}
+	go func() {
+		if err := gs.Serve(lis); err != nil {
+			errc <- fmt.Errorf("grpc server: %w", err)
+		}
+	}()
+	for _, f := range setup.Started {
+		f(svc, gs)
+	}
+	attrs := []any{"addr", lis.Addr().String(), "store", storage.Redacted(cfg.Store)}
+	if metricsLis != nil {
+		attrs = append(attrs, "metrics_addr", metricsLis.Addr().String())
+	}
+	log.Info("idemd serving", attrs...)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("idemd shutting down", "timeout", cfg.ShutdownTimeout.String())
+	case serveErr = <-errc:
+		log.Error("idemd stopping", "err", serveErr)
+	}
+
+	// NOT_SERVING first, so load balancers move away while calls drain.
+	svc.Close()
+	drained := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(drained)
+	}()
+	timer := time.NewTimer(cfg.ShutdownTimeout)
+	select {
+	case <-drained:
+		timer.Stop()
+	case <-timer.C:
+		log.Warn("in-flight calls did not finish in time; cutting them off", "timeout", cfg.ShutdownTimeout.String())
+		gs.Stop()
+		<-drained
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if httpSrv != nil {
+		_ = httpSrv.Shutdown(shutdownCtx)
+	}
+	for _, f := range setup.Shutdown {
+		if err := f(shutdownCtx); err != nil {
+			log.Warn("extension shutdown failed", "err", err)
+		}
+	}
+	storeOpen = false
+	if err := store.Close(); err != nil {
+		log.Error("closing the store failed", "err", err)
+		serveErr = errors.Join(serveErr, fmt.Errorf("closing the store: %w", err))
+	}
+	log.Info("idemd stopped")
+	return serveErr
+}
