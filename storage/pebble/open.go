@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
@@ -34,7 +35,8 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, lockError(dir, err)
 	}
-	db, err := openLocked(dir, path, lock, &o)
+	var corruption atomic.Pointer[string]
+	db, err := openLocked(dir, path, lock, &o, &corruption)
 	if err != nil {
 		_ = lock.Close()
 		return nil, err
@@ -50,6 +52,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		lock:       lock,
 		stopCtx:    ctx,
 		stopCancel: cancel,
+		corruption: &corruption,
 	}
 	if o.sweepInterval > 0 {
 		s.sweeping.Add(1)
@@ -100,7 +103,7 @@ func prepareDir(dir string) (string, error) {
 // lost+found of a volume root, which a fresh store may share.
 func pebbleFile(name string) bool {
 	switch {
-	case name == "LOCK", name == "CURRENT", name == "lost+found",
+	case name == "LOCK", name == "CURRENT", name == "lost+found", name == sidecarName,
 		strings.HasPrefix(name, "MANIFEST-"), strings.HasPrefix(name, "OPTIONS-"),
 		strings.HasPrefix(name, "marker."), strings.HasPrefix(name, "temporary."),
 		strings.HasSuffix(name, ".sst"), strings.HasSuffix(name, ".log"), strings.HasSuffix(name, ".blob"):
@@ -134,7 +137,7 @@ func lockError(dir string, err error) error {
 // openLocked opens the store in path, whose lock the caller holds, and
 // checks it: its files, every table's footer and properties, and the idem
 // format marker.
-func openLocked(dir, path string, lock *pebbledb.Lock, o *options) (*pebbledb.DB, error) {
+func openLocked(dir, path string, lock *pebbledb.Lock, o *options, corruption *atomic.Pointer[string]) (*pebbledb.DB, error) {
 	desc, err := pebbledb.Peek(path, vfs.Default)
 	if err != nil {
 		return nil, corrupt(dir, err)
@@ -144,6 +147,14 @@ func openLocked(dir, path string, lock *pebbledb.Lock, o *options) (*pebbledb.DB
 	}
 	po := o.pebbleOptions()
 	po.Lock = lock
+	// Pebble's default reaction to a damaged file is Fatalf. Report it as
+	// an error instead: Open refuses the store, and a corruption found
+	// later fails the reads that hit it and turns Ping unhealthy.
+	po.EventListener = &pebbledb.EventListener{DataCorruption: func(info pebbledb.DataCorruptionInfo) {
+		msg := fmt.Sprintf("%s: %v", info.Path, info.Details)
+		corruption.Store(&msg)
+		o.logger.Error("idem: pebble store is corrupt", "dir", dir, "info", msg)
+	}}
 	db, err := pebbledb.Open(path, po)
 	if err != nil {
 		if desc.Exists || pebbledb.IsCorruptionError(err) {
@@ -151,7 +162,7 @@ func openLocked(dir, path string, lock *pebbledb.Lock, o *options) (*pebbledb.DB
 		}
 		return nil, fmt.Errorf("idem: pebble store at %s cannot be opened: %v", dir, err)
 	}
-	if err := checkStore(db); err != nil {
+	if err := checkStore(db, path); err != nil {
 		_ = db.Close()
 		if errors.Is(err, errNotIdem) {
 			return nil, fmt.Errorf("idem: pebble store at %s is not an idem store (%v); refusing to use it", dir, err)
@@ -163,24 +174,38 @@ func openLocked(dir, path string, lock *pebbledb.Lock, o *options) (*pebbledb.DB
 
 var errNotIdem = errors.New("no idem format marker")
 
+// sidecarName is a file beside Pebble's that says the store was initialised
+// by idem. Pebble ignores files it does not know. Together with the marker
+// key it tells a fresh directory from one whose data is gone: a store that
+// opens without its marker but with the sidecar has lost records.
+const sidecarName = "IDEM"
+
 // checkStore reads every table's properties, which opens and checksums each
 // table's footer and meta blocks: a garbled or truncated table fails here
 // at start instead of on the first unlucky read. It then checks, or on a
-// fresh store writes, the idem format marker.
-func checkStore(db *pebbledb.DB) error {
+// fresh store writes, the idem format marker and the sidecar.
+func checkStore(db *pebbledb.DB, path string) error {
 	if _, err := db.SSTables(pebbledb.WithProperties()); err != nil {
 		return err
 	}
+	sidecar := filepath.Join(path, sidecarName)
+	_, statErr := os.Stat(sidecar)
+	hasSidecar := statErr == nil
 	v, closer, err := db.Get(metaFormatKey)
-	if err == nil {
+	switch {
+	case err == nil:
 		defer closer.Close()
 		if string(v) != string(metaFormatValue) {
 			return fmt.Errorf("%w: unknown format %q", errNotIdem, v)
 		}
-		return nil
-	}
-	if !errors.Is(err, pebbledb.ErrNotFound) {
+		if hasSidecar {
+			return nil
+		}
+		return writeSidecar(sidecar)
+	case !errors.Is(err, pebbledb.ErrNotFound):
 		return err
+	case hasSidecar:
+		return errors.New("the idem format marker is missing, so records were lost")
 	}
 	it, err := db.NewIter(nil)
 	if err != nil {
@@ -193,5 +218,33 @@ func checkStore(db *pebbledb.DB) error {
 	if !empty {
 		return errNotIdem
 	}
-	return db.Set(metaFormatKey, metaFormatValue, pebbledb.Sync)
+	if err := db.Set(metaFormatKey, metaFormatValue, pebbledb.Sync); err != nil {
+		return err
+	}
+	return writeSidecar(sidecar)
+}
+
+// writeSidecar writes and syncs the sidecar and its directory entry.
+func writeSidecar(name string) error {
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(append(metaFormatValue, '\n')); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(name))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

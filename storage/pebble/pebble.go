@@ -73,7 +73,8 @@ type Store struct {
 	closed bool
 
 	lock       *pebbledb.Lock
-	stopCtx    context.Context // ends when Close begins
+	corruption *atomic.Pointer[string] // set when Pebble finds a damaged file
+	stopCtx    context.Context         // ends when Close begins
 	stopCancel context.CancelFunc
 	sweeping   sync.WaitGroup
 	closeOnce  sync.Once
@@ -598,6 +599,9 @@ func (s *Store) Ping(ctx context.Context) error {
 		return err
 	}
 	defer s.mu.RUnlock()
+	if c := s.corruption.Load(); c != nil {
+		return fmt.Errorf("%w: pebble store at %s is corrupt: %s", storage.ErrUnavailable, s.dir, *c)
+	}
 	if _, closer, err := s.db.Get(metaFormatKey); err != nil {
 		return s.readErr(err)
 	} else {
