@@ -28,6 +28,9 @@
 // same tenant, namespace, key and fingerprint is answered from it until the
 // record's expires_at: completed records are immutable until they expire.
 //
+// Package client/idemtest runs a real in-process idem for the tests of
+// services that use this package.
+//
 // Local wraps an in-process idem (such as server.Service over an embedded
 // store) in the same Service interface, for a single service that uses idem
 // as a library.
@@ -65,7 +68,8 @@
 //
 // UnaryServerInterceptor(svc) and StreamServerInterceptor(svc) deduplicate
 // calls through any Service (*Client or Local). Per call: the key comes from
-// the idempotency-key metadata, the namespace is the full method, the
+// the idempotency-key metadata, the namespace is the full method (the tenant
+// is the Service's, or WithTenantName), the
 // fingerprint is SHA-256 over the method and the deterministic protobuf
 // encoding of the request (WithFingerprintExclude leaves named fields out),
 // and the lease is the time to the call's deadline plus a second, clamped by
