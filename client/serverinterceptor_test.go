@@ -732,3 +732,33 @@ func TestTenantAndNamespace(t *testing.T) {
 		t.Errorf("record state = %v, want COMPLETED", got)
 	}
 }
+
+func TestServerStreamKeyMissingAndPanic(t *testing.T) {
+	ctx := testCtx(t)
+	ts := &testService{output: func(n int64, _ *testgrpc.StreamingOutputCallRequest, ss grpc.ServerStreamingServer[testgrpc.StreamingOutputCallResponse]) error {
+		if n == 1 {
+			panic("stream boom")
+		}
+		return ss.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: []byte("ok")}})
+	}}
+	a := startApp(t, appConfig{ts: ts})
+	recv := func(ctx context.Context) (string, error) {
+		s, err := a.tc.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{})
+		if err != nil {
+			return "", err
+		}
+		m, err := s.Recv()
+		return string(m.GetPayload().GetBody()), err
+	}
+	// The client interceptor adds a key unless one is in the metadata; an
+	// empty one counts as missing.
+	if _, err := recv(metadata.AppendToOutgoingContext(ctx, client.MetadataKey, "")); status.Code(err) != codes.InvalidArgument || reasonOf(err) != client.ReasonKeyMissing {
+		t.Errorf("stream without key: %v, want INVALID_ARGUMENT/%s", err, client.ReasonKeyMissing)
+	}
+	if _, err := recv(client.WithKey(ctx, "sp")); status.Code(err) != codes.Internal {
+		t.Fatalf("panicking stream: %v, want INTERNAL from recovery", err)
+	}
+	if got, err := recv(client.WithKey(ctx, "sp")); err != nil || got != "ok" {
+		t.Errorf("retry after the panic = %q, %v; want the handler to run again", got, err)
+	}
+}

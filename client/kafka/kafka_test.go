@@ -20,7 +20,7 @@ import (
 )
 
 const (
-	defaultTestTimeout = 60 * time.Second
+	defaultTestTimeout = 20 * time.Second
 	topic              = "orders"
 )
 
@@ -224,7 +224,8 @@ func TestExactlyOnceEffects(t *testing.T) {
 	select {
 	case <-tr.all:
 	case <-ctx.Done():
-		t.Fatal("the replay did not reach the end of every partition")
+		tr.mu.Lock()
+		t.Fatalf("the replay did not reach the end of every partition: done %v of %v, deliveries %d, stats dup %d", tr.doneLast, tr.last, tr.deliveries, idem.Stats().Duplicates.Load())
 	}
 	stop3()
 	<-done
