@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -519,5 +520,21 @@ func TestConfigValidate(t *testing.T) {
 				t.Errorf("Validate() error = %v, want ok %v", err, tt.ok)
 			}
 		})
+	}
+}
+
+func TestRegisterFlags(t *testing.T) {
+	fs := flag.NewFlagSet("idemd", flag.ContinueOnError)
+	c := DefaultConfig()
+	RegisterFlags(fs, &c)
+	args := []string{"--tls-cert=c.pem", "--tls-key=k.pem", "--tls-client-ca=ca.pem", "--tokens-file=tokens",
+		"--tenant-uri-prefix=spiffe://corp/t/", "--tenant-from-cn", "--credentials-reload-interval=1m", "--insecure"}
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	want := Config{TLSCert: "c.pem", TLSKey: "k.pem", TLSClientCA: "ca.pem", TokensFile: "tokens",
+		TenantURIPrefix: "spiffe://corp/t/", TenantFromCN: true, ReloadInterval: time.Minute, Insecure: true}
+	if c != want {
+		t.Errorf("parsed config = %+v, want %+v", c, want)
 	}
 }

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"flag"
 	"fmt"
 	"time"
 )
@@ -33,6 +34,21 @@ type Config struct {
 	// ReloadInterval is how often Watch checks the files for changes; 0
 	// means only on SIGHUP.
 	ReloadInterval time.Duration
+	// Insecure allows plaintext on a non-loopback address (CheckListen).
+	Insecure bool
+}
+
+// RegisterFlags binds c's fields to flags of fs, c's values as defaults.
+// idemd reads each also from IDEM_<FLAG>.
+func RegisterFlags(fs *flag.FlagSet, c *Config) {
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "server certificate chain (PEM); with --tls-key turns on TLS")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "server private key (PEM)")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", c.TLSClientCA, "CA bundle (PEM) for client certificates: turns on mutual TLS")
+	fs.StringVar(&c.TokensFile, "tokens-file", c.TokensFile, "accepted bearer tokens (SHA-256 hashes), certificate mappings and revocations; reloaded on change and SIGHUP")
+	fs.StringVar(&c.TenantURIPrefix, "tenant-uri-prefix", c.TenantURIPrefix, "client certificate URI SAN prefix naming the tenant (<prefix><tenant>[/admin])")
+	fs.BoolVar(&c.TenantFromCN, "tenant-from-cn", c.TenantFromCN, "map a client certificate without a matching URI SAN to the tenant named by its CN")
+	fs.DurationVar(&c.ReloadInterval, "credentials-reload-interval", c.ReloadInterval, "how often certificate and tokens files are checked for changes (0: only on SIGHUP)")
+	fs.BoolVar(&c.Insecure, "insecure", c.Insecure, "allow plaintext gRPC on a non-loopback address")
 }
 
 // DefaultConfig is the configuration without TLS or authentication.

@@ -2,6 +2,7 @@ package limit
 
 import (
 	"context"
+	"flag"
 	"math"
 	"strings"
 	"sync"
@@ -40,6 +41,15 @@ type Config struct {
 // DefaultConfig bounds in-flight calls and leaves tenants unlimited.
 func DefaultConfig() Config {
 	return Config{MaxInflight: 2000, MaxTenants: 10000, RetryAfter: 50 * time.Millisecond}
+}
+
+// RegisterFlags binds c's fields to flags of fs, c's values as defaults.
+// idemd reads each also from IDEM_<FLAG>.
+func RegisterFlags(fs *flag.FlagSet, c *Config) {
+	fs.IntVar(&c.MaxInflight, "max-inflight", c.MaxInflight, "calls served at once by this replica; more are refused with RESOURCE_EXHAUSTED (0: unbounded)")
+	fs.Float64Var(&c.TenantRate, "tenant-rate", c.TenantRate, "calls per second each tenant may make to this replica (0: unlimited)")
+	fs.IntVar(&c.TenantBurst, "tenant-burst", c.TenantBurst, "calls a tenant may make at once above its rate (0: the rate, at least 1)")
+	fs.IntVar(&c.MaxTenants, "max-tenants", c.MaxTenants, "per-tenant rate buckets kept; the least recently active are dropped")
 }
 
 // Option configures a Limiter.

@@ -2,6 +2,7 @@ package limit
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"runtime"
@@ -297,5 +298,18 @@ func BenchmarkRefuse(b *testing.B) {
 		if _, err := l.Admit(context.Background(), "/m", nil); err == nil {
 			b.Fatal("admitted over the bound")
 		}
+	}
+}
+
+func TestRegisterFlags(t *testing.T) {
+	fs := flag.NewFlagSet("idemd", flag.ContinueOnError)
+	c := DefaultConfig()
+	RegisterFlags(fs, &c)
+	if err := fs.Parse([]string{"--max-inflight=10", "--tenant-rate=2.5", "--tenant-burst=4", "--max-tenants=7"}); err != nil {
+		t.Fatal(err)
+	}
+	want := Config{MaxInflight: 10, TenantRate: 2.5, TenantBurst: 4, MaxTenants: 7, RetryAfter: DefaultConfig().RetryAfter}
+	if c != want {
+		t.Errorf("parsed config = %+v, want %+v", c, want)
 	}
 }
