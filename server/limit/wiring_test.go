@@ -53,8 +53,8 @@ func (l *lockedBuffer) lines(t *testing.T) []map[string]any {
 
 // TestWiredChain is how idemd wires these packages around the real
 // service, in this order: tracing stats handler; logging; RPC metrics;
-// authentication; audit; limits; the service with auth's TenantFunc over
-// an instrumented store.
+// authentication; audit; limits; idem's service metrics; the service with
+// auth's TenantFunc over an instrumented store.
 func TestWiredChain(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -92,6 +92,7 @@ func TestWiredChain(t *testing.T) {
 			authn.UnaryServerInterceptor(),
 			observe.AuditUnaryServerInterceptor(log),
 			lim.UnaryServerInterceptor(),
+			reg.Metrics.UnaryServerInterceptor(),
 		),
 		grpc.ChainStreamInterceptor(
 			observe.StreamServerInterceptor(log),

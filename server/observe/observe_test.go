@@ -272,14 +272,24 @@ func (lookupService) Lookup(context.Context, *idemv1.LookupRequest) (*idemv1.Loo
 	return nil, status.Error(codes.NotFound, "idem: record not found")
 }
 
+func listen(t *testing.T) *bufconn.Listener {
+	t.Helper()
+	return bufconn.Listen(1 << 20)
+}
+
 func serve(t *testing.T, opts ...grpc.ServerOption) *grpc.ClientConn {
 	t.Helper()
-	lis := bufconn.Listen(1 << 20)
+	lis := listen(t)
 	srv := grpc.NewServer(opts...)
 	idemv1.RegisterIdempotencyServiceServer(srv, lookupService{})
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
+	return dialBuf(t, lis)
+}
+
+func dialBuf(t *testing.T, lis *bufconn.Listener) *grpc.ClientConn {
+	t.Helper()
 	conn, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -87,6 +87,7 @@ func (w *instrumented) Reserve(ctx context.Context, p storage.ReserveParams) (st
 	start := time.Now()
 	o, r, err := w.Store.Reserve(ctx, p)
 	w.done(opReserve, start, err)
+	w.noteReserve(ctx, o, err)
 	return o, r, err
 }
 
