@@ -242,17 +242,19 @@ func (a *Authenticator) Authenticate(ctx context.Context, method string) (contex
 	}
 	id, why := a.identify(ctx)
 	if why != "" {
+		// The log line must not show the tenant the request claims.
+		logging.AddFields(ctx, logging.Fields{"tenant", ""})
 		a.onReject("unauthenticated")
 		a.log.InfoContext(ctx, "credentials refused", "method", method, "why", why)
 		return ctx, statusErr(codes.Unauthenticated, errRefused.Error(), reasonUnauthenticated)
 	}
+	// The logging interceptor, further out, reports who called.
+	logging.AddFields(ctx, logging.Fields{"tenant", id.Tenant, "subject", id.Subject})
 	if strings.HasPrefix(method, adminPrefix) && id.Role != RoleAdmin {
 		a.onReject("permission_denied")
 		a.log.InfoContext(ctx, "admin call refused to client role", "method", method, "tenant", id.Tenant, "subject", id.Subject)
 		return ctx, statusErr(codes.PermissionDenied, idem.ErrPermissionDenied.Error(), reasonPermissionDenied)
 	}
-	// The logging interceptor, further out, reports who called.
-	logging.AddFields(ctx, logging.Fields{"tenant", id.Tenant, "subject", id.Subject})
 	return NewContext(ctx, id), nil
 }
 

@@ -127,7 +127,7 @@ func TestWiredChain(t *testing.T) {
 	if _, err := admin.DeleteKey(asAdmin, &idemv1.DeleteKeyRequest{Namespace: "/shop.v1.Orders/Create", Key: key}); err != nil {
 		t.Fatalf("DeleteKey() as admin error = %v", err)
 	}
-	if _, err := data.Lookup(ctx, &idemv1.LookupRequest{Namespace: "n", Key: "k"}); status.Code(err) != codes.Unauthenticated {
+	if _, err := data.Lookup(ctx, &idemv1.LookupRequest{Tenant: "victim", Namespace: "n", Key: "k"}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("Lookup() without token error = %v, want Unauthenticated", err)
 	}
 
@@ -139,6 +139,9 @@ func TestWiredChain(t *testing.T) {
 		switch l["msg"] {
 		case "finished call":
 			calls++
+			if l["grpc.code"] == "Unauthenticated" && l["tenant"] != "" {
+				t.Errorf("refused call logged with tenant %v, want none", l["tenant"])
+			}
 			if l["grpc.method"] == "Reserve" && (l["tenant"] != "acme" || l["key_hash"] != observe.HashKey(key) || l["subject"] != "token:acme-api") {
 				t.Errorf("Reserve log line = %v, want tenant acme, the key's hash and the token's subject", l)
 			}

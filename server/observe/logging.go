@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -38,9 +39,6 @@ type (
 
 func requestFields(req any) logging.Fields {
 	var f logging.Fields
-	if r, ok := req.(tenanted); ok && r.GetTenant() != "" {
-		f = append(f, "tenant", r.GetTenant()) // auth replaces it with the caller's
-	}
 	if r, ok := req.(namespaced); ok && r.GetNamespace() != "" {
 		f = append(f, "namespace", r.GetNamespace())
 	}
@@ -57,11 +55,59 @@ func traceFields(ctx context.Context) logging.Fields {
 	return nil
 }
 
+type callLogKey struct{}
+
+// callLog is one call's state between the logging interceptor's start and
+// finish: the go-grpc-middleware interceptor asks finishFields at both,
+// and fields given at the start would win over the tenant auth sets later.
+type callLog struct {
+	requestedTenant string
+	hasTenant       bool
+	started         bool
+}
+
+// withCallLog remembers the tenant a request names, for the log line of a
+// call that authentication did not handle.
+func withCallLog(ctx context.Context, req any) context.Context {
+	cl := &callLog{}
+	if r, ok := req.(tenanted); ok {
+		// Without authentication an empty tenant means server.DefaultTenant.
+		cl.requestedTenant, cl.hasTenant = r.GetTenant(), true
+		if cl.requestedTenant == "" {
+			cl.requestedTenant = "default"
+		}
+	}
+	return context.WithValue(ctx, callLogKey{}, cl)
+}
+
+// finishFields are the trace id and, at the end of the call, the tenant
+// the request named unless authentication set the caller's ("tenant",
+// empty for refused credentials).
+func finishFields(ctx context.Context) logging.Fields {
+	f := traceFields(ctx)
+	cl, ok := ctx.Value(callLogKey{}).(*callLog)
+	if !ok || !cl.started {
+		if ok {
+			cl.started = true
+		}
+		return f
+	}
+	if !cl.hasTenant {
+		return f
+	}
+	for i := logging.ExtractFields(ctx).Iterator(); i.Next(); {
+		if k, _ := i.At(); k == "tenant" {
+			return f
+		}
+	}
+	return append(f, "tenant", cl.requestedTenant)
+}
+
 func loggingOptions() []logging.Option {
 	return []logging.Option{
 		// One line per call; payloads are never logged.
 		logging.WithLogOnEvents(logging.FinishCall),
-		logging.WithFieldsFromContext(traceFields),
+		logging.WithFieldsFromContext(finishFields),
 		logging.WithDurationField(func(d time.Duration) logging.Fields {
 			return logging.Fields{"latency_ms", float64(d.Microseconds()) / 1000}
 		}),
@@ -88,6 +134,7 @@ func UnaryServerInterceptor(l *slog.Logger) grpc.UnaryServerInterceptor {
 		if f := requestFields(req); f != nil {
 			ctx = logging.InjectFields(ctx, f)
 		}
+		ctx = withCallLog(ctx, req)
 		return inner(ctx, req, info, handler)
 	}
 }
@@ -99,6 +146,8 @@ func StreamServerInterceptor(l *slog.Logger) grpc.StreamServerInterceptor {
 		if strings.HasPrefix(info.FullMethod, healthPrefix) {
 			return handler(srv, ss)
 		}
-		return inner(srv, ss, info, handler)
+		w := middleware.WrapServerStream(ss)
+		w.WrappedContext = withCallLog(ss.Context(), nil)
+		return inner(srv, w, info, handler)
 	}
 }
