@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"maps"
 	"time"
 
@@ -33,14 +32,14 @@ func resultToProto(r *storage.Result) *idemv1.Result {
 	if r == nil {
 		return nil
 	}
-	out := &idemv1.Result{Code: r.Code, Message: r.Message, Body: bytes.Clone(r.Body)}
+	out := &idemv1.Result{Code: r.Code, Message: r.Message, Body: r.Body}
 	if len(r.Metadata) > 0 {
-		out.Metadata = maps.Clone(r.Metadata)
+		out.Metadata = r.Metadata
 	}
 	if len(r.Details) > 0 {
 		out.Details = make([]*anypb.Any, len(r.Details))
 		for i, d := range r.Details {
-			out.Details[i] = &anypb.Any{TypeUrl: d.TypeURL, Value: bytes.Clone(d.Value)}
+			out.Details[i] = &anypb.Any{TypeUrl: d.TypeURL, Value: d.Value}
 		}
 	}
 	return out
@@ -54,7 +53,9 @@ func timeToProto(t time.Time) *timestamppb.Timestamp {
 }
 
 // recordToProto converts a record; withResult false leaves the result out
-// (a MISMATCH answer must not hand one request's result to another).
+// (a MISMATCH answer must not hand one request's result to another). The
+// record's byte slices are shared, not copied: stores hand out records the
+// caller owns (storage.Record.Clone), and the response only reads them.
 func recordToProto(r *storage.Record, withResult bool) *idemv1.Record {
 	if r == nil {
 		return nil
@@ -63,7 +64,7 @@ func recordToProto(r *storage.Record, withResult bool) *idemv1.Record {
 		Tenant:         r.Tenant,
 		Namespace:      r.Namespace,
 		Key:            r.Key,
-		Fingerprint:    bytes.Clone(r.Fingerprint),
+		Fingerprint:    r.Fingerprint,
 		State:          stateToProto(r.State),
 		Token:          r.Token,
 		Attempts:       r.Attempts,
@@ -76,7 +77,7 @@ func recordToProto(r *storage.Record, withResult bool) *idemv1.Record {
 		out.Result = resultToProto(r.Result)
 	}
 	if r.Checkpoint != nil {
-		out.Checkpoint = &idemv1.RecordCheckpoint{Phase: r.Checkpoint.Phase, Data: bytes.Clone(r.Checkpoint.Data)}
+		out.Checkpoint = &idemv1.RecordCheckpoint{Phase: r.Checkpoint.Phase, Data: r.Checkpoint.Data}
 	}
 	return out
 }

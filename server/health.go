@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"runtime"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -69,6 +70,10 @@ func (s *Service) checkHealth() {
 // and server reflection registered. opts carry the caller's interceptors
 // and transport settings.
 func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
+	// Long-lived stream workers keep their grown stacks, so calls do not pay
+	// for a fresh goroutine's stack growth each time (a tenth of a
+	// Reserve's CPU without them). Callers' options come after and win.
+	opts = append([]grpc.ServerOption{grpc.NumStreamWorkers(uint32(8 * runtime.GOMAXPROCS(0)))}, opts...)
 	srv := grpc.NewServer(opts...)
 	svc.Register(srv)
 	healthpb.RegisterHealthServer(srv, svc.health)

@@ -70,7 +70,11 @@ func (v *violations) checkText(field, s string, maxBytes int, required bool) {
 	case len(s) > maxBytes:
 		v.add(field, "is %d bytes, more than %d", len(s), maxBytes)
 		return
-	case !utf8.ValidString(s):
+	}
+	if printableASCII(s) {
+		return
+	}
+	if !utf8.ValidString(s) {
 		v.add(field, "is not valid UTF-8")
 		return
 	}
@@ -80,6 +84,16 @@ func (v *violations) checkText(field, s string, maxBytes int, required bool) {
 			return
 		}
 	}
+}
+
+// printableASCII is the common case, checked without decoding runes.
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 func (v *violations) checkBytes(field string, b []byte, maxBytes int) {

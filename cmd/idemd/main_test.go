@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -127,9 +128,27 @@ func TestFlagsWinOverEnv(t *testing.T) {
 type daemon struct {
 	cmd    *exec.Cmd
 	addr   string
-	done   chan struct{}
-	stderr *bytes.Buffer
+	done   chan struct{} // closed once idemd exited and its stderr is read
+	stderr *lockedBuffer
 	err    error
+}
+
+// lockedBuffer is idemd's stderr, read by the test while idemd writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) WriteString(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.WriteString(s)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // startIdemd starts idemd and waits until it logs that it serves.
@@ -138,18 +157,21 @@ func startIdemd(ctx context.Context, t *testing.T, args ...string) *daemon {
 	cmd := exec.Command(idemdBin, append([]string{"--listen", "127.0.0.1:0"}, args...)...)
 	cmd.Env = cleanEnv()
 	pr, pw := io.Pipe()
-	d := &daemon{cmd: cmd, done: make(chan struct{}), stderr: &bytes.Buffer{}}
+	d := &daemon{cmd: cmd, done: make(chan struct{}), stderr: &lockedBuffer{}}
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	scanned := make(chan struct{})
 	go func() {
 		d.err = cmd.Wait()
 		pw.Close()
+		<-scanned
 		close(d.done)
 	}()
 	addrc := make(chan string, 1)
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			line := sc.Text()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -96,6 +97,16 @@ func serveMain(ctx context.Context, args []string, env func(string) (string, boo
 	if err := ApplyEnv(fs, env); err != nil {
 		fail(stderr, err)
 		return ExitUsage
+	}
+	gcSet := false
+	fs.Visit(func(f *flag.Flag) { gcSet = gcSet || f.Name == "gc-percent" })
+	if _, ok := env(EnvName("gc-percent")); ok {
+		gcSet = true
+	}
+	if _, ok := env("GOGC"); gcSet || !ok {
+		if cfg.GCPercent > 0 {
+			debug.SetGCPercent(cfg.GCPercent)
+		}
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	if err := Serve(ctx, cfg, log, exts...); err != nil {
