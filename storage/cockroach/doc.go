@@ -7,7 +7,11 @@
 // of package storage is encoded in INSERT … ON CONFLICT DO UPDATE … WHERE and
 // UPDATE … WHERE statements that read the database's now(), never idemd's
 // clock, so any number of idemd replicas may share one database. Batches of
-// up to 1,000 items are one statement over unnested arrays.
+// up to 1,000 items are one round trip too: BatchReserve one statement over
+// unnested arrays, BatchComplete the single-row Complete pipelined in one
+// pgx batch. No operation needs a multi-statement transaction, so neither
+// cockroach-go's retry loop nor a PostgreSQL one is needed; statements that
+// fail with a serialization failure or deadlock are simply run again.
 //
 // The schema is embedded and versioned (see Migrate); CockroachDB gets
 // row-level TTL and an opt-in multi-region layout, PostgreSQL an in-process

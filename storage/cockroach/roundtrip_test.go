@@ -70,9 +70,21 @@ func (c *tripCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.Tr
 
 func (c *tripCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
+// TraceBatchStart counts a pipelined batch as one send.
+func (c *tripCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	c.mu.Lock()
+	c.queries++
+	c.mu.Unlock()
+	return ctx
+}
+
+func (c *tripCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (c *tripCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+
 // TestRoundTrips proves every data-plane operation, and batches of 1,000,
-// cost one statement and one network round trip once the connection has
-// prepared the statement (pgx caches prepared statements per connection).
+// cost one send (a statement, or BatchComplete's pipelined batch) and one
+// network round trip once the connection has prepared the statement (pgx
+// caches prepared statements per connection).
 func TestRoundTrips(t *testing.T) {
 	ctx := testCtx(t)
 	u := migratedURL(t, postgresURL(t))
@@ -183,7 +195,7 @@ func TestRoundTrips(t *testing.T) {
 			}
 			trips, queries := counter.get()
 			if trips != 1 || queries != 1 {
-				t.Errorf("%s: round trips = %d, statements = %d; want 1 and 1", o.name, trips, queries)
+				t.Errorf("%s: round trips = %d, sends = %d; want 1 and 1", o.name, trips, queries)
 			}
 		})
 	}

@@ -109,20 +109,15 @@ var sqlDelete = `WITH ` + nowCTE + `,
 m AS (DELETE FROM idem_records AS r WHERE ` + pk + ` RETURNING ` + cols("r", false) + `)
 SELECT true, ` + cols("m", false) + `, n.t FROM m, n`
 
-// Batches pass one array per column and unnest them in one statement: one
-// round trip for up to 1,000 items, and one plan however many there are.
-const batchPK = `r.tenant = i.tenant AND r.namespace = i.namespace AND r.idem_key = i.idem_key`
-
-func batchTail(mutation string) string {
-	return mutation + `
-SELECT true, ` + cols("m", true) + `, n.t FROM m, n
-UNION ALL
-SELECT false, ` + cols("r", true) + `, n.t FROM idem_records AS r JOIN i ON ` + batchPK + ` CROSS JOIN n
-WHERE NOT EXISTS (SELECT 1 FROM m WHERE m.tenant = i.tenant AND m.namespace = i.namespace AND m.idem_key = i.idem_key)`
-}
-
+// BatchReserve passes one array per column and unnests them in one
+// statement: one round trip for up to 1,000 items, one plan however many
+// there are. INSERT … ON CONFLICT probes the primary key once per item by
+// construction, and the fallback reads each item's row through a LATERAL
+// subquery with LIMIT 1, which PostgreSQL cannot flatten into a join, so no
+// table statistics can turn either into a scan of the table.
+//
 // sqlBatchReserve: $1 offset, $2-$4 IDs, $5 fingerprints, $6 lease µs, $7 hold µs.
-var sqlBatchReserve = batchTail(`WITH ` + nowCTE + `,
+var sqlBatchReserve = `WITH ` + nowCTE + `,
 i AS (SELECT * FROM unnest($2::TEXT[], $3::TEXT[], $4::TEXT[], $5::BYTEA[], $6::BIGINT[], $7::BIGINT[]) WITH ORDINALITY AS u(tenant, namespace, idem_key, fingerprint, lease_us, hold_us, ord)),
 m AS (
 	INSERT INTO idem_records AS r ` + insertCols + `
@@ -130,17 +125,22 @@ m AS (
 	ON CONFLICT (tenant, namespace, idem_key) DO UPDATE SET` + reserveUpdate + `
 	WHERE ` + reserveRule + `
 	RETURNING ` + cols("r", true) + `
-)`)
+)
+SELECT true, ` + cols("m", true) + `, n.t FROM m, n
+UNION ALL
+SELECT false, i.tenant, i.namespace, i.idem_key, ` + cols("c", false) + `, n.t
+FROM i CROSS JOIN n CROSS JOIN LATERAL (
+	SELECT ` + cols("r", false) + ` FROM idem_records AS r
+	WHERE r.tenant = i.tenant AND r.namespace = i.namespace AND r.idem_key = i.idem_key LIMIT 1
+) AS c
+WHERE (i.tenant, i.namespace, i.idem_key) NOT IN (SELECT m.tenant, m.namespace, m.idem_key FROM m)`
 
-// sqlBatchComplete: $1 offset, $2-$4 IDs, $5 tokens, $6 results, $7 retention µs.
-var sqlBatchComplete = batchTail(`WITH ` + nowCTE + `,
-i AS (SELECT * FROM unnest($2::TEXT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BYTEA[], $7::BIGINT[]) AS u(tenant, namespace, idem_key, token, result, retention_us)),
-m AS (
-	UPDATE idem_records AS r SET state = 2, result = i.result, completed_at = n.t, expires_at = n.t + i.retention_us * INTERVAL '1 microsecond'
-	FROM i, n
-	WHERE ` + batchPK + ` AND r.expires_at > n.t AND r.state = 1 AND r.token = i.token
-	RETURNING ` + cols("r", true) + `
-)`)
+// BatchComplete sends one sqlComplete per item in a pgx batch: one network
+// write and one read, so one round trip, and each statement is the
+// single-row Complete whose plan is a primary-key probe. An UPDATE … FROM
+// unnest(…) would be one statement, but PostgreSQL plans its join from table
+// statistics and, on a table fresh from a burst of inserts, was measured
+// scanning the table or looping item × item.
 
 // sqlList: $1 offset, $2 tenant, $3 namespace, $4 after, $5 prefix, $6 limit.
 // %[1]s is the dialect's byte-order collation clause, %[2]s the columns.

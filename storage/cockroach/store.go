@@ -229,12 +229,18 @@ func scanRow(rows pgx.Rows, id storage.ID, withID bool) (row, error) {
 // query runs one statement and hands each row to fn, retrying serialization
 // failures, deadlocks and statements that never reached the server.
 func (s *Store) query(ctx context.Context, sql string, args []any, fn func(pgx.Rows) error) error {
+	return s.retry(ctx, func() error { return s.queryOnce(ctx, sql, args, fn) })
+}
+
+// retry runs fn, the whole of one round trip, again after serialization
+// failures, deadlocks and errors that prove nothing reached the server.
+func (s *Store) retry(ctx context.Context, fn func() error) error {
 	if s.closed.Load() {
 		return storage.ErrClosed
 	}
 	backoff := time.Millisecond
 	for try := 0; ; try++ {
-		err := s.queryOnce(ctx, sql, args, fn)
+		err := fn()
 		if err == nil {
 			return nil
 		}
@@ -539,23 +545,47 @@ func (s *Store) BatchComplete(ctx context.Context, items []storage.CompleteParam
 	out := make([]storage.CompleteResult, len(items))
 	pending := order(len(items), func(i int) storage.ID { return items[i].ID })
 	for try := 0; len(pending) > 0; try++ {
-		n := len(pending)
-		tenants, namespaces, keys := make([]string, n), make([]string, n), make([]string, n)
-		tokens, results, rets := make([]int64, n), make([][]byte, n), make([]int64, n)
-		for j, i := range pending {
+		batch := &pgx.Batch{}
+		off := s.offset.Load()
+		for _, i := range pending {
 			p := items[i]
-			tenants[j], namespaces[j], keys[j] = p.Tenant, p.Namespace, p.Key
-			tokens[j], results[j], rets[j] = int64(p.Token), resultBytes(p.Result), micros(p.Retention)
+			batch.Queue(sqlComplete, off, p.Tenant, p.Namespace, p.Key, int64(p.Token), resultBytes(p.Result), micros(p.Retention))
 		}
-		got, err := s.batchRows(ctx, sqlBatchComplete, []any{s.offset.Load(), tenants, namespaces, keys, tokens, results, rets})
+		got := make([]*row, len(pending))
+		err := s.retry(ctx, func() error {
+			br := s.pool.SendBatch(ctx, batch)
+			for j, i := range pending {
+				rows, err := br.Query()
+				if err != nil {
+					br.Close()
+					return err
+				}
+				got[j] = nil
+				for rows.Next() {
+					r, err := scanRow(rows, items[i].ID, false)
+					if err != nil {
+						rows.Close()
+						br.Close()
+						return err
+					}
+					got[j] = &r
+				}
+				rows.Close()
+				if err := rows.Err(); err != nil {
+					br.Close()
+					return err
+				}
+			}
+			return br.Close()
+		})
 		if err != nil {
 			return nil, err
 		}
 		var next []int
-		for _, i := range pending {
-			r, ok := got[items[i].ID]
+		for j, i := range pending {
+			r := got[j]
 			switch {
-			case !ok:
+			case r == nil:
 				out[i] = storage.CompleteResult{Err: storage.ErrNotFound}
 			case r.applied:
 				out[i] = storage.CompleteResult{Record: r.rec}
