@@ -251,3 +251,98 @@ func countPrefix(t *testing.T, s *Store, prefix byte) int {
 	}
 	return n
 }
+
+// TestSweepRacesWriters sweeps a store full of expired records while
+// writers re-create the same keys: the sweep must delete only what is still
+// expired under the lock, so every record a writer got RESERVED survives.
+func TestSweepRacesWriters(t *testing.T) {
+	ctx := testCtx(t)
+	clock := clockwork.NewFakeClockAt(epoch)
+	s, err := Open(t.TempDir(), WithClock(clock), WithSweepInterval(0), WithSweepBatch(50))
+	if err != nil {
+		t.Fatalf("Open() error = %v", err)
+	}
+	defer s.Close()
+	const n = 2000
+	params := func(i int) storage.ReserveParams {
+		return storage.ReserveParams{ID: storage.ID{Tenant: "t", Namespace: "ns", Key: fmt.Sprintf("k%05d", i)},
+			Fingerprint: []byte("fp"), LeaseTTL: time.Second, Retention: time.Minute}
+	}
+	items := make([]storage.ReserveParams, n)
+	for i := range items {
+		items[i] = params(i)
+	}
+	if _, err := s.BatchReserve(ctx, items); err != nil {
+		t.Fatalf("BatchReserve() error = %v", err)
+	}
+	clock.Advance(2 * time.Minute)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Sweep(ctx)
+		done <- err
+	}()
+	errs := make(chan error, 4)
+	for w := range 4 {
+		go func() {
+			for i := w; i < n; i += 4 {
+				if out, _, err := s.Reserve(ctx, params(i)); err != nil || out != storage.OutcomeReserved {
+					errs <- fmt.Errorf("Reserve(%d) = %v, %v; want RESERVED", i, out, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Sweep() error = %v", err)
+	}
+	for i := range n {
+		if _, err := s.Lookup(ctx, params(i).ID); err != nil {
+			t.Fatalf("Lookup(%d) after the race error = %v, want the re-reserved record", i, err)
+		}
+	}
+	if got := countPrefix(t, s, prefixExpiry); got != n {
+		t.Errorf("expiry index entries = %d, want %d", got, n)
+	}
+	if got := s.Swept(); got > n {
+		t.Errorf("Swept() = %d, want at most %d", got, n)
+	}
+}
+
+// TestSweepRechecksUnderLock replays the sweep's race step by step: the
+// sweep has read an expiry entry, then a Reserve re-creates the expired
+// record, then the sweep processes its entry. The new record must stay.
+func TestSweepRechecksUnderLock(t *testing.T) {
+	ctx := testCtx(t)
+	clock := clockwork.NewFakeClockAt(epoch)
+	s := openTest(t, t.TempDir(), clock)
+	defer s.Close()
+	p := storage.ReserveParams{ID: storage.ID{Tenant: "t", Namespace: "ns", Key: "k"}, Fingerprint: []byte("fp"), LeaseTTL: time.Second, Retention: time.Minute}
+	if _, _, err := s.Reserve(ctx, p); err != nil {
+		t.Fatalf("Reserve() error = %v", err)
+	}
+	clock.Advance(2 * time.Minute)
+	now := s.now()
+	entries, err := s.dueEntries(ctx, now, 10)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("dueEntries() = %d entries, %v; want 1", len(entries), err)
+	}
+	if out, _, err := s.Reserve(ctx, p); err != nil || out != storage.OutcomeReserved {
+		t.Fatalf("Reserve() of the expired key = %v, %v; want RESERVED", out, err)
+	}
+	n, err := s.sweepChunk(entries, now)
+	if err != nil || n != 0 {
+		t.Fatalf("sweepChunk() = %d, %v; want 0 deleted", n, err)
+	}
+	if _, err := s.Lookup(ctx, p.ID); err != nil {
+		t.Errorf("Lookup() after the sweep error = %v, want the re-created record", err)
+	}
+	if got := countPrefix(t, s, prefixExpiry); got != 1 {
+		t.Errorf("expiry index entries = %d, want 1", got)
+	}
+}

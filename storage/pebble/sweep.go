@@ -60,19 +60,9 @@ func (s *Store) sweepStep(ctx context.Context) (deleted int, more bool, err erro
 	}
 	defer s.mu.RUnlock()
 	now := s.now()
-	it, err := s.db.NewIterWithContext(ctx, &pebbledb.IterOptions{
-		LowerBound: []byte{prefixExpiry},
-		UpperBound: expiryBound(now),
-	})
+	entries, err := s.dueEntries(ctx, now, s.opts.sweepBatch)
 	if err != nil {
-		return 0, false, s.readErr(err)
-	}
-	var entries [][]byte
-	for ok := it.First(); ok && len(entries) < s.opts.sweepBatch; ok = it.Next() {
-		entries = append(entries, bytes.Clone(it.Key()))
-	}
-	if err := it.Close(); err != nil {
-		return 0, false, s.readErr(err)
+		return 0, false, err
 	}
 	full := len(entries) == s.opts.sweepBatch
 	for len(entries) > 0 {
@@ -91,6 +81,27 @@ func (s *Store) sweepStep(ctx context.Context) (deleted int, more bool, err erro
 	return deleted, full, nil
 }
 
+// dueEntries returns up to limit expiry entries due at now, oldest first.
+func (s *Store) dueEntries(ctx context.Context, now time.Time, limit int) ([][]byte, error) {
+	it, err := s.db.NewIterWithContext(ctx, &pebbledb.IterOptions{
+		LowerBound: []byte{prefixExpiry},
+		UpperBound: expiryBound(now),
+	})
+	if err != nil {
+		return nil, s.readErr(err)
+	}
+	var entries [][]byte
+	for ok := it.First(); ok && len(entries) < limit; ok = it.Next() {
+		entries = append(entries, bytes.Clone(it.Key()))
+	}
+	if err := it.Close(); err != nil {
+		return nil, s.readErr(err)
+	}
+	return entries, nil
+}
+
+// sweepChunk deletes the records of entries that are still expired at now,
+// holding their stripes for one unsynced commit.
 func (s *Store) sweepChunk(entries [][]byte, now time.Time) (int, error) {
 	keys := make([][]byte, len(entries))
 	for i, e := range entries {
