@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,8 +90,13 @@ func TestOpenURL(t *testing.T) {
 			}
 		})
 	}
-	if _, err := storage.Open(ctx, "pebble://", storage.OpenOptions{}); err == nil {
-		t.Errorf("Open(pebble://) error = nil, want an error naming the missing directory")
+	for _, bad := range []string{"pebble://", "pebble://./data?cache=1"} {
+		if s, err := storage.Open(ctx, bad, storage.OpenOptions{}); err == nil {
+			s.Close()
+			t.Errorf("Open(%s) error = nil, want an error", bad)
+		} else if !strings.HasPrefix(err.Error(), "idem: pebble store URL") {
+			t.Errorf("Open(%s) error = %q, want it to start with \"idem: pebble store URL\"", bad, err)
+		}
 	}
 }
 
