@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,7 +52,8 @@ func withParams(t testing.TB, rawURL string, kv ...string) string {
 	for i := 0; i+1 < len(kv); i += 2 {
 		q.Set(kv[i], kv[i+1])
 	}
-	u.RawQuery = q.Encode()
+	// pgx unescapes query values like paths, so a space must be %20, not +.
+	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
 	return u.String()
 }
 

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -105,7 +106,9 @@ func parseConfig(u *url.URL) (*config, error) {
 		c.multiRegion = b
 	}
 	pu := *u
-	pu.RawQuery = q.Encode()
+	// pgx unescapes query values as paths are unescaped: keep spaces %20,
+	// never the + that url.Values.Encode writes.
+	pu.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
 	pc, err := pgxpool.ParseConfig(pu.String())
 	if err != nil {
 		// pgx's parse errors can quote the connection string; keep only

@@ -55,7 +55,7 @@ func TestCodecRoundTrip(t *testing.T) {
 }
 
 func TestParseConfig(t *testing.T) {
-	u, _ := url.Parse("postgresql://u:pw@db.example:26257/idem?sslmode=disable&pool_max_conns=7&statement_timeout=2s&connect_retry=0&sweep_interval=30s&sweep_batch=50&multi_region=true&search_path=s1")
+	u, _ := url.Parse("postgresql://u:pw@db.example:26257/idem?sslmode=disable&pool_max_conns=7&statement_timeout=2s&connect_retry=0&sweep_interval=30s&sweep_batch=50&multi_region=true&search_path=s1&application_name=idem%20eu%2Bone")
 	c, err := parseConfig(u)
 	if err != nil {
 		t.Fatalf("parseConfig() error = %v", err)
@@ -68,6 +68,7 @@ func TestParseConfig(t *testing.T) {
 		{"pool_max_conns", c.pool.MaxConns, int32(7)},
 		{"statement_timeout", c.pool.ConnConfig.RuntimeParams["statement_timeout"], "2000"},
 		{"search_path", c.pool.ConnConfig.RuntimeParams["search_path"], "s1"},
+		{"application_name", c.pool.ConnConfig.RuntimeParams["application_name"], "idem eu+one"},
 		{"connect_retry", c.connectRetry, time.Duration(0)},
 		{"sweep_interval", c.sweepInterval, 30 * time.Second},
 		{"sweep_batch", c.sweepBatch, 50},
