@@ -1,0 +1,149 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/idemhq/idem/client"
+	"github.com/idemhq/idem/internal/loadgen"
+)
+
+type benchOpts struct {
+	mix         string
+	op          string
+	batch       int
+	concurrency int
+	conns       int
+	duration    time.Duration
+	count       int64
+	keyspace    int
+	payload     int
+	rate        float64
+	namespace   string
+	plot        string
+	floor       bool
+	serverPID   int
+	progress    optBool
+}
+
+func benchFlags(fs *flag.FlagSet) any {
+	o := &benchOpts{}
+	fs.StringVar(&o.mix, "mix", "new=100", "share of new keys, duplicates of completed keys and of in-flight keys, e.g. new=80,completed=15,inflight=5")
+	fs.StringVar(&o.op, "op", string(loadgen.OpReserveComplete), "reserve, or reserve-complete (Complete after each RESERVED)")
+	fs.IntVar(&o.batch, "batch", 1, "keys per call: above 1, BatchReserve/BatchComplete of this size")
+	fs.IntVar(&o.concurrency, "concurrency", 50, "concurrent callers")
+	fs.IntVar(&o.conns, "conns", 1, "gRPC connections; callers are spread round-robin over them")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each phase (ignored with --count)")
+	fs.Int64Var(&o.count, "count", 0, "calls per phase instead of a duration")
+	fs.IntVar(&o.keyspace, "keyspace", 10000, "keys in each pool of completed and of in-flight keys")
+	fs.IntVar(&o.payload, "payload", 64, "bytes of the result body a Complete stores")
+	fs.Float64Var(&o.rate, "rate", 0, "open loop: calls per second over all callers, latency measured from each call's intended start (0: closed loop)")
+	fs.StringVar(&o.namespace, "namespace", "idemctl-bench", "namespace of the bench's keys")
+	fs.StringVar(&o.plot, "plot", "", "write an SVG chart of latency percentiles and throughput over time to this file")
+	fs.BoolVar(&o.floor, "floor", false, "first run the same load against grpc.health.v1.Health/Check on the same server, and report idem's ratio to it")
+	fs.IntVar(&o.serverPID, "server-pid", 0, "idemd's PID on this machine: report server CPU per op from /proc/PID/stat")
+	fs.Var(&o.progress, "progress", "print progress every second on stderr (default: when stderr is a terminal)")
+	return o
+}
+
+func runBench(ctx context.Context, r *invocation, pos []string, opts any) error {
+	o := opts.(*benchOpts)
+	if err := noArgs(pos); err != nil {
+		return err
+	}
+	mix, err := loadgen.ParseMix(o.mix)
+	if err != nil {
+		return usageError{err}
+	}
+	if o.conns < 1 {
+		return usagef("--conns %d: must be at least 1", o.conns)
+	}
+	cfg := loadgen.Config{
+		Target: r.g.addr, Op: loadgen.Op(o.op), Mix: mix, Batch: o.batch, Concurrency: o.concurrency,
+		Duration: o.duration, Count: o.count, Keyspace: o.keyspace, Payload: o.payload, Rate: o.rate,
+		Namespace: o.namespace, Tenant: r.g.tenant, Timeout: r.g.timeout, Floor: o.floor, ServerPID: o.serverPID,
+	}
+	// Validate before connecting, with stand-in connections, so argument
+	// errors are usage errors whatever the address.
+	cfg.Conns = make([]grpc.ClientConnInterface, o.conns)
+	for i := range cfg.Conns {
+		cfg.Conns[i] = (*grpc.ClientConn)(nil)
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageError{err}
+	}
+	if o.serverPID > 0 {
+		if _, err := loadgen.ProcessCPU("", o.serverPID); err != nil {
+			return usagef("--server-pid %d: %v", o.serverPID, err)
+		}
+	}
+	if o.progress.set && o.progress.v || !o.progress.set && r.env.StderrIsTTY {
+		cfg.Progress = r.env.Stderr
+	}
+	copts, err := r.g.clientOptions()
+	if err != nil {
+		return err
+	}
+	var clients []*client.Client
+	defer func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}()
+	for i := range cfg.Conns {
+		c, err := client.New(r.g.addr, copts...)
+		if err != nil {
+			return err
+		}
+		clients = append(clients, c)
+		cfg.Conns[i] = c.Conn()
+		r.conn = c.Conn() // for error classification
+		pctx, cancel := context.WithTimeout(ctx, r.g.timeout)
+		err = ping(pctx, c.Conn())
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	rep, err := loadgen.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if o.plot != "" {
+		if err := writePlot(o.plot, rep); err != nil {
+			return err
+		}
+	}
+	if r.g.output == "json" {
+		if err := rep.WriteJSON(r.env.Stdout); err != nil {
+			return err
+		}
+	} else if err := rep.WriteText(r.env.Stdout); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if rep.Idem != nil && rep.Idem.Calls == 0 && rep.Idem.Ops == 0 {
+		return errors.New("no call completed")
+	}
+	return nil
+}
+
+func writePlot(path string, rep *loadgen.Report) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("--plot: %w", err)
+	}
+	if err := rep.WriteSVG(f); err != nil {
+		f.Close()
+		return fmt.Errorf("--plot: %w", err)
+	}
+	return f.Close()
+}

@@ -1,0 +1,408 @@
+package ctl
+
+import (
+	"context"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+)
+
+var commands []command
+
+func init() {
+	commands = []command{
+		{name: "reserve", args: "NAMESPACE KEY", summary: "reserve a key (the answer: RESERVED, COMPLETED, IN_PROGRESS or MISMATCH)", flags: reserveFlags, run: runReserve},
+		{name: "complete", args: "NAMESPACE KEY TOKEN", summary: "complete a reserved key with a result; TOKEN is the fencing token its Reserve returned", flags: completeFlags, run: runComplete},
+		{name: "release", args: "NAMESPACE KEY TOKEN", summary: "release a reserved key so the next Reserve takes over; TOKEN is the fencing token its Reserve returned", run: runRelease},
+		{name: "lookup", args: "NAMESPACE KEY", summary: "show a record", run: runLookup},
+		{name: "list", args: "NAMESPACE", summary: "list records (admin)", flags: listFlags, run: runList},
+		{name: "delete", args: "NAMESPACE KEY", summary: "delete a record (admin)", run: runDelete},
+		{name: "force-release", args: "NAMESPACE KEY", summary: "release an in-progress record whose owner died (admin)", run: runForceRelease},
+		{name: "stats", summary: "count records by namespace and state (admin)", flags: statsFlags, run: runStats},
+		{name: "health", summary: "ask idemd's gRPC health service", flags: healthFlags, run: runHealth},
+		{name: "bench", summary: "load idem (and, with --floor, its health check) and report throughput and latency", flags: benchFlags, run: runBench},
+		{name: "version", summary: "print idemctl's version", run: runVersion},
+	}
+}
+
+func mainUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintln(w, "idemctl operates and measures idem, the gRPC idempotency key-store.")
+	fmt.Fprintln(w, "\nUsage: idemctl [global flags] COMMAND [flags] [args]")
+	fmt.Fprintln(w, "\nCommands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nGlobal flags (also accepted after the command):")
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+	fmt.Fprintln(w, "\nExit codes: 0 ok, 1 failed (also: no record), 2 bad usage, 3 idem unreachable, 4 credentials refused.")
+}
+
+func cmdUsage(w io.Writer, c command, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: idemctl %s [flags] %s\n\n%s\n\nFlags:\n", c.name, c.args, c.summary)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
+// nsKey takes the NAMESPACE KEY arguments.
+func (r *invocation) nsKey(pos []string) (string, string, error) {
+	if len(pos) != 2 {
+		return "", "", usagef("want NAMESPACE KEY, got %d argument(s)", len(pos))
+	}
+	r.missing = fmt.Sprintf("%s/%s", pos[0], pos[1])
+	if r.g.tenant != "" {
+		r.missing += " of tenant " + r.g.tenant
+	}
+	return pos[0], pos[1], nil
+}
+
+// nsKeyToken takes the NAMESPACE KEY TOKEN arguments. The fencing token is
+// positional because --token is the bearer credential.
+func (r *invocation) nsKeyToken(pos []string) (string, string, uint64, error) {
+	if len(pos) != 3 {
+		return "", "", 0, usagef("want NAMESPACE KEY TOKEN, got %d argument(s)", len(pos))
+	}
+	ns, key, err := r.nsKey(pos[:2])
+	if err != nil {
+		return "", "", 0, err
+	}
+	tok, err := strconv.ParseUint(pos[2], 10, 64)
+	if err != nil || tok == 0 {
+		return "", "", 0, usagef("TOKEN %q: want the positive fencing token Reserve returned", pos[2])
+	}
+	return ns, key, tok, nil
+}
+
+func noArgs(pos []string) error {
+	if len(pos) != 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	return nil
+}
+
+// call connects and runs f under the call deadline.
+func call[T any](ctx context.Context, r *invocation, f func(context.Context) (T, error)) (T, error) {
+	var zero T
+	if err := r.connect(); err != nil {
+		return zero, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, r.g.timeout)
+	defer cancel()
+	return f(cctx)
+}
+
+func (r *invocation) idem() idemv1.IdempotencyServiceClient {
+	return idemv1.NewIdempotencyServiceClient(r.conn)
+}
+
+func (r *invocation) admin() idemv1.AdminServiceClient { return idemv1.NewAdminServiceClient(r.conn) }
+
+func optDuration(d time.Duration) *durationpb.Duration {
+	if d == 0 {
+		return nil
+	}
+	return durationpb.New(d)
+}
+
+type reserveOpts struct {
+	fingerprint, fingerprintHex string
+	lease, retention, wait      time.Duration
+}
+
+func reserveFlags(fs *flag.FlagSet) any {
+	o := &reserveOpts{}
+	fs.StringVar(&o.fingerprint, "fingerprint", "", "fingerprint of the request, as text")
+	fs.StringVar(&o.fingerprintHex, "fingerprint-hex", "", "fingerprint of the request, in hex")
+	fs.DurationVar(&o.lease, "lease", 0, "lease (default: the server's)")
+	fs.DurationVar(&o.retention, "retention", 0, "retention (default: the server's)")
+	fs.DurationVar(&o.wait, "wait", 0, "wait up to this long for an in-progress key to finish")
+	return o
+}
+
+func runReserve(ctx context.Context, r *invocation, pos []string, opts any) error {
+	o := opts.(*reserveOpts)
+	ns, key, err := r.nsKey(pos)
+	if err != nil {
+		return err
+	}
+	fp := []byte(o.fingerprint)
+	if o.fingerprintHex != "" {
+		if o.fingerprint != "" {
+			return usagef("--fingerprint and --fingerprint-hex exclude each other")
+		}
+		if fp, err = hex.DecodeString(o.fingerprintHex); err != nil {
+			return usagef("--fingerprint-hex: %v", err)
+		}
+	}
+	resp, err := call(ctx, r, func(ctx context.Context) (*idemv1.ReserveResponse, error) {
+		return r.idem().Reserve(ctx, &idemv1.ReserveRequest{Tenant: r.g.tenant, Namespace: ns, Key: key, Fingerprint: fp,
+			LeaseTtl: optDuration(o.lease), Retention: optDuration(o.retention), Wait: optDuration(o.wait)})
+	})
+	if err != nil {
+		return err
+	}
+	return r.print(resp, func(w io.Writer) {
+		writeRecord(w, resp.GetRecord(), [2]string{"outcome", outcomeName(resp.GetOutcome())})
+	})
+}
+
+type completeOpts struct {
+	code          int
+	message, body string
+	bodyFile      string
+	retention     time.Duration
+}
+
+func completeFlags(fs *flag.FlagSet) any {
+	o := &completeOpts{}
+	fs.IntVar(&o.code, "code", 0, "result code (a gRPC code; 0 is OK)")
+	fs.StringVar(&o.message, "message", "", "result message")
+	fs.StringVar(&o.body, "body", "", "result body, as text")
+	fs.StringVar(&o.bodyFile, "body-file", "", "file holding the result body ('-' for stdin)")
+	fs.DurationVar(&o.retention, "retention", 0, "retention (default: the server's)")
+	return o
+}
+
+func runComplete(ctx context.Context, r *invocation, pos []string, opts any) error {
+	o := opts.(*completeOpts)
+	ns, key, token, err := r.nsKeyToken(pos)
+	if err != nil {
+		return err
+	}
+	body := []byte(o.body)
+	if o.bodyFile != "" {
+		if o.body != "" {
+			return usagef("--body and --body-file exclude each other")
+		}
+		if o.bodyFile == "-" {
+			body, err = io.ReadAll(os.Stdin)
+		} else {
+			body, err = os.ReadFile(o.bodyFile)
+		}
+		if err != nil {
+			return fmt.Errorf("--body-file: %w", err)
+		}
+	}
+	resp, err := call(ctx, r, func(ctx context.Context) (*idemv1.CompleteResponse, error) {
+		return r.idem().Complete(ctx, &idemv1.CompleteRequest{Tenant: r.g.tenant, Namespace: ns, Key: key, Token: token,
+			Result: &idemv1.Result{Code: int32(o.code), Message: o.message, Body: body}, Retention: optDuration(o.retention)})
+	})
+	if err != nil {
+		return err
+	}
+	return r.print(resp, func(w io.Writer) { writeRecord(w, resp.GetRecord()) })
+}
+
+func runRelease(ctx context.Context, r *invocation, pos []string, _ any) error {
+	ns, key, token, err := r.nsKeyToken(pos)
+	if err != nil {
+		return err
+	}
+	resp, err := call(ctx, r, func(ctx context.Context) (*idemv1.ReleaseResponse, error) {
+		return r.idem().Release(ctx, &idemv1.ReleaseRequest{Tenant: r.g.tenant, Namespace: ns, Key: key, Token: token})
+	})
+	if err != nil {
+		return err
+	}
+	return r.print(resp, func(w io.Writer) { writeRecord(w, resp.GetRecord()) })
+}
+
+func runLookup(ctx context.Context, r *invocation, pos []string, _ any) error {
+	ns, key, err := r.nsKey(pos)
+	if err != nil {
+		return err
+	}
+	resp, err := call(ctx, r, func(ctx context.Context) (*idemv1.LookupResponse, error) {
+		return r.idem().Lookup(ctx, &idemv1.LookupRequest{Tenant: r.g.tenant, Namespace: ns, Key: key})
+	})
+	if err != nil {
+		return err
+	}
+	return r.print(resp, func(w io.Writer) { writeRecord(w, resp.GetRecord()) })
+}
+
+func runDelete(ctx context.Context, r *invocation, pos []string, _ any) error {
+	ns, key, err := r.nsKey(pos)
+	if err != nil {
+		return err
+	}
+	resp, err := call(ctx, r, func(ctx context.Context) (*idemv1.DeleteKeyResponse, error) {
+		return r.admin().DeleteKey(ctx, &idemv1.DeleteKeyRequest{Tenant: r.g.tenant, Namespace: ns, Key: key})
+	})
+	if err != nil {
+		return err
+	}
+	return r.print(resp, func(w io.Writer) { writeRecord(w, resp.GetRecord(), [2]string{"deleted", "yes"}) })
+}
+
+func runForceRelease(ctx context.Context, r *invocation, pos []string, _ any) error {
+	ns, key, err := r.nsKey(pos)
+	if err != nil {
+		return err
+	}
+	resp, err := call(ctx, r, func(ctx context.Context) (*idemv1.ForceReleaseResponse, error) {
+		return r.admin().ForceRelease(ctx, &idemv1.ForceReleaseRequest{Tenant: r.g.tenant, Namespace: ns, Key: key})
+	})
+	if err != nil {
+		return err
+	}
+	return r.print(resp, func(w io.Writer) { writeRecord(w, resp.GetRecord()) })
+}
+
+type listOpts struct {
+	prefix, pageToken string
+	pageSize          int
+	all               bool
+}
+
+func listFlags(fs *flag.FlagSet) any {
+	o := &listOpts{}
+	fs.StringVar(&o.prefix, "prefix", "", "only keys starting with this")
+	fs.IntVar(&o.pageSize, "page-size", 100, "records per page (at most 1000)")
+	fs.StringVar(&o.pageToken, "page-token", "", "continue after a previous page")
+	fs.BoolVar(&o.all, "all", false, "follow every page")
+	return o
+}
+
+func runList(ctx context.Context, r *invocation, pos []string, opts any) error {
+	o := opts.(*listOpts)
+	if len(pos) != 1 {
+		return usagef("want NAMESPACE, got %d argument(s)", len(pos))
+	}
+	ns := pos[0]
+	if o.pageSize < 1 {
+		return usagef("--page-size %d: must be at least 1", o.pageSize)
+	}
+	if o.all && o.pageToken != "" {
+		return usagef("--all and --page-token exclude each other")
+	}
+	all := &idemv1.ListKeysResponse{}
+	token := o.pageToken
+	for {
+		resp, err := call(ctx, r, func(ctx context.Context) (*idemv1.ListKeysResponse, error) {
+			return r.admin().ListKeys(ctx, &idemv1.ListKeysRequest{Tenant: r.g.tenant, Namespace: ns, KeyPrefix: o.prefix,
+				PageSize: int32(o.pageSize), PageToken: token})
+		})
+		if err != nil {
+			return err
+		}
+		all.Records = append(all.Records, resp.GetRecords()...)
+		all.NextPageToken = resp.GetNextPageToken()
+		token = resp.GetNextPageToken()
+		if !o.all || token == "" {
+			break
+		}
+	}
+	return r.print(all, func(w io.Writer) {
+		writeRecords(w, all.GetRecords())
+		if all.GetNextPageToken() != "" {
+			fmt.Fprintf(r.env.Stderr, "more records: --page-token %s (or --all)\n", all.GetNextPageToken())
+		}
+	})
+}
+
+type statsOpts struct{ namespace string }
+
+func statsFlags(fs *flag.FlagSet) any {
+	o := &statsOpts{}
+	fs.StringVar(&o.namespace, "namespace", "", "only this namespace")
+	return o
+}
+
+func runStats(ctx context.Context, r *invocation, pos []string, opts any) error {
+	o := opts.(*statsOpts)
+	if err := noArgs(pos); err != nil {
+		return err
+	}
+	resp, err := call(ctx, r, func(ctx context.Context) (*idemv1.StatsResponse, error) {
+		return r.admin().Stats(ctx, &idemv1.StatsRequest{Tenant: r.g.tenant, Namespace: o.namespace})
+	})
+	if err != nil {
+		return err
+	}
+	return r.print(resp, func(w io.Writer) { writeStats(w, resp) })
+}
+
+type healthOpts struct{ service string }
+
+func healthFlags(fs *flag.FlagSet) any {
+	o := &healthOpts{}
+	fs.StringVar(&o.service, "service", "", "service to ask about (default: the whole server)")
+	return o
+}
+
+func runHealth(ctx context.Context, r *invocation, pos []string, opts any) error {
+	o := opts.(*healthOpts)
+	if err := noArgs(pos); err != nil {
+		return err
+	}
+	resp, err := call(ctx, r, func(ctx context.Context) (*healthpb.HealthCheckResponse, error) {
+		return healthpb.NewHealthClient(r.conn).Check(ctx, &healthpb.HealthCheckRequest{Service: o.service})
+	})
+	if err != nil {
+		return err
+	}
+	if err := r.print(resp, func(w io.Writer) { fmt.Fprintln(w, resp.GetStatus()) }); err != nil {
+		return err
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("idem at %s is %s", r.g.addr, resp.GetStatus())
+	}
+	return nil
+}
+
+// Version is set at link time (-ldflags "-X github.com/idemhq/idem/internal/ctl.Version=v1.2.3");
+// otherwise the module version or VCS revision from the build info is shown.
+var Version = ""
+
+func runVersion(_ context.Context, r *invocation, pos []string, _ any) error {
+	if err := noArgs(pos); err != nil {
+		return err
+	}
+	v, rev, goVer := Version, "", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVer = bi.GoVersion
+		if v == "" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				rev = s.Value
+			}
+		}
+	}
+	if v == "" {
+		v = "(devel)"
+	}
+	if r.g.output == "json" {
+		return writeJSON(r.env.Stdout, map[string]string{"version": v, "revision": rev, "go": goVer})
+	}
+	fmt.Fprintf(r.env.Stdout, "idemctl %s", v)
+	if rev != "" {
+		fmt.Fprintf(r.env.Stdout, " (%s)", rev)
+	}
+	fmt.Fprintf(r.env.Stdout, " %s\n", goVer)
+	return nil
+}
+
+// print writes m as JSON or calls table.
+func (r *invocation) print(m proto.Message, table func(io.Writer)) error {
+	if r.g.output == "json" {
+		return writeProtoJSON(r.env.Stdout, m)
+	}
+	table(r.env.Stdout)
+	return nil
+}

@@ -1,0 +1,361 @@
+package ctl
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/idemhq/idem/client"
+)
+
+// Exit codes.
+const (
+	ExitOK          = 0
+	ExitFailed      = 1
+	ExitUsage       = 2
+	ExitUnreachable = 3
+	ExitCredentials = 4
+)
+
+// Env is what Main needs from the process.
+type Env struct {
+	Stdout, Stderr io.Writer
+	// LookupEnv reads environment variables (os.LookupEnv).
+	LookupEnv func(string) (string, bool)
+	// StderrIsTTY turns bench's live progress on by default.
+	StderrIsTTY bool
+}
+
+// DefaultAddr is where idemctl looks for idemd without --addr or IDEM_ADDR.
+const DefaultAddr = "127.0.0.1:50051"
+
+type globals struct {
+	addr     string
+	tlsCA    string
+	tlsCert  string
+	tlsKey   string
+	insecure optBool
+	token    string
+	tenant   string
+	output   string
+	timeout  time.Duration
+}
+
+// optBool is a boolean flag that remembers whether it was given, so
+// --insecure=false can force TLS on a loopback address.
+type optBool struct{ set, v bool }
+
+func (b *optBool) String() string   { return strconv.FormatBool(b.v) }
+func (b *optBool) IsBoolFlag() bool { return true }
+func (b *optBool) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	b.set, b.v = true, v
+	return nil
+}
+
+func (g *globals) register(fs *flag.FlagSet) {
+	fs.StringVar(&g.addr, "addr", g.addr, "idemd address host:port (env IDEM_ADDR)")
+	fs.StringVar(&g.tlsCA, "tls-ca", g.tlsCA, "PEM file of the CA that signed idemd's certificate (default: system roots)")
+	fs.StringVar(&g.tlsCert, "tls-cert", g.tlsCert, "PEM client certificate for mutual TLS")
+	fs.StringVar(&g.tlsKey, "tls-key", g.tlsKey, "PEM key of --tls-cert")
+	fs.Var(&g.insecure, "insecure", "plaintext connection (default: plaintext for loopback addresses, TLS otherwise)")
+	fs.StringVar(&g.token, "token", g.token, "bearer token (env IDEM_TOKEN)")
+	fs.StringVar(&g.tenant, "tenant", g.tenant, "tenant to act for (with authentication, the credential's tenant)")
+	fs.StringVar(&g.output, "o", g.output, "output format: table or json")
+	fs.DurationVar(&g.timeout, "timeout", g.timeout, "deadline of each call")
+}
+
+func (g *globals) check() error {
+	var errs []error
+	if g.output != "table" && g.output != "json" {
+		errs = append(errs, fmt.Errorf("-o %q: want table or json", g.output))
+	}
+	if g.timeout <= 0 {
+		errs = append(errs, fmt.Errorf("--timeout %v: must be positive", g.timeout))
+	}
+	if (g.tlsCert == "") != (g.tlsKey == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if g.addr == "" {
+		errs = append(errs, errors.New("--addr is empty"))
+	}
+	return errors.Join(errs...)
+}
+
+// plaintext reports whether to dial without TLS.
+func (g *globals) plaintext() bool {
+	if g.insecure.set {
+		return g.insecure.v
+	}
+	if g.tlsCA != "" || g.tlsCert != "" {
+		return false
+	}
+	return isLoopback(g.addr)
+}
+
+func isLoopback(addr string) bool {
+	if strings.HasPrefix(addr, "unix:") || strings.HasPrefix(addr, "unix-abstract:") {
+		return true
+	}
+	if _, rest, ok := strings.Cut(addr, ":///"); ok {
+		addr = rest
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+func (g *globals) clientOptions() ([]client.Option, error) {
+	// The CLI reports failures as they are: no retries, no breaker.
+	opts := []client.Option{client.WithRetry(1, 0, 0), client.WithoutBreaker()}
+	if g.plaintext() {
+		opts = append(opts, client.WithInsecure())
+	} else {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if g.tlsCA != "" {
+			pem, err := os.ReadFile(g.tlsCA)
+			if err != nil {
+				return nil, fmt.Errorf("--tls-ca: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("--tls-ca %s: no PEM certificate in it", g.tlsCA)
+			}
+			cfg.RootCAs = pool
+		}
+		if g.tlsCert != "" {
+			cert, err := tls.LoadX509KeyPair(g.tlsCert, g.tlsKey)
+			if err != nil {
+				return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+			}
+			cfg.Certificates = []tls.Certificate{cert}
+		}
+		opts = append(opts, client.WithTLSConfig(cfg))
+	}
+	if g.token != "" {
+		opts = append(opts, client.WithBearerToken(g.token))
+	}
+	return opts, nil
+}
+
+func (g *globals) dial() (*client.Client, error) {
+	opts, err := g.clientOptions()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(g.addr, opts...)
+}
+
+// usageError is bad usage: exit 2.
+type usageError struct{ error }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// command is one subcommand.
+type command struct {
+	name    string
+	args    string // positional arguments, for usage
+	summary string
+	flags   func(fs *flag.FlagSet) any
+	run     func(ctx context.Context, r *invocation, pos []string, opts any) error
+}
+
+// invocation is one run of a command.
+type invocation struct {
+	g    *globals
+	env  Env
+	cl   *client.Client
+	conn *grpc.ClientConn
+	// missing describes the record a NOT_FOUND is about.
+	missing string
+}
+
+func (r *invocation) connect() error {
+	if r.cl != nil {
+		return nil
+	}
+	cl, err := r.g.dial()
+	if err != nil {
+		return err
+	}
+	r.cl, r.conn = cl, cl.Conn()
+	return nil
+}
+
+func (r *invocation) close() {
+	if r.cl != nil {
+		r.cl.Close()
+	}
+}
+
+// Main runs idemctl with args (without the program name) and returns the exit code.
+func Main(ctx context.Context, args []string, env Env) int {
+	if env.LookupEnv == nil {
+		env.LookupEnv = func(string) (string, bool) { return "", false }
+	}
+	g := &globals{addr: DefaultAddr, output: "table", timeout: 10 * time.Second}
+	if v, ok := env.LookupEnv("IDEM_ADDR"); ok && v != "" {
+		g.addr = v
+	}
+	if v, ok := env.LookupEnv("IDEM_TOKEN"); ok {
+		g.token = v
+	}
+	fs := flag.NewFlagSet("idemctl", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	g.register(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			mainUsage(env.Stdout, fs)
+			return ExitOK
+		}
+		return usageFail(env, "", err)
+	}
+	if fs.NArg() == 0 {
+		mainUsage(env.Stderr, fs)
+		return ExitUsage
+	}
+	name := fs.Arg(0)
+	if name == "help" {
+		mainUsage(env.Stdout, fs)
+		return ExitOK
+	}
+	i := slices.IndexFunc(commands, func(c command) bool { return c.name == name })
+	if i < 0 {
+		return usageFail(env, "", fmt.Errorf("unknown command %q", name))
+	}
+	cmd := commands[i]
+	cfs := flag.NewFlagSet("idemctl "+cmd.name, flag.ContinueOnError)
+	cfs.SetOutput(io.Discard)
+	g.register(cfs)
+	var opts any
+	if cmd.flags != nil {
+		opts = cmd.flags(cfs)
+	}
+	pos, err := parseInterspersed(cfs, fs.Args()[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			cmdUsage(env.Stdout, cmd, cfs)
+			return ExitOK
+		}
+		return usageFail(env, cmd.name, err)
+	}
+	if err := g.check(); err != nil {
+		return usageFail(env, cmd.name, err)
+	}
+	r := &invocation{g: g, env: env}
+	defer r.close()
+	if err := cmd.run(ctx, r, pos, opts); err != nil {
+		return r.report(cmd.name, err)
+	}
+	return ExitOK
+}
+
+func usageFail(env Env, cmd string, err error) int {
+	fmt.Fprintf(env.Stderr, "idemctl: %v\n", err)
+	if cmd == "" {
+		fmt.Fprintln(env.Stderr, "Run 'idemctl -h' for usage.")
+	} else {
+		fmt.Fprintf(env.Stderr, "Run 'idemctl %s -h' for usage.\n", cmd)
+	}
+	return ExitUsage
+}
+
+// parseInterspersed lets flags come before, between and after positional
+// arguments, as operators type them; "--" ends the flags.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var tail []string
+	if i := slices.Index(args, "--"); i >= 0 {
+		args, tail = args[:i], args[i+1:]
+	}
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return append(pos, tail...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// report turns a command's error into one line on stderr and an exit code.
+func (r *invocation) report(cmd string, err error) int {
+	var ue usageError
+	if errors.As(err, &ue) {
+		return usageFail(r.env, cmd, ue.error)
+	}
+	code, line := r.classify(err)
+	fmt.Fprintf(r.env.Stderr, "idemctl: %s\n", line)
+	return code
+}
+
+func (r *invocation) classify(err error) (int, string) {
+	if errors.Is(err, context.Canceled) {
+		return ExitFailed, "interrupted"
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return ExitFailed, err.Error()
+	}
+	msg := st.Message()
+	notReady := r.conn != nil && r.conn.GetState() != connectivity.Ready
+	switch st.Code() {
+	case codes.Unavailable:
+		if strings.Contains(msg, "tls:") && strings.Contains(msg, "certificate") {
+			return ExitCredentials, "credentials refused: " + msg
+		}
+		if notReady || strings.Contains(msg, "connection error") {
+			return ExitUnreachable, fmt.Sprintf("cannot reach idem at %s: %s", r.g.addr, msg)
+		}
+	case codes.DeadlineExceeded:
+		if notReady {
+			return ExitUnreachable, fmt.Sprintf("cannot reach idem at %s: no connection within %v", r.g.addr, r.g.timeout)
+		}
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return ExitCredentials, "credentials refused: " + msg
+	case codes.NotFound:
+		if r.missing != "" {
+			return ExitFailed, "no record " + r.missing
+		}
+	}
+	return ExitFailed, fmt.Sprintf("%s: %s", st.Code(), msg)
+}
+
+// ping checks that conn reaches a gRPC server, with the transport's own
+// error (connection refused, handshake failure) when it does not. A server
+// without the health service is reachable all the same.
+func ping(ctx context.Context, conn *grpc.ClientConn) error {
+	_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if status.Code(err) == codes.Unimplemented {
+		return nil
+	}
+	return err
+}

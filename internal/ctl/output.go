@@ -1,0 +1,129 @@
+package ctl
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+)
+
+var jsonOpts = protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true}
+
+func writeProtoJSON(w io.Writer, m proto.Message) error {
+	b, err := jsonOpts.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func outcomeName(o idemv1.ReserveOutcome) string {
+	return strings.TrimPrefix(o.String(), "RESERVE_OUTCOME_")
+}
+
+func stateName(s idemv1.RecordState) string {
+	return strings.TrimPrefix(s.String(), "RECORD_STATE_")
+}
+
+func fmtTime(t *timestamppb.Timestamp) string {
+	if t == nil {
+		return "-"
+	}
+	return t.AsTime().UTC().Format("2006-01-02T15:04:05.000Z")
+}
+
+// printable shows a body as text when it is short printable UTF-8, else
+// its size and a hex prefix.
+func printable(b []byte) string {
+	if len(b) == 0 {
+		return "-"
+	}
+	const maxShown = 80
+	if utf8.Valid(b) && !strings.ContainsFunc(string(b), func(r rune) bool { return r < 0x20 && r != '\t' }) {
+		if len(b) <= maxShown {
+			return strconv.Quote(string(b))
+		}
+		return fmt.Sprintf("%s… (%d bytes)", strconv.Quote(string(b[:maxShown])), len(b))
+	}
+	n := min(len(b), 32)
+	return fmt.Sprintf("%d bytes, hex %s", len(b), hex.EncodeToString(b[:n]))
+}
+
+// writeRecord shows one record as FIELD VALUE lines, after any extra pairs.
+func writeRecord(w io.Writer, rec *idemv1.Record, extra ...[2]string) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	defer tw.Flush()
+	for _, e := range extra {
+		fmt.Fprintf(tw, "%s\t%s\n", e[0], e[1])
+	}
+	if rec == nil {
+		return
+	}
+	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	row("tenant", rec.GetTenant())
+	row("namespace", rec.GetNamespace())
+	row("key", rec.GetKey())
+	row("state", stateName(rec.GetState()))
+	row("token", strconv.FormatUint(rec.GetToken(), 10))
+	row("attempts", strconv.FormatUint(uint64(rec.GetAttempts()), 10))
+	if fp := rec.GetFingerprint(); len(fp) > 0 {
+		row("fingerprint", hex.EncodeToString(fp))
+	}
+	row("created", fmtTime(rec.GetCreatedAt()))
+	if rec.GetState() == idemv1.RecordState_RECORD_STATE_IN_PROGRESS {
+		row("lease expires", fmtTime(rec.GetLeaseExpiresAt()))
+	}
+	if rec.GetCompletedAt() != nil {
+		row("completed", fmtTime(rec.GetCompletedAt()))
+	}
+	row("expires", fmtTime(rec.GetExpiresAt()))
+	if res := rec.GetResult(); res != nil {
+		row("result code", strconv.Itoa(int(res.GetCode())))
+		if res.GetMessage() != "" {
+			row("result message", res.GetMessage())
+		}
+		row("result body", printable(res.GetBody()))
+	}
+	if cp := rec.GetCheckpoint(); cp != nil {
+		row("checkpoint", fmt.Sprintf("%s (%d bytes)", cp.GetPhase(), len(cp.GetData())))
+	}
+}
+
+func writeRecords(w io.Writer, recs []*idemv1.Record) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	defer tw.Flush()
+	fmt.Fprintln(tw, "NAMESPACE\tKEY\tSTATE\tTOKEN\tATTEMPTS\tCREATED\tEXPIRES")
+	for _, r := range recs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", r.GetNamespace(), r.GetKey(), stateName(r.GetState()), r.GetToken(), r.GetAttempts(),
+			fmtTime(r.GetCreatedAt()), fmtTime(r.GetExpiresAt()))
+	}
+}
+
+func writeStats(w io.Writer, s *idemv1.StatsResponse) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	defer tw.Flush()
+	fmt.Fprintln(tw, "NAMESPACE\tSTATE\tCOUNT")
+	var total int64
+	for _, r := range s.GetRows() {
+		fmt.Fprintf(tw, "%s\t%s\t%d\n", r.GetNamespace(), stateName(r.GetState()), r.GetCount())
+		total += r.GetCount()
+	}
+	fmt.Fprintf(tw, "total\t\t%d\n", total)
+}
