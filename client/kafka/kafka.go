@@ -80,15 +80,19 @@ func OffsetID(r *kgo.Record) (string, error) {
 
 // Consumer runs a handler over a franz-go group consumer.
 type Consumer struct {
-	idem *consumer.Consumer
-	cl   *kgo.Client
-	o    options
+	idem  *consumer.Consumer
+	cl    *kgo.Client
+	o     options
+	group bool
 }
 
-// New returns a Consumer reading with cl and deduping with idem. cl must
-// have auto-commit disabled.
+// New returns a Consumer reading with cl and deduping with idem. A group
+// consumer must have auto-commit disabled. Without a group (partitions
+// consumed directly, e.g. to replay a topic from the start) nothing is
+// committed and WithNamespace is required.
 func New(idem *consumer.Consumer, cl *kgo.Client, opts ...Option) (*Consumer, error) {
-	if v, _ := cl.OptValue(kgo.DisableAutoCommit).(bool); !v {
+	group, _ := cl.OptValue(kgo.ConsumerGroup).(string)
+	if v, _ := cl.OptValue(kgo.DisableAutoCommit).(bool); group != "" && !v {
 		return nil, errors.New("idem: kafka: the client must be created with kgo.DisableAutoCommit()")
 	}
 	o := defaultOptions()
@@ -99,12 +103,12 @@ func New(idem *consumer.Consumer, cl *kgo.Client, opts ...Option) (*Consumer, er
 		o.maxPoll = 1
 	}
 	if o.namespace == "" {
-		o.namespace, _ = cl.GroupMetadata()
+		o.namespace = group
 	}
 	if o.namespace == "" {
 		return nil, errors.New("idem: kafka: no namespace: use a consumer group or WithNamespace")
 	}
-	return &Consumer{idem: idem, cl: cl, o: o}, nil
+	return &Consumer{idem: idem, cl: cl, o: o, group: group != ""}, nil
 }
 
 // Run polls and handles records until ctx ends, then returns ctx's error
@@ -112,6 +116,9 @@ func New(idem *consumer.Consumer, cl *kgo.Client, opts ...Option) (*Consumer, er
 // outcomes are recorded; a poll in hand when ctx ends is not committed, so
 // its records come back to the group and are recognised as duplicates.
 func (c *Consumer) Run(ctx context.Context, handler func(ctx context.Context, r *kgo.Record) error) error {
+	// A stopped Run must not hold the group's rebalance (BlockRebalanceOnPoll):
+	// its uncommitted records go to whichever member gets the partitions.
+	defer c.cl.AllowRebalance()
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -139,7 +146,10 @@ func (c *Consumer) Run(ctx context.Context, handler func(ctx context.Context, r 
 			if err := c.handle(ctx, recs, handler); err != nil {
 				return err
 			}
-			if err := c.cl.CommitRecords(ctx, recs...); err != nil {
+			if !c.group {
+				// Without a group there is nothing to commit: the caller
+				// chose the offsets (e.g. an operator's replay).
+			} else if err := c.cl.CommitRecords(ctx, recs...); err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
