@@ -29,7 +29,8 @@ func RunBenchmarks(b *testing.B, h BenchHarness) {
 	var seq int
 	// setup makes a store and a fresh namespace; keys come from key(i).
 	setup := func(b *testing.B) (context.Context, storage.Store, func(i int) storage.ID) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		// Long enough for -benchtime=Nx runs that prepare N batches.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 		b.Cleanup(cancel)
 		s := h.MakeBenchStore(ctx, b)
 		seq++
