@@ -300,6 +300,17 @@ func TestInFlightIsNakedWithDelay(t *testing.T) {
 	if r.RetryAfter <= 0 || r.RetryAfter > time.Minute {
 		t.Errorf("RetryAfter = %v, want about the holder's lease (<= 1m)", r.RetryAfter)
 	}
+	// order-002 may come in a later fetch than order-001.
+	for ready := false; !ready; {
+		mu.Lock()
+		ready = len(seen) >= 2
+		mu.Unlock()
+		select {
+		case <-ctx.Done():
+			ready = true
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 	stop()
 	<-done
 	mu.Lock()
