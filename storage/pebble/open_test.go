@@ -2,6 +2,7 @@ package pebble
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -335,4 +336,81 @@ func (quietLogger) Infof(string, ...any)  {}
 func (quietLogger) Errorf(string, ...any) {}
 func (quietLogger) Fatalf(f string, a ...any) {
 	panic(fmt.Sprintf(f, a...))
+}
+
+// TestCrashWriter is the child of TestKilledWriterKeepsAcknowledgedWrites:
+// it completes records forever and prints each key once Complete returned.
+func TestCrashWriter(t *testing.T) {
+	dir := os.Getenv("IDEM_PEBBLE_CRASH_DIR")
+	if dir == "" {
+		t.Skip("helper process for TestKilledWriterKeepsAcknowledgedWrites")
+	}
+	s, err := Open(dir, WithSweepInterval(0))
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	ctx := context.Background()
+	for i := 0; ; i++ {
+		id := storage.ID{Tenant: "t", Namespace: "ns", Key: fmt.Sprintf("k%07d", i)}
+		if _, _, err := s.Reserve(ctx, storage.ReserveParams{ID: id, Fingerprint: []byte("fp"), LeaseTTL: time.Hour, Retention: 24 * time.Hour}); err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		if _, err := s.Complete(ctx, storage.CompleteParams{ID: id, Token: 1, Result: crashResult(i), Retention: 24 * time.Hour}); err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Println(id.Key)
+	}
+}
+
+func crashResult(i int) *storage.Result {
+	return &storage.Result{Code: int32(i % 17), Body: []byte(fmt.Sprintf("body-%d", i)), Metadata: map[string]string{"i": fmt.Sprint(i)}}
+}
+
+// TestKilledWriterKeepsAcknowledgedWrites kills a writing process with
+// SIGKILL and reopens its store: every Complete that returned is there.
+func TestKilledWriterKeepsAcknowledgedWrites(t *testing.T) {
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCrashWriter$")
+	cmd.Env = append(os.Environ(), "IDEM_PEBBLE_CRASH_DIR="+dir)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(stdout)
+	var acked []string
+	for len(acked) < 300 {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("writer stopped after %d keys: %v", len(acked), err)
+		}
+		if strings.HasPrefix(line, "error:") {
+			t.Fatalf("writer: %s", line)
+		}
+		acked = append(acked, strings.TrimSpace(line))
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	s, err := Open(dir, WithSweepInterval(0))
+	if err != nil {
+		t.Fatalf("Open() after kill error = %v", err)
+	}
+	defer s.Close()
+	for i, key := range acked {
+		rec, err := s.Lookup(ctx, storage.ID{Tenant: "t", Namespace: "ns", Key: key})
+		if err != nil {
+			t.Fatalf("Lookup(%s) after kill error = %v, want the completed record", key, err)
+		}
+		if rec.State != storage.StateCompleted || !rec.Result.Equal(crashResult(i)) {
+			t.Errorf("Lookup(%s) = %v %+v, want COMPLETED %+v", key, rec.State, rec.Result, crashResult(i))
+		}
+	}
 }
