@@ -84,9 +84,9 @@ func (o Outcome) String() string {
 type Err uint8
 
 const (
-	OK       Err = iota
-	NotFound     // NOT_FOUND
-	LeaseLost    // FAILED_PRECONDITION, reason LEASE_LOST
+	OK        Err = iota
+	NotFound      // NOT_FOUND
+	LeaseLost     // FAILED_PRECONDITION, reason LEASE_LOST
 )
 
 func (e Err) String() string {
