@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -234,7 +236,7 @@ func TestOpenRefuses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := tc.setup(t, t.TempDir())
-			s, err := Open(path, WithSweepInterval(0))
+			s, err := Open(path, WithSweepInterval(0), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 			if err == nil {
 				s.Close()
 				t.Fatalf("Open() error = nil, want one containing %q", tc.want)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"io"
 	"log/slog"
 	"net/url"
 	"slices"
@@ -76,6 +77,7 @@ type Store struct {
 	closed bool
 
 	lock       *pebbledb.Lock
+	fsCloser   io.Closer               // stops the disk-health checker
 	corruption *atomic.Pointer[string] // set when Pebble finds a damaged file
 	stopCtx    context.Context         // ends when Close begins
 	stopCancel context.CancelFunc
@@ -627,6 +629,7 @@ func (s *Store) Close() error {
 		if lerr := s.lock.Close(); err == nil {
 			err = lerr
 		}
+		s.fsCloser.Close()
 		if err != nil {
 			s.closeErr = fmt.Errorf("idem: closing pebble store at %s: %w", s.dir, err)
 		}
