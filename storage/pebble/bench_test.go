@@ -56,7 +56,7 @@ func fsyncs(b *testing.B, s *Store) uint64 {
 //
 //	go test -run '^$' -bench 'BenchmarkReserveParallel' ./storage/pebble/
 func BenchmarkReserveParallel(b *testing.B) {
-	for _, callers := range []int{1, 50} {
+	for _, callers := range []int{1, 2, 50} {
 		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
 			s, err := Open(b.TempDir(), WithSweepInterval(0))
 			if err != nil {
