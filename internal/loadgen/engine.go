@@ -245,8 +245,10 @@ func (r *runner) phase(ctx context.Context, name string, call callFunc) (*Phase,
 				fmt.Fprintf(cfg.Progress, "[%s] %5.0fs  %9.0f ops/s  errors %d  p50 %s  p99 %s\n", name, el, float64(tot.ops)/el, tot.errors,
 					fmtUS(tot.hist.ValueAtQuantile(50)), fmtUS(tot.hist.ValueAtQuantile(99)))
 			case <-done:
+				// A last bucket much shorter than the interval gives a
+				// meaningless rate; its calls are in the totals all the same.
 				now := time.Now()
-				if w := drainInterval(recs); w.calls > 0 {
+				if w := drainInterval(recs); w.calls > 0 && (len(timeline) == 0 || now.Sub(last) >= cfg.interval()/2) {
 					timeline = append(timeline, point(w, start, last, now))
 				}
 				return

@@ -21,7 +21,7 @@ const (
 	panelH     = 260
 	marginL    = 80
 	marginR    = 170
-	marginT    = 40
+	marginT    = 70
 	panelGap   = 70
 	plotInnerW = plotW - marginL - marginR
 )
@@ -55,8 +55,13 @@ func (r *Report) WriteSVG(w io.Writer) error {
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", plotW, height, plotW, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
 	c := r.Config
-	title := fmt.Sprintf("idemctl bench %s: op %s, mix %s, batch %d, concurrency %d, conns %d", r.Target, c.Op, c.Mix, max(1, c.Batch), c.Concurrency, c.Conns)
+	title := fmt.Sprintf("idemctl bench %s, %s", r.Target, r.StartedAt.Format("2006-01-02 15:04 UTC"))
+	sub := fmt.Sprintf("op %s, mix %s, batch %d, concurrency %d, conns %d", c.Op, c.Mix, max(1, c.Batch), c.Concurrency, c.Conns)
+	if c.Rate > 0 {
+		sub += fmt.Sprintf(", open loop %.0f calls/s", c.Rate)
+	}
 	fmt.Fprintf(&b, `<text x="%d" y="20" font-size="14">%s</text>`+"\n", marginL, html.EscapeString(title))
+	fmt.Fprintf(&b, `<text x="%d" y="38">%s</text>`+"\n", marginL, html.EscapeString(sub))
 	panel(&b, marginT, "latency per call (ms)", lat)
 	panel(&b, marginT+panelH+panelGap, "throughput (ops/s)", thr)
 	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">seconds into the phase</text>`+"\n", marginL+plotInnerW/2, height-10)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# idem vs its floor: Reserve of new keys with 50 callers against idemd on
+# memory, pebble, PostgreSQL and Redis, each right after the same load
+# against grpc.health.v1.Health/Check on the same idemd, with idemd's CPU
+# per operation from /proc. Prints the ratios the design targets name.
+#
+#   bench/floor.sh              # BENCH_DURATION=10s per phase
+#   BENCH_OUT=results bench/floor.sh
+source "$(dirname "$0")/lib.sh"
+build
+machine
+schema=idem_bench_$$
+psql "$PG_URL" -qc "CREATE SCHEMA $schema" >/dev/null 2>&1 && CLEANUPS+=("psql '$PG_URL' -qc 'DROP SCHEMA $schema CASCADE' >/dev/null 2>&1")
+prefix=idem-bench-$$:
+CLEANUPS+=("redis-cli -u '$REDIS_URL' --scan --pattern '$prefix*' | xargs -r -n 500 redis-cli -u '$REDIS_URL' del >/dev/null")
+declare -A stores=(
+	[memory]="memory://"
+	[pebble]="pebble://$TMP/pebble"
+	[postgres]="$PG_URL&search_path=$schema"
+	[redis]="$REDIS_URL?key_prefix=$prefix"
+)
+declare -A migrate=([postgres]=--migrate)
+for name in memory pebble postgres redis; do
+	echo "== $name: Reserve (new keys), floor = Health/Check"
+	flags=()
+	if [ -n "${migrate[$name]:-}" ] && "$IDEMD" -h 2>&1 | grep -q -- '-migrate'; then
+		flags+=(--migrate)
+	fi
+	if ! start_idemd "${stores[$name]}" "${flags[@]+"${flags[@]}"}"; then
+		echo "  skipped: idemd does not serve this store here"
+		continue
+	fi
+	plot=()
+	[ "$name" = memory ] && plot=(--plot "$BENCH_OUT/floor-memory.svg")
+	bench "floor-$name" --floor --op reserve --mix new=100 "${plot[@]+"${plot[@]}"}"
+	summary "$BENCH_OUT/floor-$name.json"
+	echo "  idemd RSS $(rss_mib "$IDEMD_PID") MiB"
+	stop_idemd
+done
+if [ -f "$BENCH_OUT/floor-memory.json" ] && [ -f "$BENCH_OUT/floor-pebble.json" ]; then
+	m=$(jget "$BENCH_OUT/floor-memory.json" 'r["idem"]["ops_per_sec"]')
+	p=$(jget "$BENCH_OUT/floor-pebble.json" 'r["idem"]["ops_per_sec"]')
+	echo "pebble / memory Reserve throughput: $(python3 -c "print(f'{$p/$m:.2f}x')")"
+fi
+echo "results: $BENCH_OUT"

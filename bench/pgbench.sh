@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# idem on PostgreSQL vs pgbench running idem's own two statements: Reserve
+# of a new key + its Complete, 50 callers each, in the same run on the same
+# database. Ratio: idem pairs/s ÷ pgbench transactions/s (one transaction =
+# the same Reserve+Complete pair, as storage/cockroach/testdata/pgbench_pair.sql).
+#
+#   bench/pgbench.sh            # BENCH_DURATION=10s, IDEM_BENCH_POSTGRES_URL
+source "$(dirname "$0")/lib.sh"
+build
+machine
+sql=$ROOT/storage/cockroach/testdata/pgbench_pair.sql
+[ -f "$sql" ] || { echo "skipped: $sql is missing"; exit 0; }
+schema=idem_pgbench_$$
+psql "$PG_URL" -qc "CREATE SCHEMA $schema" >/dev/null
+CLEANUPS+=("psql '$PG_URL' -qc 'DROP SCHEMA $schema CASCADE' >/dev/null 2>&1")
+store="$PG_URL&search_path=$schema"
+flags=()
+if "$IDEMD" -h 2>&1 | grep -q '^Usage:.*migrate'; then
+	"$IDEMD" migrate --store "$store" >/dev/null
+elif "$IDEMD" -h 2>&1 | grep -q -- '-migrate'; then
+	flags+=(--migrate)
+fi
+if ! start_idemd "$store" "${flags[@]+"${flags[@]}"}"; then
+	echo "skipped: idemd does not serve PostgreSQL here"
+	exit 0
+fi
+secs=${BENCH_DURATION%s}
+echo "== pgbench: $BENCH_CONCURRENCY clients, ${secs}s, $(basename "$sql")"
+PGOPTIONS="-c search_path=$schema" pgbench -n -M prepared -c "$BENCH_CONCURRENCY" -j 2 -T "$secs" -f "$sql" "$PG_URL" >"$BENCH_OUT/pgbench.txt" 2>&1 || {
+	cat "$BENCH_OUT/pgbench.txt"
+	exit 1
+}
+tps=$(awk '/^tps = / {print $3}' "$BENCH_OUT/pgbench.txt")
+lat=$(awk '/^latency average/ {print $4}' "$BENCH_OUT/pgbench.txt")
+echo "  pgbench   $tps pairs/s  latency average $lat ms"
+echo "== idem on PostgreSQL: Reserve+Complete of new keys, $BENCH_CONCURRENCY callers"
+bench pgbench-idem --op reserve-complete --mix new=100 --plot "$BENCH_OUT/pgbench-idem.svg"
+summary "$BENCH_OUT/pgbench-idem.json"
+idem=$(jget "$BENCH_OUT/pgbench-idem.json" 'r["idem"]["ops_per_sec"]')
+echo "idem / pgbench pair rate: $(python3 -c "print(f'{$idem/$tps:.2f}x')")"
+echo "results: $BENCH_OUT"

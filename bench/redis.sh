@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# idem on Redis vs redis-benchmark running the equivalent of a Reserve of a
+# new key, SET key val NX PX 30000, 50 clients each, same Redis, same run.
+# Ratio: idem Reserve/s ÷ redis-benchmark SETs/s.
+#
+#   bench/redis.sh              # BENCH_DURATION=10s, IDEM_BENCH_REDIS_URL
+source "$(dirname "$0")/lib.sh"
+build
+machine
+prefix=idem-bench-$$:
+CLEANUPS+=("redis-cli -u '$REDIS_URL' --scan --pattern '$prefix*' | xargs -r -n 500 redis-cli -u '$REDIS_URL' del >/dev/null")
+if ! start_idemd "$REDIS_URL?key_prefix=$prefix"; then
+	echo "skipped: idemd does not serve Redis here"
+	exit 0
+fi
+hostport=${REDIS_URL#redis://}
+hostport=${hostport%%/*}
+n=${BENCH_REDIS_REQUESTS:-300000}
+echo "== redis-benchmark: $BENCH_CONCURRENCY clients, $n × SET key val NX PX 30000"
+redis-benchmark -h "${hostport%:*}" -p "${hostport#*:}" -q -c "$BENCH_CONCURRENCY" -n "$n" -r 1000000000 \
+	SET "${prefix}rb:__rand_int__" val NX PX 30000 2>&1 | tr '\r' '\n' | grep 'requests per second' | tail -n 1 >"$BENCH_OUT/redis-benchmark.txt"
+rps=$(sed -E 's/.*: ([0-9.]+) requests per second.*/\1/' "$BENCH_OUT/redis-benchmark.txt")
+echo "  redis-benchmark  $(cat "$BENCH_OUT/redis-benchmark.txt")"
+echo "== idem on Redis: Reserve of new keys, $BENCH_CONCURRENCY callers, floor = Health/Check"
+bench redis-idem --floor --op reserve --mix new=100
+summary "$BENCH_OUT/redis-idem.json"
+idem=$(jget "$BENCH_OUT/redis-idem.json" 'r["idem"]["ops_per_sec"]')
+echo "idem Reserve / redis-benchmark SET NX PX: $(python3 -c "print(f'{$idem/$rps:.2f}x')")"
+echo "results: $BENCH_OUT"
