@@ -85,6 +85,10 @@ func startErr(format string, args ...any) error {
 	return &startError{fmt.Errorf(format, args...)}
 }
 
+// stuckHandlerGrace is how long shutdown waits, after cutting calls off,
+// for handlers that ignore their canceled context.
+const stuckHandlerGrace = time.Second
+
 // Serve runs idemd until ctx ends, then shuts down gracefully: the health
 // service turns NOT_SERVING, the listener stops accepting, in-flight calls
 // drain for up to ShutdownTimeout before they are cut off, and the store
@@ -199,7 +203,13 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	case <-timer.C:
 		log.Warn("in-flight calls did not finish in time; cutting them off", "timeout", cfg.ShutdownTimeout.String())
 		gs.Stop()
-		<-drained
+		// Stop cancels the calls' contexts; a handler that ignores its
+		// context must still not keep idemd from exiting.
+		select {
+		case <-drained:
+		case <-time.After(stuckHandlerGrace):
+			log.Error("calls still running after the server stopped; closing the store under them")
+		}
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
