@@ -75,8 +75,8 @@ func serveInBackground(t *testing.T, cfg Config, g *gate) (addr string, stop con
 type addrHandler struct{ addr chan string }
 
 func (h *addrHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *addrHandler) WithAttrs([]slog.Attr) slog.Handler        { return h }
-func (h *addrHandler) WithGroup(string) slog.Handler             { return h }
+func (h *addrHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *addrHandler) WithGroup(string) slog.Handler            { return h }
 func (h *addrHandler) Handle(_ context.Context, r slog.Record) error {
 	if r.Message == "idemd serving" {
 		r.Attrs(func(a slog.Attr) bool {
