@@ -399,3 +399,27 @@ func TestSetupTracingExportsOnlyWithEndpoint(t *testing.T) {
 	defer scancel()
 	_ = shutdown(sctx) // nothing listens; only the goroutines must end
 }
+
+// BenchmarkInstrumentStore is the wrapper's cost per store call.
+func BenchmarkInstrumentStore(b *testing.B) {
+	ctx := context.Background()
+	id := storage.ID{Tenant: "t", Namespace: "ns", Key: "absent"}
+	for _, bc := range []struct {
+		name string
+		wrap bool
+	}{{"raw", false}, {"instrumented", true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			var s storage.Store = memory.New()
+			defer s.Close()
+			if bc.wrap {
+				s = InstrumentStore("memory", s, NewMetrics())
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.Lookup(ctx, id); !errors.Is(err, storage.ErrNotFound) {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
