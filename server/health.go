@@ -26,7 +26,7 @@ func (s *Service) HealthServer() *health.Server { return s.health }
 
 func (s *Service) runHealth() {
 	defer s.wg.Done()
-	t := s.opts.clock.NewTicker(s.opts.healthInterval)
+	t := s.opts.healthClock.NewTicker(s.opts.healthInterval)
 	defer t.Stop()
 	for {
 		select {

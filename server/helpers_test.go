@@ -82,8 +82,9 @@ type testEnv struct {
 	conn   *grpc.ClientConn
 }
 
-// healthTickers is the number of fake-clock waiters the health checker adds.
-const healthTickers = 1
+// healthTickers is the number of timers the health checker adds to the
+// store's fake clock: none, it has a clock of its own.
+const healthTickers = 0
 
 func newEnv(t *testing.T, opts ...Option) *testEnv {
 	t.Helper()

@@ -195,6 +195,7 @@ type options struct {
 	resolver       PolicyResolver
 	policies       map[string]Policy
 	clock          clockwork.Clock
+	healthClock    clockwork.Clock
 	tenant         TenantFunc
 	healthInterval time.Duration
 	healthTimeout  time.Duration
@@ -209,6 +210,7 @@ func defaultOptions() options {
 		logger:         slog.Default(),
 		limits:         DefaultLimits(),
 		clock:          clockwork.NewRealClock(),
+		healthClock:    clockwork.NewRealClock(),
 		tenant:         defaultTenantFunc,
 		healthInterval: 5 * time.Second,
 		healthTimeout:  2 * time.Second,
@@ -245,11 +247,23 @@ func WithNamespacePolicies(p map[string]Policy) Option {
 // given to New remains the one the health checker pings.
 func WithPolicyResolver(r PolicyResolver) Option { return func(o *options) { o.resolver = r } }
 
-// WithClock sets the clock of the waiter's polling and the health checker.
+// WithClock sets the clock of the wait for in-progress keys (its deadline
+// and its polling). Tests pass the fake clock that drives the store.
 func WithClock(c clockwork.Clock) Option {
 	return func(o *options) {
 		if c != nil {
 			o.clock = c
+		}
+	}
+}
+
+// WithHealthClock sets the clock of the health checker's interval (the
+// real clock by default, so a fake clock shared with the store sees no
+// extra timer).
+func WithHealthClock(c clockwork.Clock) Option {
+	return func(o *options) {
+		if c != nil {
+			o.healthClock = c
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
@@ -317,7 +318,8 @@ func TestAdmin(t *testing.T) {
 }
 
 func TestHealthFollowsStorePing(t *testing.T) {
-	e := newEnv(t, WithHealthCheck(time.Second, time.Second))
+	hc := clockwork.NewFakeClock()
+	e := newEnv(t, WithHealthCheck(time.Second, time.Second), WithHealthClock(hc))
 	ctx := testContext(t)
 	check := func() healthpb.HealthCheckResponse_ServingStatus {
 		t.Helper()
@@ -346,10 +348,10 @@ func TestHealthFollowsStorePing(t *testing.T) {
 		t.Fatalf("watched status = %v, want SERVING", got)
 	}
 	e.store.setPingErr(fmt.Errorf("%w: disk gone", idem.ErrUnavailable))
-	if err := e.clock.BlockUntilContext(ctx, healthTickers); err != nil {
+	if err := hc.BlockUntilContext(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
-	e.clock.Advance(time.Second)
+	hc.Advance(time.Second)
 	if got := next(); got != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Fatalf("watched status after Ping failed = %v, want NOT_SERVING", got)
 	}
@@ -357,7 +359,7 @@ func TestHealthFollowsStorePing(t *testing.T) {
 		t.Errorf("status = %v, want NOT_SERVING", got)
 	}
 	e.store.setPingErr(nil)
-	e.clock.Advance(time.Second)
+	hc.Advance(time.Second)
 	if got := next(); got != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("watched status after Ping recovered = %v, want SERVING", got)
 	}
