@@ -307,3 +307,28 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	d.stop(ctx, t)
 }
+
+func TestCorruptPebbleDirRefusesToStart(t *testing.T) {
+	ctx := testContext(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "CURRENT"), []byte("garbage\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stderr := runIdemd(ctx, t, nil, "--listen", "127.0.0.1:0", "--store", "pebble://"+dir)
+	if code != 2 {
+		t.Errorf("exit code = %d, want 2", code)
+	}
+	if want := "idemd: cannot open store pebble://" + dir; !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("stderr = %q, want one line starting %q", stderr, want)
+	}
+	// Never silently empty: no fresh store was created over the old one.
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "MANIFEST") || strings.HasSuffix(e.Name(), ".log") {
+			t.Errorf("idemd created %s in the corrupt directory", e.Name())
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "CURRENT")); string(b) != "garbage\n" {
+		t.Errorf("CURRENT = %q, want it untouched", b)
+	}
+}
