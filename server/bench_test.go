@@ -80,11 +80,17 @@ func BenchmarkEndToEnd(b *testing.B) {
 					return err
 				},
 			}
-			for _, name := range []string{"Health", "Reserve", "ReserveComplete"} {
+			ops["HealthAgain"] = ops["Health"]
+			// Health runs before and after, so load that other processes put
+			// on the machine during the run shifts the floor as much as the
+			// operations it is compared with.
+			for _, name := range []string{"Health", "Reserve", "ReserveComplete", "HealthAgain"} {
 				b.Run(name, func(b *testing.B) {
 					results[backend+"/"+name] = runParallelOps(b, d.pid, ops[name])
 				})
 			}
+			h1, h2 := results[backend+"/Health"], results[backend+"/HealthAgain"]
+			results[backend+"/Health"] = benchResult{opsPerSec: (h1.opsPerSec + h2.opsPerSec) / 2, cpuPerOp: (h1.cpuPerOp + h2.cpuPerOp) / 2}
 			d.stop(b)
 		})
 	}
@@ -93,7 +99,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		if h.opsPerSec == 0 {
 			continue
 		}
-		b.Logf("%s: Health %.0f ops/s %.1f µs cpu/op; Reserve %.0f ops/s (%.2fx health) %.1f µs cpu/op (%.2fx health); Reserve+Complete %.0f ops/s (%.2fx health) %.1f µs cpu/op",
+		b.Logf("%s: Health (mean of both runs) %.0f ops/s %.1f µs cpu/op; Reserve %.0f ops/s (%.2fx health) %.1f µs cpu/op (%.2fx health); Reserve+Complete %.0f ops/s (%.2fx health) %.1f µs cpu/op",
 			backend, h.opsPerSec, h.cpuPerOp, r.opsPerSec, r.opsPerSec/h.opsPerSec, r.cpuPerOp, r.cpuPerOp/h.cpuPerOp, rc.opsPerSec, rc.opsPerSec/h.opsPerSec, rc.cpuPerOp)
 	}
 	if m, p := results["memory/Reserve"], results["pebble/Reserve"]; m.opsPerSec > 0 && p.opsPerSec > 0 {
