@@ -73,10 +73,15 @@ func redact(err error) error {
 }
 
 // Redacted returns the URL with any password replaced, for logs and errors.
+// A URL without a password comes back as given: re-serialising would turn
+// "memory://" into "memory:", which is not what the operator typed.
 func Redacted(rawURL string) string {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return "(unparsable URL)"
+	}
+	if _, has := u.User.Password(); !has {
+		return rawURL
 	}
 	return u.Redacted()
 }
