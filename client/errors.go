@@ -29,15 +29,16 @@ var (
 
 // Reasons carried in google.rpc.ErrorInfo.
 const (
-	ReasonLeaseLost     = "LEASE_LOST"
-	ReasonNotInProgress = "NOT_IN_PROGRESS"
-	ReasonStoreClosed   = "STORE_CLOSED"
+	ReasonLeaseLost     = idem.ReasonLeaseLost
+	ReasonNotInProgress = idem.ReasonNotInProgress
+	ReasonStoreClosed   = idem.ReasonStoreClosed
 	// ReasonKeyReused: the server interceptor saw a key reused with a different request.
 	ReasonKeyReused = "IDEMPOTENCY_KEY_REUSED"
 	// ReasonKeyMissing: the server interceptor requires a key and the call had none.
 	ReasonKeyMissing = "IDEMPOTENCY_KEY_MISSING"
-	// ErrorDomain is the google.rpc.ErrorInfo domain the interceptors use.
-	ErrorDomain = "idem.dev"
+	// ErrorDomain is the google.rpc.ErrorInfo domain of idem's statuses,
+	// the server's and the interceptors'.
+	ErrorDomain = idem.ErrorDomain
 )
 
 // Error is a failed idem call: the gRPC status it arrived as and the
