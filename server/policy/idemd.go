@@ -1,0 +1,91 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/idemhq/idem/server"
+	"github.com/idemhq/idem/server/idemd"
+)
+
+func init() {
+	idemd.RegisterExtension(&extension{})
+}
+
+// extension adds --policy to idemd and reloads the file on SIGHUP.
+type extension struct {
+	path        string
+	pingTimeout time.Duration
+}
+
+func (e *extension) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&e.path, "policy", "", "per-namespace policy file (YAML): namespace patterns to stores and limits; reloaded on SIGHUP")
+	fs.DurationVar(&e.pingTimeout, "policy-ping-timeout", 5*time.Second, "how long each store of the policy file may take to answer its first ping")
+}
+
+func (e *extension) Setup(ctx context.Context, s *idemd.Setup) error {
+	if e.path == "" {
+		return nil
+	}
+	if len(s.Config.Policies) > 0 {
+		return errors.New("idem: --policy and --namespace-policy cannot be combined; move the namespace policies into the policy file")
+	}
+	lim, err := s.Config.Limits()
+	if err != nil {
+		return err
+	}
+	r, err := Load(ctx, Options{
+		Path:        e.path,
+		Limits:      lim,
+		Store:       s.Store,
+		StoreURL:    s.Config.Store,
+		PingTimeout: e.pingTimeout,
+		Logger:      s.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	s.ServiceOptions = append(s.ServiceOptions, server.WithPolicyResolver(r))
+	s.UnaryInterceptors = append(s.UnaryInterceptors, r.UnaryServerInterceptor())
+	s.StreamInterceptors = append(s.StreamInterceptors, r.StreamServerInterceptor())
+
+	// SIGHUP is caught only once serving starts, so a failed start leaves
+	// no goroutine behind.
+	stop := make(chan struct{})
+	stopped := make(chan struct{})
+	started := false // Started and Shutdown run on Serve's goroutine
+	s.Started = append(s.Started, func(*server.Service, *grpc.Server) {
+		started = true
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		go func() {
+			defer close(stopped)
+			defer signal.Stop(hup)
+			for {
+				select {
+				case <-hup:
+					rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+					_ = r.Reload(rctx) // logged by Reload
+					cancel()
+				case <-stop:
+					return
+				}
+			}
+		}()
+	})
+	s.Shutdown = append(s.Shutdown, func(ctx context.Context) error {
+		if started {
+			close(stop)
+			<-stopped
+		}
+		return r.Close(ctx)
+	})
+	return nil
+}
