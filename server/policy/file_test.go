@@ -120,11 +120,11 @@ namespaces:
 		ns   string
 		want time.Duration
 	}{
-		{"payments.refunds", time.Minute},         // exact beats prefixes
-		{"payments.refunds.eu", 3 * time.Minute},  // longest prefix
-		{"payments.charge", 2 * time.Minute},      // shorter prefix
-		{"payments", 4 * time.Minute},             // "payments." does not match
-		{"other", 5 * time.Minute},                // default
+		{"payments.refunds", time.Minute},        // exact beats prefixes
+		{"payments.refunds.eu", 3 * time.Minute}, // longest prefix
+		{"payments.charge", 2 * time.Minute},     // shorter prefix
+		{"payments", 4 * time.Minute},            // "payments." does not match
+		{"other", 5 * time.Minute},               // default
 		{"", 5 * time.Minute},
 	}
 	for _, tt := range tests {
