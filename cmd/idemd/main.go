@@ -10,11 +10,22 @@ import (
 	"syscall"
 
 	"github.com/idemhq/idem/server/idemd"
+	"github.com/idemhq/idem/storage/cockroach"
+
+	// TLS, authentication, logs, tracing, metrics and limits.
+	_ "github.com/idemhq/idem/server/idemdext"
 
 	// The backends idemd offers; each registers its URL scheme.
 	_ "github.com/idemhq/idem/storage/memory"
 	_ "github.com/idemhq/idem/storage/pebble"
+	_ "github.com/idemhq/idem/storage/redis"
 )
+
+// The SQL backend's schema is versioned: idemd migrate and --migrate apply it.
+func init() {
+	idemd.RegisterMigrator("postgres", cockroach.Migrate)
+	idemd.RegisterMigrator("postgresql", cockroach.Migrate)
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)

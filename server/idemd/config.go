@@ -21,6 +21,9 @@ type Config struct {
 	Store string
 	// MetricsListen is the HTTP address serving /metrics; empty turns it off.
 	MetricsListen string
+	// Migrate applies the store's pending schema migrations before serving
+	// (what `idemd migrate` does), for stores that have migrations.
+	Migrate bool
 
 	DefaultLease     time.Duration
 	MaxLease         time.Duration
@@ -70,6 +73,7 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.Listen, "listen", c.Listen, "gRPC listen address")
 	fs.StringVar(&c.Store, "store", c.Store, "store URL: pebble://PATH, memory://, postgres://…, redis://…")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "HTTP address for Prometheus /metrics (empty: off)")
+	fs.BoolVar(&c.Migrate, "migrate", c.Migrate, "apply pending store schema migrations before serving (as idemd migrate)")
 	fs.DurationVar(&c.DefaultLease, "default-lease", c.DefaultLease, "lease of a Reserve that names none")
 	fs.DurationVar(&c.MaxLease, "max-lease", c.MaxLease, "longest lease a caller may ask for")
 	fs.DurationVar(&c.DefaultRetention, "default-retention", c.DefaultRetention, "retention of a record whose call names none")

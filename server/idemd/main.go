@@ -71,32 +71,35 @@ func commandNames() []string {
 	return names
 }
 
-func serveMain(ctx context.Context, args []string, env func(string) (string, bool), stderr io.Writer) int {
+// parseFlags parses args and the environment into a Config with the flags
+// of every registered extension, as serve and the other commands share
+// them. ok false means exit with code.
+func parseFlags(cmd string, args []string, env func(string) (string, bool), stderr io.Writer) (cfg Config, exts []Extension, code int, ok bool) {
 	fs := flag.NewFlagSet("idemd", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	cfg := DefaultConfig()
+	cfg = DefaultConfig()
 	RegisterFlags(fs, &cfg)
-	exts := registeredExtensions()
+	exts = registeredExtensions()
 	for _, e := range exts {
 		e.RegisterFlags(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
-			fmt.Fprintf(stderr, "Usage: idemd [serve] [flags]   (commands: %s)\nEvery flag may also be set as IDEM_<FLAG>, e.g. IDEM_STORE.\n", strings.Join(commandNames(), ", "))
+			fmt.Fprintf(stderr, "Usage: idemd %s [flags]   (commands: %s)\nEvery flag may also be set as IDEM_<FLAG>, e.g. IDEM_STORE.\n", cmd, strings.Join(commandNames(), ", "))
 			fs.PrintDefaults()
-			return ExitOK
+			return cfg, nil, ExitOK, false
 		}
 		fail(stderr, fmt.Errorf("%v (see idemd -h)", err))
-		return ExitUsage
+		return cfg, nil, ExitUsage, false
 	}
 	if fs.NArg() > 0 {
 		fail(stderr, fmt.Errorf("unexpected argument %q (see idemd -h)", fs.Arg(0)))
-		return ExitUsage
+		return cfg, nil, ExitUsage, false
 	}
 	if err := ApplyEnv(fs, env); err != nil {
 		fail(stderr, err)
-		return ExitUsage
+		return cfg, nil, ExitUsage, false
 	}
 	gcSet := false
 	fs.Visit(func(f *flag.Flag) { gcSet = gcSet || f.Name == "gc-percent" })
@@ -107,6 +110,14 @@ func serveMain(ctx context.Context, args []string, env func(string) (string, boo
 		if cfg.GCPercent > 0 {
 			debug.SetGCPercent(cfg.GCPercent)
 		}
+	}
+	return cfg, exts, ExitOK, true
+}
+
+func serveMain(ctx context.Context, args []string, env func(string) (string, bool), stderr io.Writer) int {
+	cfg, exts, code, ok := parseFlags("[serve]", args, env, stderr)
+	if !ok {
+		return code
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	if err := Serve(ctx, cfg, log, exts...); err != nil {

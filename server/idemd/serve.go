@@ -8,16 +8,17 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 	"github.com/idemhq/idem/server"
+	"github.com/idemhq/idem/server/observe"
 	"github.com/idemhq/idem/storage"
 )
 
@@ -40,6 +41,13 @@ type Setup struct {
 	Store  storage.Store
 	// Metrics is the registry /metrics serves, or nil when metrics are off.
 	Metrics *prometheus.Registry
+	// Observe holds idem's metrics (Observe.Metrics) and the gRPC server
+	// metrics, registered in Metrics; nil when metrics are off. Its RPC
+	// interceptors are already in place: do not add them again.
+	Observe *observe.Registry
+	// Dialect is what the store reports of its server (postgres,
+	// cockroachdb), empty for stores without one.
+	Dialect string
 
 	// ServiceOptions are passed to server.New after idemd's own, so an
 	// extension may override them (e.g. server.WithTenantFunc).
@@ -99,6 +107,11 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	}
 	limits, _ := cfg.Limits()
 
+	if cfg.Migrate {
+		if _, err := migrate(ctx, cfg.Store, log); err != nil {
+			return &startError{err}
+		}
+	}
 	store, err := storage.Open(ctx, cfg.Store, storage.OpenOptions{Logger: log})
 	if err != nil {
 		return startErr("cannot open store %s: %s", storage.Redacted(cfg.Store), trimIdem(err))
@@ -116,13 +129,16 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	}
 	defer lis.Close()
 
-	setup := &Setup{Config: cfg, Logger: log, Store: store}
-	var metrics *grpcprom.ServerMetrics
+	setup := &Setup{Config: cfg, Logger: log, Store: store, Dialect: storeDialect(store)}
+	scheme := storeScheme(cfg.Store)
+	var reg *observe.Registry
 	var metricsLis net.Listener
 	if cfg.MetricsListen != "" {
-		setup.Metrics = prometheus.NewRegistry()
-		metrics = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
-		setup.Metrics.MustRegister(metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg = observe.NewRegistry()
+		setup.Metrics, setup.Observe = reg.Registry, reg
+		reg.MustRegister(storeInfo(scheme, setup.Dialect))
+		// Only with metrics on: the wrapper costs two clock reads a call.
+		setup.Store = observe.InstrumentStore(scheme, store, reg.Metrics)
 		if metricsLis, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
 			return startErr("cannot listen on %s for metrics: %v", cfg.MetricsListen, err)
 		}
@@ -140,26 +156,29 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 		server.WithNamespacePolicies(cfg.Policies),
 		server.WithHealthCheck(cfg.HealthInterval, 0),
 	}, setup.ServiceOptions...)
-	svc, err := server.New(store, opts...)
+	svc, err := server.New(setup.Store, opts...)
 	if err != nil {
 		return startErr("%s", trimIdem(err))
 	}
 	defer svc.Close()
 
 	unary, stream := setup.UnaryInterceptors, setup.StreamInterceptors
-	if metrics != nil {
-		unary = append([]grpc.UnaryServerInterceptor{metrics.UnaryServerInterceptor()}, unary...)
-		stream = append([]grpc.StreamServerInterceptor{metrics.StreamServerInterceptor()}, stream...)
+	if reg != nil {
+		unary = append([]grpc.UnaryServerInterceptor{reg.UnaryServerInterceptor()}, unary...)
+		stream = append([]grpc.StreamServerInterceptor{reg.StreamServerInterceptor()}, stream...)
+	}
+	if setup.Dialect != "" {
+		unary = append(unary, dialectHeader(setup.Dialect))
 	}
 	gopts := append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...)}, setup.ServerOptions...)
 	gs := server.NewGRPCServer(svc, gopts...)
 
 	var httpSrv *http.Server
 	errc := make(chan error, 2)
-	if metrics != nil {
-		metrics.InitializeMetrics(gs)
+	if reg != nil {
+		reg.InitializeMetrics(gs)
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(setup.Metrics, promhttp.HandlerOpts{}))
+		mux.Handle("/metrics", reg.Handler())
 		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := httpSrv.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -175,7 +194,10 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	for _, f := range setup.Started {
 		f(svc, gs)
 	}
-	attrs := []any{"addr", lis.Addr().String(), "store", storage.Redacted(cfg.Store)}
+	attrs := []any{"addr", lis.Addr().String(), "store", storage.Redacted(cfg.Store), "version", Version()}
+	if setup.Dialect != "" {
+		attrs = append(attrs, "dialect", setup.Dialect)
+	}
 	if metricsLis != nil {
 		attrs = append(attrs, "metrics_addr", metricsLis.Addr().String())
 	}
@@ -228,4 +250,46 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	}
 	log.Info("idemd stopped")
 	return serveErr
+}
+
+// storeScheme is the store label of metrics: the URL's scheme.
+func storeScheme(storeURL string) string {
+	scheme, _, _ := strings.Cut(storeURL, "://")
+	return strings.ToLower(scheme)
+}
+
+// storeDialect is what a SQL store detected of its server at connect.
+func storeDialect(s storage.Store) string {
+	if d, ok := s.(interface{ Dialect() string }); ok {
+		return d.Dialect()
+	}
+	return ""
+}
+
+// storeInfo is the constant gauge idem_store_info{store,dialect} = 1, so
+// dashboards show which database a replica talks to.
+func storeInfo(scheme, dialect string) prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "idem_store_info",
+		Help:        "The store this idemd serves from: URL scheme and, for SQL stores, the database dialect detected at connect.",
+		ConstLabels: prometheus.Labels{"store": scheme, "dialect": dialect},
+	})
+	g.Set(1)
+	return g
+}
+
+// DialectHeader is the response header of Lookup naming the SQL dialect of
+// the store, for operators checking what a replica talks to.
+const DialectHeader = "idem-store-dialect"
+
+// dialectHeader sets DialectHeader on Lookup responses; it is the innermost
+// interceptor, so refused calls do not get it.
+func dialectHeader(dialect string) grpc.UnaryServerInterceptor {
+	md := metadata.Pairs(DialectHeader, dialect)
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if info.FullMethod == idemv1.IdempotencyService_Lookup_FullMethodName {
+			_ = grpc.SetHeader(ctx, md)
+		}
+		return h(ctx, req)
+	}
 }

@@ -1,0 +1,76 @@
+package idemdext
+
+import (
+	"context"
+	"flag"
+
+	"github.com/idemhq/idem/server"
+	"github.com/idemhq/idem/server/auth"
+	"github.com/idemhq/idem/server/idemd"
+	"github.com/idemhq/idem/server/limit"
+	"github.com/idemhq/idem/server/observe"
+)
+
+func init() { idemd.RegisterExtension(New()) }
+
+// Extension is the idemd extension; New returns one with default flags.
+type Extension struct {
+	auth  auth.Config
+	limit limit.Config
+}
+
+var _ idemd.Extension = (*Extension)(nil)
+
+// New returns the extension with the packages' default configurations.
+func New() *Extension {
+	return &Extension{auth: auth.DefaultConfig(), limit: limit.DefaultConfig()}
+}
+
+// RegisterFlags adds --tls-*, --tokens-file, --insecure, … and
+// --max-inflight, --tenant-rate, ….
+func (e *Extension) RegisterFlags(fs *flag.FlagSet) {
+	auth.RegisterFlags(fs, &e.auth)
+	limit.RegisterFlags(fs, &e.limit)
+}
+
+// Setup refuses plaintext on a reachable address without --insecure, loads
+// the credentials (reloaded until ctx ends), starts tracing and adds the
+// interceptors in the order the package documentation gives.
+func (e *Extension) Setup(ctx context.Context, s *idemd.Setup) error {
+	if err := auth.CheckListen(s.Config.Listen, e.auth.TLS(), e.auth.Insecure); err != nil {
+		return err
+	}
+	var m *observe.Metrics // nil-safe: metrics off
+	if s.Observe != nil {
+		m = s.Observe.Metrics
+	}
+	a, err := auth.New(e.auth, auth.WithLogger(s.Logger), auth.WithRejectHook(m.Rejected))
+	if err != nil {
+		return err
+	}
+	stop, err := observe.SetupTracing(ctx, "idemd", idemd.Version())
+	if err != nil {
+		return err
+	}
+	s.Shutdown = append(s.Shutdown, stop)
+	lim := limit.New(e.limit, limit.WithMetrics(m))
+
+	s.ServerOptions = append(append(s.ServerOptions, observe.StatsHandler()), a.ServerOptions()...)
+	s.UnaryInterceptors = append(s.UnaryInterceptors,
+		observe.UnaryServerInterceptor(s.Logger),
+		a.UnaryServerInterceptor(),
+		observe.AuditUnaryServerInterceptor(s.Logger),
+		lim.UnaryServerInterceptor())
+	if m != nil {
+		s.UnaryInterceptors = append(s.UnaryInterceptors, m.UnaryServerInterceptor())
+	}
+	s.StreamInterceptors = append(s.StreamInterceptors,
+		observe.StreamServerInterceptor(s.Logger),
+		a.StreamServerInterceptor(),
+		lim.StreamServerInterceptor())
+	if a.Enabled() {
+		s.ServiceOptions = append(s.ServiceOptions, server.WithTenantFunc(auth.TenantFunc))
+	}
+	go a.Watch(ctx) // last: a failed Setup leaves nothing running
+	return nil
+}
