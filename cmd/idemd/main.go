@@ -14,6 +14,7 @@ import (
 
 	// TLS, authentication, logs, tracing, metrics and limits.
 	_ "github.com/idemhq/idem/server/idemdext"
+	_ "github.com/idemhq/idem/server/policy" // --policy: namespaces routed to stores, reloaded on SIGHUP
 
 	// The backends idemd offers; each registers its URL scheme.
 	_ "github.com/idemhq/idem/storage/memory"
