@@ -186,8 +186,17 @@ func checkHistory(t testing.TB, rec *harness.Recorder) {
 	case err != nil:
 		t.Errorf("history is not linearizable, and the visualization failed: %v", err)
 	case res == porcupine.Illegal:
-		t.Errorf("history is not linearizable; visualization: %s", path)
+		t.Errorf("history is not linearizable; visualization: %s; the shortest key history that is not:\n%s", path, harness.Explain(ops))
 	case res == porcupine.Unknown:
 		t.Errorf("linearizability check did not finish within a minute (%d calls)", total)
 	}
+}
+
+func mustParse(t testing.TB, raw string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatalf("url.Parse(%q) error = %v", raw, err)
+	}
+	return u
 }

@@ -1,9 +1,13 @@
 package harness
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -27,4 +31,37 @@ func Check(ops []porcupine.Operation, timeout time.Duration, dir, name string) (
 		return res, "", fmt.Errorf("idem: writing the visualization: %v", err)
 	}
 	return res, path, nil
+}
+
+// Explain describes the shortest key history of ops that is not
+// linearizable on its own, one call per line in call order, for a failure
+// message; "" when every key's history is linearizable.
+func Explain(ops []porcupine.Operation) string {
+	var worst []porcupine.Operation
+	for _, part := range model.Model.Partition(ops) {
+		if worst != nil && len(part) >= len(worst) {
+			continue
+		}
+		if !porcupine.CheckOperations(model.Model, part) {
+			worst = part
+		}
+	}
+	if worst == nil {
+		return ""
+	}
+	sorted := slices.Clone(worst)
+	slices.SortFunc(sorted, func(a, b porcupine.Operation) int { return cmp.Compare(a.Call, b.Call) })
+	var b strings.Builder
+	for _, op := range sorted {
+		ret := "∞"
+		if op.Return != model.UnknownReturn {
+			ret = strconv.FormatInt(op.Return/1e3, 10)
+		}
+		fmt.Fprintf(&b, "  client %2d [%d µs, %s µs] %s", op.ClientId, op.Call/1e3, ret, model.Model.DescribeOperation(op.Input, op.Output))
+		if m, _ := op.Metadata.(string); m != "" {
+			fmt.Fprintf(&b, " (%s)", m)
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
 }

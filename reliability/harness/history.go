@@ -128,9 +128,16 @@ func (c *Client) ctx(parent context.Context) (context.Context, context.CancelFun
 	return context.WithTimeout(parent, c.Timeout)
 }
 
+// skipped answers a call the caller's context ended before it was sent:
+// not recorded, since it never reached the server.
+func skipped(ctx context.Context) bool { return ctx.Err() != nil }
+
 // Reserve records a Reserve of key with fingerprint fp.
 func (c *Client) Reserve(ctx context.Context, key, fp string) model.Output {
 	in := model.Input{Kind: model.Reserve, Key: key, Fingerprint: fp}
+	if skipped(ctx) {
+		return model.Output{Unknown: true}
+	}
 	call := c.Rec.now()
 	cctx, cancel := c.ctx(ctx)
 	resp, err := c.RPC.Reserve(cctx, &idemv1.ReserveRequest{
@@ -156,6 +163,9 @@ func (c *Client) Reserve(ctx context.Context, key, fp string) model.Output {
 // encodes (see EncodeResult).
 func (c *Client) Complete(ctx context.Context, key string, token uint64, result *idemv1.Result) model.Output {
 	in := model.Input{Kind: model.Complete, Key: key, Token: token, Result: DigestResult(result)}
+	if skipped(ctx) {
+		return model.Output{Unknown: true}
+	}
 	call := c.Rec.now()
 	cctx, cancel := c.ctx(ctx)
 	resp, err := c.RPC.Complete(cctx, &idemv1.CompleteRequest{
@@ -173,6 +183,9 @@ func (c *Client) Complete(ctx context.Context, key string, token uint64, result 
 // Release records a Release of key with token.
 func (c *Client) Release(ctx context.Context, key string, token uint64) model.Output {
 	in := model.Input{Kind: model.Release, Key: key, Token: token}
+	if skipped(ctx) {
+		return model.Output{Unknown: true}
+	}
 	call := c.Rec.now()
 	cctx, cancel := c.ctx(ctx)
 	resp, err := c.RPC.Release(cctx, &idemv1.ReleaseRequest{Namespace: c.Namespace, Key: key, Token: token})
@@ -188,6 +201,9 @@ func (c *Client) Release(ctx context.Context, key string, token uint64) model.Ou
 // Lookup records a Lookup of key.
 func (c *Client) Lookup(ctx context.Context, key string) model.Output {
 	in := model.Input{Kind: model.Lookup, Key: key}
+	if skipped(ctx) {
+		return model.Output{Unknown: true}
+	}
 	call := c.Rec.now()
 	cctx, cancel := c.ctx(ctx)
 	resp, err := c.RPC.Lookup(cctx, &idemv1.LookupRequest{Namespace: c.Namespace, Key: key})
@@ -292,6 +308,31 @@ func (r *Recorder) Summary() map[string]int {
 			what = o.State.String()
 		}
 		out[in.Kind.String()+" "+what]++
+	}
+	return out
+}
+
+// DuplicateHolders lists every token that more than one RESERVED answer
+// handed out for the same key: two holders of one key at once.
+func (r *Recorder) DuplicateHolders() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	type holder struct {
+		key   string
+		token uint64
+	}
+	seen := map[holder]int{}
+	for _, op := range r.ops {
+		in, o := op.Input.(model.Input), op.Output.(model.Output)
+		if in.Kind == model.Reserve && !o.Unknown && o.Outcome == model.Reserved {
+			seen[holder{in.Key, o.Token}]++
+		}
+	}
+	var out []string
+	for h, n := range seen {
+		if n > 1 {
+			out = append(out, fmt.Sprintf("key %s: token %d handed out %d times", h.key, h.token, n))
+		}
 	}
 	return out
 }

@@ -13,8 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -109,7 +107,7 @@ func (d *Idemd) Start(ctx context.Context) error {
 }
 
 func waitServing(ctx context.Context, addr string, exited <-chan struct{}) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := Dial(addr)
 	if err != nil {
 		return err
 	}

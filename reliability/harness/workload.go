@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 	"github.com/idemhq/idem/reliability/model"
@@ -26,6 +27,9 @@ type Workload struct {
 	Prefix string
 	// Seed makes the choices reproducible (timing still is not).
 	Seed uint64
+	// Think is the most a client pauses before each command (uniformly
+	// random), which paces the load; 0 runs flat out.
+	Think time.Duration
 }
 
 // Run drives the workload with clients, one goroutine per client, and
@@ -49,6 +53,13 @@ func (w Workload) Run(ctx context.Context, clients []*Client) []string {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(w.Seed, uint64(i)))
 			for {
+				if w.Think > 0 {
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(rand.N(w.Think)):
+					}
+				}
 				n, ok := next()
 				if !ok {
 					return
@@ -92,11 +103,12 @@ func (w Workload) step(ctx context.Context, c *Client, rng *rand.Rand, key strin
 		return
 	}
 	out := c.Reserve(ctx, key, fp)
-	if out.Unknown && ctx.Err() == nil {
+	if out.Unknown && pause(ctx) {
 		out = c.Reserve(ctx, key, fp) // the caller's retry
 	}
 	switch {
 	case out.Unknown:
+		pause(ctx)
 		return
 	case out.Outcome == model.OutcomeInProgress && rng.IntN(10) == 0:
 		// Somebody else holds it; a confused caller that reuses the
@@ -109,7 +121,7 @@ func (w Workload) step(ctx context.Context, c *Client, rng *rand.Rand, key strin
 	if rng.IntN(10) < 6 {
 		r := result(c.ID, n, 2)
 		got := c.Complete(ctx, key, out.Token, r)
-		if got.Unknown || rng.IntN(10) == 0 {
+		if got.Unknown && pause(ctx) || rng.IntN(10) == 0 {
 			c.Complete(ctx, key, out.Token, r) // a retry must succeed again
 		}
 		if rng.IntN(20) == 0 {
@@ -117,8 +129,20 @@ func (w Workload) step(ctx context.Context, c *Client, rng *rand.Rand, key strin
 		}
 		return
 	}
-	if got := c.Release(ctx, key, out.Token); got.Unknown {
+	if got := c.Release(ctx, key, out.Token); got.Unknown && pause(ctx) {
 		c.Release(ctx, key, out.Token)
+	}
+}
+
+// pause is a caller's pause after a call with an unknown outcome, so a
+// down server sees a few retries rather than a flood. It reports whether
+// the caller should go on.
+func pause(ctx context.Context) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(50 * time.Millisecond):
+		return true
 	}
 }
 

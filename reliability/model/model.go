@@ -299,10 +299,14 @@ func (o Output) String(k Kind) string {
 	}
 	switch k {
 	case Reserve:
-		if o.Outcome == Mismatch {
-			return "MISMATCH"
+		s := o.Outcome.String()
+		if o.Outcome != Mismatch {
+			s += fmt.Sprintf(" token=%d", o.Token)
 		}
-		return o.Outcome.String() + " " + rec()
+		if o.Outcome == OutcomeCompleted {
+			s += fmt.Sprintf(" result=%q", o.Result)
+		}
+		return s
 	default:
 		if o.Err != OK {
 			return o.Err.String()

@@ -1,0 +1,134 @@
+package reliability
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/idemhq/idem/reliability/faultproxy"
+	"github.com/idemhq/idem/reliability/harness"
+	"github.com/idemhq/idem/reliability/model"
+)
+
+// crash is one way to take the service down and bring it back.
+type crash struct {
+	down, up func(ctx context.Context) error
+}
+
+// TestCrash kills the service at random moments under the mixed load and
+// brings it back, many times: kill -9 of idemd on pebble and on PostgreSQL,
+// and PostgreSQL going away under a running idemd (every connection reset
+// and new ones refused by a proxy, then let through again; the shared
+// PostgreSQL server itself is not stopped, since other tests use it).
+func TestCrash(t *testing.T) {
+	killIdemd := func(store func(testing.TB) string) func(t *testing.T) (*harness.Idemd, crash) {
+		return func(t *testing.T) (*harness.Idemd, crash) {
+			d := startIdemd(t, store(t))
+			return d, crash{down: func(context.Context) error { return d.Kill() }, up: d.Start}
+		}
+	}
+	tests := []struct {
+		name  string
+		setup func(t *testing.T) (*harness.Idemd, crash)
+	}{
+		{"pebble/kill-idemd", killIdemd(pebbleStore)},
+		{"postgres/kill-idemd", killIdemd(postgresStore)},
+		{"postgres/postgres-down", func(t *testing.T) (*harness.Idemd, crash) {
+			u, p := proxiedPostgres(t)
+			d := startIdemd(t, u)
+			return d, crash{
+				down: func(context.Context) error { p.Refuse(true); p.Reset(); return nil },
+				up:   func(context.Context) error { p.Refuse(false); return nil },
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			d, c := tt.setup(t)
+			crashCycles(t, d, c)
+		})
+	}
+}
+
+// proxiedPostgres is a migrated schema of the test PostgreSQL reached
+// through a fault proxy, and the proxy.
+func proxiedPostgres(t *testing.T) (string, *faultproxy.Proxy) {
+	t.Helper()
+	direct := postgresStore(t)
+	u := mustParse(t, direct)
+	p, err := faultproxy.New(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	u.Host = p.Addr()
+	return u.String(), p
+}
+
+func crashCycles(t *testing.T, d *harness.Idemd, c crash) {
+	ctx := testCtx(t)
+	cycles, minLoad, maxLoad := 20, 200*time.Millisecond, 800*time.Millisecond
+	if *long {
+		cycles, maxLoad = 100, 3*time.Second
+	}
+	rec := harness.NewRecorder()
+	cs := clients(t, d.Addr, 16, rec, 5*time.Second)
+	run := randomName("k")
+	for i := range cycles {
+		w := harness.Workload{Clients: 16, Keys: 8, KeyEvery: 32, Think: 5 * time.Millisecond, Prefix: fmt.Sprintf("%s-c%d", run, i), Seed: rand.Uint64()}
+		wctx, stop := context.WithCancel(ctx)
+		done := make(chan []string, 1)
+		go func() { done <- w.Run(wctx, cs) }()
+		// Not a wait for anything: a random moment in the load to crash at.
+		time.Sleep(minLoad + rand.N(maxLoad-minLoad))
+		if err := c.down(ctx); err != nil {
+			t.Fatalf("cycle %d: taking the service down: %v", i, err)
+		}
+		stop()
+		keys := <-done
+		restart := time.Now()
+		if err := c.up(ctx); err != nil {
+			t.Fatalf("cycle %d: bringing the service back: %v", i, err)
+		}
+		up := time.Now()
+		// Everything acknowledged so far reads back identically.
+		for key, want := range rec.Acknowledged() {
+			got := lookupUntilKnown(ctx, cs[0], key)
+			if got.Unknown || got.Err != model.OK || got.State != model.Completed || got.Result != want {
+				t.Errorf("cycle %d: Lookup(%s) after the crash = %s, want COMPLETED result=%q", i, key, got.String(model.Lookup), want)
+			}
+		}
+		// The rest of this cycle's keys, for the history.
+		for _, key := range keys {
+			lookupUntilKnown(ctx, cs[1], key)
+		}
+		if i == 0 {
+			t.Logf("cycle 0: %d keys, back up in %v, read back in %v", len(keys), up.Sub(restart).Round(time.Millisecond), time.Since(up).Round(time.Millisecond))
+		}
+	}
+	for _, dup := range rec.DuplicateHolders() {
+		t.Errorf("two holders: %s", dup)
+	}
+	if len(rec.Acknowledged()) == 0 {
+		t.Error("no Complete was acknowledged in any cycle; the test checked nothing")
+	}
+	checkHistory(t, rec)
+}
+
+// lookupUntilKnown looks key up until the answer is known, for as long as
+// the service takes to come back (the client's calls time out on their own).
+func lookupUntilKnown(ctx context.Context, c *harness.Client, key string) model.Output {
+	for {
+		out := c.Lookup(ctx, key)
+		if !out.Unknown || ctx.Err() != nil {
+			return out
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
