@@ -348,7 +348,7 @@ func (r *Resolver) release(refs []*storeRef) {
 		if err := ref.store.Close(); err != nil {
 			r.opts.Logger.Error("closing a store the policy no longer names failed", "store", storage.Redacted(ref.url), "err", err)
 		} else {
-			r.opts.Logger.Info("closed a store the policy no longer names", "store", storage.Redacted(ref.url))
+			r.opts.Logger.Info("policy store closed", "store", storage.Redacted(ref.url))
 		}
 	}
 }
