@@ -41,12 +41,17 @@ names = {"store": "store (memory maps / pebble)", "idem": "idem's own code (serv
          "gc": "Go GC background marking", "sched": "Go scheduler, timers, idle", "kernel": "kernel only (interrupts, softirq)", "other": "other"}
 count = collections.Counter()
 leaf = collections.Counter()
+caller = collections.Counter()
 frames = []
 def flush():
     if not frames:
         return
     syms = frames[:]
     leaf[syms[0]] += 1
+    for f in syms:
+        if not re.match(r"runtime\.|internal/|\[|[a-z_0-9.]*$", f) or "/" in f:
+            caller[f] += 1
+            break
     if any(re.search(r"gcBgMarkWorker|runtime\.bgsweep|runtime\.bgscavenge", f) for f in syms):
         count["gc"] += 1
         return
@@ -75,6 +80,9 @@ for k in ["grpc", "protobuf", "idem", "store", "gc", "sched", "kernel", "other"]
 print(f"  ({total} samples)")
 print("  top leaf functions:")
 for f, n in leaf.most_common(10):
+    print(f"    {100*n/total:5.1f}%  {f[:110]}")
+print("  top first non-runtime frames (who caused the time):")
+for f, n in caller.most_common(12):
     print(f"    {100*n/total:5.1f}%  {f[:110]}")
 PY
 	stop_idemd

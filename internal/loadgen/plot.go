@@ -5,6 +5,7 @@ import (
 	"html"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 )
 
@@ -125,14 +126,8 @@ func niceCeil(v float64) float64 {
 }
 
 func tick(v float64) string {
-	switch {
-	case v >= 1000:
+	if v >= 1000 {
 		return fmt.Sprintf("%.0f", v)
-	case v == math.Trunc(v):
-		return fmt.Sprintf("%.0f", v)
-	case v >= 1:
-		return fmt.Sprintf("%.1f", v)
-	default:
-		return fmt.Sprintf("%.2g", v)
 	}
+	return strconv.FormatFloat(v, 'g', 3, 64)
 }
