@@ -281,6 +281,7 @@ func (s *Store) update(ctx context.Context, id storage.ID, decide func(cur *stor
 		return nil, err
 	}
 	defer s.mu.RUnlock()
+	growStack(len(id.Key))
 	key := recordKey(id)
 	l := s.lockFor(key)
 	l.Lock()
@@ -391,7 +392,15 @@ func (s *Store) Lookup(ctx context.Context, id storage.ID) (*storage.Record, err
 		return nil, err
 	}
 	defer s.mu.RUnlock()
-	cur, err := s.get(recordKey(id))
+	growStack(len(id.Key))
+	key := recordKey(id)
+	// A writer holds the stripe lock until its batch is synced, and pebble
+	// makes a batch visible before its fsync ends: without the lock a Lookup
+	// could report a write that a crash then loses.
+	l := s.lockFor(key)
+	l.Lock()
+	defer l.Unlock()
+	cur, err := s.get(key)
 	if err != nil {
 		return nil, err
 	}
@@ -428,6 +437,7 @@ func (s *Store) batch(ctx context.Context, ids []storage.ID, decide func(i int, 
 		return err
 	}
 	defer s.mu.RUnlock()
+	growStack(len(ids))
 	keys := make([][]byte, len(ids))
 	for i, id := range ids {
 		keys[i] = recordKey(id)
