@@ -242,3 +242,27 @@ namespaces:
 		}
 	})
 }
+
+// TestServerStoreURLIsShared: a pattern naming idemd's own --store URL
+// gets that store, not a second one (Pebble would refuse a second open).
+func TestServerStoreURLIsShared(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.yaml")
+	writePolicy(t, path, "namespaces:\n  a.*:\n    store: memory://\n  b.*:\n    store: memory://?shards=4\n")
+	f := serve(t, path, server.DefaultLimits())
+	if st, _ := f.r.Resolve("t", "a.x"); st != f.base {
+		t.Errorf("Resolve(a.x) store = %p, want the server's own store %p", st, f.base)
+	}
+	if st, _ := f.r.Resolve("t", "b.x"); st == nil || st == f.base {
+		t.Errorf("Resolve(b.x) store = %v, want a store of its own", st)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	writePolicy(t, path, "namespaces:\n  b.*:\n    store: memory://?shards=4\n")
+	if err := f.r.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	drained(t, f.r)
+	if _, err := lookup(ctx, f.base, "a.x", "k"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("server's store after a reload that stopped naming it: Lookup() = %v, want ErrNotFound (never closed by the policy)", err)
+	}
+}
