@@ -121,6 +121,44 @@ func TestTokensAuthenticateAndConfineCallers(t *testing.T) {
 	if logField(d.stderr.String(), "credentials refused", "method") == "" {
 		t.Errorf("no log line for the refused credentials in:\n%s", d.stderr)
 	}
+	if strings.Contains(d.stderr.String(), `"msg":"finished call"`) {
+		t.Errorf("call log without --log-calls:\n%s", d.stderr)
+	}
+}
+
+func TestCallLog(t *testing.T) {
+	ctx := testContext(t)
+	tok, line, err := auth.MintToken("tenant-a", auth.RoleClient, time.Time{}, "a-api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte(line+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startIdemd(ctx, t, "--store", "memory://", "--tokens-file", tokens, "--log-calls")
+	const key = "order-42-secret"
+	asA := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
+	if _, err := client(t, d.addr).Reserve(asA, &idemv1.ReserveRequest{Namespace: "ns", Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	d.stop(ctx, t)
+	var rec map[string]any
+	for _, l := range strings.Split(d.stderr.String(), "\n") {
+		if strings.Contains(l, key) {
+			t.Errorf("log line shows the key: %s", l)
+		}
+		var r map[string]any
+		if json.Unmarshal([]byte(l), &r) == nil && r["msg"] == "finished call" && r["grpc.method"] == "Reserve" {
+			rec = r
+		}
+	}
+	if rec == nil {
+		t.Fatalf("no call log line for Reserve with --log-calls:\n%s", d.stderr)
+	}
+	if rec["tenant"] != "tenant-a" || rec["namespace"] != "ns" || rec["grpc.code"] != "OK" || rec["key_hash"] == nil {
+		t.Errorf("call log line = %v, want tenant-a, ns, OK and a key hash", rec)
+	}
 }
 
 func dialConn(t *testing.T, addr string) *grpc.ClientConn {
