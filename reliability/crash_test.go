@@ -23,6 +23,7 @@ type crash struct {
 // and new ones refused by a proxy, then let through again; the shared
 // PostgreSQL server itself is not stopped, since other tests use it).
 func TestCrash(t *testing.T) {
+	t.Parallel()
 	killIdemd := func(store func(testing.TB) string) func(t *testing.T) (*harness.Idemd, crash) {
 		return func(t *testing.T) (*harness.Idemd, crash) {
 			d := startIdemd(t, store(t))
@@ -75,10 +76,10 @@ func crashCycles(t *testing.T, d *harness.Idemd, c crash) {
 		cycles, maxLoad = 100, 3*time.Second
 	}
 	rec := harness.NewRecorder()
-	cs := clients(t, d.Addr, 16, rec, 5*time.Second)
+	cs := clients(t, d.Addr, 20, rec, 5*time.Second)
 	run := randomName("k")
 	for i := range cycles {
-		w := harness.Workload{Clients: 16, Keys: 8, KeyEvery: 32, Think: 5 * time.Millisecond, Prefix: fmt.Sprintf("%s-c%d", run, i), Seed: rand.Uint64()}
+		w := harness.Workload{Clients: 16, Readers: 4, Keys: 8, KeyEvery: 32, Think: 5 * time.Millisecond, Prefix: fmt.Sprintf("%s-c%d", run, i), Seed: rand.Uint64()}
 		wctx, stop := context.WithCancel(ctx)
 		done := make(chan []string, 1)
 		go func() { done <- w.Run(wctx, cs) }()

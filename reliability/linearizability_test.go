@@ -19,6 +19,7 @@ func workload(prefix string) harness.Workload {
 }
 
 func TestLinearizable(t *testing.T) {
+	t.Parallel()
 	stores := []struct {
 		name  string
 		store func(testing.TB) string

@@ -181,7 +181,8 @@ func checkHistory(t testing.TB, rec *harness.Recorder) {
 	total, unknown := rec.Counts()
 	start := time.Now()
 	res, path, err := harness.Check(ops, time.Minute, *outDir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+randomName(""))
-	t.Logf("checked %d calls (%d with unknown outcome) in %v: %s; answers: %v", total, unknown, time.Since(start).Round(time.Millisecond), res, rec.Summary())
+	t.Logf("checked %d calls (%d with unknown outcome; %d unanswered lookups or unsent calls left out) in %v: %s; answers: %v",
+		total, unknown, rec.Dropped(), time.Since(start).Round(time.Millisecond), res, rec.Summary())
 	switch {
 	case err != nil:
 		t.Errorf("history is not linearizable, and the visualization failed: %v", err)

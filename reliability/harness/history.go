@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +34,7 @@ type Recorder struct {
 	ops        []porcupine.Operation
 	unexpected []string
 	acked      map[string]string // key → result of an acknowledged Complete
+	dropped    int
 }
 
 // NewRecorder returns an empty history.
@@ -57,6 +59,14 @@ func (r *Recorder) Unexpected() []string {
 	return append([]string(nil), r.unexpected...)
 }
 
+// Dropped is the number of calls left out of the history: lookups without
+// an answer and calls gRPC never sent.
+func (r *Recorder) Dropped() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.dropped
+}
+
 // Acknowledged maps each key to the result of a Complete the server
 // acknowledged for it.
 func (r *Recorder) Acknowledged() map[string]string {
@@ -70,7 +80,8 @@ func (r *Recorder) Acknowledged() map[string]string {
 }
 
 // Counts returns how many calls were recorded and how many of them have an
-// unknown outcome.
+// unknown outcome; calls left out of the history (see Dropped) are not
+// counted.
 func (r *Recorder) Counts() (total, unknown int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -83,6 +94,15 @@ func (r *Recorder) Counts() (total, unknown int) {
 }
 
 func (r *Recorder) add(client int, call int64, in model.Input, out model.Output, err error) {
+	if out.Unknown && (in.Kind == model.Lookup || notSent(err)) {
+		// A read with no answer constrains nothing, and a call gRPC never
+		// sent had no effect; leaving both out keeps the search small.
+		// Leaving out a call can only make the check stricter.
+		r.mu.Lock()
+		r.dropped++
+		r.mu.Unlock()
+		return
+	}
 	ret := r.now()
 	if out.Unknown {
 		ret = model.UnknownReturn
@@ -93,6 +113,23 @@ func (r *Recorder) add(client int, call int64, in model.Input, out model.Output,
 	if in.Kind == model.Complete && !out.Unknown && out.Err == model.OK {
 		r.acked[in.Key] = out.Result
 	}
+}
+
+// notSent reports whether gRPC failed a call before sending it: the
+// channel had no connection ("connection error: …", the last dial's error)
+// or none became ready before the deadline.
+func notSent(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		return strings.HasPrefix(st.Message(), "connection error: ")
+	case codes.DeadlineExceeded:
+		return strings.HasSuffix(st.Message(), "while waiting for connections to become ready")
+	}
+	return false
 }
 
 func errString(err error) string {

@@ -30,6 +30,13 @@ type Workload struct {
 	// Think is the most a client pauses before each command (uniformly
 	// random), which paces the load; 0 runs flat out.
 	Think time.Duration
+	// Readers are extra clients (after the first Clients ones) that only
+	// look up live keys, back to back: they catch reads of state that was
+	// visible before it was durable.
+	Readers int
+	// Backoff is a client's pause after a call with an unknown outcome
+	// (default 100ms), so a down server sees a few retries, not a flood.
+	Backoff time.Duration
 }
 
 // Run drives the workload with clients, one goroutine per client, and
@@ -72,6 +79,19 @@ func (w Workload) Run(ctx context.Context, clients []*Client) []string {
 			}
 		}()
 	}
+	for i, c := range clients[min(w.Clients, len(clients)):min(w.Clients+w.Readers, len(clients))] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(w.Seed, uint64(1000+i)))
+			for ctx.Err() == nil && (w.Ops == 0 || issued.Load() < int64(w.Ops)) {
+				key := fmt.Sprintf("%s-%d", w.Prefix, int(issued.Load())/keyEvery+rng.IntN(w.Keys))
+				if c.Lookup(ctx, key).Unknown {
+					w.pause(ctx)
+				}
+			}
+		}()
+	}
 	wg.Wait()
 	out := make([]string, 0, len(keys))
 	for k := range keys {
@@ -103,12 +123,12 @@ func (w Workload) step(ctx context.Context, c *Client, rng *rand.Rand, key strin
 		return
 	}
 	out := c.Reserve(ctx, key, fp)
-	if out.Unknown && pause(ctx) {
+	if out.Unknown && w.pause(ctx) {
 		out = c.Reserve(ctx, key, fp) // the caller's retry
 	}
 	switch {
 	case out.Unknown:
-		pause(ctx)
+		w.pause(ctx)
 		return
 	case out.Outcome == model.OutcomeInProgress && rng.IntN(10) == 0:
 		// Somebody else holds it; a confused caller that reuses the
@@ -121,7 +141,7 @@ func (w Workload) step(ctx context.Context, c *Client, rng *rand.Rand, key strin
 	if rng.IntN(10) < 6 {
 		r := result(c.ID, n, 2)
 		got := c.Complete(ctx, key, out.Token, r)
-		if got.Unknown && pause(ctx) || rng.IntN(10) == 0 {
+		if got.Unknown && w.pause(ctx) || rng.IntN(10) == 0 {
 			c.Complete(ctx, key, out.Token, r) // a retry must succeed again
 		}
 		if rng.IntN(20) == 0 {
@@ -129,19 +149,22 @@ func (w Workload) step(ctx context.Context, c *Client, rng *rand.Rand, key strin
 		}
 		return
 	}
-	if got := c.Release(ctx, key, out.Token); got.Unknown && pause(ctx) {
+	if got := c.Release(ctx, key, out.Token); got.Unknown && w.pause(ctx) {
 		c.Release(ctx, key, out.Token)
 	}
 }
 
-// pause is a caller's pause after a call with an unknown outcome, so a
-// down server sees a few retries rather than a flood. It reports whether
-// the caller should go on.
-func pause(ctx context.Context) bool {
+// pause is a caller's backoff after a call with an unknown outcome. It
+// reports whether the caller should go on.
+func (w Workload) pause(ctx context.Context) bool {
+	d := w.Backoff
+	if d == 0 {
+		d = 100 * time.Millisecond
+	}
 	select {
 	case <-ctx.Done():
 		return false
-	case <-time.After(50 * time.Millisecond):
+	case <-time.After(d):
 		return true
 	}
 }
