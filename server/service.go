@@ -164,7 +164,9 @@ func (s *Service) Reserve(ctx context.Context, req *idemv1.ReserveRequest) (*ide
 	if err != nil {
 		return nil, s.Status(ctx, method, err)
 	}
-	return &idemv1.ReserveResponse{Outcome: outcomeToProto(out), Record: reserveRecord(out, rec)}, nil
+	resp, r := withRecord[idemv1.ReserveResponse](rec, out != storage.OutcomeMismatch)
+	resp.Outcome, resp.Record = outcomeToProto(out), r
+	return resp, nil
 }
 
 // Complete implements idemv1.IdempotencyServiceServer.
@@ -189,7 +191,9 @@ func (s *Service) Complete(ctx context.Context, req *idemv1.CompleteRequest) (*i
 		return nil, s.Status(ctx, method, err)
 	}
 	s.notifier.notify(id)
-	return &idemv1.CompleteResponse{Record: recordToProto(rec, true)}, nil
+	resp, r := withRecord[idemv1.CompleteResponse](rec, true)
+	resp.Record = r
+	return resp, nil
 }
 
 // Release implements idemv1.IdempotencyServiceServer.
@@ -211,7 +215,9 @@ func (s *Service) Release(ctx context.Context, req *idemv1.ReleaseRequest) (*ide
 		return nil, s.Status(ctx, method, err)
 	}
 	s.notifier.notify(id)
-	return &idemv1.ReleaseResponse{Record: recordToProto(rec, true)}, nil
+	resp, r := withRecord[idemv1.ReleaseResponse](rec, true)
+	resp.Record = r
+	return resp, nil
 }
 
 // ExtendLease implements idemv1.IdempotencyServiceServer.
@@ -234,7 +240,9 @@ func (s *Service) ExtendLease(ctx context.Context, req *idemv1.ExtendLeaseReques
 	if err != nil {
 		return nil, s.Status(ctx, method, err)
 	}
-	return &idemv1.ExtendLeaseResponse{Record: recordToProto(rec, true)}, nil
+	resp, r := withRecord[idemv1.ExtendLeaseResponse](rec, true)
+	resp.Record = r
+	return resp, nil
 }
 
 // Checkpoint implements idemv1.IdempotencyServiceServer.
@@ -258,7 +266,9 @@ func (s *Service) Checkpoint(ctx context.Context, req *idemv1.CheckpointRequest)
 	if err != nil {
 		return nil, s.Status(ctx, method, err)
 	}
-	return &idemv1.CheckpointResponse{Record: recordToProto(rec, true)}, nil
+	resp, r := withRecord[idemv1.CheckpointResponse](rec, true)
+	resp.Record = r
+	return resp, nil
 }
 
 // Lookup implements idemv1.IdempotencyServiceServer.
@@ -277,7 +287,9 @@ func (s *Service) Lookup(ctx context.Context, req *idemv1.LookupRequest) (*idemv
 	if err != nil {
 		return nil, s.Status(ctx, method, err)
 	}
-	return &idemv1.LookupResponse{Record: recordToProto(rec, true)}, nil
+	resp, r := withRecord[idemv1.LookupResponse](rec, true)
+	resp.Record = r
+	return resp, nil
 }
 
 // checkBatchSize checks a batch is not over the limit; the whole call fails if it is.
