@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -254,8 +255,11 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 
 // storeScheme is the store label of metrics: the URL's scheme.
 func storeScheme(storeURL string) string {
-	scheme, _, _ := strings.Cut(storeURL, "://")
-	return strings.ToLower(scheme)
+	u, err := url.Parse(storeURL)
+	if err != nil {
+		return "unknown"
+	}
+	return strings.ToLower(u.Scheme)
 }
 
 // storeDialect is what a SQL store detected of its server at connect.
