@@ -44,11 +44,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	idemdBin, err = harness.BuildIdemd(ctx, dir, "./cmd/idemd")
-	if err == nil {
-		pgIdemdBin, err = harness.BuildIdemd(ctx, dir, "./reliability/internal/idemdpg")
-	}
+	bins, err := harness.BuildIdemd(ctx, dir, "./cmd/idemd", "./reliability/internal/idemdpg")
 	cancel()
+	if err == nil {
+		idemdBin, pgIdemdBin = bins[0], bins[1]
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)

@@ -16,20 +16,24 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
-// BuildIdemd builds the command pkg (a path relative to the module root,
-// such as "./cmd/idemd") into dir and returns the binary's path.
-func BuildIdemd(ctx context.Context, dir, pkg string) (string, error) {
+// BuildIdemd builds the commands pkgs (paths relative to the module root,
+// such as "./cmd/idemd") into dir in one go build and returns the binaries'
+// paths in the same order.
+func BuildIdemd(ctx context.Context, dir string, pkgs ...string) ([]string, error) {
 	root, err := moduleRoot(ctx)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	bin := filepath.Join(dir, filepath.Base(pkg))
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
+	cmd := exec.CommandContext(ctx, "go", append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("idem: building idemd: %v\n%s", err, out)
+		return nil, fmt.Errorf("idem: building %v: %v\n%s", pkgs, err, out)
 	}
-	return bin, nil
+	bins := make([]string, len(pkgs))
+	for i, p := range pkgs {
+		bins[i] = filepath.Join(dir, filepath.Base(p))
+	}
+	return bins, nil
 }
 
 func moduleRoot(ctx context.Context) (string, error) {

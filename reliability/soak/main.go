@@ -62,9 +62,11 @@ func run(ctx context.Context, duration, report time.Duration, rate, workers int,
 	}
 	defer os.RemoveAll(tmp)
 	if bin == "" {
-		if bin, err = harness.BuildIdemd(ctx, tmp, "./cmd/idemd"); err != nil {
+		bins, err := harness.BuildIdemd(ctx, tmp, "./cmd/idemd")
+		if err != nil {
 			return err
 		}
+		bin = bins[0]
 	}
 	if dataDir == "" {
 		dataDir = filepath.Join(tmp, "data")
