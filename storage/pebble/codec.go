@@ -171,6 +171,23 @@ func (d *decoder) raw() []byte {
 
 func (d *decoder) string() string { return string(d.raw()) }
 
+// id reads tenant, namespace and key, which lie next to each other, with
+// one allocation: a copy of the stretch that holds all three, sliced.
+func (d *decoder) id() (tenant, namespace, key string) {
+	start := d.b
+	var ends [3]int
+	var lens [3]int
+	for i := range ends {
+		lens[i] = len(d.raw())
+		ends[i] = len(start) - len(d.b)
+	}
+	if d.err != nil {
+		return "", "", ""
+	}
+	all := string(start[:ends[2]])
+	return all[ends[0]-lens[0] : ends[0]], all[ends[1]-lens[1] : ends[1]], all[ends[2]-lens[2] : ends[2]]
+}
+
 // bytes returns a copy, nil when empty.
 func (d *decoder) bytes() []byte {
 	s := d.raw()
@@ -221,9 +238,7 @@ func decodeRecord(b []byte) (*storage.Record, error) {
 	} else {
 		r.Attempts = uint32(a)
 	}
-	r.Tenant = d.string()
-	r.Namespace = d.string()
-	r.Key = d.string()
+	r.Tenant, r.Namespace, r.Key = d.id()
 	r.Fingerprint = d.bytes()
 	for i, t := range []*time.Time{&r.CreatedAt, &r.LeaseExpiresAt, &r.CompletedAt, &r.ExpiresAt} {
 		if flags&(flagCreatedAt<<i) != 0 {

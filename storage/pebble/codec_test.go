@@ -65,6 +65,24 @@ func TestCodecRoundTrip(t *testing.T) {
 	}
 }
 
+// Pebble's Get buffer is only valid until its closer runs, so a decoded
+// record must share no memory with the bytes it came from.
+func TestDecodeCopies(t *testing.T) {
+	for i, r := range sampleRecords() {
+		b := encodeRecord(r)
+		got, err := decodeRecord(b)
+		if err != nil {
+			t.Fatalf("record %d: decode error = %v", i, err)
+		}
+		for j := range b {
+			b[j] = 0xEE
+		}
+		if !recordsEqual(got, r) {
+			t.Errorf("record %d after overwriting its encoding = %+v, want %+v", i, got, r)
+		}
+	}
+}
+
 func TestDecodeRejects(t *testing.T) {
 	good := encodeRecord(sampleRecords()[1])
 	for _, tc := range []struct {
