@@ -130,11 +130,11 @@ func run(ctx context.Context, duration, report time.Duration, rate, workers int,
 
 	start := time.Now()
 	fmt.Printf("soak: idemd pid %d, pebble store %s, %d calls/s from %d clients, leases 1s, retention 1–2s, for %v\n", d.PID(), dataDir, rate, workers, duration)
-	fmt.Printf("%8s %10s %8s %6s %9s %9s %8s %8s\n", "elapsed", "calls", "errors", "gorout", "open_fds", "rss_mib", "data_mib", "live")
+	fmt.Printf("%8s %10s %8s %7s %6s %9s %8s %9s %7s\n", "elapsed", "calls", "refused", "failed", "gorout", "open_fds", "rss_mib", "data_mib", "live")
 	sample := func() {
 		g := goroutines(metricsAddr)
-		fmt.Printf("%8s %10d %8d %6s %9s %9s %8s %8s\n",
-			time.Since(start).Round(time.Second), st.calls.Load(), st.errors.Load(), g,
+		fmt.Printf("%8s %10d %8d %7d %6s %9s %8s %9s %7s\n",
+			time.Since(start).Round(time.Second), st.calls.Load(), st.refused.Load(), st.unexpected.Load(), g,
 			fds(d.PID()), rss(d.PID()), dirMiB(dataDir), live(admin))
 	}
 	sample()
@@ -159,9 +159,11 @@ loop:
 	return nil
 }
 
+// stats count calls; refused are the answers short leases make expected
+// (NOT_FOUND, LEASE_LOST), unexpected everything else that failed.
 type stats struct {
-	calls, errors, unexpected atomic.Int64
-	lastErr                   atomic.Value
+	calls, refused, unexpected atomic.Int64
+	lastErr                    atomic.Value
 }
 
 // one is a logical command: Reserve a mostly fresh key (some hot keys for
@@ -178,12 +180,12 @@ func one(ctx context.Context, rpc idemv1.IdempotencyServiceClient, rng *rand.Ran
 		defer cancel()
 		err := f(cctx)
 		st.calls.Add(1)
-		if err == nil || ctx.Err() != nil {
+		if err == nil || ending(ctx) {
 			return err == nil
 		}
-		st.errors.Add(1)
 		switch status.Code(err) {
 		case codes.NotFound, codes.FailedPrecondition:
+			st.refused.Add(1)
 		default:
 			st.unexpected.Add(1)
 			st.lastErr.Store(err.Error())
@@ -219,6 +221,14 @@ func one(ctx context.Context, rpc idemv1.IdempotencyServiceClient, rng *rand.Ran
 			return err
 		})
 	}
+}
+
+// ending reports whether the run is over or about to be: the server
+// enforces the deadline gRPC sends along and may answer DEADLINE_EXCEEDED a
+// moment before the client's own context notices.
+func ending(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ctx.Err() != nil || ok && time.Until(dl) < time.Second
 }
 
 // goroutines reads go_goroutines from idemd's Prometheus endpoint.
