@@ -66,10 +66,15 @@ func tenantPrefix(tenant string) []byte {
 // expiryKey orders by expires_at; flipping the sign bit makes the int64
 // nanoseconds sort as unsigned big-endian bytes.
 func expiryKey(at time.Time, recKey []byte) []byte {
-	k := make([]byte, 9, 9+len(recKey))
-	k[0] = prefixExpiry
-	binary.BigEndian.PutUint64(k[1:], uint64(at.UnixNano())^(1<<63))
-	return append(k, recKey...)
+	return appendExpiryKey(make([]byte, 0, 9+len(recKey)), at, recKey)
+}
+
+// appendExpiryKey appends the expiry key to dst, so a caller can build it
+// in a buffer of its own.
+func appendExpiryKey(dst []byte, at time.Time, recKey []byte) []byte {
+	dst = append(dst, prefixExpiry)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(at.UnixNano())^(1<<63))
+	return append(dst, recKey...)
 }
 
 // expiryBound is the first expiry key after every entry expiring at or

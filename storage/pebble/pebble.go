@@ -248,10 +248,13 @@ func (s *Store) writeErr(err error) error {
 // put adds the writing of rec over old (the stored record, expired or not,
 // or nil) to b, keeping the expiry index in step, and returns rec as it
 // will read back.
+// The expiry keys are built in a stack buffer, since the batch copies the
+// keys it is given.
 func put(b *pebbledb.Batch, key []byte, old, rec *storage.Record) (*storage.Record, error) {
 	v := encodeRecord(rec)
+	var kbuf [256]byte
 	if old != nil && !old.ExpiresAt.Equal(rec.ExpiresAt) {
-		if err := b.Delete(expiryKey(old.ExpiresAt, key), nil); err != nil {
+		if err := b.Delete(appendExpiryKey(kbuf[:0], old.ExpiresAt, key), nil); err != nil {
 			return nil, err
 		}
 	}
@@ -259,7 +262,7 @@ func put(b *pebbledb.Batch, key []byte, old, rec *storage.Record) (*storage.Reco
 		return nil, err
 	}
 	if old == nil || !old.ExpiresAt.Equal(rec.ExpiresAt) {
-		if err := b.Set(expiryKey(rec.ExpiresAt, key), nil, nil); err != nil {
+		if err := b.Set(appendExpiryKey(kbuf[:0], rec.ExpiresAt, key), nil, nil); err != nil {
 			return nil, err
 		}
 	}
