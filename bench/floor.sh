@@ -16,8 +16,8 @@ CLEANUPS+=("redis-cli -u '$REDIS_URL' --scan --pattern '$prefix*' | xargs -r -n 
 declare -A stores=(
 	[memory]="memory://"
 	[pebble]="pebble://$TMP/pebble"
-	[postgres]="$PG_URL&search_path=$schema"
-	[redis]="$REDIS_URL?key_prefix=$prefix"
+	[postgres]="$PG_URL&search_path=$schema&pool_max_conns=$BENCH_CONCURRENCY"
+	[redis]="$REDIS_URL?key_prefix=$prefix&pool_size=$BENCH_CONCURRENCY"
 )
 declare -A migrate=([postgres]=--migrate)
 for name in memory pebble postgres redis; do

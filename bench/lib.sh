@@ -6,7 +6,7 @@
 # IDEM_BENCH_POSTGRES_URL, IDEM_BENCH_REDIS_URL.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=${IDEM_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 BENCH_DURATION=${BENCH_DURATION:-10s}
 BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-50}
 BENCH_CONNS=${BENCH_CONNS:-2}

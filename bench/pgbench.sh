@@ -13,7 +13,8 @@ sql=$ROOT/storage/cockroach/testdata/pgbench_pair.sql
 schema=idem_pgbench_$$
 psql "$PG_URL" -qc "CREATE SCHEMA $schema" >/dev/null
 CLEANUPS+=("psql '$PG_URL' -qc 'DROP SCHEMA $schema CASCADE' >/dev/null 2>&1")
-store="$PG_URL&search_path=$schema"
+# One connection per caller, as pgbench has (pgx defaults to max(4, cores)).
+store="$PG_URL&search_path=$schema&pool_max_conns=$BENCH_CONCURRENCY"
 flags=()
 if "$IDEMD" -h 2>&1 | grep -q '^Usage:.*migrate'; then
 	"$IDEMD" migrate --store "$store" >/dev/null
@@ -26,12 +27,12 @@ if ! start_idemd "$store" "${flags[@]+"${flags[@]}"}"; then
 fi
 secs=${BENCH_DURATION%s}
 echo "== pgbench: $BENCH_CONCURRENCY clients, ${secs}s, $(basename "$sql")"
-PGOPTIONS="-c search_path=$schema" pgbench -n -M prepared -c "$BENCH_CONCURRENCY" -j 2 -T "$secs" -f "$sql" "$PG_URL" >"$BENCH_OUT/pgbench.txt" 2>&1 || {
-	cat "$BENCH_OUT/pgbench.txt"
+PGOPTIONS="-c search_path=$schema" pgbench -n -M prepared -c "$BENCH_CONCURRENCY" -j 2 -T "$secs" -f "$sql" "$PG_URL" >"$BENCH_OUT/pgbench-raw.txt" 2>&1 || {
+	cat "$BENCH_OUT/pgbench-raw.txt"
 	exit 1
 }
-tps=$(awk '/^tps = / {print $3}' "$BENCH_OUT/pgbench.txt")
-lat=$(awk '/^latency average/ {print $4}' "$BENCH_OUT/pgbench.txt")
+tps=$(awk '/^tps = / {print $3}' "$BENCH_OUT/pgbench-raw.txt")
+lat=$(awk '/^latency average/ {print $4}' "$BENCH_OUT/pgbench-raw.txt")
 echo "  pgbench   $tps pairs/s  latency average $lat ms"
 echo "== idem on PostgreSQL: Reserve+Complete of new keys, $BENCH_CONCURRENCY callers"
 bench pgbench-idem --op reserve-complete --mix new=100 --plot "$BENCH_OUT/pgbench-idem.svg"

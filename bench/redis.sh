@@ -9,7 +9,8 @@ build
 machine
 prefix=idem-bench-$$:
 CLEANUPS+=("redis-cli -u '$REDIS_URL' --scan --pattern '$prefix*' | xargs -r -n 500 redis-cli -u '$REDIS_URL' del >/dev/null")
-if ! start_idemd "$REDIS_URL?key_prefix=$prefix"; then
+# One connection per caller, as redis-benchmark has.
+if ! start_idemd "$REDIS_URL?key_prefix=$prefix&pool_size=$BENCH_CONCURRENCY"; then
 	echo "skipped: idemd does not serve Redis here"
 	exit 0
 fi
