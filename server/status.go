@@ -16,16 +16,16 @@ import (
 )
 
 // ErrorDomain is the google.rpc.ErrorInfo domain of idem's errors.
-const ErrorDomain = "idem.dev"
+const ErrorDomain = idem.ErrorDomain
 
 // ErrorInfo reasons. Every status Status makes from a sentinel carries one,
 // so a client maps it back to exactly that sentinel.
 const (
 	ReasonNotFound          = "NOT_FOUND"
-	ReasonLeaseLost         = "LEASE_LOST"
-	ReasonNotInProgress     = "NOT_IN_PROGRESS"
+	ReasonLeaseLost         = idem.ReasonLeaseLost
+	ReasonNotInProgress     = idem.ReasonNotInProgress
 	ReasonUnavailable       = "STORE_UNAVAILABLE"
-	ReasonClosed            = "STORE_CLOSED"
+	ReasonClosed            = idem.ReasonStoreClosed
 	ReasonResourceExhausted = "RESOURCE_EXHAUSTED"
 	ReasonPermissionDenied  = "PERMISSION_DENIED"
 	ReasonUnauthenticated   = "UNAUTHENTICATED"

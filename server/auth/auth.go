@@ -39,7 +39,7 @@ const (
 // errorDomain and the reasons match package server's, so the client maps
 // these statuses to idem.ErrUnauthenticated and idem.ErrPermissionDenied.
 const (
-	errorDomain            = "idem.dev"
+	errorDomain            = idem.ErrorDomain
 	reasonUnauthenticated  = "UNAUTHENTICATED"
 	reasonPermissionDenied = "PERMISSION_DENIED"
 )

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/idemhq/idem"
 	"github.com/idemhq/idem/server/auth"
 	"github.com/idemhq/idem/server/observe"
 )
@@ -127,7 +128,7 @@ func defaultTenant(ctx context.Context, req any) string {
 
 func exhausted(msg, limit string, retry time.Duration) error {
 	st, err := status.New(codes.ResourceExhausted, msg).WithDetails([]protoadapt.MessageV1{
-		&errdetails.ErrorInfo{Reason: "RESOURCE_EXHAUSTED", Domain: "idem.dev", Metadata: map[string]string{"limit": limit}},
+		&errdetails.ErrorInfo{Reason: "RESOURCE_EXHAUSTED", Domain: idem.ErrorDomain, Metadata: map[string]string{"limit": limit}},
 		&errdetails.RetryInfo{RetryDelay: durationpb.New(retry)},
 	}...)
 	if err != nil {
