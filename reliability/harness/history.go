@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/idemhq/idem"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 	"github.com/idemhq/idem/reliability/model"
 )
@@ -269,7 +270,7 @@ func (c *Client) classify(in model.Input, err error, leaseLostAllowed bool) mode
 			return model.Output{Err: model.NotFound}
 		}
 	case codes.FailedPrecondition:
-		if leaseLostAllowed && reason(st) == "LEASE_LOST" {
+		if leaseLostAllowed && reason(st) == idem.ReasonLeaseLost {
 			return model.Output{Err: model.LeaseLost}
 		}
 	}
