@@ -329,7 +329,9 @@ func (r *invocation) classify(err error) (int, string) {
 	notReady := r.conn != nil && r.conn.GetState() != connectivity.Ready
 	switch st.Code() {
 	case codes.Unavailable:
-		if strings.Contains(msg, "tls:") && strings.Contains(msg, "certificate") {
+		// The server refused our certificate (or its absence); a server
+		// certificate we do not trust is a connection problem, below.
+		if strings.Contains(msg, "remote error: tls:") {
 			return ExitCredentials, "credentials refused: " + msg
 		}
 		if notReady || strings.Contains(msg, "connection error") {
