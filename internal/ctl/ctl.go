@@ -55,6 +55,9 @@ type globals struct {
 	tenant   string
 	output   string
 	timeout  time.Duration
+
+	// tlsConfig is the client TLS configuration in use, nil for plaintext.
+	tlsConfig *tls.Config
 }
 
 // optBool is a boolean flag that remembers whether it was given, so
@@ -155,7 +158,8 @@ func (g *globals) clientOptions() ([]client.Option, error) {
 			}
 			cfg.Certificates = []tls.Certificate{cert}
 		}
-		opts = append(opts, client.WithTLSConfig(cfg))
+		g.tlsConfig = cfg
+		opts = append(opts, client.WithTLSConfig(cfg.Clone()))
 	}
 	if g.token != "" {
 		opts = append(opts, client.WithBearerToken(g.token))
@@ -334,6 +338,13 @@ func (r *invocation) classify(err error) (int, string) {
 		if strings.Contains(msg, "remote error: tls:") {
 			return ExitCredentials, "credentials refused: " + msg
 		}
+		// With TLS 1.3 the server rejects a client certificate after the
+		// client's side of the handshake is done, so the call may fail with
+		// a bare broken pipe; one more handshake, waiting for the server's
+		// first bytes, shows the alert.
+		if alert := r.g.tlsAlert(); alert != nil {
+			return ExitCredentials, "credentials refused: " + alert.Error()
+		}
 		if notReady || strings.Contains(msg, "connection error") {
 			return ExitUnreachable, fmt.Sprintf("cannot reach idem at %s: %s", r.g.addr, msg)
 		}
@@ -349,6 +360,39 @@ func (r *invocation) classify(err error) (int, string) {
 		}
 	}
 	return ExitFailed, fmt.Sprintf("%s: %s", st.Code(), msg)
+}
+
+// tlsAlert dials the server over TLS as the client does and returns the
+// TLS alert the server sends, if any.
+func (g *globals) tlsAlert() error {
+	if g.tlsConfig == nil {
+		return nil
+	}
+	cfg := g.tlsConfig.Clone()
+	cfg.NextProtos = []string{"h2"}
+	addr := g.addr
+	if _, rest, ok := strings.Cut(addr, ":///"); ok {
+		addr = rest
+	}
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil
+		}
+		cfg.ServerName = host
+	}
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	conn, err := tls.DialWithDialer(d, "tcp", addr, cfg)
+	if err == nil {
+		defer conn.Close()
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		// An accepting HTTP/2 server sends its SETTINGS frame first.
+		_, err = conn.Read(make([]byte, 1))
+	}
+	if err != nil && strings.Contains(err.Error(), "remote error: tls:") {
+		return err
+	}
+	return nil
 }
 
 // ping checks that conn reaches a gRPC server, with the transport's own
