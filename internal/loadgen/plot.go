@@ -91,7 +91,10 @@ func panel(b *strings.Builder, top int, label string, ss []series) {
 		y := ymax * float64(i) / 5
 		fmt.Fprintf(b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>`+"\n", marginL, py(y), marginL+plotInnerW, py(y))
 		fmt.Fprintf(b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", marginL-6, py(y)+4, tick(y))
-		x := xmax * float64(i) / 5
+	}
+	// x ticks at round steps (time axes end wherever the phase ended)
+	step := niceStep(xmax / 5)
+	for x := 0.0; x <= xmax*1.0001; x += step {
 		fmt.Fprintf(b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", px(x), top+panelH+16, tick(x))
 	}
 	fmt.Fprintf(b, `<polyline points="%d,%d %d,%d %d,%d" fill="none" stroke="black"/>`+"\n", marginL, top, marginL, top+panelH, marginL+plotInnerW, top+panelH)
@@ -118,6 +121,20 @@ func niceCeil(v float64) float64 {
 	}
 	p := math.Pow(10, math.Floor(math.Log10(v)))
 	for _, m := range []float64{1, 2, 5, 10} {
+		if v <= m*p {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
+// niceStep rounds up to 1, 2, 2.5 or 5 times a power of ten.
+func niceStep(v float64) float64 {
+	if v <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 2.5, 5, 10} {
 		if v <= m*p {
 			return m * p
 		}
