@@ -2,10 +2,11 @@ package ctl
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -60,6 +61,9 @@ func runBench(ctx context.Context, r *invocation, pos []string, opts any) error 
 	mix, err := loadgen.ParseMix(o.mix)
 	if err != nil {
 		return usageError{err}
+	}
+	if o.plot != "" && !strings.EqualFold(filepath.Ext(o.plot), ".svg") {
+		return usagef("--plot %s: only SVG is written (name the file .svg; rsvg-convert makes a PNG of it)", o.plot)
 	}
 	if o.conns < 1 {
 		return usagef("--conns %d: must be at least 1", o.conns)
@@ -130,8 +134,8 @@ func runBench(ctx context.Context, r *invocation, pos []string, opts any) error 
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if rep.Idem != nil && rep.Idem.Calls == 0 && rep.Idem.Ops == 0 {
-		return errors.New("no call completed")
+	if p := rep.Idem; p != nil && (p.Calls == 0 || p.Errors >= p.Ops) {
+		return fmt.Errorf("bench: no call succeeded (errors: %v)", p.ErrorsByCode)
 	}
 	return nil
 }
