@@ -77,12 +77,12 @@ func (b *optBool) Set(s string) error {
 
 func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.addr, "addr", g.addr, "idemd address host:port (env IDEM_ADDR)")
-	fs.StringVar(&g.tlsCA, "tls-ca", g.tlsCA, "PEM file of the CA that signed idemd's certificate (default: system roots)")
-	fs.StringVar(&g.tlsCert, "tls-cert", g.tlsCert, "PEM client certificate for mutual TLS")
-	fs.StringVar(&g.tlsKey, "tls-key", g.tlsKey, "PEM key of --tls-cert")
+	fs.StringVar(&g.tlsCA, "tls-ca", g.tlsCA, "PEM file of the CA that signed idemd's certificate (env IDEM_TLS_CA; default: system roots)")
+	fs.StringVar(&g.tlsCert, "tls-cert", g.tlsCert, "PEM client certificate for mutual TLS (env IDEM_TLS_CERT)")
+	fs.StringVar(&g.tlsKey, "tls-key", g.tlsKey, "PEM key of --tls-cert (env IDEM_TLS_KEY)")
 	fs.Var(&g.insecure, "insecure", "plaintext connection (default: plaintext for loopback addresses, TLS otherwise)")
 	fs.StringVar(&g.token, "token", g.token, "bearer token (env IDEM_TOKEN)")
-	fs.StringVar(&g.tenant, "tenant", g.tenant, "tenant to act for (with authentication, the credential's tenant)")
+	fs.StringVar(&g.tenant, "tenant", g.tenant, "tenant to act for (env IDEM_TENANT; with authentication, the credential's tenant)")
 	fs.StringVar(&g.output, "o", g.output, "output format: table or json")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "deadline of each call")
 }
@@ -226,8 +226,11 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if v, ok := env.LookupEnv("IDEM_ADDR"); ok && v != "" {
 		g.addr = v
 	}
-	if v, ok := env.LookupEnv("IDEM_TOKEN"); ok {
-		g.token = v
+	for name, p := range map[string]*string{"IDEM_TOKEN": &g.token, "IDEM_TENANT": &g.tenant,
+		"IDEM_TLS_CA": &g.tlsCA, "IDEM_TLS_CERT": &g.tlsCert, "IDEM_TLS_KEY": &g.tlsKey} {
+		if v, ok := env.LookupEnv(name); ok {
+			*p = v
+		}
 	}
 	fs := flag.NewFlagSet("idemctl", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)

@@ -131,6 +131,11 @@ func TestMutualTLS(t *testing.T) {
 	if r := run(ctx, t, nil, append(mtls, "reserve", "ns", "k")...); r.code != 0 || !strings.Contains(r.stdout, "RESERVED") {
 		t.Fatalf("reserve over mTLS: exit %d out %q err %q", r.code, r.stdout, r.stderr)
 	}
+	// The same from the environment.
+	env := map[string]string{"IDEM_ADDR": addr, "IDEM_TLS_CA": pki.caFile, "IDEM_TLS_CERT": pki.clientCert, "IDEM_TLS_KEY": pki.clientKey, "IDEM_TENANT": "t2"}
+	if r := run(ctx, t, env, "reserve", "ns", "k"); r.code != 0 || !strings.Contains(r.stdout, "t2") || !strings.Contains(r.stdout, "RESERVED") {
+		t.Fatalf("reserve over mTLS configured from the environment: exit %d out %q err %q, want tenant t2 RESERVED", r.code, r.stdout, r.stderr)
+	}
 	for _, tc := range []struct {
 		name     string
 		args     []string
