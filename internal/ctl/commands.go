@@ -51,10 +51,28 @@ func mainUsage(w io.Writer, fs *flag.FlagSet) {
 }
 
 func cmdUsage(w io.Writer, c command, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "Usage: idemctl %s [flags] %s\n\n%s\n\nFlags:\n", c.name, c.args, c.summary)
-	fs.SetOutput(w)
-	fs.PrintDefaults()
-	fs.SetOutput(io.Discard)
+	fmt.Fprintf(w, "Usage: idemctl %s [flags] %s\n\n%s\n", c.name, c.args, c.summary)
+	// Only the command's own flags; the global ones are in idemctl -h.
+	global := flag.NewFlagSet("", flag.ContinueOnError)
+	(&globals{}).register(global)
+	own := flag.NewFlagSet("", flag.ContinueOnError)
+	fs.VisitAll(func(f *flag.Flag) {
+		if global.Lookup(f.Name) == nil {
+			own.Var(f.Value, f.Name, f.Usage)
+		}
+	})
+	if hasFlags(own) {
+		fmt.Fprintln(w, "\nFlags:")
+		own.SetOutput(w)
+		own.PrintDefaults()
+	}
+	fmt.Fprintln(w, "\nGlobal flags (--addr, --tls-*, --insecure, --token, --tenant, -o, --timeout): see idemctl -h.")
+}
+
+func hasFlags(fs *flag.FlagSet) bool {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n > 0
 }
 
 // nsKey takes the NAMESPACE KEY arguments.

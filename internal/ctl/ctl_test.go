@@ -150,6 +150,12 @@ func TestHealthAndVersion(t *testing.T) {
 	if got := mustRun(ctx, t, addr, "version"); !strings.HasPrefix(got, "idemctl ") {
 		t.Fatalf("version = %q, want idemctl …", got)
 	}
+	for _, args := range [][]string{{"-h"}, {"help"}, {"bench", "-h"}, {"list", "--help"}} {
+		r := run(ctx, t, nil, args...)
+		if r.code != 0 || !strings.Contains(r.stdout, "Usage: idemctl") || r.stderr != "" {
+			t.Fatalf("idemctl %v: exit %d, stdout %q, stderr %q; want usage on stdout and exit 0", args, r.code, r.stdout, r.stderr)
+		}
+	}
 }
 
 func TestErrors(t *testing.T) {
