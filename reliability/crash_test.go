@@ -98,6 +98,9 @@ func crashCycles(t *testing.T, d *harness.Idemd, c crash) {
 		// Everything acknowledged so far reads back identically.
 		for key, want := range rec.Acknowledged() {
 			got := lookupUntilKnown(ctx, cs[0], key)
+			if ctx.Err() != nil {
+				t.Fatalf("cycle %d: the test's time ran out while reading back: %v", i, ctx.Err())
+			}
 			if got.Unknown || got.Err != model.OK || got.State != model.Completed || got.Result != want {
 				t.Errorf("cycle %d: Lookup(%s) after the crash = %s, want COMPLETED result=%q", i, key, got.String(model.Lookup), want)
 			}

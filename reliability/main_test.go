@@ -30,6 +30,7 @@ var (
 	outDir = flag.String("reliability.out", filepath.Join(os.TempDir(), "idem-reliability"), "directory for visualizations of non-linearizable histories (kept after the test)")
 )
 
+// testTimeout bounds each test in short mode; -reliability.long allows 25 minutes.
 const testTimeout = 5 * time.Minute
 
 // idemdBin is cmd/idemd; pgIdemdBin the same with the PostgreSQL backend
@@ -66,7 +67,11 @@ func TestMain(m *testing.M) {
 }
 
 func testCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	timeout := testTimeout
+	if *long {
+		timeout = 25 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	t.Cleanup(cancel)
 	return ctx
 }
