@@ -32,6 +32,7 @@ func init() {
 		{name: "stats", summary: "count records by namespace and state (admin)", flags: statsFlags, run: runStats},
 		{name: "health", summary: "ask idemd's gRPC health service", flags: healthFlags, run: runHealth},
 		{name: "bench", summary: "load idem (and, with --floor, its health check) and report throughput and latency", flags: benchFlags, run: runBench},
+		{name: "token", args: "mint", summary: "mint a bearer token for --tenant (offline; prints the token once and its tokens-file line)", flags: tokenFlags, run: runToken},
 		{name: "version", summary: "print idemctl's version", run: runVersion},
 	}
 }

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -8,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/idemhq/idem/server"
+	"github.com/idemhq/idem/server/auth"
 )
 
 // field returns the value of a FIELD VALUE line of a record table.
@@ -234,6 +236,49 @@ func TestPlaintextDefault(t *testing.T) {
 			}
 			if got := g.plaintext(); got != tc.want {
 				t.Fatalf("plaintext(%s %v) = %v, want %v", tc.addr, tc.insecure, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestTokenMint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	r := run(ctx, t, nil, "--tenant", "payments", "-o", "json", "token", "mint", "--role", "admin", "--name", "ops")
+	if r.code != 0 {
+		t.Fatalf("token mint exit %d, stderr %q", r.code, r.stderr)
+	}
+	var got struct {
+		Token string `json:"token"`
+		Line  string `json:"tokens_file_line"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+		t.Fatalf("token mint output %q: %v", r.stdout, err)
+	}
+	if want := auth.HashToken(got.Token); !strings.HasPrefix(got.Line, want+" ") {
+		t.Errorf("tokens-file line = %q, want it to start with the token's hash %q", got.Line, want)
+	}
+	for _, want := range []string{"tenant=payments", "role=admin", "name=ops"} {
+		if !strings.Contains(got.Line, want) {
+			t.Errorf("tokens-file line = %q, want %q in it", got.Line, want)
+		}
+	}
+	if strings.Contains(got.Line, got.Token) {
+		t.Errorf("tokens-file line %q holds the token itself", got.Line)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no tenant", []string{"token", "mint"}, "--tenant"},
+		{"bad role", []string{"--tenant", "a", "token", "mint", "--role", "root"}, "role"},
+		{"no subcommand", []string{"--tenant", "a", "token"}, "mint"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run(ctx, t, nil, tc.args...)
+			if r.code != ExitUsage || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("idemctl %v = exit %d, stderr %q; want exit %d naming %q", tc.args, r.code, r.stderr, ExitUsage, tc.want)
 			}
 		})
 	}
