@@ -1,6 +1,7 @@
 # idem — common tasks. `make help` lists them.
 SHELL := /bin/bash
 GO ?= go
+FUZZTIME ?= 10s
 BUF := bin/buf
 # Loopback servers the server-backed tests use; override to point elsewhere.
 export IDEM_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
@@ -44,10 +45,10 @@ test: ## run every test with the race detector (server-backed ones use the loopb
 	$(GO) test -race -count=1 ./...
 
 .PHONY: fuzz
-fuzz: ## a short run of every fuzz target
-	@for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
-	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 10s $$pkg || exit 1; \
+fuzz: ## a short run (FUZZTIME, default 10s) of every fuzz target
+	@set -e; for d in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for f in $$(grep -h '^func Fuzz' $$d/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+	    echo "fuzz $$d $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$d; \
 	  done; \
 	done
 
