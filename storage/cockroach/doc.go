@@ -16,4 +16,14 @@
 // The schema is embedded and versioned (see Migrate); CockroachDB gets
 // row-level TTL and an opt-in multi-region layout, PostgreSQL an in-process
 // sweeper that deletes expired rows in bounded batches.
+//
+// # Connection pool
+//
+// A URL without pool_max_conns gets a pool of at most 32 connections, not
+// pgx's max(4, NumCPU): with four, 50 concurrent callers queue for a
+// connection and Reserve runs at a fraction of what the database can do.
+// 32 keeps three idemd replicas (96 connections) under PostgreSQL's usual
+// max_connections of 100; with more replicas, or a smaller database, set
+// pool_max_conns so that replicas × pool_max_conns stays below the
+// database's limit. An explicit pool_max_conns always wins.
 package cockroach

@@ -40,6 +40,10 @@ const (
 	defaultConnectRetry     = 30 * time.Second
 	defaultSweepInterval    = time.Minute
 	defaultSweepBatch       = 1000
+	// defaultPoolMaxConns replaces pgx's max(4, NumCPU), which queues a
+	// busy idemd behind a handful of connections. 32 leaves room for three
+	// replicas under PostgreSQL's usual max_connections of 100.
+	defaultPoolMaxConns = 32
 )
 
 type config struct {
@@ -114,6 +118,9 @@ func parseConfig(u *url.URL) (*config, error) {
 		// pgx's parse errors can quote the connection string; keep only
 		// what cannot hold a password.
 		return nil, fmt.Errorf("idem: store URL %s is not a valid PostgreSQL connection URL", u.Redacted())
+	}
+	if !q.Has("pool_max_conns") {
+		pc.MaxConns = defaultPoolMaxConns
 	}
 	if stmtTimeout > 0 {
 		pc.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(stmtTimeout.Milliseconds(), 10)

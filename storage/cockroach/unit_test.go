@@ -86,6 +86,31 @@ func TestParseConfig(t *testing.T) {
 	}
 }
 
+// TestPoolMaxConnsDefault checks that a URL without pool_max_conns gets
+// idem's default, not pgx's max(4, NumCPU), and that an explicit value wins.
+func TestPoolMaxConnsDefault(t *testing.T) {
+	for _, tc := range []struct {
+		url  string
+		want int32
+	}{
+		{"postgres://db.example/idem", defaultPoolMaxConns},
+		{"postgres://db.example/idem?sslmode=disable&statement_timeout=2s", defaultPoolMaxConns},
+		{"postgres://db.example/idem?pool_max_conns=5", 5},
+		{"postgres://db.example/idem?pool_max_conns=200", 200},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			u, _ := url.Parse(tc.url)
+			c, err := parseConfig(u)
+			if err != nil {
+				t.Fatalf("parseConfig() error = %v", err)
+			}
+			if got := c.pool.MaxConns; got != tc.want {
+				t.Errorf("MaxConns = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestOpenByURL(t *testing.T) {
 	u := migratedURL(t, postgresURL(t))
 	for _, scheme := range []string{"postgres", "postgresql"} {
