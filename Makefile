@@ -23,6 +23,9 @@ build: ## build idemd and idemctl into bin/
 $(BUF): tools/go.mod tools/go.sum
 	$(GO) build -modfile=tools/go.mod -o $(BUF) github.com/bufbuild/buf/cmd/buf
 
+bin/kustomize: tools/go.mod tools/go.sum
+	$(GO) build -modfile=tools/go.mod -o bin/kustomize sigs.k8s.io/kustomize/kustomize/v5
+
 .PHONY: generate
 generate: $(BUF) ## regenerate Go code from the protos
 	$(BUF) generate
@@ -32,6 +35,14 @@ generate: $(BUF) ## regenerate Go code from the protos
 checkgenerate: generate ## fail when committed generated code is stale
 	@git diff --exit-code -- '*.pb.go' || (echo "generated code is stale: run make generate and commit" >&2; exit 1)
 	@test -z "$$(git status --porcelain -- '*.pb.go')" || (echo "untracked generated files: run make generate and commit" >&2; git status --porcelain -- '*.pb.go'; exit 1)
+
+# idem.v1 as first published (the repository's first commit); compare against
+# the latest release tag once there is one.
+BREAKING_AGAINST ?= .git\#ref=$(shell git rev-list --max-parents=0 HEAD | tail -1)
+
+.PHONY: breaking
+breaking: $(BUF) ## fail on a breaking change to idem.v1
+	$(BUF) breaking --against '$(BREAKING_AGAINST)'
 
 .PHONY: lint
 lint: $(BUF) ## buf lint, gofmt, go vet
