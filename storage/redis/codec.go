@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"slices"
+	"time"
 
 	"github.com/idemhq/idem/storage"
 )
@@ -165,4 +166,73 @@ func decodeCheckpoint(b []byte) (*storage.Checkpoint, error) {
 		return nil, r.err
 	}
 	return cp, nil
+}
+
+// recordVersion is the first byte of a record string; the layout is the
+// one scripts.go's HDR packs.
+const recordVersion = 2
+
+// recordHeader is the fixed part: version, state, token (8), attempts (4),
+// then created_at, lease_expires_at, completed_at, expires_at (8 each).
+const recordHeader = 1 + 1 + 8 + 4 + 4*8
+
+// decodeRecord decodes a record string written by the scripts.
+func decodeRecord(id storage.ID, v string) (*storage.Record, error) {
+	if len(v) < recordHeader+8 || v[0] != recordVersion {
+		return nil, errCorrupt
+	}
+	b := []byte(v)
+	at := func(off int) time.Time {
+		us := binary.BigEndian.Uint64(b[off:])
+		if us == 0 {
+			return time.Time{}
+		}
+		return time.UnixMicro(int64(us)).UTC()
+	}
+	rec := &storage.Record{
+		ID:             id,
+		State:          storage.State(b[1]),
+		Token:          binary.BigEndian.Uint64(b[2:]),
+		Attempts:       binary.BigEndian.Uint32(b[10:]),
+		CreatedAt:      at(14),
+		LeaseExpiresAt: at(22),
+		CompletedAt:    at(30),
+		ExpiresAt:      at(38),
+	}
+	rest := b[recordHeader:]
+	blob := func() ([]byte, bool) {
+		if len(rest) < 4 {
+			return nil, false
+		}
+		n := binary.BigEndian.Uint32(rest)
+		if uint64(n) > uint64(len(rest)-4) {
+			return nil, false
+		}
+		out := rest[4 : 4+n]
+		rest = rest[4+n:]
+		return out, true
+	}
+	fp, ok1 := blob()
+	res, ok2 := blob()
+	if !ok1 || !ok2 {
+		return nil, errCorrupt
+	}
+	if len(fp) > 0 {
+		rec.Fingerprint = fp
+	}
+	if len(res) > 0 {
+		r, err := decodeResult(res)
+		if err != nil {
+			return nil, err
+		}
+		rec.Result = r
+	}
+	if len(rest) > 0 {
+		cp, err := decodeCheckpoint(rest)
+		if err != nil {
+			return nil, err
+		}
+		rec.Checkpoint = cp
+	}
+	return rec, nil
 }

@@ -27,9 +27,13 @@
 // replicas with skewed clocks agree, and encodes the rules of
 // storage/transition.go: takeover, mismatch, idempotent Complete and Release
 // (results compared byte for byte, since results are stored as a canonical
-// blob), fencing tokens. A record is one hash whose physical expiry is
-// PEXPIREAT at its expires_at; a script also treats a record whose
-// expires_at has passed as absent, whatever Redis has deleted yet.
+// blob), fencing tokens. A record is one string — a short binary header
+// (state, token, attempts, times), the fingerprint, the result and the
+// checkpoint — written with SET … PXAT at its expires_at, so a write is one
+// command with its physical expiry; Go decodes it. A script also treats a
+// record whose expires_at has passed as absent, whatever Redis has deleted
+// yet. Only the creation of a key touches the indexes; the replay of a
+// completed key is one GET, a Complete a GET, a SET and a PTTL.
 // BatchReserve and BatchComplete send one pipeline of scripts, one round
 // trip; each item stays its own atomic script, so a batch of 1,000 does not
 // hold Redis's single thread for its whole length.
@@ -41,11 +45,17 @@
 // namespace is length-prefixed so no namespace/key pair collides with
 // another. Next to the records, each namespace has a lexical index (a
 // sorted set List pages through in key order) and an expiry index (a
-// sorted set by expires_at: every Reserve removes a few expired members,
-// and List and Stats drop dead ones they meet). The indexes carry a TTL at
-// least as long as their longest record, so an idle namespace leaves
-// nothing behind. Stats walks the indexes: O(records of the namespace), in
-// scripts of at most 1,000 members each, so its counts are not one snapshot.
+// sorted set by the expires_at a key was created or taken over with).
+// Every creation removes a few expired members; a member whose record
+// lives longer (Complete, ExtendLease) is re-scored when met, and List and
+// Stats drop dead ones they meet. The indexes carry a TTL at least as long
+// as their longest record, so an idle namespace leaves nothing behind.
+// Stats walks the indexes: O(records of the namespace), in scripts of at
+// most 1,000 members each, so its counts are not one snapshot.
+//
+// Records written by versions that stored a hash per record (key part
+// "r:") are not read: after an upgrade their keys count as absent and
+// expire on their own.
 //
 // The URL opens one Redis server (a primary; replicas only through WAIT).
 // The key layout is ready for Redis Cluster, and New accepts a

@@ -168,7 +168,10 @@ func (s *Store) checkEviction(ctx context.Context) {
 //	P:{tHEX}:n            SET of the tenant's namespaces
 //	P:{tHEX}:i:LEN:NS     ZSET, lexical index of keys (List)
 //	P:{tHEX}:x:LEN:NS     ZSET, keys by expires_at (sweep)
-//	P:{tHEX}:r:LEN:NS:KEY HASH, the record
+//	P:{tHEX}:s:LEN:NS:KEY STRING, the record (layout in scripts.go)
+//
+// Records were hashes under "r:" before the single-string layout; the new
+// name keeps a store from reading one as the other.
 type nsKeys struct {
 	lex, exp, nss, base string
 }
@@ -176,7 +179,7 @@ type nsKeys struct {
 func (s *Store) keysOf(tenant, ns string) nsKeys {
 	tag := s.opts.KeyPrefix + ":{t" + hex.EncodeToString([]byte(tenant)) + "}:"
 	n := strconv.Itoa(len(ns)) + ":" + ns
-	return nsKeys{lex: tag + "i:" + n, exp: tag + "x:" + n, nss: tag + "n", base: tag + "r:" + n + ":"}
+	return nsKeys{lex: tag + "i:" + n, exp: tag + "x:" + n, nss: tag + "n", base: tag + "s:" + n + ":"}
 }
 
 // call is one script invocation; exec fills res and err.
@@ -493,13 +496,13 @@ func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Reco
 		if err != nil {
 			return nil, false, err
 		}
-		for _, row := range rows {
-			f, ok := row.([]any)
-			if !ok || len(f) < 1 {
-				return nil, false, errCorrupt
-			}
-			key, _ := f[0].(string)
-			rec, err := parseRecord(storage.ID{Tenant: p.Tenant, Namespace: p.Namespace, Key: key}, f[1:])
+		if len(rows)%2 != 0 {
+			return nil, false, errCorrupt
+		}
+		for i := 0; i < len(rows); i += 2 {
+			key, _ := rows[i].(string)
+			v, _ := rows[i+1].(string)
+			rec, err := decodeRecord(storage.ID{Tenant: p.Tenant, Namespace: p.Namespace, Key: key}, v)
 			if err != nil {
 				return nil, false, err
 			}
@@ -604,7 +607,11 @@ func parseReply(id storage.ID, res any) (code int64, detail string, rec *storage
 	code, _ = a[0].(int64)
 	detail, _ = a[1].(string)
 	if len(a) > 2 {
-		if rec, err = parseRecord(id, a[2:]); err != nil {
+		v, ok := a[2].(string)
+		if !ok {
+			return 0, "", nil, errCorrupt
+		}
+		if rec, err = decodeRecord(id, v); err != nil {
 			return 0, "", nil, err
 		}
 	}
@@ -648,63 +655,4 @@ func recordOrErr(id storage.ID, token uint64, res any) (*storage.Record, error) 
 		return nil, storage.ErrLeaseLost
 	}
 	return nil, fmt.Errorf("idem: redis: unexpected script reply code %d", code)
-}
-
-// parseRecord reads the fields f, s, t, a, c, l, d, e, r, k.
-func parseRecord(id storage.ID, f []any) (*storage.Record, error) {
-	if len(f) != 10 {
-		return nil, errCorrupt
-	}
-	str := func(i int) string { v, _ := f[i].(string); return v }
-	num := func(i int) (uint64, error) {
-		switch v := f[i].(type) {
-		case string:
-			return strconv.ParseUint(v, 10, 64)
-		case int64:
-			return uint64(v), nil
-		}
-		return 0, errCorrupt
-	}
-	var n [8]uint64
-	for i := 1; i < 8; i++ {
-		v, err := num(i)
-		if err != nil {
-			return nil, errCorrupt
-		}
-		n[i] = v
-	}
-	at := func(us uint64) time.Time {
-		if us == 0 {
-			return time.Time{}
-		}
-		return time.UnixMicro(int64(us)).UTC()
-	}
-	rec := &storage.Record{
-		ID:             id,
-		State:          storage.State(n[1]),
-		Token:          n[2],
-		Attempts:       uint32(n[3]),
-		CreatedAt:      at(n[4]),
-		LeaseExpiresAt: at(n[5]),
-		CompletedAt:    at(n[6]),
-		ExpiresAt:      at(n[7]),
-	}
-	if fp := str(0); fp != "" {
-		rec.Fingerprint = []byte(fp)
-	}
-	if b, ok := f[8].(string); ok {
-		r, err := decodeResult([]byte(b))
-		if err != nil {
-			return nil, err
-		}
-		rec.Result = r
-	}
-	if b, ok := f[9].(string); ok {
-		cp, err := decodeCheckpoint([]byte(b))
-		if err != nil {
-			return nil, err
-		}
-		rec.Checkpoint = cp
-	}
-	return rec, nil
 }

@@ -7,7 +7,7 @@ import goredis "github.com/redis/go-redis/v9"
 //	KEYS[1] lexical index of the namespace (ZSET, score 0, member = key)
 //	KEYS[2] expiry index of the namespace (ZSET, score = expires_at µs)
 //	KEYS[3] namespaces of the tenant (SET)
-//	KEYS[4] the record (HASH), for per-record scripts
+//	KEYS[4] the record (STRING), for per-record scripts
 //	ARGV[1] clock offset in µs (tests only; 0 in production)
 //	ARGV[2] record key prefix of the namespace (record key = ARGV[2]..key)
 //	ARGV[3] namespace
@@ -17,51 +17,44 @@ import goredis "github.com/redis/go-redis/v9"
 // the sweep touches records of the same namespace by name, which Redis
 // Cluster accepts because they share that slot.
 //
-// Record hash fields: f fingerprint, s state (1 IN_PROGRESS, 2 COMPLETED,
-// 3 RELEASED), t token, a attempts, c created_at, l lease_expires_at,
-// d completed_at (0 = unset), e expires_at (all times µs since the epoch),
-// r result blob, k checkpoint blob (both encoded by codec.go; Lua only
-// compares them for equality).
+// A record is one string, struct.pack'd with HDR and decoded in Go by
+// decodeRecord: version, state (1 IN_PROGRESS, 2 COMPLETED, 3 RELEASED),
+// token, attempts, created_at, lease_expires_at, completed_at (0 = unset),
+// expires_at (times µs since the epoch, big-endian integers), then the
+// fingerprint and the result blob, each length-prefixed (an empty result
+// is none), then the checkpoint blob to the end. Lua only compares the
+// blobs for equality. One GET reads it and one SET … PXAT writes it with
+// its physical expiry, which is what makes the common paths cheap.
 //
-// Replies of per-record scripts: {code, detail, f, s, t, a, c, l, d, e, r, k}
-// with the fields of the record to answer with, or {code, detail} when
-// there is none.
+// Replies of per-record scripts: {code, detail, record} with the record to
+// answer with, or {code, detail} when there is none.
 const prelude = `
-if redis.replicate_commands then pcall(redis.replicate_commands) end
-local FIELDS = {'f', 's', 't', 'a', 'c', 'l', 'd', 'e', 'r', 'k'}
 local T = redis.call('TIME')
-local REAL_MS = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
-local NOW = tonumber(T[1]) * 1000000 + tonumber(T[2]) + tonumber(ARGV[1])
+local REAL_MS = T[1] * 1000 + math.floor(T[2] / 1000)
+local NOW = T[1] * 1000000 + T[2] + ARGV[1]
+local HDR = '>BBI8I4I8I8I8I8I4c0I4c0'
 
-local function n2s(n) return string.format('%.0f', n) end
-
+-- load returns the record, nil when absent; expired is absent, whether or
+-- not Redis deleted it yet (stale = true).
 local function load(key)
-  local v = redis.call('HMGET', key, unpack(FIELDS))
-  if not v[8] then return nil end
-  local r = {raw = v, f = v[1] or '', s = tonumber(v[2]), t = tonumber(v[3]),
-    a = tonumber(v[4]), l = tonumber(v[6]), e = tonumber(v[8]), r = v[9]}
-  -- expired is absent, whether or not Redis deleted it yet
-  if r.e <= NOW then return nil, true end
-  return r
+  local v = redis.call('GET', key)
+  if not v then return nil end
+  local _, s, t, a, c, l, d, e, f, r, pos = struct.unpack(HDR, v)
+  if e <= NOW then return nil, true end
+  return {v = v, s = s, t = t, a = a, c = c, l = l, d = d, e = e, f = f, r = r, pos = pos}
 end
 
-local function out(code, detail, v)
-  local o = {code, detail}
-  if v then for i = 1, 10 do o[i + 2] = v[i] end end
-  return o
+-- store writes the record (k: checkpoint blob) with its physical expiry at
+-- expires_at, rounded up to the millisecond PXAT takes, and returns it.
+local function store(s, t, a, c, l, d, e, f, r, k)
+  local v = struct.pack(HDR, 2, s, t, a, c, l, d, e, #f, f, #r, r) .. k
+  redis.call('SET', KEYS[4], v, 'PXAT', math.ceil(e / 1000))
+  return v
 end
 
--- changed answers with raw, the fields as loaded, updated by the writes
--- just made (index into FIELDS -> new value), without reading them back.
-local function changed(code, raw, upd)
-  local v = {}
-  for i = 1, 10 do v[i] = raw[i] end
-  for i, x in pairs(upd) do v[i] = x end
-  return out(code, '', v)
-end
+local function ckpt(r) return string.sub(r.v, r.pos) end
 
--- keep pushes a key's physical expiry to at least at_ms, so the indexes
--- outlive every record they name and vanish after the last one.
+-- keep pushes a key's physical expiry to at least at_ms.
 local function keep(k, at_ms)
   local p = redis.call('PTTL', k)
   if p == -1 or (p >= 0 and REAL_MS + p < at_ms) then
@@ -69,20 +62,14 @@ local function keep(k, at_ms)
   end
 end
 
--- expire ties the record's physical life to expires_at (rounded up to the
--- millisecond PEXPIREAT takes) and keeps the indexes at least as long.
-local function expire(member, e)
+-- cover keeps the indexes alive at least until e, so they outlive every
+-- record they name and vanish after the last one. The three index keys are
+-- extended together, so the lexical index's TTL stands for all of them;
+-- an hour of slack spares the next writes the extension.
+local function cover(e, p)
   local at = math.ceil(e / 1000)
-  redis.call('PEXPIREAT', KEYS[4], at)
-  redis.call('ZADD', KEYS[2], n2s(e), member)
-  -- The three index keys are always extended together, so the expiry
-  -- index's TTL stands for all of them; a key recreated without a TTL
-  -- is recreated with the expiry index (the namespace set: while one of
-  -- its namespaces' indexes lives) and reads as -1 here.
-  -- An hour of slack spares the next writes the extension: with a fixed
-  -- retention every new record outlives the previous ones.
-  local p = redis.call('PTTL', KEYS[2])
-  if p == -1 or (p >= 0 and REAL_MS + p < at) then
+  p = p or redis.call('PTTL', KEYS[1])
+  if p < 0 or REAL_MS + p < at then
     for i = 1, 3 do keep(KEYS[i], at + 3600000) end
   end
 end
@@ -97,12 +84,15 @@ local function drop(member)
 end
 
 -- sweep removes a few records whose expires_at has passed, so the indexes
--- stay close to the live set without a background job.
+-- stay close to the live set without a background job. Scores are the
+-- expires_at of the record's creation or takeover; a record that lives
+-- longer (Complete, ExtendLease) is re-scored when met here.
 local function sweep(n)
-  local ms = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', n2s(NOW), 'LIMIT', 0, n)
+  local ms = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', NOW, 'LIMIT', 0, n)
   for _, m in ipairs(ms) do
-    local e = redis.call('HGET', ARGV[2] .. m, 'e')
-    if e and tonumber(e) > NOW then
+    local v = redis.call('GET', ARGV[2] .. m)
+    local e = v and select(8, struct.unpack(HDR, v))
+    if e and e > NOW then
       redis.call('ZADD', KEYS[2], e, m)
     else
       drop(m)
@@ -112,32 +102,31 @@ end
 `
 
 // Reserve: ARGV[5] fingerprint, ARGV[6] lease µs, ARGV[7] hold µs
-// (max(retention, lease)). Code = storage.Outcome.
+// (max(retention, lease)). Code = storage.Outcome. Only a new key touches
+// the indexes and sweeps; a replay is one GET.
 const reserveSrc = prelude + `
-local fp, lease, hold = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
-sweep(4)
-local r, stale = load(KEYS[4])
+local fp = ARGV[5]
+local r = load(KEYS[4])
 if not r then
-  local e = NOW + hold
-  if stale then redis.call('DEL', KEYS[4]) end
-  redis.call('HSET', KEYS[4], 'f', fp, 's', '1', 't', '1', 'a', '1', 'c', n2s(NOW),
-    'l', n2s(NOW + lease), 'd', '0', 'e', n2s(e))
+  local e = NOW + ARGV[7]
+  local p = redis.call('PTTL', KEYS[1])
+  local v = store(1, 1, 1, NOW, NOW + ARGV[6], 0, e, fp, '', '')
   redis.call('ZADD', KEYS[1], 0, ARGV[4])
-  redis.call('SADD', KEYS[3], ARGV[3])
-  expire(ARGV[4], e)
-  return out(1, '', {fp, '1', '1', '1', n2s(NOW), n2s(NOW + lease), '0', n2s(e), false, false})
+  redis.call('ZADD', KEYS[2], e, ARGV[4])
+  if p == -2 then redis.call('SADD', KEYS[3], ARGV[3]) end
+  cover(e, p)
+  sweep(4)
+  return {1, '', v}
 end
-if r.f ~= fp then return out(4, '', r.raw) end
-if r.s == 2 then return out(2, '', r.raw) end
-if r.s == 1 and r.l > NOW then return out(3, '', r.raw) end
+if r.f ~= fp then return {4, '', r.v} end
+if r.s == 2 then return {2, '', r.v} end
+if r.s == 1 and r.l > NOW then return {3, '', r.v} end
 -- takeover: RELEASED, or IN_PROGRESS whose lease ran out
-local e = math.max(r.e, NOW + hold)
-redis.call('HSET', KEYS[4], 's', '1', 't', n2s(r.t + 1), 'a', n2s(r.a + 1),
-  'l', n2s(NOW + lease), 'd', '0', 'e', n2s(e))
-redis.call('HDEL', KEYS[4], 'r')
-expire(ARGV[4], e)
-return changed(1, r.raw, {[2] = '1', [3] = n2s(r.t + 1), [4] = n2s(r.a + 1), [6] = n2s(NOW + lease),
-  [7] = '0', [8] = n2s(e), [9] = false})
+local e = math.max(r.e, NOW + ARGV[7])
+local v = store(1, r.t + 1, r.a + 1, r.c, NOW + ARGV[6], 0, e, r.f, '', ckpt(r))
+redis.call('ZADD', KEYS[2], e, ARGV[4])
+cover(e)
+return {1, '', v}
 `
 
 // Per-record result codes of the other scripts.
@@ -150,31 +139,30 @@ const (
 
 // Complete: ARGV[5] token, ARGV[6] result blob, ARGV[7] retention µs.
 const completeSrc = prelude + `
-local tok, res, ret = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+local tok, res = tonumber(ARGV[5]), ARGV[6]
 local r = load(KEYS[4])
-if not r then return out(1, '') end
-if r.t ~= tok then return out(2, 'token', r.raw) end
+if not r then return {1, ''} end
+if r.t ~= tok then return {2, 'token', r.v} end
 if r.s == 2 then
-  if r.r == res then return out(0, '', r.raw) end
-  return out(2, 'result', r.raw)
+  if r.r == res then return {0, '', r.v} end
+  return {2, 'result', r.v}
 end
-if r.s == 3 then return out(2, 'released', r.raw) end
-local e = NOW + ret
-redis.call('HSET', KEYS[4], 's', '2', 'r', res, 'd', n2s(NOW), 'e', n2s(e))
-expire(ARGV[4], e)
-return changed(0, r.raw, {[2] = '2', [7] = n2s(NOW), [8] = n2s(e), [9] = res})
+if r.s == 3 then return {2, 'released', r.v} end
+local e = NOW + ARGV[7]
+local v = store(2, r.t, r.a, r.c, r.l, NOW, e, r.f, res, ckpt(r))
+cover(e)
+return {0, '', v}
 `
 
 // Release: ARGV[5] token.
 const releaseSrc = prelude + `
 local tok = tonumber(ARGV[5])
 local r = load(KEYS[4])
-if not r then return out(1, '') end
-if r.t ~= tok then return out(2, 'token', r.raw) end
-if r.s == 3 then return out(0, '', r.raw) end
-if r.s == 2 then return out(2, 'completed', r.raw) end
-redis.call('HSET', KEYS[4], 's', '3')
-return changed(0, r.raw, {[2] = '3'})
+if not r then return {1, ''} end
+if r.t ~= tok then return {2, 'token', r.v} end
+if r.s == 3 then return {0, '', r.v} end
+if r.s == 2 then return {2, 'completed', r.v} end
+return {0, '', store(3, r.t, r.a, r.c, r.l, r.d, r.e, r.f, r.r, ckpt(r))}
 `
 
 // holderCheck is the guard of ExtendLease and Checkpoint: only the current
@@ -182,54 +170,53 @@ return changed(0, r.raw, {[2] = '3'})
 const holderCheck = `
 local tok = tonumber(ARGV[5])
 local r = load(KEYS[4])
-if not r then return out(1, '') end
-if r.t ~= tok then return out(2, 'token', r.raw) end
-if r.s ~= 1 then return out(2, 'state', r.raw) end
+if not r then return {1, ''} end
+if r.t ~= tok then return {2, 'token', r.v} end
+if r.s ~= 1 then return {2, 'state', r.v} end
 `
 
 // ExtendLease: ARGV[5] token, ARGV[6] ttl µs.
 const extendSrc = prelude + holderCheck + `
-local l = NOW + tonumber(ARGV[6])
+local l = NOW + ARGV[6]
 local e = math.max(r.e, l)
-redis.call('HSET', KEYS[4], 'l', n2s(l), 'e', n2s(e))
-expire(ARGV[4], e)
-return changed(0, r.raw, {[6] = n2s(l), [8] = n2s(e)})
+local v = store(r.s, r.t, r.a, r.c, l, r.d, e, r.f, r.r, ckpt(r))
+cover(e)
+return {0, '', v}
 `
 
 // Checkpoint: ARGV[5] token, ARGV[6] checkpoint blob.
 const checkpointSrc = prelude + holderCheck + `
-redis.call('HSET', KEYS[4], 'k', ARGV[6])
-return changed(0, r.raw, {[10] = ARGV[6]})
+return {0, '', store(r.s, r.t, r.a, r.c, r.l, r.d, r.e, r.f, r.r, ARGV[6])}
 `
 
 const lookupSrc = prelude + `
 local r = load(KEYS[4])
-if not r then return out(1, '') end
-return out(0, '', r.raw)
+if not r then return {1, ''} end
+return {0, '', r.v}
 `
 
 const deleteSrc = prelude + `
 local r = load(KEYS[4])
 if not r then
   if redis.call('EXISTS', KEYS[4]) == 1 then drop(ARGV[4]) end
-  return out(1, '')
+  return {1, ''}
 end
 drop(ARGV[4])
-return out(0, '', r.raw)
+return {0, '', r.v}
 `
 
 const forceReleaseSrc = prelude + `
 local r = load(KEYS[4])
-if not r then return out(1, '') end
-if r.s == 3 then return out(0, '', r.raw) end
-if r.s == 2 then return out(3, '', r.raw) end
-redis.call('HSET', KEYS[4], 's', '3')
-return changed(0, r.raw, {[2] = '3'})
+if not r then return {1, ''} end
+if r.s == 3 then return {0, '', r.v} end
+if r.s == 2 then return {3, '', r.v} end
+return {0, '', store(3, r.t, r.a, r.c, r.l, r.d, r.e, r.f, r.r, ckpt(r))}
 `
 
 // List: ARGV[4] ZRANGEBYLEX start, ARGV[5] key prefix, ARGV[6] records
 // wanted, ARGV[7] members to examine at most. Reply {done, last examined
-// member, {{key, f, s, …}, …}}; dead members met on the way are removed.
+// member, {key, record, key, record, …}}; dead members met on the way are
+// removed.
 const listSrc = prelude + `
 local start, prefix = ARGV[4], ARGV[5]
 local want, budget = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -241,12 +228,11 @@ while true do
     if #prefix > 0 and string.sub(m, 1, #prefix) ~= prefix then return {1, last, recs} end
     seen = seen + 1
     last = m
-    local v = redis.call('HMGET', ARGV[2] .. m, unpack(FIELDS))
-    if v[8] and tonumber(v[8]) > NOW then
-      local o = {m}
-      for i = 1, 10 do o[i + 1] = v[i] end
+    local v = redis.call('GET', ARGV[2] .. m)
+    if v and select(8, struct.unpack(HDR, v)) > NOW then
+      recs[2 * n + 1] = m
+      recs[2 * n + 2] = v
       n = n + 1
-      recs[n] = o
       if n >= want then return {0, last, recs} end
     else
       drop(m)
@@ -269,9 +255,13 @@ while true do
   for _, m in ipairs(ms) do
     seen = seen + 1
     last = m
-    local v = redis.call('HMGET', ARGV[2] .. m, 's', 'e')
-    if v[2] and tonumber(v[2]) > NOW then
-      local s = tonumber(v[1])
+    local v = redis.call('GET', ARGV[2] .. m)
+    local s, e
+    if v then
+      local _, s1, _, _, _, _, _, e1 = struct.unpack(HDR, v)
+      s, e = s1, e1
+    end
+    if e and e > NOW then
       if c[s] then c[s] = c[s] + 1 end
     else
       drop(m)
