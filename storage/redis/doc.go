@@ -46,7 +46,7 @@
 // another. Next to the records, each namespace has a lexical index (a
 // sorted set List pages through in key order) and an expiry index (a
 // sorted set by the expires_at a key was created or taken over with).
-// Every creation removes a few expired members; a member whose record
+// One creation in 8 removes up to 32 expired members; a member whose record
 // lives longer (Complete, ExtendLease) is re-scored when met, and List and
 // Stats drop dead ones they meet. The indexes carry a TTL at least as long
 // as their longest record, so an idle namespace leaves nothing behind.
