@@ -32,7 +32,32 @@ const (
 // Compare with testdata/pgbench_pair.sql (see TestPgbenchScript).
 func BenchmarkReserveCompletePairs(b *testing.B) {
 	u := migratedURL(b, postgresURL(b))
-	s := openTest(b, withParams(b, u, "pool_max_conns", fmt.Sprint(pairCallers)))
+	runPairs(b, withParams(b, u, "pool_max_conns", fmt.Sprint(pairCallers)))
+}
+
+// BenchmarkPoolSize runs the pairs of BenchmarkReserveCompletePairs over
+// pgx's own default pool (max(4, NumCPU) connections), over the URL
+// without pool_max_conns (idem's default) and over one connection per
+// caller.
+func BenchmarkPoolSize(b *testing.B) {
+	u := migratedURL(b, postgresURL(b))
+	for _, tc := range []struct{ name, conns string }{
+		{"pgx-default", fmt.Sprint(max(4, runtime.NumCPU()))},
+		{"idem-default", ""},
+		{"per-caller", fmt.Sprint(pairCallers)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			url := u
+			if tc.conns != "" {
+				url = withParams(b, u, "pool_max_conns", tc.conns)
+			}
+			runPairs(b, url)
+		})
+	}
+}
+
+func runPairs(b *testing.B, url string) {
+	s := openTest(b, url)
 	defer s.Close()
 	ctx := testCtx(b)
 	var seq atomic.Int64
@@ -42,7 +67,7 @@ func BenchmarkReserveCompletePairs(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			id := storage.ID{Tenant: "bench", Namespace: "/bench.v1.Bench/Do", Key: fmt.Sprintf("go-%d", seq.Add(1))}
+			id := storage.ID{Tenant: "bench", Namespace: "/bench.v1.Bench/Do", Key: fmt.Sprintf("go-%d-%d", time.Now().UnixNano(), seq.Add(1))}
 			out, _, err := s.Reserve(ctx, storage.ReserveParams{ID: id, Fingerprint: pairFingerprint, LeaseTTL: pairLease, Retention: pairRetention})
 			if err != nil || out != storage.OutcomeReserved {
 				b.Errorf("Reserve() = %v, %v; want RESERVED", out, err)
