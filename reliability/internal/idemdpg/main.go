@@ -12,9 +12,13 @@ import (
 
 	"github.com/idemhq/idem/server/idemd"
 
+	// What cmd/idemd links, and the PostgreSQL backend.
+	_ "github.com/idemhq/idem/server/idemdext"
+	_ "github.com/idemhq/idem/server/policy"
 	_ "github.com/idemhq/idem/storage/cockroach"
 	_ "github.com/idemhq/idem/storage/memory"
 	_ "github.com/idemhq/idem/storage/pebble"
+	_ "github.com/idemhq/idem/storage/redis"
 )
 
 func main() {
