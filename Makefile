@@ -55,6 +55,10 @@ lint: $(BUF) ## buf lint, gofmt, go vet
 test: ## run every test with the race detector (server-backed ones use the loopback servers)
 	$(GO) test -race -count=1 ./...
 
+.PHONY: reliability-long
+reliability-long: ## long linearizability histories, 100 crash cycles, every fault 5 times
+	$(GO) test -count=1 -timeout 30m ./reliability -reliability.long
+
 .PHONY: fuzz
 fuzz: ## a short run (FUZZTIME, default 10s) of every fuzz target
 	@set -e; for d in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \

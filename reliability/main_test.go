@@ -33,8 +33,8 @@ var (
 // testTimeout bounds each test in short mode; -reliability.long allows 25 minutes.
 const testTimeout = 5 * time.Minute
 
-// idemdBin is cmd/idemd; pgIdemdBin the same with the PostgreSQL backend
-// linked in (see reliability/internal/idemdpg). TestMain builds both.
+// idemdBin is cmd/idemd, built by TestMain; it serves every store,
+// PostgreSQL included, so pgIdemdBin is the same binary.
 var idemdBin, pgIdemdBin string
 
 func TestMain(m *testing.M) {
@@ -45,10 +45,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	bins, err := harness.BuildIdemd(ctx, dir, "./cmd/idemd", "./reliability/internal/idemdpg")
+	bins, err := harness.BuildIdemd(ctx, dir, "./cmd/idemd")
 	cancel()
 	if err == nil {
-		idemdBin, pgIdemdBin = bins[0], bins[1]
+		idemdBin, pgIdemdBin = bins[0], bins[0]
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
