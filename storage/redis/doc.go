@@ -53,9 +53,11 @@
 // Stats walks the indexes: O(records of the namespace), in scripts of at
 // most 1,000 members each, so its counts are not one snapshot.
 //
-// Records written by versions that stored a hash per record (key part
-// "r:") are not read: after an upgrade their keys count as absent and
-// expire on their own.
+// Upgrading from a version that stored a hash per record (key part "r:"):
+// those records are not read; their keys count as absent and expire on
+// their own. Old and new idemd replicas do not see each other's records,
+// so stop every old replica before starting a new one, and expect keys
+// reserved or completed just before the upgrade to run again if retried.
 //
 // The URL opens one Redis server (a primary; replicas only through WAIT).
 // The key layout is ready for Redis Cluster, and New accepts a
