@@ -143,7 +143,9 @@ func waitBlocked(ctx context.Context, t *testing.T, conn *pgx.Conn, app string) 
 // one RESERVED.
 func TestTwoReplicas(t *testing.T) {
 	ctx := testCtx(t)
-	u := migratedURL(t, postgresURL(t))
+	// 8 connections each: 64 callers on the default pool of 32 would take
+	// 64 of the shared test database's 100 connections.
+	u := withParams(t, migratedURL(t, postgresURL(t)), "pool_max_conns", "8")
 	replicas := []*Store{openTest(t, u), openTest(t, u)}
 	for _, s := range replicas {
 		defer s.Close()
