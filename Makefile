@@ -3,10 +3,19 @@ SHELL := /bin/bash
 GO ?= go
 FUZZTIME ?= 10s
 BUF := bin/buf
-# Loopback servers the server-backed tests use; override to point elsewhere.
+# The server-backed tests use the loopback servers that answer (override the
+# URLs to point elsewhere); without one, its tests skip with a message —
+# except under CI, where they fail.
+up = $(shell (exec 3<>/dev/tcp/127.0.0.1/$(1)) 2>/dev/null && echo yes)
+ifneq ($(CI)$(call up,5432),)
 export IDEM_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
+endif
+ifneq ($(CI)$(call up,6379),)
 export IDEM_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+endif
+ifneq ($(CI)$(call up,4222),)
 export IDEM_TEST_NATS_URL ?= nats://127.0.0.1:4222
+endif
 
 .PHONY: help
 help: ## list the targets
