@@ -10,6 +10,8 @@ require (
 
 require github.com/anishathalye/porcupine v1.3.1
 
+require golang.org/x/image v0.48.0
+
 require (
 	github.com/HdrHistogram/hdrhistogram-go v1.1.2
 	github.com/kylelemons/godebug v1.1.0 // indirect

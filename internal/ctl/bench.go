@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,7 +47,7 @@ func benchFlags(fs *flag.FlagSet) any {
 	fs.IntVar(&o.payload, "payload", 64, "bytes of the result body a Complete stores")
 	fs.Float64Var(&o.rate, "rate", 0, "open loop: calls per second over all callers, latency measured from each call's intended start (0: closed loop)")
 	fs.StringVar(&o.namespace, "namespace", "idemctl-bench", "namespace of the bench's keys")
-	fs.StringVar(&o.plot, "plot", "", "write an SVG chart of latency percentiles and throughput over time to this file")
+	fs.StringVar(&o.plot, "plot", "", "write a chart of latency percentiles and throughput over time to this file: .svg or .png")
 	fs.BoolVar(&o.floor, "floor", false, "first run the same load against grpc.health.v1.Health/Check on the same server, and report idem's ratio to it")
 	fs.IntVar(&o.serverPID, "server-pid", 0, "idemd's PID on this machine: report server CPU per op from /proc/PID/stat")
 	fs.Var(&o.progress, "progress", "print progress every second on stderr (default: when stderr is a terminal)")
@@ -62,8 +63,8 @@ func runBench(ctx context.Context, r *invocation, pos []string, opts any) error 
 	if err != nil {
 		return usageError{err}
 	}
-	if o.plot != "" && !strings.EqualFold(filepath.Ext(o.plot), ".svg") {
-		return usagef("--plot %s: only SVG is written (name the file .svg; rsvg-convert makes a PNG of it)", o.plot)
+	if o.plot != "" && plotWriter(o.plot) == nil {
+		return usagef("--plot %s: the chart is written as SVG or PNG, chosen by the name: end it in .svg or .png", o.plot)
 	}
 	if o.conns < 1 {
 		return usagef("--conns %d: must be at least 1", o.conns)
@@ -140,12 +141,25 @@ func runBench(ctx context.Context, r *invocation, pos []string, opts any) error 
 	return nil
 }
 
+// plotWriter picks the chart's format by the file's extension; nil if it is
+// neither .svg nor .png.
+func plotWriter(path string) func(*loadgen.Report, io.Writer) error {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".svg":
+		return (*loadgen.Report).WriteSVG
+	case ".png":
+		return (*loadgen.Report).WritePNG
+	}
+	return nil
+}
+
 func writePlot(path string, rep *loadgen.Report) error {
+	write := plotWriter(path)
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("--plot: %w", err)
 	}
-	if err := rep.WriteSVG(f); err != nil {
+	if err := write(rep, f); err != nil {
 		f.Close()
 		return fmt.Errorf("--plot: %w", err)
 	}

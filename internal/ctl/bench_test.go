@@ -2,6 +2,9 @@ package ctl
 
 import (
 	"encoding/json"
+	"image"
+	"image/color"
+	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,6 +42,44 @@ func TestBenchJSONAndPlot(t *testing.T) {
 	svg, err := os.ReadFile(plot)
 	if err != nil || !strings.HasPrefix(string(svg), "<svg") {
 		t.Fatalf("--plot wrote %q (%v), want an SVG", svg[:min(len(svg), 40)], err)
+	}
+
+	// The same run charted as PNG: the chart's size, and its series drawn.
+	pngPath := filepath.Join(t.TempDir(), "bench.PNG")
+	mustRun(ctx, t, addr, "bench", "-o", "json", "--count", "40", "--concurrency", "4",
+		"--mix", "completed=100", "--keyspace", "10", "--floor", "--plot", pngPath)
+	f, err := os.Open(pngPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("--plot %s did not write a PNG: %v", pngPath, err)
+	}
+	if got, want := img.Bounds(), image.Rect(0, 0, 900, 710); got != want {
+		t.Fatalf("PNG bounds = %v, want %v", got, want)
+	}
+	counts := map[color.RGBA]int{}
+	for y := range 710 {
+		for x := range 900 {
+			counts[color.RGBAModel.Convert(img.At(x, y)).(color.RGBA)]++
+		}
+	}
+	for _, c := range []struct {
+		name string
+		rgba color.RGBA
+	}{
+		{"p50 blue", color.RGBA{0x1f, 0x77, 0xb4, 0xff}},
+		{"p90 green", color.RGBA{0x2c, 0xa0, 0x2c, 0xff}},
+		{"p99 red", color.RGBA{0xd6, 0x27, 0x28, 0xff}},
+		{"idem ops/s purple", color.RGBA{0x94, 0x67, 0xbd, 0xff}},
+		{"floor ops/s grey", color.RGBA{0x7f, 0x7f, 0x7f, 0xff}},
+		{"text black", color.RGBA{0, 0, 0, 0xff}},
+	} {
+		if counts[c.rgba] < 20 {
+			t.Errorf("PNG has %d pixels of %s %v, want at least 20", counts[c.rgba], c.name, c.rgba)
+		}
 	}
 
 	table := mustRun(ctx, t, addr, "bench", "--count", "10", "--concurrency", "2", "--op", "reserve", "--batch", "5")

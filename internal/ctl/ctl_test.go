@@ -196,7 +196,8 @@ func TestErrors(t *testing.T) {
 		{"bench no callers", nil, []string{"--addr", addr, "bench", "--concurrency", "0"}, ExitUsage, "idemctl: idem: concurrency 0 must be at least 1"},
 		{"bench batch over keyspace", nil, []string{"--addr", addr, "bench", "--mix", "completed=100", "--keyspace", "4", "--batch", "8"}, ExitUsage, "idemctl: idem: keyspace 4 must be at least 1 and at least the batch size 8"},
 		{"bench no conns", nil, []string{"--addr", addr, "bench", "--conns", "0"}, ExitUsage, "idemctl: --conns 0: must be at least 1"},
-		{"bench png plot", nil, []string{"--addr", addr, "bench", "--plot", "x.png"}, ExitUsage, "idemctl: --plot x.png: only SVG is written"},
+		{"bench jpeg plot", nil, []string{"--addr", addr, "bench", "--plot", "x.jpg"}, ExitUsage, "idemctl: --plot x.jpg: the chart is written as SVG or PNG, chosen by the name: end it in .svg or .png"},
+		{"bench plot without extension", nil, []string{"--addr", addr, "bench", "--plot", "chart"}, ExitUsage, "idemctl: --plot chart: the chart is written as SVG or PNG"},
 		{"bench every call refused", nil, []string{"--addr", authAddr, "--token", "bad", "bench", "--count", "3", "--concurrency", "1"}, ExitFailed, "idemctl: bench: no call succeeded (errors: map[Unauthenticated:3])"},
 		{"bench bad pid", nil, []string{"--addr", addr, "bench", "--server-pid", "999999999"}, ExitUsage, "idemctl: --server-pid 999999999: "},
 	} {

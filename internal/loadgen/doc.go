@@ -9,6 +9,10 @@
 // With a server PID, the server's CPU time (utime+stime from /proc) is read
 // around each phase, giving server CPU per operation.
 //
+// WriteSVG and WritePNG draw the same chart from one layout; the PNG is
+// rasterised here in pure Go (Bresenham lines, basicfont text), so no SVG
+// renderer is needed to get a bitmap.
+//
 // The JSON report's shape is described by report.schema.json and versioned
 // by its schema_version field; fields are only added, never renamed.
 package loadgen
