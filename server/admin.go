@@ -17,28 +17,32 @@ const (
 
 // DeleteKey implements idemv1.AdminServiceServer.
 func (s *Service) DeleteKey(ctx context.Context, req *idemv1.DeleteKeyRequest) (*idemv1.DeleteKeyResponse, error) {
-	const method = idemv1.AdminService_DeleteKey_FullMethodName
-	var v violations
-	sc, err := s.scope(ctx, &v, req.GetTenant(), req.GetNamespace(), true)
+	rec, err := s.adminKeyOp(ctx, idemv1.AdminService_DeleteKey_FullMethodName, req, storage.Store.Delete)
 	if err != nil {
-		return nil, s.Status(ctx, method, err)
-	}
-	s.checkKey(&v, "key", req.GetKey())
-	if err := v.err(); err != nil {
 		return nil, err
 	}
-	id := storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: req.GetKey()}
-	rec, err := sc.store.Delete(ctx, id)
-	if err != nil {
-		return nil, s.Status(ctx, method, err)
-	}
-	s.notifier.notify(id)
-	return &idemv1.DeleteKeyResponse{Record: recordToProto(rec, true)}, nil
+	return &idemv1.DeleteKeyResponse{Record: rec}, nil
 }
 
 // ForceRelease implements idemv1.AdminServiceServer.
 func (s *Service) ForceRelease(ctx context.Context, req *idemv1.ForceReleaseRequest) (*idemv1.ForceReleaseResponse, error) {
-	const method = idemv1.AdminService_ForceRelease_FullMethodName
+	rec, err := s.adminKeyOp(ctx, idemv1.AdminService_ForceRelease_FullMethodName, req, storage.Store.ForceRelease)
+	if err != nil {
+		return nil, err
+	}
+	return &idemv1.ForceReleaseResponse{Record: rec}, nil
+}
+
+// keyRequest is an admin request naming one record.
+type keyRequest interface {
+	GetTenant() string
+	GetNamespace() string
+	GetKey() string
+}
+
+// adminKeyOp validates an admin request for one record, applies op to it,
+// and wakes the record's waiters: whatever op did, it no longer holds them.
+func (s *Service) adminKeyOp(ctx context.Context, method string, req keyRequest, op func(storage.Store, context.Context, storage.ID) (*storage.Record, error)) (*idemv1.Record, error) {
 	var v violations
 	sc, err := s.scope(ctx, &v, req.GetTenant(), req.GetNamespace(), true)
 	if err != nil {
@@ -49,12 +53,12 @@ func (s *Service) ForceRelease(ctx context.Context, req *idemv1.ForceReleaseRequ
 		return nil, err
 	}
 	id := storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: req.GetKey()}
-	rec, err := sc.store.ForceRelease(ctx, id)
+	rec, err := op(sc.store, ctx, id)
 	if err != nil {
 		return nil, s.Status(ctx, method, err)
 	}
 	s.notifier.notify(id)
-	return &idemv1.ForceReleaseResponse{Record: recordToProto(rec, true)}, nil
+	return recordToProto(rec, true), nil
 }
 
 // ListKeys implements idemv1.AdminServiceServer. The page token is opaque
