@@ -24,29 +24,21 @@ func (v *violations) add(field, format string, args ...any) {
 	*v = append(*v, &errdetails.BadRequest_FieldViolation{Field: field, Description: fmt.Sprintf(format, args...)})
 }
 
-// message names every bad field: "idem: invalid key, fingerprint: key: …; fingerprint: …".
+// message names every bad field: "idem: invalid request: key is required; fingerprint is 65 bytes, more than 64".
 func (v violations) message() string {
 	var b strings.Builder
-	b.WriteString("idem: invalid ")
-	for i, f := range v {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(f.Field)
-	}
-	b.WriteString(": ")
+	b.WriteString("idem: invalid request: ")
 	for i, f := range v {
 		if i > 0 {
 			b.WriteString("; ")
 		}
 		b.WriteString(f.Field)
-		b.WriteString(": ")
+		b.WriteString(" ")
 		b.WriteString(f.Description)
 	}
 	return b.String()
 }
 
-// err is nil when no field is bad, else INVALID_ARGUMENT with a BadRequest.
 func (v violations) err() error {
 	if len(v) == 0 {
 		return nil
