@@ -72,8 +72,12 @@ func (s *Service) checkHealth() {
 func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
 	// Long-lived stream workers keep their grown stacks, so calls do not pay
 	// for a fresh goroutine's stack growth each time (a tenth of a
-	// Reserve's CPU without them). Callers' options come after and win.
-	opts = append([]grpc.ServerOption{grpc.NumStreamWorkers(uint32(8 * runtime.GOMAXPROCS(0)))}, opts...)
+	// Reserve's CPU without them). gRPC starts a fresh goroutine for a call
+	// whenever no worker is idle, and calls that wait on a database stay
+	// in flight for milliseconds, so there are enough workers for a few
+	// hundred concurrent calls; an idle worker costs only its stack.
+	// Callers' options come after and win.
+	opts = append([]grpc.ServerOption{grpc.NumStreamWorkers(uint32(max(256, 32*runtime.GOMAXPROCS(0))))}, opts...)
 	srv := grpc.NewServer(opts...)
 	svc.Register(srv)
 	healthpb.RegisterHealthServer(srv, svc.health)

@@ -3,6 +3,7 @@ package memory
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/idemhq/idem/storage"
+	"github.com/idemhq/idem/storage/internal/recordcodec"
 )
 
 func init() {
@@ -100,13 +102,23 @@ func WithSweepInterval(d time.Duration) Option {
 	return func(o *options) { o.sweepInterval = d }
 }
 
-type shard struct {
-	mu   sync.RWMutex
-	recs map[storage.ID]*storage.Record
+// A record is kept as bytes (recordcodec, without its ID) under a string
+// key that encodes its ID. Pointer-free values keep the garbage collector's
+// marking and the heap small however many records the store holds: a
+// pointer-rich struct per record cost idemd more CPU per Reserve as the
+// store grew.
+type entry struct {
+	expires int64 // ExpiresAt in Unix nanoseconds, read without decoding
+	val     []byte
 }
 
-// Store is the in-memory backend. Stored records are never modified in
-// place: every change writes a new record, and callers get clones.
+type shard struct {
+	mu   sync.RWMutex
+	recs map[string]entry
+}
+
+// Store is the in-memory backend. Stored bytes are never modified in place:
+// every change writes new ones, and callers get freshly decoded records.
 type Store struct {
 	clock  clockwork.Clock
 	logger *slog.Logger
@@ -142,7 +154,7 @@ func New(opts ...Option) *Store {
 		onSweep: o.onSweep,
 	}
 	for i := range s.shards {
-		s.shards[i].recs = make(map[storage.ID]*storage.Record)
+		s.shards[i].recs = make(map[string]entry)
 	}
 	if o.sweepInterval > 0 {
 		go s.sweepLoop(o.sweepInterval)
@@ -152,15 +164,30 @@ func New(opts ...Option) *Store {
 	return s
 }
 
-func (s *Store) shard(id storage.ID) *shard {
-	var h maphash.Hash
-	h.SetSeed(s.seed)
-	h.WriteString(id.Tenant)
-	h.WriteByte(0)
-	h.WriteString(id.Namespace)
-	h.WriteByte(0)
-	h.WriteString(id.Key)
-	return &s.shards[h.Sum64()&s.mask]
+// appendKey encodes id as a map key: tenant and namespace length-prefixed,
+// then the key, so no choice of strings makes two IDs meet.
+func appendKey(b []byte, id storage.ID) []byte {
+	b = binary.AppendUvarint(b, uint64(len(id.Tenant)))
+	b = append(b, id.Tenant...)
+	b = binary.AppendUvarint(b, uint64(len(id.Namespace)))
+	b = append(b, id.Namespace...)
+	return append(b, id.Key...)
+}
+
+// parseKey is appendKey's inverse; the strings share k's memory.
+func parseKey(k string) storage.ID {
+	var id storage.ID
+	n, w := binary.Uvarint([]byte(k))
+	k = k[w:]
+	id.Tenant, k = k[:n], k[n:]
+	n, w = binary.Uvarint([]byte(k))
+	k = k[w:]
+	id.Namespace, id.Key = k[:n], k[n:]
+	return id
+}
+
+func (s *Store) shard(k []byte) *shard {
+	return &s.shards[maphash.Bytes(s.seed, k)&s.mask]
 }
 
 // now is the store's time, wall clock only, so records compare like the
@@ -174,14 +201,35 @@ func (s *Store) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// update runs f on the current record of id under its shard lock and
-// stores what f returns to write.
+// live decodes e if it holds a record that exists at now; nil otherwise.
+func live(e entry, ok bool, id storage.ID, now time.Time) *storage.Record {
+	if !ok || e.expires <= now.UnixNano() {
+		return nil
+	}
+	r, err := recordcodec.Decode(e.val, &id)
+	if err != nil {
+		panic(fmt.Sprintf("idem: memory store: record %q/%q/%q does not decode: %v", id.Tenant, id.Namespace, id.Key, err))
+	}
+	return r
+}
+
+func encode(w *storage.Record) entry {
+	return entry{expires: w.ExpiresAt.UnixNano(), val: recordcodec.Append(nil, w, false)}
+}
+
+// update runs f on the live record of id (nil if none) under its shard
+// lock and stores what f returns to write. Records handed to f are fresh
+// copies, so f's answers go to callers without another copy.
 func (s *Store) update(id storage.ID, f func(cur *storage.Record, now time.Time) (write *storage.Record)) {
-	sh := s.shard(id)
+	var buf [128]byte
+	k := appendKey(buf[:0], id)
+	sh := s.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if w := f(sh.recs[id], s.now()); w != nil {
-		sh.recs[id] = w
+	now := s.now()
+	e, ok := sh.recs[string(k)]
+	if w := f(live(e, ok, id, now), now); w != nil {
+		sh.recs[string(k)] = encode(w)
 	}
 }
 
@@ -191,7 +239,7 @@ func (s *Store) reserve(p storage.ReserveParams) (out storage.Outcome, ans *stor
 		out, w, ans = storage.ApplyReserve(cur, p, now)
 		return w
 	})
-	return out, ans.Clone()
+	return out, ans
 }
 
 func (s *Store) complete(p storage.CompleteParams) (ans *storage.Record, err error) {
@@ -200,7 +248,7 @@ func (s *Store) complete(p storage.CompleteParams) (ans *storage.Record, err err
 		w, ans, err = storage.ApplyComplete(cur, p, now)
 		return w
 	})
-	return ans.Clone(), err
+	return ans, err
 }
 
 // Reserve implements storage.Store.
@@ -230,7 +278,7 @@ func (s *Store) Release(ctx context.Context, id storage.ID, token uint64) (ans *
 		w, ans, err = storage.ApplyRelease(cur, token, now)
 		return w
 	})
-	return ans.Clone(), err
+	return ans, err
 }
 
 // ExtendLease implements storage.Store.
@@ -242,7 +290,7 @@ func (s *Store) ExtendLease(ctx context.Context, id storage.ID, token uint64, tt
 		ans, err = storage.ApplyExtendLease(cur, token, ttl, now)
 		return ans
 	})
-	return ans.Clone(), err
+	return ans, err
 }
 
 // Checkpoint implements storage.Store.
@@ -254,7 +302,7 @@ func (s *Store) Checkpoint(ctx context.Context, id storage.ID, token uint64, cp 
 		ans, err = storage.ApplyCheckpoint(cur, token, cp, now)
 		return ans
 	})
-	return ans.Clone(), err
+	return ans, err
 }
 
 // Lookup implements storage.Store.
@@ -262,11 +310,14 @@ func (s *Store) Lookup(ctx context.Context, id storage.ID) (*storage.Record, err
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	sh := s.shard(id)
+	var buf [128]byte
+	k := appendKey(buf[:0], id)
+	sh := s.shard(k)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	if cur := sh.recs[id]; cur.Live(s.now()) {
-		return cur.Clone(), nil
+	e, ok := sh.recs[string(k)]
+	if r := live(e, ok, id, s.now()); r != nil {
+		return r, nil
 	}
 	return nil, storage.ErrNotFound
 }
@@ -301,18 +352,20 @@ func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, err
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	sh := s.shard(id)
+	var buf [128]byte
+	k := appendKey(buf[:0], id)
+	sh := s.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	cur, ok := sh.recs[id]
+	e, ok := sh.recs[string(k)]
 	if !ok {
 		return nil, storage.ErrNotFound
 	}
-	delete(sh.recs, id)
-	if !cur.Live(s.now()) {
-		return nil, storage.ErrNotFound
+	delete(sh.recs, string(k))
+	if r := live(e, ok, id, s.now()); r != nil {
+		return r, nil
 	}
-	return cur.Clone(), nil
+	return nil, storage.ErrNotFound
 }
 
 // ForceRelease implements storage.Store.
@@ -325,7 +378,7 @@ func (s *Store) ForceRelease(ctx context.Context, id storage.ID) (ans *storage.R
 		w, ans, err = storage.ApplyForceRelease(cur, now)
 		return w
 	})
-	return ans.Clone(), err
+	return ans, err
 }
 
 // List implements storage.Store.
@@ -338,10 +391,13 @@ func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Reco
 		sh := &s.shards[i]
 		sh.mu.RLock()
 		now := s.now()
-		for id, r := range sh.recs {
+		for k, e := range sh.recs {
+			id := parseKey(k)
 			if id.Tenant == p.Tenant && id.Namespace == p.Namespace && id.Key > p.After &&
-				strings.HasPrefix(id.Key, p.KeyPrefix) && r.Live(now) {
-				recs = append(recs, r) // never modified in place; cloned below
+				strings.HasPrefix(id.Key, p.KeyPrefix) {
+				if r := live(e, true, id, now); r != nil {
+					recs = append(recs, r)
+				}
 			}
 		}
 		sh.mu.RUnlock()
@@ -350,9 +406,6 @@ func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Reco
 	more := len(recs) > p.Limit
 	if more {
 		recs = recs[:p.Limit]
-	}
-	for i, r := range recs {
-		recs[i] = r.Clone()
 	}
 	return recs, more, nil
 }
@@ -371,9 +424,12 @@ func (s *Store) Stats(ctx context.Context, tenant, namespace string) ([]storage.
 		sh := &s.shards[i]
 		sh.mu.RLock()
 		now := s.now()
-		for id, r := range sh.recs {
-			if id.Tenant == tenant && (namespace == "" || id.Namespace == namespace) && r.Live(now) {
-				counts[group{id.Namespace, r.State}]++
+		for k, e := range sh.recs {
+			id := parseKey(k)
+			if id.Tenant == tenant && (namespace == "" || id.Namespace == namespace) {
+				if r := live(e, true, id, now); r != nil {
+					counts[group{id.Namespace, r.State}]++
+				}
 			}
 		}
 		sh.mu.RUnlock()
@@ -414,9 +470,9 @@ func (s *Store) Sweep() int {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		now := s.now()
-		for id, r := range sh.recs {
-			if !r.Live(now) {
-				delete(sh.recs, id)
+		for k, e := range sh.recs {
+			if e.expires <= now.UnixNano() {
+				delete(sh.recs, k)
 				n++
 			}
 		}

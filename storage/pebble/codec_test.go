@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/idemhq/idem/storage"
+	"github.com/idemhq/idem/storage/internal/recordcodec"
 )
 
 // recordsEqual compares records field by field, times by instant and
@@ -96,7 +97,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"state 4", append([]byte{1, good[1], 4}, good[3:]...)},
 		{"trailing byte", append(bytes.Clone(good), 0)},
 		{"huge length", append([]byte{1, 0, 1, 1, 1}, binary.AppendUvarint(nil, 1<<62)...)},
-		{"huge count", append([]byte{1, flagResult, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0}, binary.AppendUvarint(nil, 1<<40)...)},
+		{"huge count", append([]byte{1, recordcodec.FlagResult, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0}, binary.AppendUvarint(nil, 1<<40)...)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if r, err := decodeRecord(tc.b); err == nil {
