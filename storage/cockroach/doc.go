@@ -13,6 +13,23 @@
 // cockroach-go's retry loop nor a PostgreSQL one is needed; statements that
 // fail with a serialization failure or deadlock are simply run again.
 //
+// # Coalescing
+//
+// Concurrent Reserves share statements, and so do concurrent Completes, as
+// a database's group commit shares a log flush: while one batch per kind
+// is in flight (the coalesce URL parameter, default 1), calls that arrive
+// queue, and when it finishes the next batch takes them all (up to 256, a
+// record at most once) in one BatchReserve statement or one BatchComplete
+// pipeline. A call that finds nothing in flight runs at once, alone, with
+// the single-record statement, so an idle store adds no wait. Each call
+// keeps its own answer and its own error; a batch the database refuses for
+// one item's data runs again item by item, so only that call fails. With
+// 50 callers on PostgreSQL this more than doubled the Reserve+Complete
+// pairs per second (bench/pgbench.sh): the write, wake-up, parse, plan and
+// commit of a round trip were the cost, on idemd and on the database.
+// coalesce=N allows N batches per kind at once; coalesce=0 sends each call
+// on its own.
+//
 // The schema is embedded and versioned (see Migrate); CockroachDB gets
 // row-level TTL and an opt-in multi-region layout, PostgreSQL an in-process
 // sweeper that deletes expired rows in bounded batches.

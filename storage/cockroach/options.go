@@ -30,6 +30,11 @@ const (
 	// ParamSweepBatch is the most rows one sweeper statement deletes.
 	// Default 1000.
 	ParamSweepBatch = "sweep_batch"
+	// ParamCoalesce is how many batches of concurrent Reserves (and, apart,
+	// of Completes) may be in flight at once; calls beyond them wait for
+	// the next batch and share its statement. "0" sends every call on its
+	// own. Default 4.
+	ParamCoalesce = "coalesce"
 	// ParamMultiRegion ("true") makes Migrate apply the CockroachDB
 	// multi-region layout (REGIONAL BY ROW, home region from the tenant name).
 	ParamMultiRegion = "multi_region"
@@ -40,6 +45,9 @@ const (
 	defaultConnectRetry     = 30 * time.Second
 	defaultSweepInterval    = time.Minute
 	defaultSweepBatch       = 1000
+	defaultCoalesce         = 1
+	// coalesceMax bounds a coalesced batch, so one statement stays short.
+	coalesceMax = 256
 	// defaultPoolMaxConns replaces pgx's max(4, NumCPU), which queues a
 	// busy idemd behind a handful of connections. 32 leaves room for three
 	// replicas under PostgreSQL's usual max_connections of 100.
@@ -51,6 +59,7 @@ type config struct {
 	connectRetry  time.Duration
 	sweepInterval time.Duration
 	sweepBatch    int
+	coalesce      int
 	multiRegion   bool
 	// where names the database for errors and logs: host:port/database,
 	// never the password.
@@ -62,6 +71,7 @@ func parseConfig(u *url.URL) (*config, error) {
 		connectRetry:  defaultConnectRetry,
 		sweepInterval: defaultSweepInterval,
 		sweepBatch:    defaultSweepBatch,
+		coalesce:      defaultCoalesce,
 	}
 	stmtTimeout := defaultStatementTimeout
 	q := u.Query()
@@ -99,6 +109,15 @@ func parseConfig(u *url.URL) (*config, error) {
 			return nil, fmt.Errorf("idem: store URL parameter %s=%q is not a count between 1 and 100000", ParamSweepBatch, v)
 		}
 		c.sweepBatch = n
+	}
+	if q.Has(ParamCoalesce) {
+		v := q.Get(ParamCoalesce)
+		q.Del(ParamCoalesce)
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 1000 {
+			return nil, fmt.Errorf("idem: store URL parameter %s=%q is not a count between 0 (off) and 1000", ParamCoalesce, v)
+		}
+		c.coalesce = n
 	}
 	if q.Has(ParamMultiRegion) {
 		v := q.Get(ParamMultiRegion)

@@ -64,6 +64,10 @@ type Store struct {
 
 	stopSweep context.CancelFunc
 	sweepWG   sync.WaitGroup
+
+	// reserves and completes coalesce concurrent calls (nil: off).
+	reserves  *coalescer[storage.ReserveParams, storage.ReserveResult]
+	completes *coalescer[storage.CompleteParams, storage.CompleteResult]
 }
 
 // Open connects to the database rawURL names (postgres:// or
@@ -99,6 +103,16 @@ func openConfig(ctx context.Context, cfg *config, logger *slog.Logger) (*Store, 
 		collate = ` COLLATE "C"`
 	}
 	s.sqlList = fmt.Sprintf(sqlList, collate, cols("r", true))
+	if cfg.coalesce > 0 {
+		s.reserves = &coalescer[storage.ReserveParams, storage.ReserveResult]{
+			slots: cfg.coalesce, max: coalesceMax, run: s.runReserves,
+			id: func(p storage.ReserveParams) storage.ID { return p.ID },
+		}
+		s.completes = &coalescer[storage.CompleteParams, storage.CompleteResult]{
+			slots: cfg.coalesce, max: coalesceMax, run: s.runCompletes,
+			id: func(p storage.CompleteParams) storage.ID { return p.ID },
+		}
+	}
 	if err := checkSchema(ctx, pool, dialect, cfg.where); err != nil {
 		pool.Close()
 		return nil, err
@@ -361,6 +375,73 @@ func resultBytes(r *storage.Result) []byte {
 }
 
 func (s *Store) Reserve(ctx context.Context, p storage.ReserveParams) (storage.Outcome, *storage.Record, error) {
+	if s.reserves == nil {
+		return s.reserve(ctx, p)
+	}
+	if s.closed.Load() {
+		return 0, nil, storage.ErrClosed
+	}
+	r, err := s.reserves.do(ctx, p)
+	if err == nil {
+		err = r.Err
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	return r.Outcome, r.Record, nil
+}
+
+// runReserves runs a coalesced batch: alone, the single-record statement;
+// together, BatchReserve's. When the batch statement fails for a reason of
+// its own (not the database being away), each call runs alone, so only a
+// call whose data the database refuses fails.
+func (s *Store) runReserves(ctx context.Context, items []storage.ReserveParams) []storage.ReserveResult {
+	out := make([]storage.ReserveResult, len(items))
+	if len(items) > 1 {
+		res, err := s.BatchReserve(ctx, items)
+		if err == nil {
+			return res
+		}
+		if !individually(ctx, err) {
+			for i := range out {
+				out[i].Err = err
+			}
+			return out
+		}
+	}
+	for i, p := range items {
+		out[i].Outcome, out[i].Record, out[i].Err = s.reserve(ctx, p)
+	}
+	return out
+}
+
+// runCompletes is runReserves for Complete, over BatchComplete.
+func (s *Store) runCompletes(ctx context.Context, items []storage.CompleteParams) []storage.CompleteResult {
+	out := make([]storage.CompleteResult, len(items))
+	if len(items) > 1 {
+		res, err := s.BatchComplete(ctx, items)
+		if err == nil {
+			return res
+		}
+		if !individually(ctx, err) {
+			for i := range out {
+				out[i].Err = err
+			}
+			return out
+		}
+	}
+	for i, p := range items {
+		out[i].Record, out[i].Err = s.complete(ctx, p)
+	}
+	return out
+}
+
+// individually reports whether a failed batch should be re-run call by call.
+func individually(ctx context.Context, err error) bool {
+	return ctx.Err() == nil && !errors.Is(err, storage.ErrUnavailable) && !errors.Is(err, storage.ErrClosed)
+}
+
+func (s *Store) reserve(ctx context.Context, p storage.ReserveParams) (storage.Outcome, *storage.Record, error) {
 	args := []any{s.offset.Load(), p.Tenant, p.Namespace, p.Key, fingerprint(p.Fingerprint), micros(p.LeaseTTL), micros(max(p.Retention, p.LeaseTTL))}
 	for try := 0; ; try++ {
 		r, ok, err := s.one(ctx, sqlReserve, args, p.ID)
@@ -409,6 +490,20 @@ func (s *Store) mutate(ctx context.Context, sql string, args []any, id storage.I
 }
 
 func (s *Store) Complete(ctx context.Context, p storage.CompleteParams) (*storage.Record, error) {
+	if s.completes == nil {
+		return s.complete(ctx, p)
+	}
+	if s.closed.Load() {
+		return nil, storage.ErrClosed
+	}
+	r, err := s.completes.do(ctx, p)
+	if err == nil {
+		err = r.Err
+	}
+	return r.Record, err
+}
+
+func (s *Store) complete(ctx context.Context, p storage.CompleteParams) (*storage.Record, error) {
 	args := []any{s.offset.Load(), p.Tenant, p.Namespace, p.Key, int64(p.Token), resultBytes(p.Result), micros(p.Retention)}
 	return s.mutate(ctx, sqlComplete, args, p.ID, func(cur *storage.Record, now time.Time) (bool, *storage.Record, error) {
 		w, a, err := storage.ApplyComplete(cur, p, now)
