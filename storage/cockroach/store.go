@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/idemhq/idem/storage"
+	"github.com/idemhq/idem/storage/internal/coalesce"
 )
 
 // Dialects Dialect reports.
@@ -66,8 +67,8 @@ type Store struct {
 	sweepWG   sync.WaitGroup
 
 	// reserves and completes coalesce concurrent calls (nil: off).
-	reserves  *coalescer[storage.ReserveParams, storage.ReserveResult]
-	completes *coalescer[storage.CompleteParams, storage.CompleteResult]
+	reserves  *coalesce.Coalescer[storage.ReserveParams, storage.ReserveResult]
+	completes *coalesce.Coalescer[storage.CompleteParams, storage.CompleteResult]
 }
 
 // Open connects to the database rawURL names (postgres:// or
@@ -104,13 +105,13 @@ func openConfig(ctx context.Context, cfg *config, logger *slog.Logger) (*Store, 
 	}
 	s.sqlList = fmt.Sprintf(sqlList, collate, cols("r", true))
 	if cfg.coalesce > 0 {
-		s.reserves = &coalescer[storage.ReserveParams, storage.ReserveResult]{
-			slots: cfg.coalesce, max: coalesceMax, run: s.runReserves,
-			id: func(p storage.ReserveParams) storage.ID { return p.ID },
+		s.reserves = &coalesce.Coalescer[storage.ReserveParams, storage.ReserveResult]{
+			Slots: cfg.coalesce, Max: coalesceMax, Run: s.runReserves,
+			ID: func(p storage.ReserveParams) storage.ID { return p.ID },
 		}
-		s.completes = &coalescer[storage.CompleteParams, storage.CompleteResult]{
-			slots: cfg.coalesce, max: coalesceMax, run: s.runCompletes,
-			id: func(p storage.CompleteParams) storage.ID { return p.ID },
+		s.completes = &coalesce.Coalescer[storage.CompleteParams, storage.CompleteResult]{
+			Slots: cfg.coalesce, Max: coalesceMax, Run: s.runCompletes,
+			ID: func(p storage.CompleteParams) storage.ID { return p.ID },
 		}
 	}
 	if err := checkSchema(ctx, pool, dialect, cfg.where); err != nil {
@@ -381,7 +382,7 @@ func (s *Store) Reserve(ctx context.Context, p storage.ReserveParams) (storage.O
 	if s.closed.Load() {
 		return 0, nil, storage.ErrClosed
 	}
-	r, err := s.reserves.do(ctx, p)
+	r, err := s.reserves.Do(ctx, p)
 	if err == nil {
 		err = r.Err
 	}
@@ -496,7 +497,7 @@ func (s *Store) Complete(ctx context.Context, p storage.CompleteParams) (*storag
 	if s.closed.Load() {
 		return nil, storage.ErrClosed
 	}
-	r, err := s.completes.do(ctx, p)
+	r, err := s.completes.Do(ctx, p)
 	if err == nil {
 		err = r.Err
 	}

@@ -1,4 +1,6 @@
-package cockroach
+// Package coalesce runs concurrent single-record calls of one kind as
+// batches, for backends whose batch costs one round trip.
+package coalesce
 
 import (
 	"context"
@@ -8,7 +10,7 @@ import (
 	"github.com/idemhq/idem/storage"
 )
 
-// coalescer runs concurrent single-record calls of one kind (Reserve, or
+// Coalescer runs concurrent single-record calls of one kind (Reserve, or
 // Complete) as batches, the way a database's group commit shares one log
 // flush: at most slots batches are in flight; a call that finds a slot
 // free starts one at once with itself and whatever waits, and a call that
@@ -21,12 +23,16 @@ import (
 // A batch never holds one record twice: a second call for the same record
 // waits for the next batch, so the database sees the two one after the
 // other, as it would without coalescing.
-type coalescer[P any, R any] struct {
-	slots int
-	max   int
-	id    func(P) storage.ID
-	// run answers one result per item; a batch-wide error goes to each.
-	run func(ctx context.Context, items []P) []R
+type Coalescer[P any, R any] struct {
+	// Slots is how many batches may be in flight at once (at least 1).
+	Slots int
+	// Max bounds a batch.
+	Max int
+	// ID names the record a call is for.
+	ID func(P) storage.ID
+	// Run answers one result per item, in order; a batch-wide error goes
+	// into each item's result.
+	Run func(ctx context.Context, items []P) []R
 
 	mu    sync.Mutex
 	busy  int
@@ -41,14 +47,14 @@ type waiter[P any, R any] struct {
 	queued bool // under mu: not yet taken into a batch
 }
 
-// do runs p in the next batch and returns its result, or ctx's error if ctx
+// Do runs p in the next batch and returns its result, or ctx's error if ctx
 // ends first (the call may still be applied, as with any statement whose
 // answer was not awaited).
-func (c *coalescer[P, R]) do(ctx context.Context, p P) (R, error) {
+func (c *Coalescer[P, R]) Do(ctx context.Context, p P) (R, error) {
 	w := &waiter[P, R]{ctx: ctx, p: p, done: make(chan struct{}), queued: true}
 	c.mu.Lock()
 	c.queue = append(c.queue, w)
-	if c.busy < c.slots {
+	if c.busy < c.Slots {
 		c.busy++
 		batch := c.take()
 		c.mu.Unlock()
@@ -78,8 +84,8 @@ func (c *coalescer[P, R]) do(ctx context.Context, p P) (R, error) {
 
 // take removes the next batch from the queue: in arrival order, skipping
 // callers that gave up and records already in the batch. Under mu.
-func (c *coalescer[P, R]) take() []*waiter[P, R] {
-	batch := make([]*waiter[P, R], 0, min(len(c.queue), c.max))
+func (c *Coalescer[P, R]) take() []*waiter[P, R] {
+	batch := make([]*waiter[P, R], 0, min(len(c.queue), c.Max))
 	var seen map[storage.ID]bool
 	if len(c.queue) > 1 {
 		seen = make(map[storage.ID]bool, len(batch))
@@ -90,7 +96,7 @@ func (c *coalescer[P, R]) take() []*waiter[P, R] {
 			w.queued = false
 			continue
 		}
-		if id := c.id(w.p); len(batch) < c.max && !seen[id] {
+		if id := c.ID(w.p); len(batch) < c.Max && !seen[id] {
 			if seen != nil {
 				seen[id] = true
 			}
@@ -106,7 +112,7 @@ func (c *coalescer[P, R]) take() []*waiter[P, R] {
 }
 
 // loop runs batches while callers wait, then frees its slot.
-func (c *coalescer[P, R]) loop(batch []*waiter[P, R]) {
+func (c *Coalescer[P, R]) loop(batch []*waiter[P, R]) {
 	growStack(0)
 	for {
 		if len(batch) > 0 {
@@ -123,14 +129,14 @@ func (c *coalescer[P, R]) loop(batch []*waiter[P, R]) {
 	}
 }
 
-func (c *coalescer[P, R]) runBatch(batch []*waiter[P, R]) {
+func (c *Coalescer[P, R]) runBatch(batch []*waiter[P, R]) {
 	items := make([]P, len(batch))
 	for i, w := range batch {
 		items[i] = w.p
 	}
 	ctx, cancel := batchContext(batch)
 	defer cancel()
-	res := c.run(ctx, items)
+	res := c.Run(ctx, items)
 	for i, w := range batch {
 		w.r = res[i]
 		close(w.done)
@@ -156,8 +162,8 @@ func batchContext[P, R any](batch []*waiter[P, R]) (context.Context, context.Can
 }
 
 // growStack grows a new batch goroutine's stack, while it is shallow, to
-// what pgx's query path needs: growing it step by step deep inside pgx
-// copies every frame each time, which cost idemd about 5% of its CPU.
+// what a database client's query path needs: growing it step by step deep
+// inside pgx copied every frame each time, about 5% of idemd's CPU.
 //
 //go:noinline
 func growStack(i int) byte {
