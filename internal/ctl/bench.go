@@ -30,6 +30,7 @@ type benchOpts struct {
 	namespace   string
 	plot        string
 	floor       bool
+	rounds      int
 	serverPID   int
 	progress    optBool
 }
@@ -49,6 +50,7 @@ func benchFlags(fs *flag.FlagSet) any {
 	fs.StringVar(&o.namespace, "namespace", "idemctl-bench", "namespace of the bench's keys")
 	fs.StringVar(&o.plot, "plot", "", "write a chart of latency percentiles and throughput over time to this file: .svg or .png")
 	fs.BoolVar(&o.floor, "floor", false, "first run the same load against grpc.health.v1.Health/Check on the same server, and report idem's ratio to it")
+	fs.IntVar(&o.rounds, "rounds", 1, "with --floor: alternate the floor and idem phases this many times and report the median ratios (for a noisy machine)")
 	fs.IntVar(&o.serverPID, "server-pid", 0, "idemd's PID on this machine: report server CPU per op from /proc/PID/stat")
 	fs.Var(&o.progress, "progress", "print progress every second on stderr (default: when stderr is a terminal)")
 	return o
@@ -72,7 +74,7 @@ func runBench(ctx context.Context, r *invocation, pos []string, opts any) error 
 	cfg := loadgen.Config{
 		Target: r.g.addr, Op: loadgen.Op(o.op), Mix: mix, Batch: o.batch, Concurrency: o.concurrency,
 		Duration: o.duration, Count: o.count, Keyspace: o.keyspace, Payload: o.payload, Rate: o.rate,
-		Namespace: o.namespace, Tenant: r.g.tenant, Timeout: r.g.timeout, Floor: o.floor, ServerPID: o.serverPID,
+		Namespace: o.namespace, Tenant: r.g.tenant, Timeout: r.g.timeout, Floor: o.floor, Rounds: o.rounds, ServerPID: o.serverPID,
 	}
 	// Validate before connecting, with stand-in connections, so argument
 	// errors are usage errors whatever the address.

@@ -100,6 +100,10 @@ type Config struct {
 
 	// Floor runs the same load against grpc.health.v1.Health/Check first.
 	Floor bool
+	// Rounds, with Floor, alternates floor and idem phases this many times
+	// and reports the medians of the rounds' ratios, so a shared machine's
+	// drift hits both sides alike (0 or 1: one round).
+	Rounds int
 	// ServerPID, when > 0, is the server whose CPU time is read around each phase.
 	ServerPID int
 	// ProcRoot is where /proc is (tests); empty means /proc.
@@ -147,6 +151,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Namespace == "" {
 		errs = append(errs, errors.New("idem: bench needs a namespace"))
+	}
+	if c.Rounds < 0 || c.Rounds > 100 {
+		errs = append(errs, fmt.Errorf("idem: rounds %d is outside 1–100", c.Rounds))
+	}
+	if c.Rounds > 1 && !c.Floor {
+		errs = append(errs, fmt.Errorf("idem: %d rounds alternate the floor and idem phases: they need the floor", c.Rounds))
 	}
 	if c.ServerPID < 0 {
 		errs = append(errs, fmt.Errorf("idem: server pid %d is negative", c.ServerPID))

@@ -1,12 +1,14 @@
 package loadgen
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	mrand "math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -43,28 +45,89 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Config: ReportConfig{
 			Op: cfg.Op, Mix: cfg.Mix, Batch: cfg.batchSize(), Concurrency: cfg.Concurrency, Conns: len(cfg.Conns),
 			DurationSec: cfg.Duration.Seconds(), Count: cfg.Count, Keyspace: cfg.Keyspace, PayloadBytes: cfg.Payload,
-			Rate: cfg.Rate, Namespace: cfg.Namespace, Tenant: cfg.Tenant, ServerPID: cfg.ServerPID,
+			Rate: cfg.Rate, Rounds: max(1, cfg.Rounds), Namespace: cfg.Namespace, Tenant: cfg.Tenant, ServerPID: cfg.ServerPID,
 		},
 	}
 	if err := r.fillPools(ctx); err != nil {
 		return nil, err
 	}
-	if cfg.Floor {
-		p, err := r.phase(ctx, "floor", r.healthCall)
-		if err != nil {
-			return nil, err
-		}
-		rep.Floor = p
-	}
-	if ctx.Err() == nil {
+	if !cfg.Floor {
 		p, err := r.phase(ctx, "idem", r.idemCall)
 		if err != nil {
 			return nil, err
 		}
 		rep.Idem = p
+		return rep, nil
 	}
-	rep.Ratios = ratios(rep.Idem, rep.Floor)
+	var rounds []round
+	for range max(1, cfg.Rounds) {
+		var rd round
+		var err error
+		if rd.floor, err = r.phase(ctx, "floor", r.healthCall); err != nil {
+			return nil, err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		if rd.idem, err = r.phase(ctx, "idem", r.idemCall); err != nil {
+			return nil, err
+		}
+		rounds = append(rounds, rd)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(rounds) == 0 {
+		return rep, nil
+	}
+	rep.Floor, rep.Idem, rep.Ratios, rep.Rounds = summarize(rounds)
 	return rep, nil
+}
+
+type round struct{ floor, idem *Phase }
+
+// summarize reports the phases of the median round (by throughput ratio),
+// the median of each ratio over the rounds, and a line per round when
+// there was more than one.
+func summarize(rounds []round) (floor, idem *Phase, med *Ratios, lines []Round) {
+	rs := make([]*Ratios, len(rounds))
+	for i, rd := range rounds {
+		rs[i] = ratios(rd.idem, rd.floor)
+	}
+	byThroughput := make([]int, len(rounds))
+	for i := range byThroughput {
+		byThroughput[i] = i
+	}
+	slices.SortStableFunc(byThroughput, func(a, b int) int { return cmp.Compare(rs[a].Throughput, rs[b].Throughput) })
+	m := byThroughput[(len(rounds)-1)/2]
+	floor, idem = rounds[m].floor, rounds[m].idem
+	if len(rounds) == 1 {
+		return floor, idem, rs[0], nil
+	}
+	median := func(f func(*Ratios) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		if n := len(v); n%2 == 0 {
+			return (v[n/2-1] + v[n/2]) / 2
+		}
+		return v[len(v)/2]
+	}
+	med = &Ratios{
+		Throughput:     median(func(r *Ratios) float64 { return r.Throughput }),
+		P50Latency:     median(func(r *Ratios) float64 { return r.P50Latency }),
+		ServerCPUPerOp: median(func(r *Ratios) float64 { return r.ServerCPUPerOp }),
+	}
+	for i, rd := range rounds {
+		l := Round{FloorOpsPerSec: rd.floor.OpsPerSec, IdemOpsPerSec: rd.idem.OpsPerSec, Ratios: *rs[i]}
+		if rd.floor.ServerCPU != nil && rd.idem.ServerCPU != nil {
+			l.FloorCPUUSPerOp, l.IdemCPUUSPerOp = rd.floor.ServerCPU.CPUUSPerOp, rd.idem.ServerCPU.CPUUSPerOp
+		}
+		lines = append(lines, l)
+	}
+	return floor, idem, med, lines
 }
 
 type runner struct {
@@ -72,6 +135,7 @@ type runner struct {
 	runID       string
 	fingerprint []byte
 	body        []byte
+	phases      int // phases started, so each phase's new keys are its own
 }
 
 // worker is one closed-loop caller.
@@ -80,13 +144,14 @@ type worker struct {
 	idem   idemv1.IdempotencyServiceClient
 	health healthpb.HealthClient
 	rng    *mrand.Rand
+	prefix string // of the worker's new keys
 	seq    uint64
 	rec    *recorder
 }
 
 func (r *runner) newKey(w *worker) string {
 	w.seq++
-	return r.runID + "-n-" + strconv.Itoa(w.idx) + "-" + strconv.FormatUint(w.seq, 36)
+	return w.prefix + strconv.FormatUint(w.seq, 36)
 }
 
 func (r *runner) poolKey(kind string, i int) string {
@@ -158,6 +223,7 @@ type callFunc func(ctx context.Context, w *worker, t *tally) error
 
 func (r *runner) phase(ctx context.Context, name string, call callFunc) (*Phase, error) {
 	cfg := r.cfg
+	r.phases++
 	workers := make([]*worker, cfg.Concurrency)
 	recs := make([]*recorder, cfg.Concurrency)
 	for i := range workers {
@@ -168,6 +234,7 @@ func (r *runner) phase(ctx context.Context, name string, call callFunc) (*Phase,
 			idem:   idemv1.NewIdempotencyServiceClient(conn),
 			health: healthpb.NewHealthClient(conn),
 			rng:    mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), uint64(i))),
+			prefix: r.runID + "-n" + strconv.Itoa(r.phases) + "-" + strconv.Itoa(i) + "-",
 			rec:    recs[i],
 		}
 	}

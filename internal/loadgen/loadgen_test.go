@@ -7,8 +7,10 @@ import (
 	"errors"
 	"io"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -189,6 +191,67 @@ func TestFloorAndServerCPU(t *testing.T) {
 	}
 }
 
+func TestRoundsReportMedians(t *testing.T) {
+	ctx := testContext(t)
+	_, conns := startServer(t, 1)
+	cfg := baseConfig(conns)
+	cfg.Floor, cfg.Rounds, cfg.Count = true, 3, 50
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rounds) != 3 || rep.Config.Rounds != 3 {
+		t.Fatalf("rounds = %d (config %d), want 3", len(rep.Rounds), rep.Config.Rounds)
+	}
+	// Every round's keys are new: each Reserve of the median round reserved.
+	if rep.Idem.Outcomes["RESERVED"] != 50 {
+		t.Errorf("median round outcomes = %v, want RESERVED=50 (keys reused across rounds?)", rep.Idem.Outcomes)
+	}
+	var tps []float64
+	for _, rd := range rep.Rounds {
+		if rd.FloorOpsPerSec <= 0 || rd.IdemOpsPerSec <= 0 {
+			t.Fatalf("round %+v lacks a rate", rd)
+		}
+		tps = append(tps, rd.Ratios.Throughput)
+	}
+	slices.Sort(tps)
+	if rep.Ratios.Throughput != tps[1] {
+		t.Errorf("throughput ratio %v, want the median of %v", rep.Ratios.Throughput, tps)
+	}
+	// Floor and Idem are the median round's phases.
+	if got := rep.Idem.OpsPerSec / rep.Floor.OpsPerSec; got != tps[1] {
+		t.Errorf("reported phases have ratio %v, want the median round's %v", got, tps[1])
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"round 1:", "round 3:", "median of 3 rounds"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, buf.String())
+		}
+	}
+}
+
+func TestSummarizeEvenRounds(t *testing.T) {
+	ph := func(ops, cpu float64) *Phase {
+		return &Phase{OpsPerSec: ops, LatencyUS: Latency{P50: 100}, ServerCPU: &ServerCPU{CPUUSPerOp: cpu}}
+	}
+	rounds := []round{
+		{ph(100, 10), ph(80, 13)}, // 0.8, 1.3
+		{ph(100, 10), ph(90, 12)}, // 0.9, 1.2
+		{ph(100, 10), ph(60, 16)}, // 0.6, 1.6
+		{ph(100, 10), ph(70, 11)}, // 0.7, 1.1
+	}
+	_, idem, med, lines := summarize(rounds)
+	if len(lines) != 4 || math.Abs(med.Throughput-0.75) > 1e-9 || math.Abs(med.ServerCPUPerOp-1.25) > 1e-9 {
+		t.Errorf("medians = %+v over %d lines, want throughput 0.75 and cpu 1.25", med, len(lines))
+	}
+	if idem != rounds[3].idem {
+		t.Errorf("median round's idem phase = %+v, want the lower middle round's (0.7)", idem)
+	}
+}
+
 func TestDurationAndTimeline(t *testing.T) {
 	ctx := testContext(t)
 	_, conns := startServer(t, 1)
@@ -300,6 +363,7 @@ func TestReportMatchesSchema(t *testing.T) {
 		{"floor, cpu, batch, mix", func(c *Config) {
 			c.Floor, c.ServerPID, c.Batch, c.Mix, c.Count = true, os.Getpid(), 5, Mix{New: 50, Completed: 30, InFlight: 20}, 10
 		}},
+		{"rounds", func(c *Config) { c.Floor, c.Rounds, c.ServerPID, c.Count = true, 3, os.Getpid(), 10 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := baseConfig(conns)

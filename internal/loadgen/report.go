@@ -22,11 +22,25 @@ type Report struct {
 	Target        string       `json:"target"`
 	StartedAt     time.Time    `json:"started_at"`
 	Config        ReportConfig `json:"config"`
-	// Floor is the health-check phase, when asked for.
+	// Floor is the health-check phase, when asked for. With several
+	// rounds, Floor and Idem are the phases of the median round (by
+	// throughput ratio).
 	Floor *Phase `json:"floor,omitempty"`
 	Idem  *Phase `json:"idem"`
-	// Ratios compare idem with the floor, when there is one.
+	// Ratios compare idem with the floor, when there is one; with several
+	// rounds, each is the median of the rounds' ratios.
 	Ratios *Ratios `json:"ratios,omitempty"`
+	// Rounds has a line per round when there was more than one.
+	Rounds []Round `json:"rounds,omitempty"`
+}
+
+// Round is one floor phase and the idem phase right after it.
+type Round struct {
+	FloorOpsPerSec  float64 `json:"floor_ops_per_sec"`
+	IdemOpsPerSec   float64 `json:"idem_ops_per_sec"`
+	FloorCPUUSPerOp float64 `json:"floor_cpu_us_per_op,omitempty"`
+	IdemCPUUSPerOp  float64 `json:"idem_cpu_us_per_op,omitempty"`
+	Ratios          Ratios  `json:"ratios"`
 }
 
 // ReportConfig is the workload as run.
@@ -41,6 +55,7 @@ type ReportConfig struct {
 	Keyspace     int     `json:"keyspace"`
 	PayloadBytes int     `json:"payload_bytes"`
 	Rate         float64 `json:"rate"`
+	Rounds       int     `json:"rounds"`
 	Namespace    string  `json:"namespace"`
 	Tenant       string  `json:"tenant"`
 	ServerPID    int     `json:"server_pid"`
@@ -186,7 +201,17 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.Floor != nil && r.Floor.Errors > 0 {
 		fmt.Fprintf(w, "floor errors: %s\n", fmtCounts(r.Floor.ErrorsByCode))
 	}
+	for i, rd := range r.Rounds {
+		fmt.Fprintf(w, "round %d: floor %.0f ops/s, idem %.0f ops/s: throughput %.2fx  p50 latency %.2fx", i+1, rd.FloorOpsPerSec, rd.IdemOpsPerSec, rd.Ratios.Throughput, rd.Ratios.P50Latency)
+		if rd.Ratios.ServerCPUPerOp > 0 {
+			fmt.Fprintf(w, "  server CPU per op %.1fµs / %.1fµs = %.2fx", rd.IdemCPUUSPerOp, rd.FloorCPUUSPerOp, rd.Ratios.ServerCPUPerOp)
+		}
+		fmt.Fprintln(w)
+	}
 	if q := r.Ratios; q != nil {
+		if len(r.Rounds) > 1 {
+			fmt.Fprintf(w, "median of %d rounds, ", len(r.Rounds))
+		}
 		fmt.Fprintf(w, "idem / floor: throughput %.2fx  p50 latency %.2fx", q.Throughput, q.P50Latency)
 		if q.ServerCPUPerOp > 0 {
 			fmt.Fprintf(w, "  server CPU per op %.2fx", q.ServerCPUPerOp)
