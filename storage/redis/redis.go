@@ -15,6 +15,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/idemhq/idem/storage"
+	"github.com/idemhq/idem/storage/internal/coalesce"
 )
 
 var _ storage.Store = (*Store)(nil)
@@ -39,13 +40,17 @@ type Options struct {
 	WaitReplicas int
 	// WaitTimeout bounds each WAIT.
 	WaitTimeout time.Duration
+	// Coalesce is how many pipelines of concurrent single-record calls may
+	// be in flight at once; calls beyond them wait and share the next
+	// pipeline. 0 sends each call on its own.
+	Coalesce int
 	// Logger receives the store's warnings; nil means slog.Default().
 	Logger *slog.Logger
 }
 
 // DefaultOptions returns the options a bare redis:// URL gets.
 func DefaultOptions() Options {
-	return Options{KeyPrefix: "idem", WaitReplicas: -1, WaitTimeout: time.Second}
+	return Options{KeyPrefix: "idem", WaitReplicas: -1, WaitTimeout: time.Second, Coalesce: 2}
 }
 
 // Store is the Redis backend. Its methods are safe for concurrent use.
@@ -56,6 +61,9 @@ type Store struct {
 	// harness sets it, to move time without sleeping.
 	offset func() int64
 	closed atomic.Bool
+	// calls coalesces concurrent single-record calls into pipelines (nil:
+	// each call on its own).
+	calls *coalesce.Coalescer[*call, error]
 }
 
 // open is the storage.Opener of redis:// and rediss:// URLs. Besides
@@ -82,7 +90,15 @@ func open(ctx context.Context, u *url.URL, oo storage.OpenOptions) (storage.Stor
 		}
 		o.WaitTimeout = d
 	}
+	if q.Has("coalesce") {
+		n, err := strconv.Atoi(q.Get("coalesce"))
+		if err != nil || n < 0 || n > 1000 {
+			return nil, fmt.Errorf("idem: redis store URL: coalesce must be a count from 0 (off) to 1000, got %q", q.Get("coalesce"))
+		}
+		o.Coalesce = n
+	}
 	retries := q.Has("max_retries")
+	q.Del("coalesce")
 	q.Del("key_prefix")
 	q.Del("wait_replicas")
 	q.Del("wait_timeout")
@@ -136,6 +152,9 @@ func New(ctx context.Context, c goredis.UniversalClient, o Options) (*Store, err
 		o.Logger = slog.Default()
 	}
 	s := &Store{c: c, opts: o}
+	if o.Coalesce > 0 {
+		s.calls = &coalesce.Coalescer[*call, error]{Slots: o.Coalesce, Max: coalesceMax, Run: s.runCalls}
+	}
 	for _, sc := range allScripts {
 		if err := sc.Load(ctx, c).Err(); err != nil {
 			return nil, s.mapErr(ctx, err)
@@ -143,6 +162,24 @@ func New(ctx context.Context, c goredis.UniversalClient, o Options) (*Store, err
 	}
 	s.checkEviction(ctx)
 	return s, nil
+}
+
+// coalesceMax bounds a coalesced pipeline.
+const coalesceMax = 256
+
+// runCalls runs a coalesced batch as one pipeline; it is a write when any
+// call is (WAIT then covers them all).
+func (s *Store) runCalls(ctx context.Context, calls []*call) []error {
+	write := false
+	for _, c := range calls {
+		write = write || c.write
+	}
+	err := s.exec(ctx, write, calls...)
+	errs := make([]error, len(calls))
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
 }
 
 // checkEviction warns when Redis may evict keys under memory pressure:
@@ -184,11 +221,12 @@ func (s *Store) keysOf(tenant, ns string) nsKeys {
 
 // call is one script invocation; exec fills res and err.
 type call struct {
-	sc   *goredis.Script
-	keys []string
-	args []any
-	res  any
-	err  error
+	sc    *goredis.Script
+	keys  []string
+	args  []any
+	write bool // for coalescing: the pipeline needs WAIT
+	res   any
+	err   error
 }
 
 // nsCall is a call of a namespace-wide script (List, Stats).
@@ -291,8 +329,22 @@ func (s *Store) execOne(ctx context.Context, c *call) error {
 	return nil
 }
 
-// one runs a single call and returns its reply.
+// one runs a single call and returns its reply. Concurrent calls share
+// pipelines: while one is in flight, calls queue and go together in the
+// next, in arrival order (Redis runs a pipeline's scripts one after the
+// other, so two calls for one record still see each other in that order).
 func (s *Store) one(ctx context.Context, write bool, c *call) (any, error) {
+	if s.calls != nil {
+		c.write = write
+		err, cerr := s.calls.Do(ctx, c)
+		if cerr != nil {
+			return nil, cerr
+		}
+		if err != nil {
+			return nil, err
+		}
+		return c.res, c.err
+	}
 	if err := s.exec(ctx, write, c); err != nil {
 		return nil, err
 	}

@@ -28,7 +28,9 @@ type Coalescer[P any, R any] struct {
 	Slots int
 	// Max bounds a batch.
 	Max int
-	// ID names the record a call is for.
+	// ID names the record a call is for, so a batch holds each record at
+	// most once. Nil: a batch may hold one record twice, for backends that
+	// run a batch's items one after the other in order.
 	ID func(P) storage.ID
 	// Run answers one result per item, in order; a batch-wide error goes
 	// into each item's result.
@@ -87,7 +89,7 @@ func (c *Coalescer[P, R]) Do(ctx context.Context, p P) (R, error) {
 func (c *Coalescer[P, R]) take() []*waiter[P, R] {
 	batch := make([]*waiter[P, R], 0, min(len(c.queue), c.Max))
 	var seen map[storage.ID]bool
-	if len(c.queue) > 1 {
+	if len(c.queue) > 1 && c.ID != nil {
 		seen = make(map[storage.ID]bool, len(batch))
 	}
 	rest := c.queue[:0]
@@ -96,9 +98,9 @@ func (c *Coalescer[P, R]) take() []*waiter[P, R] {
 			w.queued = false
 			continue
 		}
-		if id := c.ID(w.p); len(batch) < c.Max && !seen[id] {
+		if len(batch) < c.Max && (seen == nil || !seen[c.ID(w.p)]) {
 			if seen != nil {
-				seen[id] = true
+				seen[c.ID(w.p)] = true
 			}
 			w.queued = false
 			batch = append(batch, w)
