@@ -14,6 +14,8 @@
 //     replicas within wait_timeout fails with storage.ErrUnavailable. Unset
 //     means no WAIT.
 //   - wait_timeout (default 1s): how long each WAIT may block.
+//   - coalesce (default 2): pipelines of concurrent calls in flight at
+//     once; 0 sends each call on its own (see Operations).
 //
 // go-redis's command retries are off unless max_retries is given: a retried
 // write whose first reply was lost would answer its own caller's Reserve
@@ -32,26 +34,34 @@
 // checkpoint — written with SET … PXAT at its expires_at, so a write is one
 // command with its physical expiry; Go decodes it. A script also treats a
 // record whose expires_at has passed as absent, whatever Redis has deleted
-// yet. Only the creation of a key touches the indexes; the replay of a
-// completed key is one GET, a Complete a GET, a SET and a PTTL.
+// yet. A write is the record alone: Reserve of a new key is TIME, GET and
+// SET … PXAT inside one script, the replay of a completed key one GET.
 // BatchReserve and BatchComplete send one pipeline of scripts, one round
 // trip; each item stays its own atomic script, so a batch of 1,000 does not
-// hold Redis's single thread for its whole length.
+// hold Redis's single thread for its whole length. Concurrent single-record
+// calls share pipelines the same way (coalesce=N pipelines in flight,
+// default 2; coalesce=0 sends each call alone): Redis reads and answers
+// many calls per system call, and so does idemd.
 //
 // # Keys
 //
 // All keys of a tenant carry the hash tag {t<hex of tenant>}, so they share
 // one Redis Cluster slot and braces in a tenant cannot break the tag; the
 // namespace is length-prefixed so no namespace/key pair collides with
-// another. Next to the records, each namespace has a lexical index (a
-// sorted set List pages through in key order) and an expiry index (a
-// sorted set by the expires_at a key was created or taken over with).
-// One creation in 8 removes up to 32 expired members; a member whose record
-// lives longer (Complete, ExtendLease) is re-scored when met, and List and
-// Stats drop dead ones they meet. The indexes carry a TTL at least as long
-// as their longest record, so an idle namespace leaves nothing behind.
-// Stats walks the indexes: O(records of the namespace), in scripts of at
-// most 1,000 members each, so its counts are not one snapshot.
+// another. There is nothing but records: no index to keep up on the write
+// path, and Redis deletes each record at its expires_at.
+//
+// List and Stats, the operators' calls, find records with SCAN over the
+// node that holds the tenant (MATCH on the namespace's, or tenant's, key
+// prefix), then read the live ones with a script in chunks of 1,000. Their
+// cost is O(keys on that Redis node) whatever the page size: fine for an
+// operator's look at a store that keeps minutes of records, not for a
+// dashboard polling a large one. Stats counts are not one snapshot.
+//
+// Upgrading from a version that kept index keys ("i:", "x:", "n"): records
+// are unchanged and read as before; the index keys are no longer written
+// and expire on their own TTL. Stop the old replicas first: their List
+// would miss keys reserved by new ones.
 //
 // Upgrading from a version that stored a hash per record (key part "r:"):
 // those records are not read; their keys count as absent and expire on

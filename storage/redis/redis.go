@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -196,27 +197,25 @@ func (s *Store) checkEviction(ctx context.Context) {
 	}
 }
 
-// Key layout, all under the tenant's hash tag {t<hex tenant>} so that one
-// tenant's keys share a cluster slot. Hex keeps '{', '}' and ':' of a tenant
-// out of the tag; the 't' keeps the tag non-empty for the empty tenant
-// (an empty tag would hash the whole key). The namespace is length-prefixed
-// and the key comes last, so no two (namespace, key) pairs share a name.
+// Key layout: a record is one string under the tenant's hash tag
+// {t<hex tenant>}, so that one tenant's records share a cluster slot. Hex
+// keeps '{', '}' and ':' of a tenant out of the tag; the 't' keeps the tag
+// non-empty for the empty tenant (an empty tag would hash the whole key).
+// The namespace is length-prefixed and the key comes last, so no two
+// (namespace, key) pairs share a name:
 //
-//	P:{tHEX}:n            SET of the tenant's namespaces
-//	P:{tHEX}:i:LEN:NS     ZSET, lexical index of keys (List)
-//	P:{tHEX}:x:LEN:NS     ZSET, keys by expires_at (sweep)
-//	P:{tHEX}:s:LEN:NS:KEY STRING, the record (layout in scripts.go)
+//	P:{tHEX}:s:LEN:NS:KEY
 //
-// Records were hashes under "r:" before the single-string layout; the new
-// name keeps a store from reading one as the other.
-type nsKeys struct {
-	lex, exp, nss, base string
+// Records were hashes under "r:" before the single-string layout, with
+// index keys "i:", "x:" and "n" beside them before List and Stats used
+// SCAN; the index keys are no longer written and expire on their own TTL.
+func (s *Store) tenantPrefix(tenant string) string {
+	return s.opts.KeyPrefix + ":{t" + hex.EncodeToString([]byte(tenant)) + "}:s:"
 }
 
-func (s *Store) keysOf(tenant, ns string) nsKeys {
-	tag := s.opts.KeyPrefix + ":{t" + hex.EncodeToString([]byte(tenant)) + "}:"
-	n := strconv.Itoa(len(ns)) + ":" + ns
-	return nsKeys{lex: tag + "i:" + n, exp: tag + "x:" + n, nss: tag + "n", base: tag + "s:" + n + ":"}
+// nsPrefix is what every record key of a namespace starts with.
+func (s *Store) nsPrefix(tenant, ns string) string {
+	return s.tenantPrefix(tenant) + strconv.Itoa(len(ns)) + ":" + ns + ":"
 }
 
 // call is one script invocation; exec fills res and err.
@@ -229,18 +228,12 @@ type call struct {
 	err   error
 }
 
-// nsCall is a call of a namespace-wide script (List, Stats).
-func (s *Store) nsCall(sc *goredis.Script, k nsKeys, ns string, extra ...any) *call {
-	return &call{sc: sc, keys: []string{k.lex, k.exp, k.nss}, args: append([]any{s.now(), k.base, ns}, extra...)}
-}
-
 // recordCall is a call of a per-record script.
 func (s *Store) recordCall(sc *goredis.Script, id storage.ID, extra ...any) *call {
-	k := s.keysOf(id.Tenant, id.Namespace)
 	return &call{
 		sc:   sc,
-		keys: []string{k.lex, k.exp, k.nss, k.base + id.Key},
-		args: append([]any{s.now(), k.base, id.Namespace, id.Key}, extra...),
+		keys: []string{s.nsPrefix(id.Tenant, id.Namespace) + id.Key},
+		args: append([]any{s.now()}, extra...),
 	}
 }
 
@@ -520,118 +513,186 @@ func (s *Store) ForceRelease(ctx context.Context, id storage.ID) (*storage.Recor
 	return recordOrErr(id, 0, res)
 }
 
-// scanBudget bounds the index members one List or Stats script examines, so
-// no single script holds Redis for long; Go continues where it stopped.
-const scanBudget = 1000
+// scanCount is SCAN's COUNT hint, and the most records one liveScript
+// call reads, so no single command holds Redis for long.
+const scanCount = 1000
 
-// List implements storage.Store over the namespace's lexical index.
+// scanKeys walks, with SCAN, every key that starts with prefix (a tenant's,
+// or a namespace's, records) on the node that holds them, calling fn with
+// each batch of names. O(keys in that node) however few match: List and
+// Stats are for operators, and the write path carries no index for them.
+func (s *Store) scanKeys(ctx context.Context, prefix string, fn func(keys []string) error) error {
+	if s.closed.Load() {
+		return storage.ErrClosed
+	}
+	node := goredis.Cmdable(s.c)
+	if cc, ok := s.c.(*goredis.ClusterClient); ok {
+		c, err := cc.MasterForKey(ctx, prefix)
+		if err != nil {
+			return s.mapErr(ctx, err)
+		}
+		node = c
+	}
+	match := globEscape(prefix) + "*"
+	var cursor uint64
+	for {
+		keys, next, err := node.Scan(ctx, cursor, match, scanCount).Result()
+		if err != nil {
+			return s.mapErr(ctx, err)
+		}
+		if len(keys) > 0 {
+			if err := fn(keys); err != nil {
+				return err
+			}
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+// globEscape quotes the characters SCAN's MATCH treats as wildcards.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, c := range []byte(s) {
+		switch c {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// live reads the records of keys (one tenant's) that exist at Redis's now,
+// in chunks of scanCount, and calls fn with each key and its record value.
+func (s *Store) live(ctx context.Context, keys []string, fn func(key, val string) error) error {
+	for len(keys) > 0 {
+		chunk := keys[:min(len(keys), scanCount)]
+		keys = keys[len(chunk):]
+		res, err := s.one(ctx, false, &call{sc: liveScript, keys: chunk, args: []any{s.now()}})
+		if err != nil {
+			return err
+		}
+		rows, ok := res.([]any)
+		if !ok || len(rows)%2 != 0 {
+			return errCorrupt
+		}
+		for i := 0; i < len(rows); i += 2 {
+			n, _ := rows[i].(int64)
+			v, _ := rows[i+1].(string)
+			if n < 1 || int(n) > len(chunk) {
+				return errCorrupt
+			}
+			if err := fn(chunk[n-1], v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// List implements storage.Store: SCAN for the namespace's keys after
+// p.After with p.KeyPrefix, sorted, then the live records among them in
+// key order until the page is full.
 func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Record, bool, error) {
 	limit := p.Limit
 	if limit <= 0 {
 		limit = 1000
 	}
-	k := s.keysOf(p.Tenant, p.Namespace)
-	start := "-"
-	if p.KeyPrefix != "" {
-		start = "[" + p.KeyPrefix
+	base := s.nsPrefix(p.Tenant, p.Namespace)
+	var names []string
+	err := s.scanKeys(ctx, base+p.KeyPrefix, func(keys []string) error {
+		for _, k := range keys {
+			if name := k[len(base):]; name > p.After {
+				names = append(names, name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
 	}
-	if p.After != "" && p.After >= p.KeyPrefix {
-		start = "(" + p.After
-	}
+	slices.Sort(names)
+	names = slices.Compact(names) // SCAN may return a key twice
 	var recs []*storage.Record
-	for {
-		res, err := s.one(ctx, false, s.nsCall(listScript, k, p.Namespace, start, p.KeyPrefix, limit+1-len(recs), scanBudget))
-		if err != nil {
-			return nil, false, err
+	for len(names) > 0 && len(recs) <= limit {
+		// Enough candidates for the rest of the page, assuming most live.
+		chunk := names[:min(len(names), limit+1-len(recs))]
+		names = names[len(chunk):]
+		keys := make([]string, len(chunk))
+		for i, n := range chunk {
+			keys[i] = base + n
 		}
-		done, last, rows, err := parseScan(res)
-		if err != nil {
-			return nil, false, err
-		}
-		if len(rows)%2 != 0 {
-			return nil, false, errCorrupt
-		}
-		for i := 0; i < len(rows); i += 2 {
-			key, _ := rows[i].(string)
-			v, _ := rows[i+1].(string)
-			rec, err := decodeRecord(storage.ID{Tenant: p.Tenant, Namespace: p.Namespace, Key: key}, v)
+		err := s.live(ctx, keys, func(key, val string) error {
+			rec, err := decodeRecord(storage.ID{Tenant: p.Tenant, Namespace: p.Namespace, Key: key[len(base):]}, val)
 			if err != nil {
-				return nil, false, err
+				return err
 			}
 			recs = append(recs, rec)
-		}
-		if len(recs) > limit {
-			return recs[:limit], true, nil
-		}
-		if done || last == "" {
-			return recs, false, nil
-		}
-		start = "(" + last
-	}
-}
-
-func parseScan(res any) (done bool, last string, rest []any, err error) {
-	a, ok := res.([]any)
-	if !ok || len(a) < 3 {
-		return false, "", nil, fmt.Errorf("idem: redis: unexpected scan reply %T", res)
-	}
-	d, _ := a[0].(int64)
-	last, _ = a[1].(string)
-	if rows, ok := a[2].([]any); ok {
-		return d == 1, last, rows, nil
-	}
-	return d == 1, last, a[2:], nil
-}
-
-// Stats implements storage.Store. It walks the namespace's index (every
-// namespace of the tenant when namespace is empty): O(records) work, in
-// scripts of at most scanBudget members each, so not a single snapshot.
-func (s *Store) Stats(ctx context.Context, tenant, namespace string) ([]storage.StatsRow, error) {
-	if s.closed.Load() {
-		return nil, storage.ErrClosed
-	}
-	namespaces := []string{namespace}
-	if namespace == "" {
-		ns, err := s.c.SMembers(ctx, s.keysOf(tenant, "").nss).Result()
+			return nil
+		})
 		if err != nil {
-			return nil, s.mapErr(ctx, err)
+			return nil, false, err
 		}
-		namespaces = ns
 	}
-	var rows []storage.StatsRow
-	for _, ns := range namespaces {
-		k := s.keysOf(tenant, ns)
-		var counts [3]int64
-		start := "-"
-		for {
-			res, err := s.one(ctx, false, s.nsCall(statsScript, k, ns, start, scanBudget))
+	if len(recs) > limit {
+		return recs[:limit], true, nil
+	}
+	return recs, false, nil
+}
+
+// Stats implements storage.Store: SCAN for the tenant's (or the
+// namespace's) keys and count the live records by namespace and state. It
+// reads in chunks, so the counts are not one snapshot.
+func (s *Store) Stats(ctx context.Context, tenant, namespace string) ([]storage.StatsRow, error) {
+	prefix := s.tenantPrefix(tenant)
+	if namespace != "" {
+		prefix = s.nsPrefix(tenant, namespace)
+	}
+	tp := s.tenantPrefix(tenant)
+	type group struct {
+		ns    string
+		state storage.State
+	}
+	counts := map[group]int64{}
+	err := s.scanKeys(ctx, prefix, func(keys []string) error {
+		return s.live(ctx, keys, func(key, val string) error {
+			ns, ok := namespaceOf(key[len(tp):])
+			if !ok {
+				return errCorrupt
+			}
+			rec, err := decodeRecord(storage.ID{Tenant: tenant, Namespace: ns}, val)
 			if err != nil {
-				return nil, err
+				return err
 			}
-			done, last, c, err := parseScan(res)
-			if err != nil {
-				return nil, err
-			}
-			if len(c) != 3 {
-				return nil, errCorrupt
-			}
-			for i := range counts {
-				n, _ := c[i].(int64)
-				counts[i] += n
-			}
-			if done || last == "" {
-				break
-			}
-			start = "(" + last
-		}
-		for i, n := range counts {
-			if n > 0 {
-				rows = append(rows, storage.StatsRow{Namespace: ns, State: storage.State(i + 1), Count: n})
-			}
-		}
+			counts[group{ns, rec.State}]++
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	rows := make([]storage.StatsRow, 0, len(counts))
+	for g, n := range counts {
+		rows = append(rows, storage.StatsRow{Namespace: g.ns, State: g.state, Count: n})
 	}
 	storage.SortStats(rows)
 	return rows, nil
+}
+
+// namespaceOf reads the namespace of "LEN:NS:KEY".
+func namespaceOf(rest string) (string, bool) {
+	i := strings.IndexByte(rest, ':')
+	if i < 0 {
+		return "", false
+	}
+	n, err := strconv.Atoi(rest[:i])
+	if err != nil || n < 0 || i+1+n > len(rest) {
+		return "", false
+	}
+	return rest[i+1 : i+1+n], true
 }
 
 // Ping implements storage.Store.

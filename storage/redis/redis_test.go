@@ -413,9 +413,10 @@ func TestKeyLayout(t *testing.T) {
 		return k[i+1 : i+1+j]
 	}
 	for _, tenant := range []string{"", "acme", "a}b", "{x}", "a:b"} {
-		k := s.keysOf(tenant, "ns:1")
-		rec := k.base + "key}{"
-		tags := map[string]bool{tag(k.lex): true, tag(k.exp): true, tag(k.nss): true, tag(rec): true}
+		tags := map[string]bool{}
+		for _, ns := range []string{"ns:1", "}{", ""} {
+			tags[tag(s.nsPrefix(tenant, ns)+"key}{")] = true
+		}
 		if len(tags) != 1 {
 			t.Errorf("tenant %q: keys carry tags %v, want one", tenant, tags)
 		}
@@ -428,7 +429,7 @@ func TestKeyLayout(t *testing.T) {
 	}
 	seen := map[string]storage.ID{}
 	for _, id := range ids {
-		k := s.keysOf(id.Tenant, id.Namespace).base + id.Key
+		k := s.nsPrefix(id.Tenant, id.Namespace) + id.Key
 		if other, ok := seen[k]; ok {
 			t.Errorf("%+v and %+v share key %q", id, other, k)
 		}
@@ -436,68 +437,91 @@ func TestKeyLayout(t *testing.T) {
 	}
 }
 
-// TestIndexSweep checks that records Redis expired on its own leave the
-// List index: the sweep in Reserve and List's lazy cleanup remove them.
-func TestIndexSweep(t *testing.T) {
+// TestOnlyRecords checks that the store writes nothing but records, each
+// with its expiry, and that List and Stats, which find them with SCAN, skip
+// records past their expires_at that Redis has not deleted yet, keys Redis
+// already deleted, and keys whose names only look alike (glob characters in
+// namespaces and key prefixes match themselves).
+func TestOnlyRecords(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
 	s := openTest(ctx, t, "")
 	c := &offsetClock{}
 	s.offset = c.us.Load
-	for _, k := range []string{"a", "b", "c"} {
-		if _, _, err := s.Reserve(ctx, reserveParams(k)); err != nil {
-			t.Fatalf("Reserve(%s) error = %v", k, err)
+	ns := "/x.v1.X/Y*"
+	id := func(ns, k string) storage.ID { return storage.ID{Tenant: "t", Namespace: ns, Key: k} }
+	reserve := func(id storage.ID, retention time.Duration) {
+		t.Helper()
+		if _, _, err := s.Reserve(ctx, storage.ReserveParams{ID: id, Fingerprint: []byte("fp"), LeaseTTL: time.Minute, Retention: retention}); err != nil {
+			t.Fatalf("Reserve(%+v) error = %v", id, err)
 		}
 	}
-	k := s.keysOf("t", "/x.v1.X/Y")
-	// Redis drops b by itself, as PEXPIREAT would.
-	if err := s.c.Del(ctx, k.base+"b").Err(); err != nil {
+	for _, k := range []string{"a", "b", "c", "c?d", "c[x]"} {
+		reserve(id(ns, k), 2*time.Hour)
+	}
+	reserve(id(ns, "short"), time.Minute)
+	reserve(id("/x.v1.X/Yz", "other-ns"), 2*time.Hour)
+	// Redis drops b by itself, as PXAT would.
+	if err := s.c.Del(ctx, s.nsPrefix("t", ns)+"b").Err(); err != nil {
 		t.Fatal(err)
 	}
-	recs, _, err := s.List(ctx, storage.ListParams{Tenant: "t", Namespace: "/x.v1.X/Y", Limit: 10})
-	if err != nil || len(recs) != 2 {
-		t.Fatalf("List() = %d records, %v; want 2", len(recs), err)
+	c.Advance(30 * time.Minute) // "short" is past its expires_at, still in Redis
+
+	var keys []string
+	iter := s.c.Scan(ctx, 0, s.opts.KeyPrefix+":*", 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
 	}
-	if n := s.c.ZCard(ctx, k.lex).Val(); n != 2 {
-		t.Errorf("index size after List = %d, want 2", n)
+	if iter.Err() != nil {
+		t.Fatal(iter.Err())
 	}
-	// Past every record's expiry, creations sweep the others out. One
-	// creation in 8 sweeps, by the microsecond of Redis TIME; 1,000 tries
-	// miss it with probability (7/8)^1000.
-	c.Advance(2 * time.Hour)
-	live := []string{}
-	for i := 0; i < 1000; i++ {
-		key := "d" + strconv.Itoa(i)
-		if _, _, err := s.Reserve(ctx, reserveParams(key)); err != nil {
-			t.Fatal(err)
+	if len(keys) != 6 {
+		t.Errorf("keys under the prefix = %q, want the 6 records only", keys)
+	}
+	for _, k := range keys {
+		if !strings.Contains(k, "}:s:") {
+			t.Errorf("key %q is not a record", k)
 		}
-		live = append(live, key)
-		if s.c.ZScore(ctx, k.lex, "a").Err() != nil && s.c.ZScore(ctx, k.lex, "c").Err() != nil {
-			break
+		if ttl := s.c.PTTL(ctx, k).Val(); ttl <= 0 {
+			t.Errorf("PTTL(%q) = %v, want > 0", k, ttl)
 		}
 	}
-	slices.Sort(live)
-	want := strings.Join(live, ",")
-	if got := s.c.ZRange(ctx, k.lex, 0, -1).Val(); strings.Join(got, ",") != want {
-		t.Errorf("index after sweep = %v, want %v", got, live)
-	}
-	got := s.c.ZRange(ctx, k.exp, 0, -1).Val()
-	slices.Sort(got)
-	if strings.Join(got, ",") != want {
-		t.Errorf("expiry index after sweep = %v, want %v", got, live)
-	}
-	if n := s.c.Exists(ctx, k.base+"a", k.base+"c").Val(); n != 0 {
-		t.Errorf("%d swept records still exist, want 0", n)
-	}
-	// Every key the store wrote carries a TTL, so nothing outlives its records.
-	rec := s.c.PTTL(ctx, k.base+live[0]).Val()
-	if rec <= 0 {
-		t.Errorf("record PTTL = %v, want > 0", rec)
-	}
-	for _, key := range []string{k.lex, k.exp, k.nss} {
-		if ttl := s.c.PTTL(ctx, key).Val(); ttl < rec {
-			t.Errorf("PTTL(%q) = %v, want at least the record's %v", key, ttl, rec)
+
+	names := func(recs []*storage.Record) string {
+		var out []string
+		for _, r := range recs {
+			out = append(out, r.Key)
 		}
+		return strings.Join(out, ",")
+	}
+	for _, tc := range []struct {
+		p    storage.ListParams
+		want string
+		more bool
+	}{
+		{storage.ListParams{Limit: 10}, "a,c,c?d,c[x]", false},
+		{storage.ListParams{Limit: 2}, "a,c", true},
+		{storage.ListParams{After: "a", Limit: 2}, "c,c?d", true},
+		{storage.ListParams{After: "c?d", Limit: 2}, "c[x]", false},
+		{storage.ListParams{KeyPrefix: "c?", Limit: 10}, "c?d", false},
+		{storage.ListParams{KeyPrefix: "c[", Limit: 10}, "c[x]", false},
+		{storage.ListParams{KeyPrefix: "zz", Limit: 10}, "", false},
+	} {
+		tc.p.Tenant, tc.p.Namespace = "t", ns
+		recs, more, err := s.List(ctx, tc.p)
+		if err != nil || names(recs) != tc.want || more != tc.more {
+			t.Errorf("List(%+v) = %q, more %v, %v; want %q, more %v", tc.p, names(recs), more, err, tc.want, tc.more)
+		}
+	}
+	rows, err := s.Stats(ctx, "t", "")
+	want := []storage.StatsRow{{Namespace: ns, State: storage.StateInProgress, Count: 4}, {Namespace: "/x.v1.X/Yz", State: storage.StateInProgress, Count: 1}}
+	slices.SortFunc(want, func(a, b storage.StatsRow) int { return strings.Compare(a.Namespace, b.Namespace) })
+	if err != nil || !slices.Equal(rows, want) {
+		t.Errorf("Stats(t) = %+v, %v; want %+v", rows, err, want)
+	}
+	rows, err = s.Stats(ctx, "t", ns)
+	if err != nil || len(rows) != 1 || rows[0].Count != 4 {
+		t.Errorf("Stats(t, %q) = %+v, %v; want 4 IN_PROGRESS", ns, rows, err)
 	}
 }
 
@@ -507,7 +531,7 @@ func TestNativeExpiry(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
 	s := openTest(ctx, t, "")
-	key := s.keysOf("t", "/x.v1.X/Y").base + "a"
+	key := s.nsPrefix("t", "/x.v1.X/Y") + "a"
 	want := func(op string, rec *storage.Record) {
 		t.Helper()
 		us := rec.ExpiresAt.UnixMicro()
