@@ -4,8 +4,9 @@
 # against grpc.health.v1.Health/Check on the same idemd, with idemd's CPU
 # per operation from /proc. Prints the ratios the design targets name.
 #
-#   bench/floor.sh              # BENCH_DURATION=10s per phase
+#   bench/floor.sh              # BENCH_ROUNDS=5 rounds of BENCH_DURATION=4s phases
 #   BENCH_OUT=results bench/floor.sh
+BENCH_DURATION=${BENCH_DURATION:-4s}
 source "$(dirname "$0")/lib.sh"
 build
 machine

@@ -1,13 +1,16 @@
 # Shared by the bench/*.sh scripts (sourced, not run). Builds idemd and
 # idemctl into a temp dir, starts idemd on a free loopback port, and cleans
 # everything up on exit. Knobs (env): BENCH_DURATION (each phase, default
-# 10s), BENCH_CONCURRENCY (default 50), BENCH_CONNS (default 2),
+# 10s; 4s in the scripts that run rounds), BENCH_ROUNDS (floor/idem rounds of a --floor bench, default 5: the
+# ratios reported are the medians), BENCH_CONCURRENCY (default 50),
+# BENCH_CONNS (default 2),
 # BENCH_OUT (where JSON/SVG results go, default a temp dir),
 # IDEM_BENCH_POSTGRES_URL, IDEM_BENCH_REDIS_URL.
 set -euo pipefail
 
 ROOT=${IDEM_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 BENCH_DURATION=${BENCH_DURATION:-10s}
+BENCH_ROUNDS=${BENCH_ROUNDS:-5}
 BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-50}
 BENCH_CONNS=${BENCH_CONNS:-2}
 PG_URL=${IDEM_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}
@@ -83,12 +86,16 @@ stop_idemd() {
 rss_mib() { awk '/^VmRSS:/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 
 # bench NAME [idemctl bench flags…]: runs idemctl bench against the running
-# idemd with its PID, keeps NAME.json, and prints the text summary.
+# idemd with its PID and keeps NAME.json. With --floor it runs
+# BENCH_ROUNDS alternating rounds.
 bench() {
 	local name=$1
 	shift
+	local rounds=()
+	case " $* " in *" --floor "*) rounds=(--rounds "$BENCH_ROUNDS") ;; esac
 	timeout 900 "$IDEMCTL" --addr "$IDEMD_ADDR" --timeout 30s bench --server-pid "$IDEMD_PID" \
-		--concurrency "$BENCH_CONCURRENCY" --conns "$BENCH_CONNS" --duration "$BENCH_DURATION" -o json "$@" >"$BENCH_OUT/$name.json"
+		--concurrency "$BENCH_CONCURRENCY" --conns "$BENCH_CONNS" --duration "$BENCH_DURATION" -o json \
+		"${rounds[@]+"${rounds[@]}"}" "$@" >"$BENCH_OUT/$name.json"
 }
 
 # jget FILE EXPR: a Python expression over the report r (None-safe).
@@ -105,12 +112,21 @@ def line(p):
     cpu = p.get("server_cpu")
     cpu = f'{cpu["cpu_us_per_op"]:.1f} µs cpu/op' if cpu else "-"
     return f'{p["name"]:5} {p["ops_per_sec"]:9.0f} ops/s  p50 {l["p50"]/1000:.2f} ms  p99 {l["p99"]/1000:.2f} ms  errors {p["errors"]}  {cpu}'
+rounds = r.get("rounds") or []
+for i, rd in enumerate(rounds, 1):
+    q = rd["ratios"]
+    s = f'  round {i}: floor {rd["floor_ops_per_sec"]:.0f}/s, idem {rd["idem_ops_per_sec"]:.0f}/s = {q["throughput"]:.2f}x'
+    if q.get("server_cpu_per_op"):
+        s += f'; server CPU {rd["idem_cpu_us_per_op"]:.1f} / {rd["floor_cpu_us_per_op"]:.1f} µs per op = {q["server_cpu_per_op"]:.2f}x'
+    print(s)
+if rounds:
+    print("  median round:")
 for k in ("floor", "idem"):
     if r.get(k):
         print("  " + line(r[k]))
 q = r.get("ratios")
 if q:
-    s = f'  idem/floor: throughput {q["throughput"]:.2f}x'
+    s = f'  idem/floor{" (medians of %d rounds)" % len(rounds) if rounds else ""}: throughput {q["throughput"]:.2f}x'
     if q.get("server_cpu_per_op"):
         s += f', server CPU per op {q["server_cpu_per_op"]:.2f}x'
     print(s)

@@ -3,7 +3,8 @@
 # new key, SET key val NX PX 30000, 50 clients each, same Redis, same run.
 # Ratio: idem Reserve/s ÷ redis-benchmark SETs/s.
 #
-#   bench/redis.sh              # BENCH_DURATION=10s, IDEM_BENCH_REDIS_URL
+#   bench/redis.sh              # BENCH_ROUNDS=5, BENCH_DURATION=4s, IDEM_BENCH_REDIS_URL
+BENCH_DURATION=${BENCH_DURATION:-4s}
 source "$(dirname "$0")/lib.sh"
 build
 machine
