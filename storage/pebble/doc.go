@@ -3,11 +3,16 @@
 // by the URL pebble://PATH.
 //
 // Every acknowledged write is synced to the WAL before the call returns.
-// Writers to different keys commit concurrently, so Pebble's commit
-// pipeline folds their fsyncs into one (group commit); writers to one key
-// serialise on a striped lock around read-decide-write, which is what makes
-// each operation atomic per record. Batch calls lock all their stripes in
-// order and commit once.
+// Writers to one key serialise on a striped lock around read-decide-write,
+// which is what makes each operation atomic per record. Batch calls lock
+// all their stripes in order and commit once. Concurrent Reserves, and
+// apart concurrent Completes, are batched the same way (group commit):
+// while one batch is being committed and synced, calls queue, and the next
+// batch takes them all, so many callers share one commit and one fsync
+// instead of each waking for its own. A call that finds nothing in flight
+// commits at once, alone. The URL parameter coalesce=N (pebble://PATH?coalesce=N,
+// default 1) allows N batches in flight; coalesce=0 commits each call on
+// its own, leaving the sharing of fsyncs to Pebble's commit pipeline.
 //
 // Keys are an order-preserving, escaped encoding of (tenant, namespace,
 // key), so List is a range scan and no two IDs collide. A second index

@@ -1,6 +1,9 @@
 package pebble
 
 import (
+	"github.com/idemhq/idem/storage"
+	"github.com/idemhq/idem/storage/internal/coalesce"
+
 	"context"
 	"errors"
 	"fmt"
@@ -56,6 +59,10 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		stopCancel: cancel,
 		corruption: &corruption,
 		fsCloser:   fsCloser,
+	}
+	if o.coalesce > 0 {
+		s.reserves = &coalesce.Coalescer[storage.ReserveParams, storage.ReserveResult]{Slots: o.coalesce, Max: coalesceMax, Run: s.runReserves}
+		s.completes = &coalesce.Coalescer[storage.CompleteParams, storage.CompleteResult]{Slots: o.coalesce, Max: coalesceMax, Run: s.runCompletes}
 	}
 	if o.sweepInterval > 0 {
 		s.sweeping.Add(1)

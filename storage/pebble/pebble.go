@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/url"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/idemhq/idem/storage"
+	"github.com/idemhq/idem/storage/internal/coalesce"
 )
 
 var _ storage.Store = (*Store)(nil)
@@ -28,7 +30,15 @@ func init() {
 		if err != nil {
 			return nil, err
 		}
-		return Open(dir, WithLogger(o.Logger), WithClock(o.Clock))
+		opts := []Option{WithLogger(o.Logger), WithClock(o.Clock)}
+		if v := u.Query().Get("coalesce"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 1000 {
+				return nil, fmt.Errorf("idem: pebble store URL: coalesce must be a count from 0 (off) to 1000, got %q", v)
+			}
+			opts = append(opts, WithCoalesce(n))
+		}
+		return Open(dir, opts...)
 	})
 }
 
@@ -43,8 +53,10 @@ func dirFromURL(u *url.URL) (string, error) {
 	if dir == "" {
 		return "", errors.New("idem: pebble store URL names no directory (want pebble://PATH, e.g. pebble://./idem-data)")
 	}
-	if u.RawQuery != "" || u.User != nil {
-		return "", errors.New("idem: pebble store URL takes only a path (want pebble://PATH)")
+	q := u.Query()
+	q.Del("coalesce")
+	if len(q) > 0 || u.User != nil {
+		return "", errors.New("idem: pebble store URL takes a path and at most coalesce=N (want pebble://PATH)")
 	}
 	return dir, nil
 }
@@ -84,6 +96,12 @@ type Store struct {
 	sweeping   sync.WaitGroup
 	closeOnce  sync.Once
 	closeErr   error
+
+	// reserves and completes coalesce concurrent calls into one synced
+	// batch each (nil: off).
+	reserves  *coalesce.Coalescer[storage.ReserveParams, storage.ReserveResult]
+	completes *coalesce.Coalescer[storage.CompleteParams, storage.CompleteResult]
+	commits   atomic.Uint64 // synced commits of records, for tests
 }
 
 type options struct {
@@ -93,6 +111,7 @@ type options struct {
 	memTableSize  uint64
 	sweepInterval time.Duration
 	sweepBatch    int
+	coalesce      int
 }
 
 // Option configures Open.
@@ -118,6 +137,11 @@ func WithLogger(l *slog.Logger) Option {
 
 // WithCacheSize sets Pebble's block cache size in bytes.
 func WithCacheSize(n int64) Option { return func(o *options) { o.cacheSize = n } }
+
+// WithCoalesce sets how many batches of concurrent Reserves (and, apart,
+// of Completes) may be in flight at once: calls beyond them wait and share
+// the next batch's synced commit. 0 commits each call on its own.
+func WithCoalesce(n int) Option { return func(o *options) { o.coalesce = n } }
 
 // WithSweepInterval sets how often the background sweep runs; 0 or less
 // turns it off (Sweep can still be called).
@@ -145,6 +169,7 @@ func defaultOptions() options {
 		memTableSize:  32 << 20,
 		sweepInterval: 5 * time.Second,
 		sweepBatch:    1000,
+		coalesce:      1,
 	}
 }
 
@@ -303,14 +328,65 @@ func (s *Store) update(ctx context.Context, id storage.ID, decide func(cur *stor
 	if err != nil {
 		return nil, s.writeErr(err)
 	}
+	s.commits.Add(1)
 	if err := b.Commit(pebbledb.Sync); err != nil {
 		return nil, s.writeErr(err)
 	}
 	return rec, nil
 }
 
-// Reserve implements storage.Store.
+// coalesceMax bounds a coalesced batch.
+const coalesceMax = 256
+
+// Reserve implements storage.Store. Concurrent Reserves share one synced
+// commit (see WithCoalesce); each keeps its own answer.
 func (s *Store) Reserve(ctx context.Context, p storage.ReserveParams) (storage.Outcome, *storage.Record, error) {
+	if s.reserves == nil {
+		return s.reserve(ctx, p)
+	}
+	r, err := s.reserves.Do(ctx, p)
+	if err == nil {
+		err = r.Err
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	return r.Outcome, r.Record, nil
+}
+
+// runReserves runs a coalesced batch: one call alone, more as BatchReserve.
+func (s *Store) runReserves(ctx context.Context, items []storage.ReserveParams) []storage.ReserveResult {
+	if len(items) == 1 {
+		out, rec, err := s.reserve(ctx, items[0])
+		return []storage.ReserveResult{{Outcome: out, Record: rec, Err: err}}
+	}
+	res, err := s.BatchReserve(ctx, items)
+	if err != nil {
+		res = make([]storage.ReserveResult, len(items))
+		for i := range res {
+			res[i].Err = err
+		}
+	}
+	return res
+}
+
+// runCompletes is runReserves for Complete.
+func (s *Store) runCompletes(ctx context.Context, items []storage.CompleteParams) []storage.CompleteResult {
+	if len(items) == 1 {
+		rec, err := s.complete(ctx, items[0])
+		return []storage.CompleteResult{{Record: rec, Err: err}}
+	}
+	res, err := s.BatchComplete(ctx, items)
+	if err != nil {
+		res = make([]storage.CompleteResult, len(items))
+		for i := range res {
+			res[i].Err = err
+		}
+	}
+	return res
+}
+
+func (s *Store) reserve(ctx context.Context, p storage.ReserveParams) (storage.Outcome, *storage.Record, error) {
 	var out storage.Outcome
 	rec, err := s.update(ctx, p.ID, func(cur *storage.Record, now time.Time) (*storage.Record, *storage.Record, error) {
 		o, write, answer := storage.ApplyReserve(cur, p, now)
@@ -323,8 +399,19 @@ func (s *Store) Reserve(ctx context.Context, p storage.ReserveParams) (storage.O
 	return out, rec, nil
 }
 
-// Complete implements storage.Store.
+// Complete implements storage.Store, coalesced like Reserve.
 func (s *Store) Complete(ctx context.Context, p storage.CompleteParams) (*storage.Record, error) {
+	if s.completes == nil {
+		return s.complete(ctx, p)
+	}
+	r, err := s.completes.Do(ctx, p)
+	if err == nil {
+		err = r.Err
+	}
+	return r.Record, err
+}
+
+func (s *Store) complete(ctx context.Context, p storage.CompleteParams) (*storage.Record, error) {
 	return s.update(ctx, p.ID, func(cur *storage.Record, now time.Time) (*storage.Record, *storage.Record, error) {
 		return storage.ApplyComplete(cur, p, now)
 	})
@@ -382,6 +469,7 @@ func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, err
 	if err := del(b, key, cur); err != nil {
 		return nil, s.writeErr(err)
 	}
+	s.commits.Add(1)
 	if err := b.Commit(pebbledb.Sync); err != nil {
 		return nil, s.writeErr(err)
 	}
@@ -474,6 +562,7 @@ func (s *Store) batch(ctx context.Context, ids []storage.ID, decide func(i int, 
 	if b.Empty() {
 		return nil
 	}
+	s.commits.Add(1)
 	if err := b.Commit(pebbledb.Sync); err != nil {
 		return s.writeErr(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,6 +70,7 @@ func TestOpenURL(t *testing.T) {
 		{"pebble://rel/nested", "rel/nested"},
 		{"pebble://" + dir + "/abs", dir + "/abs"},
 		{"pebble:opaque-dir", "opaque-dir"},
+		{"pebble://./coalesced?coalesce=4", "./coalesced"},
 	} {
 		t.Run(tc.url, func(t *testing.T) {
 			s, err := storage.Open(ctx, tc.url, storage.OpenOptions{})
@@ -90,13 +92,63 @@ func TestOpenURL(t *testing.T) {
 			}
 		})
 	}
-	for _, bad := range []string{"pebble://", "pebble://./data?cache=1"} {
+	for _, bad := range []string{"pebble://", "pebble://./data?cache=1", "pebble://./data?coalesce=-1", "pebble://./data?coalesce=x"} {
 		if s, err := storage.Open(ctx, bad, storage.OpenOptions{}); err == nil {
 			s.Close()
 			t.Errorf("Open(%s) error = nil, want an error", bad)
 		} else if !strings.HasPrefix(err.Error(), "idem: pebble store URL") {
 			t.Errorf("Open(%s) error = %q, want it to start with \"idem: pebble store URL\"", bad, err)
 		}
+	}
+}
+
+// TestCoalescedCommits checks that concurrent Reserves and Completes share
+// synced commits when coalescing is on, and commit one by one when it is
+// off, with the same answers either way.
+func TestCoalescedCommits(t *testing.T) {
+	ctx := testCtx(t)
+	for _, tc := range []struct {
+		coalesce int
+		shared   bool
+	}{{0, false}, {1, true}} {
+		t.Run(fmt.Sprintf("coalesce=%d", tc.coalesce), func(t *testing.T) {
+			s, err := Open(t.TempDir(), WithSweepInterval(0), WithCoalesce(tc.coalesce))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			const n = 200
+			var wg sync.WaitGroup
+			errs := make(chan error, n)
+			for i := range n {
+				wg.Go(func() {
+					id := storage.ID{Namespace: "ns", Key: fmt.Sprintf("k%d", i)}
+					out, rec, err := s.Reserve(ctx, storage.ReserveParams{ID: id, Fingerprint: []byte("fp"), LeaseTTL: time.Minute, Retention: time.Hour})
+					if err == nil && (out != storage.OutcomeReserved || rec.ID != id) {
+						err = fmt.Errorf("Reserve(%s) = %v, %+v", id.Key, out, rec)
+					}
+					if err == nil {
+						rec, err = s.Complete(ctx, storage.CompleteParams{ID: id, Token: rec.Token, Result: &storage.Result{Body: []byte(id.Key)}, Retention: time.Hour})
+					}
+					if err == nil && string(rec.Result.Body) != id.Key {
+						err = fmt.Errorf("Complete(%s) answered %+v", id.Key, rec)
+					}
+					errs <- err
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			commits := s.commits.Load()
+			if shared := commits < 2*n; shared != tc.shared {
+				t.Errorf("%d Reserves and Completes made %d synced commits; shared = %v, want %v", 2*n, commits, shared, tc.shared)
+			}
+			t.Logf("%d calls, %d synced commits", 2*n, commits)
+		})
 	}
 }
 
