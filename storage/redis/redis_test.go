@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"slices"
@@ -579,5 +580,79 @@ func TestPrefixIsolation(t *testing.T) {
 	rows, err := a.Stats(ctx, "t", "")
 	if err != nil || len(rows) != 0 {
 		t.Fatalf("Stats() after Delete = %+v, %v; want no rows", rows, err)
+	}
+}
+
+// tripLog counts what go-redis sends: single commands and pipelines.
+type tripLog struct {
+	mu              sync.Mutex
+	single, pipes   int
+	pipelined, most int
+}
+
+func (l *tripLog) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (l *tripLog) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, c goredis.Cmder) error {
+		l.mu.Lock()
+		l.single++
+		l.mu.Unlock()
+		return next(ctx, c)
+	}
+}
+
+func (l *tripLog) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		l.mu.Lock()
+		l.pipes++
+		l.pipelined += len(cmds)
+		l.most = max(l.most, len(cmds))
+		l.mu.Unlock()
+		return next(ctx, cmds)
+	}
+}
+
+// TestCoalescedPipelines checks that concurrent calls share pipelines when
+// coalescing is on, each still getting its own answer, and go one by one
+// when it is off.
+func TestCoalescedPipelines(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	for _, tc := range []struct {
+		query  string
+		shared bool
+	}{{"coalesce=0", false}, {"coalesce=1", true}} {
+		t.Run(tc.query, func(t *testing.T) {
+			s := openTest(ctx, t, tc.query)
+			log := &tripLog{}
+			s.c.AddHook(log)
+			const n = 200
+			var wg sync.WaitGroup
+			errs := make(chan error, n)
+			for i := range n {
+				wg.Go(func() {
+					key := fmt.Sprintf("k%03d", i)
+					out, rec, err := s.Reserve(ctx, reserveParams(key))
+					if err == nil && (out != storage.OutcomeReserved || rec.Key != key) {
+						err = fmt.Errorf("Reserve(%s) = %v, %+v", key, out, rec)
+					}
+					errs <- err
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			log.mu.Lock()
+			defer log.mu.Unlock()
+			sends := log.single + log.pipes
+			if shared := sends < n && log.most > 1; shared != tc.shared {
+				t.Errorf("%d Reserves: %d single commands, %d pipelines (largest %d); shared = %v, want %v", n, log.single, log.pipes, log.most, shared, tc.shared)
+			}
+			t.Logf("%d Reserves: %d single commands, %d pipelines of %d commands, largest %d", n, log.single, log.pipes, log.pipelined, log.most)
+		})
 	}
 }
