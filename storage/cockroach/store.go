@@ -66,9 +66,8 @@ type Store struct {
 	stopSweep context.CancelFunc
 	sweepWG   sync.WaitGroup
 
-	// reserves and completes coalesce concurrent calls (nil: off).
-	reserves  *coalesce.Coalescer[storage.ReserveParams, storage.ReserveResult]
-	completes *coalesce.Coalescer[storage.CompleteParams, storage.CompleteResult]
+	// co coalesces concurrent Reserves and Completes (nil: off).
+	co *coalesce.Ops
 }
 
 // Open connects to the database rawURL names (postgres:// or
@@ -105,14 +104,12 @@ func openConfig(ctx context.Context, cfg *config, logger *slog.Logger) (*Store, 
 	}
 	s.sqlList = fmt.Sprintf(sqlList, collate, cols("r", true))
 	if cfg.coalesce > 0 {
-		s.reserves = &coalesce.Coalescer[storage.ReserveParams, storage.ReserveResult]{
-			Slots: cfg.coalesce, Max: coalesceMax, Run: s.runReserves,
-			ID: func(p storage.ReserveParams) storage.ID { return p.ID },
-		}
-		s.completes = &coalesce.Coalescer[storage.CompleteParams, storage.CompleteResult]{
-			Slots: cfg.coalesce, Max: coalesceMax, Run: s.runCompletes,
-			ID: func(p storage.CompleteParams) storage.ID { return p.ID },
-		}
+		// A batch statement cannot touch one row twice (ON CONFLICT), and
+		// one the database refuses for an item's data runs item by item.
+		s.co = coalesce.NewOps(cfg.coalesce, coalesceMax, coalesce.Backend{
+			Reserve: s.reserve, Complete: s.complete, BatchReserve: s.BatchReserve, BatchComplete: s.BatchComplete,
+			OneByOne: individually, Distinct: true,
+		})
 	}
 	if err := checkSchema(ctx, pool, dialect, cfg.where); err != nil {
 		pool.Close()
@@ -376,65 +373,13 @@ func resultBytes(r *storage.Result) []byte {
 }
 
 func (s *Store) Reserve(ctx context.Context, p storage.ReserveParams) (storage.Outcome, *storage.Record, error) {
-	if s.reserves == nil {
+	if s.co == nil {
 		return s.reserve(ctx, p)
 	}
 	if s.closed.Load() {
 		return 0, nil, storage.ErrClosed
 	}
-	r, err := s.reserves.Do(ctx, p)
-	if err == nil {
-		err = r.Err
-	}
-	if err != nil {
-		return 0, nil, err
-	}
-	return r.Outcome, r.Record, nil
-}
-
-// runReserves runs a coalesced batch: alone, the single-record statement;
-// together, BatchReserve's. When the batch statement fails for a reason of
-// its own (not the database being away), each call runs alone, so only a
-// call whose data the database refuses fails.
-func (s *Store) runReserves(ctx context.Context, items []storage.ReserveParams) []storage.ReserveResult {
-	out := make([]storage.ReserveResult, len(items))
-	if len(items) > 1 {
-		res, err := s.BatchReserve(ctx, items)
-		if err == nil {
-			return res
-		}
-		if !individually(ctx, err) {
-			for i := range out {
-				out[i].Err = err
-			}
-			return out
-		}
-	}
-	for i, p := range items {
-		out[i].Outcome, out[i].Record, out[i].Err = s.reserve(ctx, p)
-	}
-	return out
-}
-
-// runCompletes is runReserves for Complete, over BatchComplete.
-func (s *Store) runCompletes(ctx context.Context, items []storage.CompleteParams) []storage.CompleteResult {
-	out := make([]storage.CompleteResult, len(items))
-	if len(items) > 1 {
-		res, err := s.BatchComplete(ctx, items)
-		if err == nil {
-			return res
-		}
-		if !individually(ctx, err) {
-			for i := range out {
-				out[i].Err = err
-			}
-			return out
-		}
-	}
-	for i, p := range items {
-		out[i].Record, out[i].Err = s.complete(ctx, p)
-	}
-	return out
+	return s.co.Reserve(ctx, p)
 }
 
 // individually reports whether a failed batch should be re-run call by call.
@@ -491,17 +436,13 @@ func (s *Store) mutate(ctx context.Context, sql string, args []any, id storage.I
 }
 
 func (s *Store) Complete(ctx context.Context, p storage.CompleteParams) (*storage.Record, error) {
-	if s.completes == nil {
+	if s.co == nil {
 		return s.complete(ctx, p)
 	}
 	if s.closed.Load() {
 		return nil, storage.ErrClosed
 	}
-	r, err := s.completes.Do(ctx, p)
-	if err == nil {
-		err = r.Err
-	}
-	return r.Record, err
+	return s.co.Complete(ctx, p)
 }
 
 func (s *Store) complete(ctx context.Context, p storage.CompleteParams) (*storage.Record, error) {

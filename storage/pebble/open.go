@@ -1,9 +1,6 @@
 package pebble
 
 import (
-	"github.com/idemhq/idem/storage"
-	"github.com/idemhq/idem/storage/internal/coalesce"
-
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +15,8 @@ import (
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/idemhq/idem/storage/internal/coalesce"
 )
 
 // Open opens the idem store in dir, creating it when dir does not exist or
@@ -61,8 +60,10 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		fsCloser:   fsCloser,
 	}
 	if o.coalesce > 0 {
-		s.reserves = &coalesce.Coalescer[storage.ReserveParams, storage.ReserveResult]{Slots: o.coalesce, Max: coalesceMax, Run: s.runReserves}
-		s.completes = &coalesce.Coalescer[storage.CompleteParams, storage.CompleteResult]{Slots: o.coalesce, Max: coalesceMax, Run: s.runCompletes}
+		// A batch handles one record twice in order, so no Distinct.
+		s.co = coalesce.NewOps(o.coalesce, coalesceMax, coalesce.Backend{
+			Reserve: s.reserve, Complete: s.complete, BatchReserve: s.BatchReserve, BatchComplete: s.BatchComplete,
+		})
 	}
 	if o.sweepInterval > 0 {
 		s.sweeping.Add(1)

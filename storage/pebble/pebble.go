@@ -97,11 +97,10 @@ type Store struct {
 	closeOnce  sync.Once
 	closeErr   error
 
-	// reserves and completes coalesce concurrent calls into one synced
-	// batch each (nil: off).
-	reserves  *coalesce.Coalescer[storage.ReserveParams, storage.ReserveResult]
-	completes *coalesce.Coalescer[storage.CompleteParams, storage.CompleteResult]
-	commits   atomic.Uint64 // synced commits of records, for tests
+	// co coalesces concurrent Reserves and Completes into one synced batch
+	// each (nil: off).
+	co      *coalesce.Ops
+	commits atomic.Uint64 // synced commits of records, for tests
 }
 
 type options struct {
@@ -341,49 +340,10 @@ const coalesceMax = 256
 // Reserve implements storage.Store. Concurrent Reserves share one synced
 // commit (see WithCoalesce); each keeps its own answer.
 func (s *Store) Reserve(ctx context.Context, p storage.ReserveParams) (storage.Outcome, *storage.Record, error) {
-	if s.reserves == nil {
+	if s.co == nil {
 		return s.reserve(ctx, p)
 	}
-	r, err := s.reserves.Do(ctx, p)
-	if err == nil {
-		err = r.Err
-	}
-	if err != nil {
-		return 0, nil, err
-	}
-	return r.Outcome, r.Record, nil
-}
-
-// runReserves runs a coalesced batch: one call alone, more as BatchReserve.
-func (s *Store) runReserves(ctx context.Context, items []storage.ReserveParams) []storage.ReserveResult {
-	if len(items) == 1 {
-		out, rec, err := s.reserve(ctx, items[0])
-		return []storage.ReserveResult{{Outcome: out, Record: rec, Err: err}}
-	}
-	res, err := s.BatchReserve(ctx, items)
-	if err != nil {
-		res = make([]storage.ReserveResult, len(items))
-		for i := range res {
-			res[i].Err = err
-		}
-	}
-	return res
-}
-
-// runCompletes is runReserves for Complete.
-func (s *Store) runCompletes(ctx context.Context, items []storage.CompleteParams) []storage.CompleteResult {
-	if len(items) == 1 {
-		rec, err := s.complete(ctx, items[0])
-		return []storage.CompleteResult{{Record: rec, Err: err}}
-	}
-	res, err := s.BatchComplete(ctx, items)
-	if err != nil {
-		res = make([]storage.CompleteResult, len(items))
-		for i := range res {
-			res[i].Err = err
-		}
-	}
-	return res
+	return s.co.Reserve(ctx, p)
 }
 
 func (s *Store) reserve(ctx context.Context, p storage.ReserveParams) (storage.Outcome, *storage.Record, error) {
@@ -401,14 +361,10 @@ func (s *Store) reserve(ctx context.Context, p storage.ReserveParams) (storage.O
 
 // Complete implements storage.Store, coalesced like Reserve.
 func (s *Store) Complete(ctx context.Context, p storage.CompleteParams) (*storage.Record, error) {
-	if s.completes == nil {
+	if s.co == nil {
 		return s.complete(ctx, p)
 	}
-	r, err := s.completes.Do(ctx, p)
-	if err == nil {
-		err = r.Err
-	}
-	return r.Record, err
+	return s.co.Complete(ctx, p)
 }
 
 func (s *Store) complete(ctx context.Context, p storage.CompleteParams) (*storage.Record, error) {
