@@ -1,10 +1,7 @@
 package cockroach
 
 import (
-	"context"
 	"fmt"
-	"net"
-	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -18,27 +15,7 @@ import (
 // refuses (a NUL byte in a TEXT key) fails alone.
 func TestCoalescedStatements(t *testing.T) {
 	ctx := testCtx(t)
-	u := migratedURL(t, postgresURL(t))
-	pu, _ := url.Parse(withParams(t, u, ParamSweepInterval, "0", ParamCoalesce, "1"))
-	cfg, err := parseConfig(pu)
-	if err != nil {
-		t.Fatal(err)
-	}
-	counter := &tripCounter{}
-	cfg.pool.ConnConfig.Tracer = counter
-	dialer := &net.Dialer{}
-	cfg.pool.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dialer.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return countingConn{c, counter}, nil
-	}
-	s, err := openConfig(ctx, cfg, nil)
-	if err != nil {
-		t.Fatalf("openConfig() error = %v", err)
-	}
-	defer s.Close()
+	s, counter := openCounting(t, 0, ParamCoalesce, "1")
 
 	const n = 200
 	id := func(i int) storage.ID { return storage.ID{Tenant: "co", Namespace: "ns", Key: fmt.Sprintf("k%03d", i)} }

@@ -81,20 +81,20 @@ func (c *tripCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.Tr
 func (c *tripCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
 func (c *tripCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
 
-// TestRoundTrips proves every data-plane operation, and batches of 1,000,
-// cost one send (a statement, or BatchComplete's pipelined batch) and one
-// network round trip once the connection has prepared the statement (pgx
-// caches prepared statements per connection).
-func TestRoundTrips(t *testing.T) {
-	ctx := testCtx(t)
+// openCounting opens a store on a fresh migrated schema whose connections
+// count their round trips and statements; maxConns 0 keeps the default pool.
+func openCounting(t *testing.T, maxConns int32, params ...string) (*Store, *tripCounter) {
+	t.Helper()
 	u := migratedURL(t, postgresURL(t))
-	pu, _ := url.Parse(withParams(t, u, ParamSweepInterval, "0"))
+	pu, _ := url.Parse(withParams(t, u, append([]string{ParamSweepInterval, "0"}, params...)...))
 	cfg, err := parseConfig(pu)
 	if err != nil {
 		t.Fatal(err)
 	}
 	counter := &tripCounter{}
-	cfg.pool.MaxConns = 1
+	if maxConns > 0 {
+		cfg.pool.MaxConns = maxConns
+	}
 	cfg.pool.ConnConfig.Tracer = counter
 	dialer := &net.Dialer{}
 	cfg.pool.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -104,11 +104,21 @@ func TestRoundTrips(t *testing.T) {
 		}
 		return countingConn{c, counter}, nil
 	}
-	s, err := openConfig(ctx, cfg, nil)
+	s, err := openConfig(testCtx(t), cfg, nil)
 	if err != nil {
 		t.Fatalf("openConfig() error = %v", err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
+	return s, counter
+}
+
+// TestRoundTrips proves every data-plane operation, and batches of 1,000,
+// cost one send (a statement, or BatchComplete's pipelined batch) and one
+// network round trip once the connection has prepared the statement (pgx
+// caches prepared statements per connection).
+func TestRoundTrips(t *testing.T) {
+	ctx := testCtx(t)
+	s, counter := openCounting(t, 1)
 
 	const ttl, ret = time.Minute, time.Hour
 	res := &storage.Result{Code: 0, Body: []byte("ok"), Metadata: map[string]string{"a": "b"}}
