@@ -206,6 +206,11 @@ func live(e entry, ok bool, id storage.ID, now time.Time) *storage.Record {
 	if !ok || e.expires <= now.UnixNano() {
 		return nil
 	}
+	return decode(e, id)
+}
+
+// decode returns the record e holds.
+func decode(e entry, id storage.ID) *storage.Record {
 	r, err := recordcodec.Decode(e.val, &id)
 	if err != nil {
 		panic(fmt.Sprintf("idem: memory store: record %q/%q/%q does not decode: %v", id.Tenant, id.Namespace, id.Key, err))
@@ -381,31 +386,40 @@ func (s *Store) ForceRelease(ctx context.Context, id storage.ID) (ans *storage.R
 	return ans, err
 }
 
-// List implements storage.Store.
+// List implements storage.Store. It sorts the matching keys and decodes
+// only the page.
 func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Record, bool, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, false, err
 	}
-	var recs []*storage.Record
+	type match struct {
+		id storage.ID
+		e  entry
+	}
+	var ms []match
+	now := s.now()
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.RLock()
-		now := s.now()
 		for k, e := range sh.recs {
+			if e.expires <= now.UnixNano() {
+				continue
+			}
 			id := parseKey(k)
-			if id.Tenant == p.Tenant && id.Namespace == p.Namespace && id.Key > p.After &&
-				strings.HasPrefix(id.Key, p.KeyPrefix) {
-				if r := live(e, true, id, now); r != nil {
-					recs = append(recs, r)
-				}
+			if id.Tenant == p.Tenant && id.Namespace == p.Namespace && id.Key > p.After && strings.HasPrefix(id.Key, p.KeyPrefix) {
+				ms = append(ms, match{id, e})
 			}
 		}
 		sh.mu.RUnlock()
 	}
-	slices.SortFunc(recs, func(a, b *storage.Record) int { return cmp.Compare(a.Key, b.Key) })
-	more := len(recs) > p.Limit
+	slices.SortFunc(ms, func(a, b match) int { return cmp.Compare(a.id.Key, b.id.Key) })
+	more := len(ms) > p.Limit
 	if more {
-		recs = recs[:p.Limit]
+		ms = ms[:p.Limit]
+	}
+	recs := make([]*storage.Record, len(ms))
+	for i, m := range ms {
+		recs[i] = decode(m.e, m.id)
 	}
 	return recs, more, nil
 }
