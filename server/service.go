@@ -309,6 +309,59 @@ func (s *Service) checkBatchKey(v *violations, seen map[string]int, i int, key s
 	}
 }
 
+// batchItem is one item of a batch call: the store parameters it was
+// validated into, the store's answer, and its own error — a violation of
+// its fields, or the store's error for it.
+type batchItem[P, R any] struct {
+	p   P
+	r   R
+	err *idemv1.ItemError
+}
+
+// runBatch validates the n items of a batch call (check turns item i into
+// store parameters and reports its bad fields; keys are checked here, a
+// repeated key failing alone), sends the good items to the store in one
+// call, and answers every item in request order.
+func runBatch[P, R any](ctx context.Context, s *Service, method string, n int, key func(int) string,
+	check func(i int, v *violations) P, call func(context.Context, []P) ([]R, error), errOf func(R) error) ([]batchItem[P, R], error) {
+	out := make([]batchItem[P, R], n)
+	params := make([]P, 0, n)
+	index := make([]int, 0, n)
+	seen := make(map[string]int, n)
+	for i := range n {
+		var v violations
+		s.checkBatchKey(&v, seen, i, key(i))
+		p := check(i, &v)
+		if len(v) > 0 {
+			out[i].err = invalidItem(v)
+			continue
+		}
+		seen[key(i)] = i
+		out[i].p = p
+		params = append(params, p)
+		index = append(index, i)
+	}
+	if len(params) == 0 {
+		return out, nil
+	}
+	got, err := call(ctx, params)
+	if err != nil {
+		return nil, s.Status(ctx, method, err)
+	}
+	if len(got) != len(params) {
+		return nil, s.Status(ctx, method, fmt.Errorf("store answered %d results for %d batch items", len(got), len(params)))
+	}
+	for j, r := range got {
+		it := &out[index[j]]
+		it.r = r
+		if err := errOf(r); err != nil {
+			code, msg := s.itemError(ctx, method, err)
+			it.err = &idemv1.ItemError{Code: code, Message: msg}
+		}
+	}
+	return out, nil
+}
+
 // BatchReserve implements idemv1.IdempotencyServiceServer. An item with a
 // bad field fails alone with its own error; only good items reach the store.
 func (s *Service) BatchReserve(ctx context.Context, req *idemv1.BatchReserveRequest) (*idemv1.BatchReserveResponse, error) {
@@ -326,46 +379,27 @@ func (s *Service) BatchReserve(ctx context.Context, req *idemv1.BatchReserveRequ
 		return nil, err
 	}
 	items := req.GetItems()
-	results := make([]*idemv1.BatchReserveResponse_Result, len(items))
-	params := make([]storage.ReserveParams, 0, len(items))
-	index := make([]int, 0, len(items))
-	seen := make(map[string]int, len(items))
-	for i, it := range items {
-		var iv violations
-		s.checkBatchKey(&iv, seen, i, it.GetKey())
-		iv.checkBytes(fmt.Sprintf("items[%d].fingerprint", i), it.GetFingerprint(), l.MaxFingerprintBytes)
-		if len(iv) > 0 {
-			results[i] = &idemv1.BatchReserveResponse_Result{Error: invalidItem(iv)}
-			continue
-		}
-		seen[it.GetKey()] = i
-		params = append(params, storage.ReserveParams{
-			ID:          storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: it.GetKey()},
-			Fingerprint: it.GetFingerprint(),
-			LeaseTTL:    lease,
-			Retention:   ret,
-		})
-		index = append(index, i)
-	}
-	if len(params) > 0 {
-		got, err := sc.store.BatchReserve(ctx, params)
-		if err != nil {
-			return nil, s.Status(ctx, method, err)
-		}
-		if len(got) != len(params) {
-			return nil, s.Status(ctx, method, fmt.Errorf("store answered %d results for %d batch items", len(got), len(params)))
-		}
-		for j, r := range got {
-			res := &idemv1.BatchReserveResponse_Result{}
-			if r.Err != nil {
-				code, msg := s.itemError(ctx, method, r.Err)
-				res.Error = &idemv1.ItemError{Code: code, Message: msg}
-			} else {
-				res.Outcome = outcomeToProto(r.Outcome)
-				res.Record = reserveRecord(r.Outcome, r.Record)
+	out, err := runBatch(ctx, s, method, len(items), func(i int) string { return items[i].GetKey() },
+		func(i int, v *violations) storage.ReserveParams {
+			v.checkBytes(fmt.Sprintf("items[%d].fingerprint", i), items[i].GetFingerprint(), l.MaxFingerprintBytes)
+			return storage.ReserveParams{
+				ID:          storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: items[i].GetKey()},
+				Fingerprint: items[i].GetFingerprint(),
+				LeaseTTL:    lease,
+				Retention:   ret,
 			}
-			results[index[j]] = res
+		}, sc.store.BatchReserve, func(r storage.ReserveResult) error { return r.Err })
+	if err != nil {
+		return nil, err
+	}
+	results := make([]*idemv1.BatchReserveResponse_Result, len(out))
+	for i, it := range out {
+		res := &idemv1.BatchReserveResponse_Result{Error: it.err}
+		if it.err == nil {
+			res.Outcome = outcomeToProto(it.r.Outcome)
+			res.Record = reserveRecord(it.r.Outcome, it.r.Record)
 		}
+		results[i] = res
 	}
 	return &idemv1.BatchReserveResponse{Results: results}, nil
 }
@@ -386,47 +420,28 @@ func (s *Service) BatchComplete(ctx context.Context, req *idemv1.BatchCompleteRe
 		return nil, err
 	}
 	items := req.GetItems()
-	results := make([]*idemv1.BatchCompleteResponse_Result, len(items))
-	params := make([]storage.CompleteParams, 0, len(items))
-	index := make([]int, 0, len(items))
-	seen := make(map[string]int, len(items))
-	for i, it := range items {
-		var iv violations
-		s.checkBatchKey(&iv, seen, i, it.GetKey())
-		iv.checkToken(fmt.Sprintf("items[%d].token", i), it.GetToken())
-		res := iv.checkResult(fmt.Sprintf("items[%d].result", i), it.GetResult(), sc.pol.MaxResultSize)
-		if len(iv) > 0 {
-			results[i] = &idemv1.BatchCompleteResponse_Result{Error: invalidItem(iv)}
-			continue
-		}
-		seen[it.GetKey()] = i
-		params = append(params, storage.CompleteParams{
-			ID:        storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: it.GetKey()},
-			Token:     it.GetToken(),
-			Result:    storedResult(sc.pol, res),
-			Retention: ret,
-		})
-		index = append(index, i)
-	}
-	if len(params) > 0 {
-		got, err := sc.store.BatchComplete(ctx, params)
-		if err != nil {
-			return nil, s.Status(ctx, method, err)
-		}
-		if len(got) != len(params) {
-			return nil, s.Status(ctx, method, fmt.Errorf("store answered %d results for %d batch items", len(got), len(params)))
-		}
-		for j, r := range got {
-			res := &idemv1.BatchCompleteResponse_Result{}
-			if r.Err != nil {
-				code, msg := s.itemError(ctx, method, r.Err)
-				res.Error = &idemv1.ItemError{Code: code, Message: msg}
-			} else {
-				res.Record = recordToProto(r.Record, true)
-				s.notifier.notify(params[j].ID)
+	out, err := runBatch(ctx, s, method, len(items), func(i int) string { return items[i].GetKey() },
+		func(i int, v *violations) storage.CompleteParams {
+			v.checkToken(fmt.Sprintf("items[%d].token", i), items[i].GetToken())
+			res := v.checkResult(fmt.Sprintf("items[%d].result", i), items[i].GetResult(), sc.pol.MaxResultSize)
+			return storage.CompleteParams{
+				ID:        storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: items[i].GetKey()},
+				Token:     items[i].GetToken(),
+				Result:    storedResult(sc.pol, res),
+				Retention: ret,
 			}
-			results[index[j]] = res
+		}, sc.store.BatchComplete, func(r storage.CompleteResult) error { return r.Err })
+	if err != nil {
+		return nil, err
+	}
+	results := make([]*idemv1.BatchCompleteResponse_Result, len(out))
+	for i, it := range out {
+		res := &idemv1.BatchCompleteResponse_Result{Error: it.err}
+		if it.err == nil {
+			res.Record = recordToProto(it.r.Record, true)
+			s.notifier.notify(it.p.ID)
 		}
+		results[i] = res
 	}
 	return &idemv1.BatchCompleteResponse{Results: results}, nil
 }
