@@ -276,32 +276,9 @@ func testExtendLease(t *testing.T, h Harness) {
 		e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeInProgress)
 	})
 
-	t.Run("Refused", func(t *testing.T) {
-		shared := newEnv(t, h)
-		for _, tc := range []struct {
-			name  string
-			token uint64
-			setup func(e *env, id storage.ID)
-			want  error
-		}{
-			{"WrongToken", 2, func(e *env, id storage.ID) {}, storage.ErrLeaseLost},
-			{"Completed", 1, func(e *env, id storage.ID) { e.complete(id, 1, bigResult("x"), retention) }, storage.ErrLeaseLost},
-			{"Released", 1, func(e *env, id storage.ID) { e.release(id, 1) }, storage.ErrLeaseLost},
-			{"Absent", 1, func(e *env, id storage.ID) { e.s.Delete(e.ctx, id) }, storage.ErrNotFound},
-		} {
-			t.Run(tc.name, func(t *testing.T) {
-				e := shared.sub(t, tc.name)
-				id := e.id("k")
-				e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
-				tc.setup(e, id)
-				before, _ := e.s.Lookup(e.ctx, id)
-				_, err := e.s.ExtendLease(e.ctx, id, tc.token, time.Hour)
-				wantErr(t, "ExtendLease()", err, tc.want)
-				if before != nil {
-					e.wantUnchanged(before)
-				}
-			})
-		}
+	testHolderRefused(t, h, "ExtendLease()", 2, func(e *env, id storage.ID, token uint64) error {
+		_, err := e.s.ExtendLease(e.ctx, id, token, time.Hour)
+		return err
 	})
 }
 
@@ -384,32 +361,9 @@ func testCheckpoint(t *testing.T, h Harness) {
 		}
 	})
 
-	t.Run("Refused", func(t *testing.T) {
-		shared := newEnv(t, h)
-		for _, tc := range []struct {
-			name  string
-			token uint64
-			setup func(e *env, id storage.ID)
-			want  error
-		}{
-			{"WrongToken", 7, func(e *env, id storage.ID) {}, storage.ErrLeaseLost},
-			{"Completed", 1, func(e *env, id storage.ID) { e.complete(id, 1, bigResult("x"), retention) }, storage.ErrLeaseLost},
-			{"Released", 1, func(e *env, id storage.ID) { e.release(id, 1) }, storage.ErrLeaseLost},
-			{"Absent", 1, func(e *env, id storage.ID) { e.s.Delete(e.ctx, id) }, storage.ErrNotFound},
-		} {
-			t.Run(tc.name, func(t *testing.T) {
-				e := shared.sub(t, tc.name)
-				id := e.id("k")
-				e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
-				tc.setup(e, id)
-				before, _ := e.s.Lookup(e.ctx, id)
-				_, err := e.s.Checkpoint(e.ctx, id, tc.token, storage.Checkpoint{Phase: "p", Data: []byte("d")})
-				wantErr(t, "Checkpoint()", err, tc.want)
-				if before != nil {
-					e.wantUnchanged(before)
-				}
-			})
-		}
+	testHolderRefused(t, h, "Checkpoint()", 7, func(e *env, id storage.ID, token uint64) error {
+		_, err := e.s.Checkpoint(e.ctx, id, token, storage.Checkpoint{Phase: "p", Data: []byte("d")})
+		return err
 	})
 }
 
@@ -460,5 +414,37 @@ func testFencing(t *testing.T, h Harness) {
 		_, err := e.s.Complete(e.ctx, storage.CompleteParams{ID: id, Token: stale, Result: bigResult("new"), Retention: retention})
 		wantErr(t, "Complete(stale token, winner's result)", err, storage.ErrLeaseLost)
 		e.wantUnchanged(done)
+	})
+}
+
+// testHolderRefused checks that op, an operation only the lease holder may
+// do, fails with a wrong token (wrongToken), on a completed, released or
+// absent record, and changes nothing.
+func testHolderRefused(t *testing.T, h Harness, name string, wrongToken uint64, op func(e *env, id storage.ID, token uint64) error) {
+	t.Run("Refused", func(t *testing.T) {
+		shared := newEnv(t, h)
+		for _, tc := range []struct {
+			name  string
+			token uint64
+			setup func(e *env, id storage.ID)
+			want  error
+		}{
+			{"WrongToken", wrongToken, func(e *env, id storage.ID) {}, storage.ErrLeaseLost},
+			{"Completed", 1, func(e *env, id storage.ID) { e.complete(id, 1, bigResult("x"), retention) }, storage.ErrLeaseLost},
+			{"Released", 1, func(e *env, id storage.ID) { e.release(id, 1) }, storage.ErrLeaseLost},
+			{"Absent", 1, func(e *env, id storage.ID) { e.s.Delete(e.ctx, id) }, storage.ErrNotFound},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				e := shared.sub(t, tc.name)
+				id := e.id("k")
+				e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+				tc.setup(e, id)
+				before, _ := e.s.Lookup(e.ctx, id)
+				wantErr(t, name, op(e, id, tc.token), tc.want)
+				if before != nil {
+					e.wantUnchanged(before)
+				}
+			})
+		}
 	})
 }
