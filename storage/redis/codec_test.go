@@ -2,6 +2,7 @@ package redis
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 
 	"github.com/idemhq/idem/storage"
@@ -82,21 +83,24 @@ func TestCheckpointCodec(t *testing.T) {
 	}
 }
 
+// blobVersion is the first byte of recordcodec's blobs, for forged input.
+const blobVersion = 1
+
 func TestDecodeCorrupt(t *testing.T) {
 	good := encodeResult(&storage.Result{Message: "hello", Metadata: map[string]string{"a": "b"}})
-	for _, b := range [][]byte{nil, {}, {9}, good[:len(good)-1], append(bytes.Clone(good), 0), {codecVersion, 0, 0xff}} {
-		if _, err := decodeResult(b); err == nil {
-			t.Errorf("decodeResult(%x) error = nil, want errCorrupt", b)
+	for _, b := range [][]byte{nil, {}, {9}, good[:len(good)-1], append(bytes.Clone(good), 0), {blobVersion, 0, 0xff}} {
+		if _, err := decodeResult(b); !errors.Is(err, errCorrupt) {
+			t.Errorf("decodeResult(%x) error = %v, want errCorrupt", b, err)
 		}
 	}
-	if _, err := decodeCheckpoint([]byte{codecVersion, 5, 'a'}); err == nil {
-		t.Error("decodeCheckpoint(truncated) error = nil, want errCorrupt")
+	if _, err := decodeCheckpoint([]byte{blobVersion, 5, 'a'}); !errors.Is(err, errCorrupt) {
+		t.Errorf("decodeCheckpoint(truncated) error = %v, want errCorrupt", err)
 	}
 }
 
 func FuzzDecodeResult(f *testing.F) {
 	f.Add(encodeResult(&storage.Result{Code: 3, Message: "m", Body: []byte("b"), Metadata: map[string]string{"k": "v"}}))
-	f.Add([]byte{codecVersion})
+	f.Add([]byte{blobVersion})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := decodeResult(b)
 		if err != nil {

@@ -90,31 +90,115 @@ func Append(dst []byte, r *storage.Record, withID bool) []byte {
 			b = binary.AppendVarint(b, t.UnixNano())
 		}
 	}
-	if res := r.Result; res != nil {
-		b = binary.AppendVarint(b, int64(res.Code))
-		b = appendBytes(b, res.Message)
-		b = appendBytes(b, res.Body)
-		b = binary.AppendUvarint(b, uint64(len(res.Details)))
-		for _, d := range res.Details {
-			b = appendBytes(b, d.TypeURL)
-			b = appendBytes(b, d.Value)
-		}
-		keys := make([]string, 0, len(res.Metadata))
-		for k := range res.Metadata {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		b = binary.AppendUvarint(b, uint64(len(keys)))
-		for _, k := range keys {
-			b = appendBytes(b, k)
-			b = appendBytes(b, res.Metadata[k])
-		}
+	if r.Result != nil {
+		b = appendResult(b, r.Result)
 	}
-	if cp := r.Checkpoint; cp != nil {
-		b = appendBytes(b, cp.Phase)
-		b = appendBytes(b, cp.Data)
+	if r.Checkpoint != nil {
+		b = appendCheckpoint(b, *r.Checkpoint)
 	}
 	return b
+}
+
+// appendResult appends a result's fields, metadata in key order, so two
+// results encode to the same bytes exactly when storage.Result.Equal says
+// they are equal (Redis's scripts compare results by their bytes).
+func appendResult(b []byte, res *storage.Result) []byte {
+	b = binary.AppendVarint(b, int64(res.Code))
+	b = appendBytes(b, res.Message)
+	b = appendBytes(b, res.Body)
+	b = binary.AppendUvarint(b, uint64(len(res.Details)))
+	for _, d := range res.Details {
+		b = appendBytes(b, d.TypeURL)
+		b = appendBytes(b, d.Value)
+	}
+	keys := make([]string, 0, len(res.Metadata))
+	for k := range res.Metadata {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b = binary.AppendUvarint(b, uint64(len(keys)))
+	for _, k := range keys {
+		b = appendBytes(b, k)
+		b = appendBytes(b, res.Metadata[k])
+	}
+	return b
+}
+
+func appendCheckpoint(b []byte, cp storage.Checkpoint) []byte {
+	b = appendBytes(b, cp.Phase)
+	return appendBytes(b, cp.Data)
+}
+
+func (d *decoder) result() *storage.Result {
+	res := &storage.Result{}
+	code := d.varint()
+	if code < math.MinInt32 || code > math.MaxInt32 {
+		d.fail(fmt.Errorf("result code %d out of range", code))
+	}
+	res.Code = int32(code)
+	res.Message = d.string()
+	res.Body = d.bytes()
+	if n := d.count(2); n > 0 {
+		res.Details = make([]storage.Detail, n)
+		for i := range res.Details {
+			res.Details[i] = storage.Detail{TypeURL: d.string(), Value: d.bytes()}
+		}
+	}
+	if n := d.count(2); n > 0 {
+		res.Metadata = make(map[string]string, n)
+		for range n {
+			k := d.string()
+			res.Metadata[k] = d.string()
+		}
+	}
+	return res
+}
+
+func (d *decoder) checkpoint() *storage.Checkpoint {
+	return &storage.Checkpoint{Phase: d.string(), Data: d.bytes()}
+}
+
+// Results and checkpoints stored on their own (a SQL column, a field of a
+// Redis record) are blobs: blobVersion, then the fields as a record holds
+// them.
+const blobVersion = 1
+
+// AppendResult appends r as a blob; nil encodes like an empty result.
+func AppendResult(b []byte, r *storage.Result) []byte {
+	if r == nil {
+		r = &storage.Result{}
+	}
+	return appendResult(append(slices.Grow(b, 16+r.Size()), blobVersion), r)
+}
+
+// DecodeResult decodes a result blob, copying what it returns.
+func DecodeResult(b []byte) (*storage.Result, error) {
+	return decodeBlob(b, "result", (*decoder).result)
+}
+
+// AppendCheckpoint appends cp as a blob.
+func AppendCheckpoint(b []byte, cp storage.Checkpoint) []byte {
+	return appendCheckpoint(append(slices.Grow(b, 8+len(cp.Phase)+len(cp.Data)), blobVersion), cp)
+}
+
+// DecodeCheckpoint decodes a checkpoint blob, copying what it returns.
+func DecodeCheckpoint(b []byte) (*storage.Checkpoint, error) {
+	return decodeBlob(b, "checkpoint", (*decoder).checkpoint)
+}
+
+func decodeBlob[T any](b []byte, what string, read func(*decoder) *T) (*T, error) {
+	d := &decoder{b: b}
+	if v := d.byte(); d.err == nil && v != blobVersion {
+		return nil, fmt.Errorf("idem: stored %s: unknown encoding version %d", what, v)
+	}
+	v := read(d)
+	if d.err == nil && len(d.b) != 0 {
+		d.fail(fmt.Errorf("%d trailing bytes", len(d.b)))
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("idem: stored %s: %w", what, d.err)
+	}
+	return v, nil
 }
 
 func appendBytes[T string | []byte](b []byte, s T) []byte {
@@ -275,31 +359,10 @@ func Decode(b []byte, id *storage.ID) (*storage.Record, error) {
 		}
 	}
 	if flags&flagResult != 0 {
-		res := &storage.Result{}
-		code := d.varint()
-		if code < math.MinInt32 || code > math.MaxInt32 {
-			d.fail(fmt.Errorf("result code %d out of range", code))
-		}
-		res.Code = int32(code)
-		res.Message = d.string()
-		res.Body = d.bytes()
-		if n := d.count(2); n > 0 {
-			res.Details = make([]storage.Detail, n)
-			for i := range res.Details {
-				res.Details[i] = storage.Detail{TypeURL: d.string(), Value: d.bytes()}
-			}
-		}
-		if n := d.count(2); n > 0 {
-			res.Metadata = make(map[string]string, n)
-			for range n {
-				k := d.string()
-				res.Metadata[k] = d.string()
-			}
-		}
-		r.Result = res
+		r.Result = d.result()
 	}
 	if flags&flagCheckpoint != 0 {
-		r.Checkpoint = &storage.Checkpoint{Phase: d.string(), Data: d.bytes()}
+		r.Checkpoint = d.checkpoint()
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail(fmt.Errorf("%d trailing bytes", len(d.b)))
