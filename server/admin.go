@@ -33,26 +33,35 @@ func (s *Service) ForceRelease(ctx context.Context, req *idemv1.ForceReleaseRequ
 	return &idemv1.ForceReleaseResponse{Record: rec}, nil
 }
 
-// keyRequest is an admin request naming one record.
+// keyRequest is a request naming one record and nothing else.
 type keyRequest interface {
 	GetTenant() string
 	GetNamespace() string
 	GetKey() string
 }
 
-// adminKeyOp validates an admin request for one record, applies op to it,
-// and wakes the record's waiters: whatever op did, it no longer holds them.
-func (s *Service) adminKeyOp(ctx context.Context, method string, req keyRequest, op func(storage.Store, context.Context, storage.ID) (*storage.Record, error)) (*idemv1.Record, error) {
+// keyScope validates a request that names one record and returns its
+// scope and ID, or the error to answer with.
+func (s *Service) keyScope(ctx context.Context, method string, req keyRequest) (scope, storage.ID, error) {
 	var v violations
 	sc, err := s.scope(ctx, &v, req.GetTenant(), req.GetNamespace(), true)
 	if err != nil {
-		return nil, s.Status(ctx, method, err)
+		return sc, storage.ID{}, s.Status(ctx, method, err)
 	}
 	s.checkKey(&v, "key", req.GetKey())
 	if err := v.err(); err != nil {
+		return sc, storage.ID{}, err
+	}
+	return sc, storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: req.GetKey()}, nil
+}
+
+// adminKeyOp validates an admin request for one record, applies op to it,
+// and wakes the record's waiters: whatever op did, it no longer holds them.
+func (s *Service) adminKeyOp(ctx context.Context, method string, req keyRequest, op func(storage.Store, context.Context, storage.ID) (*storage.Record, error)) (*idemv1.Record, error) {
+	sc, id, err := s.keyScope(ctx, method, req)
+	if err != nil {
 		return nil, err
 	}
-	id := storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: req.GetKey()}
 	rec, err := op(sc.store, ctx, id)
 	if err != nil {
 		return nil, s.Status(ctx, method, err)

@@ -274,16 +274,11 @@ func (s *Service) Checkpoint(ctx context.Context, req *idemv1.CheckpointRequest)
 // Lookup implements idemv1.IdempotencyServiceServer.
 func (s *Service) Lookup(ctx context.Context, req *idemv1.LookupRequest) (*idemv1.LookupResponse, error) {
 	const method = idemv1.IdempotencyService_Lookup_FullMethodName
-	var v violations
-	sc, err := s.scope(ctx, &v, req.GetTenant(), req.GetNamespace(), true)
+	sc, id, err := s.keyScope(ctx, method, req)
 	if err != nil {
-		return nil, s.Status(ctx, method, err)
-	}
-	s.checkKey(&v, "key", req.GetKey())
-	if err := v.err(); err != nil {
 		return nil, err
 	}
-	rec, err := sc.store.Lookup(ctx, storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: req.GetKey()})
+	rec, err := sc.store.Lookup(ctx, id)
 	if err != nil {
 		return nil, s.Status(ctx, method, err)
 	}

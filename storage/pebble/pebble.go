@@ -432,29 +432,17 @@ func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, err
 	return cur, nil
 }
 
-// Lookup implements storage.Store. It takes no lock: a Get sees either the
-// state before or after a concurrent commit, never a half.
+// Lookup implements storage.Store. It reads under the record's stripe
+// lock, as a write does: a writer holds the lock until its batch is synced,
+// and pebble makes a batch visible before its fsync ends, so without it a
+// Lookup could report a write that a crash then loses.
 func (s *Store) Lookup(ctx context.Context, id storage.ID) (*storage.Record, error) {
-	if err := s.enter(ctx); err != nil {
-		return nil, err
-	}
-	defer s.mu.RUnlock()
-	growStack(len(id.Key))
-	key := recordKey(id)
-	// A writer holds the stripe lock until its batch is synced, and pebble
-	// makes a batch visible before its fsync ends: without the lock a Lookup
-	// could report a write that a crash then loses.
-	l := s.lockFor(key)
-	l.Lock()
-	defer l.Unlock()
-	cur, err := s.get(key)
-	if err != nil {
-		return nil, err
-	}
-	if !cur.Live(s.now()) {
-		return nil, storage.ErrNotFound
-	}
-	return cur, nil
+	return s.update(ctx, id, func(cur *storage.Record, now time.Time) (*storage.Record, *storage.Record, error) {
+		if !cur.Live(now) {
+			return nil, nil, storage.ErrNotFound
+		}
+		return nil, cur, nil
+	})
 }
 
 // lockAll locks the stripes of keys in ascending stripe order, each once,
