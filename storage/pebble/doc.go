@@ -20,6 +20,11 @@
 // without scanning the keyspace; the sweep re-checks each record under its
 // stripe lock before deleting, so it never removes one a takeover extended.
 //
+// An in-memory Bloom filter over the record keys (about 2 bytes a key,
+// filled by a background scan at Open and rebuilt when it fills) answers
+// the read of a key that was never stored, the common case of Reserve,
+// without a Pebble Get; it never answers "absent" for a stored key.
+//
 // Opening refuses a directory that is corrupt, that holds something other
 // than a Pebble store, or that another process has open; it never starts
 // silently empty over existing data.

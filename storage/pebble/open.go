@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"io/fs"
 	"os"
@@ -65,9 +66,12 @@ func Open(dir string, opts ...Option) (*Store, error) {
 			Reserve: s.reserve, Complete: s.complete, BatchReserve: s.BatchReserve, BatchComplete: s.BatchComplete,
 		})
 	}
+	s.pres.seed = maphash.MakeSeed()
+	s.pres.minKeys = o.filterMinKeys
+	s.pres.building.Store(true)
+	s.rebuild(s.filterEstimate())
 	if o.sweepInterval > 0 {
-		s.sweeping.Add(1)
-		go s.sweepLoop(o.sweepInterval)
+		s.goBackground(func() { s.sweepLoop(o.sweepInterval) })
 	}
 	return s, nil
 }

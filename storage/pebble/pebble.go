@@ -82,6 +82,7 @@ type Store struct {
 	locks  [stripes]stripe
 	swept  atomic.Uint64
 	sweepM sync.Mutex // one sweep at a time
+	pres   presence   // which record keys may exist (filter.go)
 
 	// mu guards closed; operations hold it shared so Close waits for them
 	// and never closes the DB under a running call.
@@ -93,7 +94,8 @@ type Store struct {
 	corruption *atomic.Pointer[string] // set when Pebble finds a damaged file
 	stopCtx    context.Context         // ends when Close begins
 	stopCancel context.CancelFunc
-	sweeping   sync.WaitGroup
+	bgMu       sync.Mutex     // orders goBackground before Close's wait
+	background sync.WaitGroup // the sweep and presence filter scans
 	closeOnce  sync.Once
 	closeErr   error
 
@@ -111,6 +113,7 @@ type options struct {
 	sweepInterval time.Duration
 	sweepBatch    int
 	coalesce      int
+	filterMinKeys int64
 }
 
 // Option configures Open.
@@ -169,6 +172,7 @@ func defaultOptions() options {
 		sweepInterval: 5 * time.Second,
 		sweepBatch:    1000,
 		coalesce:      1,
+		filterMinKeys: minFilterKeys,
 	}
 }
 
@@ -241,8 +245,12 @@ func (s *Store) now() time.Time {
 	return time.Unix(0, s.clock.Now().UnixNano()).UTC()
 }
 
-// get reads the stored record, expired or not, or nil.
+// get reads the stored record, expired or not, or nil. The caller holds
+// s.pres.mu shared.
 func (s *Store) get(key []byte) (*storage.Record, error) {
+	if s.pres.absent(key) {
+		return nil, nil
+	}
 	v, closer, err := s.db.Get(key)
 	if errors.Is(err, pebbledb.ErrNotFound) {
 		return nil, nil
@@ -270,11 +278,17 @@ func (s *Store) writeErr(err error) error {
 }
 
 // put adds the writing of rec over old (the stored record, expired or not,
-// or nil) to b, keeping the expiry index in step, and returns rec as it
-// will read back.
+// or nil) to b, keeping the expiry index and the presence filter in step,
+// and returns rec as it will read back. The caller holds s.pres.mu shared
+// until b is committed.
 // The expiry keys are built in a stack buffer, since the batch copies the
 // keys it is given.
-func put(b *pebbledb.Batch, key []byte, old, rec *storage.Record) (*storage.Record, error) {
+func (s *Store) put(b *pebbledb.Batch, key []byte, old, rec *storage.Record) (*storage.Record, error) {
+	if old == nil {
+		if capacity := s.pres.add(key); capacity > 0 {
+			s.rebuild(capacity)
+		}
+	}
 	v := encodeRecord(rec)
 	var kbuf [256]byte
 	if old != nil && !old.ExpiresAt.Equal(rec.ExpiresAt) {
@@ -313,6 +327,8 @@ func (s *Store) update(ctx context.Context, id storage.ID, decide func(cur *stor
 	l := s.lockFor(key)
 	l.Lock()
 	defer l.Unlock()
+	s.pres.mu.RLock()
+	defer s.pres.mu.RUnlock()
 	cur, err := s.get(key)
 	if err != nil {
 		return nil, err
@@ -323,7 +339,7 @@ func (s *Store) update(ctx context.Context, id storage.ID, decide func(cur *stor
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
-	rec, err := put(b, key, cur, write)
+	rec, err := s.put(b, key, cur, write)
 	if err != nil {
 		return nil, s.writeErr(err)
 	}
@@ -413,6 +429,8 @@ func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, err
 	l := s.lockFor(key)
 	l.Lock()
 	defer l.Unlock()
+	s.pres.mu.RLock()
+	defer s.pres.mu.RUnlock()
 	cur, err := s.get(key)
 	if err != nil {
 		return nil, err
@@ -479,6 +497,8 @@ func (s *Store) batch(ctx context.Context, ids []storage.ID, decide func(i int, 
 	}
 	unlock := s.lockAll(keys)
 	defer unlock()
+	s.pres.mu.RLock()
+	defer s.pres.mu.RUnlock()
 	now := s.now()
 	b := s.db.NewBatch()
 	defer b.Close()
@@ -496,7 +516,7 @@ func (s *Store) batch(ctx context.Context, ids []storage.ID, decide func(i int, 
 			answer(i, ans, err)
 			continue
 		}
-		rec, err := put(b, key, cur, write)
+		rec, err := s.put(b, key, cur, write)
 		if err != nil {
 			return s.writeErr(err)
 		}
@@ -662,12 +682,30 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
+// goBackground runs f on its own goroutine, which Close waits for, unless
+// Close has begun.
+func (s *Store) goBackground(f func()) bool {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.stopCtx.Err() != nil {
+		return false
+	}
+	s.background.Add(1)
+	go func() {
+		defer s.background.Done()
+		f()
+	}()
+	return true
+}
+
 // Close stops the sweep, waits for running calls and closes Pebble. Closing
 // twice is harmless.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.bgMu.Lock()
 		s.stopCancel()
-		s.sweeping.Wait()
+		s.bgMu.Unlock()
+		s.background.Wait()
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.closed = true

@@ -16,7 +16,6 @@ func newSeed() maphash.Seed { return maphash.MakeSeed() }
 const sweepChunk = 128
 
 func (s *Store) sweepLoop(every time.Duration) {
-	defer s.sweeping.Done()
 	t := s.clock.NewTicker(every)
 	defer t.Stop()
 	for {
