@@ -36,12 +36,15 @@
 // record whose expires_at has passed as absent, whatever Redis has deleted
 // yet. A write is the record alone: Reserve of a new key is TIME, GET and
 // SET … PXAT inside one script, the replay of a completed key one GET.
-// BatchReserve and BatchComplete send one pipeline of scripts, one round
-// trip; each item stays its own atomic script, so a batch of 1,000 does not
-// hold Redis's single thread for its whole length. Concurrent single-record
-// calls share pipelines the same way (coalesce=N pipelines in flight,
-// default 2; coalesce=0 sends each call alone): Redis reads and answers
-// many calls per system call, and so does idemd.
+// The Reserve and Complete scripts take many records of one tenant at once
+// and run them in order, each atomic on its own: BatchReserve and
+// BatchComplete send one script call per tenant and run of up to 256
+// items (so a batch of 1,000 holds Redis's single thread for a quarter of
+// its length at a time), all in one pipeline, one round trip. Concurrent
+// single-record calls are gathered the same way (coalesce=N pipelines in
+// flight, default 2; coalesce=0 sends each call alone): Redis reads,
+// runs and answers many calls per system call and per script run, and so
+// does idemd.
 //
 // # Keys
 //

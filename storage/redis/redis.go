@@ -220,20 +220,94 @@ func (s *Store) nsPrefix(tenant, ns string) string {
 
 // call is one script invocation; exec fills res and err.
 type call struct {
-	sc    *goredis.Script
-	keys  []string
-	args  []any
-	write bool // for coalescing: the pipeline needs WAIT
-	res   any
-	err   error
+	sc     *goredis.Script
+	keys   []string
+	args   []any
+	write  bool   // for coalescing: the pipeline needs WAIT
+	many   bool   // sc takes many records of one tenant (Reserve, Complete)
+	tenant string // of the record
+	res    any
+	err    error
 }
 
 // recordCall is a call of a per-record script.
 func (s *Store) recordCall(sc *goredis.Script, id storage.ID, extra ...any) *call {
 	return &call{
-		sc:   sc,
-		keys: []string{s.nsPrefix(id.Tenant, id.Namespace) + id.Key},
-		args: append([]any{s.now()}, extra...),
+		sc:     sc,
+		keys:   []string{s.nsPrefix(id.Tenant, id.Namespace) + id.Key},
+		args:   append([]any{s.now()}, extra...),
+		tenant: id.Tenant,
+	}
+}
+
+// manyCall is a call of Reserve or Complete for one record, which exec
+// runs together with the others of its script and tenant.
+func (s *Store) manyCall(sc *goredis.Script, id storage.ID, extra ...any) *call {
+	c := s.recordCall(sc, id, extra...)
+	c.many = true
+	return c
+}
+
+// merged is one script call standing for several many-record calls.
+type merged struct {
+	c     *call
+	parts []*call
+}
+
+// merge folds the many-record calls among calls into one call per script
+// and tenant (at most coalesceMax records each), in order, and leaves the
+// others as they are. It returns what to send and the merged calls, whose
+// replies unmerge hands back to their parts.
+func merge(calls []*call) ([]*call, []merged) {
+	type group struct {
+		sc     *goredis.Script
+		tenant string
+	}
+	var (
+		send []*call
+		ms   []merged
+		open map[group]int
+	)
+	for _, c := range calls {
+		if !c.many {
+			send = append(send, c)
+			continue
+		}
+		if open == nil {
+			open = map[group]int{}
+		}
+		g := group{c.sc, c.tenant}
+		i, ok := open[g]
+		if !ok || len(ms[i].parts) == coalesceMax {
+			m := &call{sc: c.sc, args: []any{c.args[0]}}
+			send = append(send, m)
+			ms = append(ms, merged{c: m})
+			i = len(ms) - 1
+			open[g] = i
+		}
+		m := &ms[i]
+		m.c.keys = append(m.c.keys, c.keys[0])
+		m.c.args = append(m.c.args, c.args[1:]...)
+		m.c.write = m.c.write || c.write
+		m.parts = append(m.parts, c)
+	}
+	return send, ms
+}
+
+// unmerge gives each part its own reply out of its merged call's list.
+func unmerge(ms []merged) {
+	for _, m := range ms {
+		rows, ok := m.c.res.([]any)
+		for i, p := range m.parts {
+			switch {
+			case m.c.err != nil:
+				p.err = m.c.err
+			case !ok || len(rows) != len(m.parts):
+				p.err = errCorrupt
+			default:
+				p.res = rows[i]
+			}
+		}
 	}
 }
 
@@ -246,12 +320,25 @@ func (s *Store) now() int64 {
 }
 
 // exec runs the calls in one pipeline (one round trip), followed by WAIT
+// when the calls write and the store waits for replicas; the Reserves and
+// the Completes of one tenant among them go as one script call each. The
+// returned error is for the whole pipeline.
+func (s *Store) exec(ctx context.Context, write bool, calls ...*call) error {
+	send, ms := merge(calls)
+	if err := s.send(ctx, write, send...); err != nil {
+		return err
+	}
+	unmerge(ms)
+	return nil
+}
+
+// send runs the calls in one pipeline (one round trip), followed by WAIT
 // when the calls write and the store waits for replicas. A call that met
 // NOSCRIPT (Redis restarted or SCRIPT FLUSH) did not run; its script is
 // loaded again and the call re-sent once. The returned error is for the
 // whole pipeline (connection lost, WAIT not satisfied); per-call errors
 // are in each call.
-func (s *Store) exec(ctx context.Context, write bool, calls ...*call) error {
+func (s *Store) send(ctx context.Context, write bool, calls ...*call) error {
 	if s.closed.Load() {
 		return storage.ErrClosed
 	}
@@ -389,7 +476,7 @@ func (s *Store) Reserve(ctx context.Context, p storage.ReserveParams) (storage.O
 }
 
 func (s *Store) reserveCall(p storage.ReserveParams) *call {
-	return s.recordCall(reserveScript, p.ID, string(p.Fingerprint), micros(p.LeaseTTL), micros(max(p.Retention, p.LeaseTTL)))
+	return s.manyCall(reserveScript, p.ID, string(p.Fingerprint), micros(p.LeaseTTL), micros(max(p.Retention, p.LeaseTTL)))
 }
 
 func parseReserve(id storage.ID, res any) (storage.Outcome, *storage.Record, error) {
@@ -413,7 +500,7 @@ func (s *Store) Complete(ctx context.Context, p storage.CompleteParams) (*storag
 }
 
 func (s *Store) completeCall(p storage.CompleteParams) *call {
-	return s.recordCall(completeScript, p.ID, p.Token, encodeResult(p.Result), micros(p.Retention))
+	return s.manyCall(completeScript, p.ID, p.Token, encodeResult(p.Result), micros(p.Retention))
 }
 
 // Release implements storage.Store.
@@ -452,10 +539,10 @@ func (s *Store) Lookup(ctx context.Context, id storage.ID) (*storage.Record, err
 	return recordOrErr(id, 0, res)
 }
 
-// BatchReserve implements storage.Store: one pipeline of EVALSHA calls, one
-// round trip. Each item stays its own atomic script, so a large batch does
-// not hold Redis's single thread for its whole length and items of
-// different tenants (different cluster slots) need no special case.
+// BatchReserve implements storage.Store: one round trip, one script call
+// for each run of up to coalesceMax items (all of one tenant, so of one
+// cluster slot), which bounds how long one call holds Redis's single
+// thread. Each item is atomic on its own, as with single calls.
 func (s *Store) BatchReserve(ctx context.Context, items []storage.ReserveParams) ([]storage.ReserveResult, error) {
 	calls := make([]*call, len(items))
 	for i, p := range items {

@@ -347,8 +347,16 @@ func TestWaitReplicas(t *testing.T) {
 		if _, err := s.BatchReserve(ctx, []storage.ReserveParams{reserveParams("b"), reserveParams("c")}); err != nil {
 			t.Fatalf("BatchReserve() error = %v, want nil", err)
 		}
+		if got, want := strings.Join(log.take(), " "), "evalsha wait"; got != want {
+			t.Errorf("BatchReserve() of one tenant sent %q, want %q", got, want)
+		}
+		other := reserveParams("d")
+		other.ID.Tenant = "other"
+		if _, err := s.BatchReserve(ctx, []storage.ReserveParams{reserveParams("e"), other}); err != nil {
+			t.Fatalf("BatchReserve() error = %v, want nil", err)
+		}
 		if got, want := strings.Join(log.take(), " "), "evalsha evalsha wait"; got != want {
-			t.Errorf("BatchReserve() sent %q, want %q", got, want)
+			t.Errorf("BatchReserve() of two tenants sent %q, want %q", got, want)
 		}
 	})
 
@@ -583,19 +591,34 @@ func TestPrefixIsolation(t *testing.T) {
 	}
 }
 
-// tripLog counts what go-redis sends: single commands and pipelines.
+// tripLog counts what go-redis sends: single commands and pipelines, and
+// the records each script call carries.
 type tripLog struct {
 	mu              sync.Mutex
 	single, pipes   int
 	pipelined, most int
+	scripts, keys   int
+	mostKeys        int
 }
 
 func (l *tripLog) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+// script notes an EVALSHA's key count. Under mu.
+func (l *tripLog) script(c goredis.Cmder) {
+	if c.Name() != "evalsha" {
+		return
+	}
+	n, _ := c.Args()[2].(int)
+	l.scripts++
+	l.keys += n
+	l.mostKeys = max(l.mostKeys, n)
+}
 
 func (l *tripLog) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
 	return func(ctx context.Context, c goredis.Cmder) error {
 		l.mu.Lock()
 		l.single++
+		l.script(c)
 		l.mu.Unlock()
 		return next(ctx, c)
 	}
@@ -607,14 +630,17 @@ func (l *tripLog) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.
 		l.pipes++
 		l.pipelined += len(cmds)
 		l.most = max(l.most, len(cmds))
+		for _, c := range cmds {
+			l.script(c)
+		}
 		l.mu.Unlock()
 		return next(ctx, cmds)
 	}
 }
 
-// TestCoalescedPipelines checks that concurrent calls share pipelines when
-// coalescing is on, each still getting its own answer, and go one by one
-// when it is off.
+// TestCoalescedPipelines checks that concurrent calls share script calls
+// when coalescing is on, each still getting its own answer, and go one by
+// one when it is off.
 func TestCoalescedPipelines(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
@@ -648,11 +674,79 @@ func TestCoalescedPipelines(t *testing.T) {
 			}
 			log.mu.Lock()
 			defer log.mu.Unlock()
-			sends := log.single + log.pipes
-			if shared := sends < n && log.most > 1; shared != tc.shared {
-				t.Errorf("%d Reserves: %d single commands, %d pipelines (largest %d); shared = %v, want %v", n, log.single, log.pipes, log.most, shared, tc.shared)
+			if log.keys != n {
+				t.Errorf("%d Reserves sent %d records in all, want %d", n, log.keys, n)
 			}
-			t.Logf("%d Reserves: %d single commands, %d pipelines of %d commands, largest %d", n, log.single, log.pipes, log.pipelined, log.most)
+			if shared := log.scripts < n && log.mostKeys > 1; shared != tc.shared {
+				t.Errorf("%d Reserves: %d script calls (most records in one: %d); shared = %v, want %v", n, log.scripts, log.mostKeys, shared, tc.shared)
+			}
+			t.Logf("%d Reserves: %d single commands, %d pipelines of %d commands, %d script calls, most records in one %d", n, log.single, log.pipes, log.pipelined, log.scripts, log.mostKeys)
 		})
+	}
+}
+
+// TestMergedScriptCalls checks how Reserves and Completes share script
+// calls: one per script and tenant, at most coalesceMax records each, in
+// order (a record named twice sees its first write), every item with its
+// own answer.
+func TestMergedScriptCalls(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	s := openTest(ctx, t, "")
+	log := &tripLog{}
+	s.c.AddHook(log)
+
+	const n = 2*coalesceMax + 10
+	items := make([]storage.ReserveParams, n)
+	for i := range items {
+		items[i] = reserveParams(fmt.Sprintf("k%03d", i%(n-5))) // the last 5 repeat the first 5
+	}
+	res, err := s.BatchReserve(ctx, items)
+	if err != nil {
+		t.Fatalf("BatchReserve(%d items) error = %v", n, err)
+	}
+	for i, r := range res {
+		want := storage.OutcomeReserved
+		if i >= n-5 {
+			want = storage.OutcomeInProgress
+		}
+		if r.Err != nil || r.Outcome != want || r.Record.Key != items[i].ID.Key {
+			t.Fatalf("item %d (%s) = %v, %+v, %v; want %v", i, items[i].ID.Key, r.Outcome, r.Record, r.Err, want)
+		}
+	}
+	if log.scripts != 3 || log.keys != n || log.mostKeys != coalesceMax {
+		t.Errorf("BatchReserve(%d items) sent %d script calls of %d records (most %d), want 3 of %d (most %d)", n, log.scripts, log.keys, log.mostKeys, n, coalesceMax)
+	}
+
+	// A coalesced batch mixing scripts and tenants.
+	var calls []*call
+	for i := range 6 {
+		id := testID(fmt.Sprintf("m%d", i))
+		id.Tenant = fmt.Sprintf("t%d", i%2)
+		calls = append(calls, s.reserveCall(storage.ReserveParams{ID: id, Fingerprint: []byte("fp"), LeaseTTL: time.Minute, Retention: time.Hour}))
+		calls = append(calls, s.completeCall(storage.CompleteParams{ID: id, Token: 1, Result: &storage.Result{Body: []byte("ok")}, Retention: time.Hour}))
+	}
+	calls = append(calls, s.recordCall(lookupScript, testID("k000")))
+	send, ms := merge(calls)
+	if len(send) != 5 || len(ms) != 4 {
+		t.Fatalf("merge(6 Reserves and 6 Completes of 2 tenants, 1 Lookup) = %d calls, %d merged; want 5, 4", len(send), len(ms))
+	}
+	for i, err := range s.runCalls(ctx, calls) {
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	for i := 0; i < 12; i += 2 {
+		id := testID(fmt.Sprintf("m%d", i/2))
+		id.Tenant = fmt.Sprintf("t%d", i/2%2)
+		if out, rec, err := parseReserve(id, calls[i].res); err != nil || out != storage.OutcomeReserved || rec.Key != id.Key || rec.Tenant != id.Tenant {
+			t.Errorf("Reserve(%v) = %v, %+v, %v; want RESERVED", id, out, rec, err)
+		}
+		if rec, err := recordOrErr(id, 1, calls[i+1].res); err != nil || rec.State != storage.StateCompleted || string(rec.Result.Body) != "ok" {
+			t.Errorf("Complete(%v) = %+v, %v; want COMPLETED with its result", id, rec, err)
+		}
+	}
+	if rec, err := recordOrErr(testID("k000"), 0, calls[12].res); err != nil || rec.Key != "k000" {
+		t.Errorf("Lookup(k000) = %+v, %v", rec, err)
 	}
 }

@@ -8,6 +8,12 @@ import goredis "github.com/redis/go-redis/v9"
 //	ARGV[1] clock offset in µs (tests only; 0 in production)
 //	ARGV[2…] the operation's own arguments
 //
+// except Reserve and Complete, the hot paths, which take any number of
+// records of one tenant (so one cluster slot), KEYS[i] with its three
+// arguments at ARGV[3i-1…3i+1], run them in order and answer a list of the
+// per-record replies: concurrent calls and batch calls share one script
+// run, one TIME and one reply instead of paying for each.
+//
 // There are no index keys: a write is the record alone, so Reserve of a new
 // key is TIME, GET and SET … PXAT, and Redis deletes a record at its
 // expires_at by itself. List and Stats find records with SCAN (redis.go).
@@ -38,32 +44,43 @@ local function load(key)
   return {v = v, s = s, t = t, a = a, c = c, l = l, d = d, e = e, f = f, r = r, pos = pos}
 end
 
--- store writes the record (k: checkpoint blob) with its physical expiry at
--- expires_at, rounded up to the millisecond PXAT takes, and returns it.
-local function store(s, t, a, c, l, d, e, f, r, k)
+-- store writes the record at key (k: checkpoint blob) with its physical
+-- expiry at expires_at, rounded up to the millisecond PXAT takes, and
+-- returns it.
+local function store(key, s, t, a, c, l, d, e, f, r, k)
   local v = struct.pack(HDR, 2, s, t, a, c, l, d, e, #f, f, #r, r) .. k
-  redis.call('SET', KEYS[1], v, 'PXAT', math.ceil(e / 1000))
+  redis.call('SET', key, v, 'PXAT', math.ceil(e / 1000))
   return v
+end
+
+-- each runs op(key, a, b, c) for every key with its three arguments.
+local function each(op)
+  local out = {}
+  for i, key in ipairs(KEYS) do
+    out[i] = op(key, ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1])
+  end
+  return out
 end
 
 local function ckpt(r) return string.sub(r.v, r.pos) end
 `
 
-// Reserve: ARGV[2] fingerprint, ARGV[3] lease µs, ARGV[4] hold µs
-// (max(retention, lease)). Code = storage.Outcome.
+// Reserve, per record: fingerprint, lease µs, hold µs (max(retention,
+// lease)). Code = storage.Outcome.
 const reserveSrc = prelude + `
-local fp = ARGV[2]
-local r = load(KEYS[1])
-if not r then
-  local e = NOW + ARGV[4]
-  return {1, '', store(1, 1, 1, NOW, NOW + ARGV[3], 0, e, fp, '', '')}
-end
-if r.f ~= fp then return {4, '', r.v} end
-if r.s == 2 then return {2, '', r.v} end
-if r.s == 1 and r.l > NOW then return {3, '', r.v} end
--- takeover: RELEASED, or IN_PROGRESS whose lease ran out
-local e = math.max(r.e, NOW + ARGV[4])
-return {1, '', store(1, r.t + 1, r.a + 1, r.c, NOW + ARGV[3], 0, e, r.f, '', ckpt(r))}
+return each(function(key, fp, lease, hold)
+  local r = load(key)
+  if not r then
+    local e = NOW + hold
+    return {1, '', store(key, 1, 1, 1, NOW, NOW + lease, 0, e, fp, '', '')}
+  end
+  if r.f ~= fp then return {4, '', r.v} end
+  if r.s == 2 then return {2, '', r.v} end
+  if r.s == 1 and r.l > NOW then return {3, '', r.v} end
+  -- takeover: RELEASED, or IN_PROGRESS whose lease ran out
+  local e = math.max(r.e, NOW + hold)
+  return {1, '', store(key, 1, r.t + 1, r.a + 1, r.c, NOW + lease, 0, e, r.f, '', ckpt(r))}
+end)
 `
 
 // Per-record result codes of the other scripts.
@@ -74,18 +91,20 @@ const (
 	codeNotInProgress = 3
 )
 
-// Complete: ARGV[2] token, ARGV[3] result blob, ARGV[4] retention µs.
+// Complete, per record: token, result blob, retention µs.
 const completeSrc = prelude + `
-local tok, res = tonumber(ARGV[2]), ARGV[3]
-local r = load(KEYS[1])
-if not r then return {1, ''} end
-if r.t ~= tok then return {2, 'token', r.v} end
-if r.s == 2 then
-  if r.r == res then return {0, '', r.v} end
-  return {2, 'result', r.v}
-end
-if r.s == 3 then return {2, 'released', r.v} end
-return {0, '', store(2, r.t, r.a, r.c, r.l, NOW, NOW + ARGV[4], r.f, res, ckpt(r))}
+return each(function(key, tok, res, retention)
+  tok = tonumber(tok)
+  local r = load(key)
+  if not r then return {1, ''} end
+  if r.t ~= tok then return {2, 'token', r.v} end
+  if r.s == 2 then
+    if r.r == res then return {0, '', r.v} end
+    return {2, 'result', r.v}
+  end
+  if r.s == 3 then return {2, 'released', r.v} end
+  return {0, '', store(key, 2, r.t, r.a, r.c, r.l, NOW, NOW + retention, r.f, res, ckpt(r))}
+end)
 `
 
 // Release: ARGV[2] token.
@@ -96,7 +115,7 @@ if not r then return {1, ''} end
 if r.t ~= tok then return {2, 'token', r.v} end
 if r.s == 3 then return {0, '', r.v} end
 if r.s == 2 then return {2, 'completed', r.v} end
-return {0, '', store(3, r.t, r.a, r.c, r.l, r.d, r.e, r.f, r.r, ckpt(r))}
+return {0, '', store(KEYS[1], 3, r.t, r.a, r.c, r.l, r.d, r.e, r.f, r.r, ckpt(r))}
 `
 
 // holderCheck is the guard of ExtendLease and Checkpoint: only the current
@@ -112,12 +131,12 @@ if r.s ~= 1 then return {2, 'state', r.v} end
 // ExtendLease: ARGV[3] ttl µs.
 const extendSrc = prelude + holderCheck + `
 local l = NOW + ARGV[3]
-return {0, '', store(r.s, r.t, r.a, r.c, l, r.d, math.max(r.e, l), r.f, r.r, ckpt(r))}
+return {0, '', store(KEYS[1], r.s, r.t, r.a, r.c, l, r.d, math.max(r.e, l), r.f, r.r, ckpt(r))}
 `
 
 // Checkpoint: ARGV[3] checkpoint blob.
 const checkpointSrc = prelude + holderCheck + `
-return {0, '', store(r.s, r.t, r.a, r.c, r.l, r.d, r.e, r.f, r.r, ARGV[3])}
+return {0, '', store(KEYS[1], r.s, r.t, r.a, r.c, r.l, r.d, r.e, r.f, r.r, ARGV[3])}
 `
 
 const lookupSrc = prelude + `
@@ -138,7 +157,7 @@ local r = load(KEYS[1])
 if not r then return {1, ''} end
 if r.s == 3 then return {0, '', r.v} end
 if r.s == 2 then return {3, '', r.v} end
-return {0, '', store(3, r.t, r.a, r.c, r.l, r.d, r.e, r.f, r.r, ckpt(r))}
+return {0, '', store(KEYS[1], 3, r.t, r.a, r.c, r.l, r.d, r.e, r.f, r.r, ckpt(r))}
 `
 
 // liveSrc answers which of KEYS (records of one tenant, so one slot) exist
