@@ -96,14 +96,16 @@ func (s *Store) fill(f *keyFilter) {
 		// The old filter (or none) keeps answering; the next write past
 		// its capacity tries again.
 		s.pres.next.Store(nil)
+		s.retire(f)
 		s.pres.building.Store(false)
 		if s.stopCtx.Err() == nil {
 			s.log.Error("idem: pebble presence filter scan failed; reads go to Pebble meanwhile", "dir", s.dir, "err", err)
 		}
 		return
 	}
-	s.pres.live.Store(f)
+	old := s.pres.live.Swap(f)
 	s.pres.next.Store(nil)
+	s.retire(old)
 	s.pres.rebuilds.Add(1)
 	if n := f.count.Load(); n > f.capacity {
 		// The store held (or gained during the scan) more keys than
@@ -151,11 +153,26 @@ type keyFilter struct {
 	mask     uint64
 	capacity int64
 	count    atomic.Int64
+	free     func() // once no call can be reading blocks
 }
 
 func newKeyFilter(capacity int64) *keyFilter {
 	nblocks := uint64(1) << bits.Len64(uint64(capacity*filterBitsPerKey/512))
-	return &keyFilter{blocks: make([][8]atomic.Uint64, nblocks), mask: nblocks - 1, capacity: capacity}
+	blocks, free := filterBlocks(nblocks)
+	return &keyFilter{blocks: blocks, mask: nblocks - 1, capacity: capacity, free: free}
+}
+
+// retire frees filters no longer installed, after waiting out every call
+// that may still be reading them: reads and adds happen under pres.mu
+// shared.
+func (s *Store) retire(fs ...*keyFilter) {
+	s.pres.mu.Lock()
+	s.pres.mu.Unlock() // nothing inside: taking the lock is the wait
+	for _, f := range fs {
+		if f != nil {
+			f.free()
+		}
+	}
 }
 
 // salts spread one 32-bit hash over the eight words of a block.

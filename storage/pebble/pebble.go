@@ -709,6 +709,13 @@ func (s *Store) Close() error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.closed = true
+		// No call runs now: the filters can go.
+		if f := s.pres.live.Swap(nil); f != nil {
+			f.free()
+		}
+		if f := s.pres.next.Swap(nil); f != nil {
+			f.free()
+		}
 		err := s.db.Close()
 		if lerr := s.lock.Close(); err == nil {
 			err = lerr
