@@ -2,7 +2,8 @@
 # idem vs its floor: Reserve of new keys with 50 callers against idemd on
 # memory, pebble, PostgreSQL and Redis, each right after the same load
 # against grpc.health.v1.Health/Check on the same idemd, with idemd's CPU
-# per operation from /proc. Prints the ratios the design targets name.
+# per operation from /proc. Prints the ratios the design targets name, and
+# on memory and pebble the rate of Reserve+Complete pairs.
 #
 #   bench/floor.sh              # BENCH_ROUNDS=5 rounds of BENCH_DURATION=4s phases
 #   BENCH_OUT=results bench/floor.sh
@@ -35,6 +36,11 @@ for name in memory pebble postgres redis; do
 	[ "$name" = memory ] && plot=(--plot "$BENCH_OUT/floor-memory.svg")
 	bench "floor-$name" --floor --op reserve --mix new=100 "${plot[@]+"${plot[@]}"}"
 	summary "$BENCH_OUT/floor-$name.json"
+	if [ "$name" = memory ] || [ "$name" = pebble ]; then
+		echo "  Reserve+Complete of new keys (one phase, no floor):"
+		bench "pair-$name" --op reserve-complete --mix new=100
+		summary "$BENCH_OUT/pair-$name.json"
+	fi
 	echo "  idemd RSS $(rss_mib "$IDEMD_PID") MiB"
 	stop_idemd
 done
