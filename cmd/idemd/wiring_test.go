@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -283,6 +284,70 @@ func TestMigrateCommand(t *testing.T) {
 	if again := tablesIn(ctx, t, store); strings.Join(again, " ") != strings.Join(tables, " ") {
 		t.Errorf("tables after the second migrate = %v, want %v", again, tables)
 	}
+}
+
+// TestMigrateCoversPolicyStores checks that idemd migrate, and serve with
+// --migrate, migrate the policy file's stores as well as --store: with the
+// same flags as the servers, a migration job leaves no store unmigrated.
+func TestMigrateCoversPolicyStores(t *testing.T) {
+	ctx := testContext(t)
+	writePolicy := func(payments string) string {
+		p := filepath.Join(t.TempDir(), "policy.yaml")
+		body := "namespaces:\n  \"payments.*\":\n    store: \"" + payments + "\"\n  default:\n"
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	main, payments := freshSchema(ctx, t), freshSchema(ctx, t)
+	code, stderr := runIdemd(ctx, t, nil, "migrate", "--store", main, "--policy", writePolicy(payments))
+	if code != 0 {
+		t.Fatalf("idemd migrate --policy exit code = %d, want 0; stderr:\n%s", code, stderr)
+	}
+	for name, store := range map[string]string{"--store": main, "the policy's payments.* store": payments} {
+		if tables := tablesIn(ctx, t, store); !slices.Contains(tables, "idem_schema_version") {
+			t.Errorf("tables of %s after idemd migrate --policy = %v, want idem's", name, tables)
+		}
+	}
+
+	// serve --migrate, the store of payments.* unmigrated until then.
+	payments = freshSchema(ctx, t)
+	d := startIdemd(ctx, t, "--store", "memory://", "--policy", writePolicy(payments), "--migrate")
+	c := client(t, d.addr)
+	r, err := c.Reserve(ctx, &idemv1.ReserveRequest{Namespace: "payments.charge", Key: "k"})
+	if err != nil || r.GetOutcome() != idemv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
+		t.Fatalf("Reserve(payments.charge) = %v, %v; want RESERVED", r, err)
+	}
+	if n := countRows(ctx, t, payments); n != 1 {
+		t.Errorf("records in the payments.* store = %d, want 1", n)
+	}
+
+	// A policy file that does not parse stops the migration with its line.
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("namespaces:\n  x:\n    bogus: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stderr = runIdemd(ctx, t, nil, "migrate", "--store", "memory://", "--policy", bad)
+	if code != 2 || !strings.Contains(stderr, "bad.yaml:3") {
+		t.Errorf("idemd migrate with a bad policy file = %d, %q; want 2 and the file's line", code, stderr)
+	}
+}
+
+// countRows counts the records in a migrated schema.
+func countRows(ctx context.Context, t *testing.T, storeURL string) int {
+	t.Helper()
+	u, _ := url.Parse(storeURL)
+	conn, err := pgx.Connect(ctx, testenv.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{u.Query().Get("search_path"), "idem_records"}.Sanitize()).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func TestMigrateWithoutMigrations(t *testing.T) {

@@ -42,6 +42,47 @@ func migratorFor(storeURL string) (Migrator, error) {
 	return migrators[strings.ToLower(u.Scheme)], nil
 }
 
+// StoreNamer is an Extension that sends calls to stores besides --store
+// (the policy file's): idemd migrate and --migrate migrate those too.
+type StoreNamer interface {
+	// StoreURLs lists the extension's store URLs under cfg; an error
+	// stops the migration with exit code 2.
+	StoreURLs(cfg Config) ([]string, error)
+}
+
+// migrateAll migrates --store and every store the extensions name, each
+// once, in that order; ran is false when none had migrations.
+func migrateAll(ctx context.Context, cfg Config, exts []Extension, log *slog.Logger) (ran bool, err error) {
+	urls := []string{cfg.Store}
+	for _, e := range exts {
+		n, ok := e.(StoreNamer)
+		if !ok {
+			continue
+		}
+		more, err := n.StoreURLs(cfg)
+		if err != nil {
+			return false, err
+		}
+		urls = append(urls, more...)
+	}
+	seen := map[string]bool{}
+	for _, u := range urls {
+		if u == "" || seen[u] {
+			continue
+		}
+		seen[u] = true
+		r, err := migrate(ctx, u, log)
+		if err != nil {
+			return ran, err
+		}
+		if !r {
+			log.Info("store has no schema migrations; nothing to do", "store", storage.Redacted(u))
+		}
+		ran = ran || r
+	}
+	return ran, nil
+}
+
 // migrate runs the store's migrator; ran is false when it has none.
 func migrate(ctx context.Context, storeURL string, log *slog.Logger) (ran bool, err error) {
 	m, err := migratorFor(storeURL)
@@ -56,7 +97,7 @@ func migrate(ctx context.Context, storeURL string, log *slog.Logger) (ran bool, 
 
 func init() {
 	RegisterCommand("migrate", Command{
-		Summary: "apply the store's pending schema migrations and exit",
+		Summary: "apply the pending schema migrations of --store and of the policy file's stores, and exit",
 		Run:     migrateMain,
 	})
 }
@@ -64,7 +105,7 @@ func init() {
 // migrateMain is `idemd migrate`: the same flags and environment as serve,
 // so a deployment's migration job shares the servers' configuration.
 func migrateMain(ctx context.Context, args []string, env func(string) (string, bool), stderr io.Writer) int {
-	cfg, _, code, ok := parseFlags("migrate", args, env, stderr)
+	cfg, exts, code, ok := parseFlags("migrate", args, env, stderr)
 	if !ok {
 		return code
 	}
@@ -73,13 +114,9 @@ func migrateMain(ctx context.Context, args []string, env func(string) (string, b
 		return ExitUsage
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	ran, err := migrate(ctx, cfg.Store, log)
-	if err != nil {
+	if _, err := migrateAll(ctx, cfg, exts, log); err != nil {
 		fail(stderr, err)
 		return ExitUsage
-	}
-	if !ran {
-		log.Info("store has no schema migrations; nothing to do", "store", storage.Redacted(cfg.Store))
 	}
 	return ExitOK
 }

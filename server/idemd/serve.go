@@ -109,7 +109,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	limits, _ := cfg.Limits()
 
 	if cfg.Migrate {
-		if _, err := migrate(ctx, cfg.Store, log); err != nil {
+		if _, err := migrateAll(ctx, cfg, exts, log); err != nil {
 			return &startError{err}
 		}
 	}

@@ -30,6 +30,29 @@ func (e *extension) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&e.pingTimeout, "policy-ping-timeout", 5*time.Second, "how long each store of the policy file may take to answer its first ping")
 }
 
+// StoreURLs implements idemd.StoreNamer: the stores the policy file
+// names, which idemd migrate and --migrate migrate along with --store.
+func (e *extension) StoreURLs(cfg idemd.Config) ([]string, error) {
+	if e.path == "" {
+		return nil, nil
+	}
+	lim, err := cfg.Limits()
+	if err != nil {
+		return nil, err
+	}
+	f, err := ReadFile(e.path, lim)
+	if err != nil {
+		return nil, err
+	}
+	var urls []string
+	for _, r := range f.Rules {
+		if r.Store != "" {
+			urls = append(urls, r.Store)
+		}
+	}
+	return urls, nil
+}
+
 func (e *extension) Setup(ctx context.Context, s *idemd.Setup) error {
 	if e.path == "" {
 		return nil
