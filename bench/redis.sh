@@ -24,8 +24,29 @@ redis-benchmark -h "${hostport%:*}" -p "${hostport#*:}" -q -c "$BENCH_CONCURRENC
 rps=$(sed -E 's/.*: ([0-9.]+) requests per second.*/\1/' "$BENCH_OUT/redis-benchmark.txt")
 echo "  redis-benchmark  $(cat "$BENCH_OUT/redis-benchmark.txt")"
 echo "== idem on Redis: Reserve of new keys, $BENCH_CONCURRENCY callers, floor = Health/Check"
+redis-cli -u "$REDIS_URL" info commandstats >"$TMP/stats-before"
 bench redis-idem --floor --op reserve --mix new=100
+redis-cli -u "$REDIS_URL" info commandstats >"$TMP/stats-after"
 summary "$BENCH_OUT/redis-idem.json"
+# Inside Redis, over the whole run: each new record is one SET inside the
+# Reserve script; EVALSHA's time is Redis's own account of the scripts.
+python3 - "$TMP/stats-before" "$TMP/stats-after" <<'PY'
+import re, sys
+def stats(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r"cmdstat_(\w+):calls=(\d+),usec=(\d+)", line)
+        if m:
+            out[m[1]] = (int(m[2]), int(m[3]))
+    return out
+a, b = stats(sys.argv[1]), stats(sys.argv[2])
+d = {k: (b[k][0] - a.get(k, (0, 0))[0], b[k][1] - a.get(k, (0, 0))[1]) for k in b}
+calls, usec = d.get("evalsha", (0, 0))
+records = d.get("set", (0, 0))[0]
+if calls and records:
+    print(f"  inside Redis: {records} records in {calls} EVALSHA calls ({records/calls:.1f} a call), "
+          f"{usec/records:.1f} µs of EVALSHA per record (Redis's commandstats)")
+PY
 idem=$(jget "$BENCH_OUT/redis-idem.json" 'r["idem"]["ops_per_sec"]')
 echo "idem Reserve / redis-benchmark SET NX PX: $(python3 -c "print(f'{$idem/$rps:.2f}x')")"
 echo "results: $BENCH_OUT"
