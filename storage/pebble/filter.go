@@ -26,8 +26,13 @@ import (
 // 512-bit block, answer "maybe" for about 0.1% of absent keys.
 const filterBitsPerKey = 16
 
-// minFilterKeys is the smallest capacity a filter is built with (2 MiB).
-const minFilterKeys = 1 << 20
+// minFilterKeys is the smallest capacity a filter is built with (2 MiB),
+// maxFilterKeys the largest (1 GiB): past it the filter answers "maybe"
+// more often and more reads go to Pebble, which stays correct.
+const (
+	minFilterKeys = 1 << 20
+	maxFilterKeys = 1 << 29
+)
 
 // presence holds the filter that answers reads and, during a rebuild, the
 // one being filled.
@@ -74,7 +79,7 @@ func (p *presence) add(key []byte) int64 {
 	if f == nil || f == n {
 		return 0
 	}
-	if f.add(h) > f.capacity && p.building.CompareAndSwap(false, true) {
+	if f.add(h) > f.capacity && f.capacity < maxFilterKeys && p.building.CompareAndSwap(false, true) {
 		return max(p.minKeys, 2*f.count.Load())
 	}
 	return 0
@@ -107,7 +112,7 @@ func (s *Store) fill(f *keyFilter) {
 	s.pres.next.Store(nil)
 	s.retire(old)
 	s.pres.rebuilds.Add(1)
-	if n := f.count.Load(); n > f.capacity {
+	if n := f.count.Load(); n > f.capacity && f.capacity < maxFilterKeys {
 		// The store held (or gained during the scan) more keys than
 		// guessed: answer with this one while a right-sized one fills.
 		s.rebuild(2 * n)
@@ -157,6 +162,7 @@ type keyFilter struct {
 }
 
 func newKeyFilter(capacity int64) *keyFilter {
+	capacity = min(capacity, maxFilterKeys)
 	nblocks := uint64(1) << bits.Len64(uint64(capacity*filterBitsPerKey/512))
 	blocks, free := filterBlocks(nblocks)
 	return &keyFilter{blocks: blocks, mask: nblocks - 1, capacity: capacity, free: free}
@@ -200,14 +206,15 @@ func (f *keyFilter) mayContain(h uint64) bool {
 }
 
 // filterEstimate sizes the first filter from the records' share of the
-// disk, at a generous 64 bytes a record, so a large store is not scanned
-// twice at start; a low guess only costs one more scan.
+// disk at 128 bytes a record (a record with its key takes more), so a
+// large store is seldom scanned twice at start; a low guess only costs
+// one more scan.
 func (s *Store) filterEstimate() int64 {
 	n, err := s.db.EstimateDiskUsage([]byte{prefixRecord}, []byte{prefixRecord + 1})
 	if err != nil {
 		return s.pres.minKeys
 	}
-	return max(s.pres.minKeys, int64(n/64))
+	return max(s.pres.minKeys, int64(n/128))
 }
 
 // withFilterMinKeys sets the smallest filter capacity, so tests can make

@@ -194,3 +194,14 @@ func TestPresenceFilterKeysComeBackAfterDelete(t *testing.T) {
 		t.Errorf("Reserve after Delete = %v, want RESERVED", o)
 	}
 }
+
+func TestKeyFilterSizeIsCapped(t *testing.T) {
+	f := newKeyFilter(4 * maxFilterKeys)
+	defer f.free()
+	if f.capacity != maxFilterKeys || len(f.blocks)*64 != 1<<30 {
+		t.Errorf("filter for 4× the cap: capacity %d, %d bytes; want %d keys in 1 GiB", f.capacity, len(f.blocks)*64, maxFilterKeys)
+	}
+	if g := newKeyFilter(100); g.capacity != 100 || len(g.blocks) < 100*filterBitsPerKey/512 {
+		t.Errorf("filter for 100 keys: capacity %d, %d blocks", g.capacity, len(g.blocks))
+	}
+}
