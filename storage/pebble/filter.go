@@ -163,7 +163,8 @@ type keyFilter struct {
 
 func newKeyFilter(capacity int64) *keyFilter {
 	capacity = min(capacity, maxFilterKeys)
-	nblocks := uint64(1) << bits.Len64(uint64(capacity*filterBitsPerKey/512))
+	// The next power of two at or above the blocks needed.
+	nblocks := uint64(1) << bits.Len64(uint64(max(1, capacity*filterBitsPerKey/512))-1)
 	blocks, free := filterBlocks(nblocks)
 	return &keyFilter{blocks: blocks, mask: nblocks - 1, capacity: capacity, free: free}
 }
