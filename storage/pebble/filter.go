@@ -6,6 +6,7 @@ import (
 	"math/bits"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
 )
@@ -33,6 +34,12 @@ const (
 	minFilterKeys = 1 << 20
 	maxFilterKeys = 1 << 29
 )
+
+// filterRetry is how long after a failed first scan the next one starts.
+var filterRetry = time.Minute
+
+// scanFilterKeys fills a filter; tests replace it to make a scan fail.
+var scanFilterKeys = (*Store).scanKeys
 
 // presence holds the filter that answers reads and, during a rebuild, the
 // one being filled.
@@ -97,14 +104,32 @@ func (s *Store) fill(f *keyFilter) {
 	s.pres.mu.Lock()
 	s.pres.next.Store(f)
 	s.pres.mu.Unlock()
-	if err := s.scanKeys(s.stopCtx, f); err != nil {
-		// The old filter (or none) keeps answering; the next write past
-		// its capacity tries again.
+	if err := scanFilterKeys(s, s.stopCtx, f); err != nil {
 		s.pres.next.Store(nil)
 		s.retire(f)
-		s.pres.building.Store(false)
-		if s.stopCtx.Err() == nil {
-			s.log.Error("idem: pebble presence filter scan failed; reads go to Pebble meanwhile", "dir", s.dir, "err", err)
+		if s.stopCtx.Err() != nil {
+			s.pres.building.Store(false)
+			return
+		}
+		s.log.Error("idem: pebble presence filter scan failed; reads go to Pebble meanwhile", "dir", s.dir, "err", err)
+		if s.pres.live.Load() != nil {
+			// The old filter keeps answering; the next write past its
+			// capacity tries again.
+			s.pres.building.Store(false)
+			return
+		}
+		// No filter answers and no write would start another scan: try
+		// again in a while.
+		capacity := f.capacity
+		if !s.goBackground(func() {
+			select {
+			case <-s.stopCtx.Done():
+				s.pres.building.Store(false)
+			case <-time.After(filterRetry):
+				s.fill(newKeyFilter(capacity))
+			}
+		}) {
+			s.pres.building.Store(false)
 		}
 		return
 	}

@@ -2,9 +2,11 @@ package pebble
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -203,5 +205,47 @@ func TestKeyFilterSizeIsCapped(t *testing.T) {
 	}
 	if g := newKeyFilter(100); g.capacity != 100 || len(g.blocks) < 100*filterBitsPerKey/512 {
 		t.Errorf("filter for 100 keys: capacity %d, %d blocks", g.capacity, len(g.blocks))
+	}
+}
+
+// TestPresenceFilterRetriesAFailedFirstScan makes the first scan fail: reads
+// go to Pebble (answers stay right) and a later scan builds the filter.
+func TestPresenceFilterRetriesAFailedFirstScan(t *testing.T) {
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	clock := clockwork.NewFakeClockAt(epoch)
+	s := openTest(t, dir, clock)
+	reserveN(ctx, t, s, "k", 10)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	var fails atomic.Int32
+	fails.Store(1)
+	scan, retry := scanFilterKeys, filterRetry
+	scanFilterKeys = func(s *Store, ctx context.Context, f *keyFilter) error {
+		if fails.Add(-1) >= 0 {
+			return errors.New("injected scan failure")
+		}
+		return scan(s, ctx, f)
+	}
+	filterRetry = 50 * time.Millisecond
+	t.Cleanup(func() { scanFilterKeys, filterRetry = scan, retry })
+
+	s = openTest(t, dir, clock)
+	defer s.Close()
+	for i, o := range reserveN(ctx, t, s, "k", 10) {
+		if o != storage.OutcomeInProgress {
+			t.Fatalf("Reserve(k-%d) with no filter = %v, want IN_PROGRESS", i, o)
+		}
+	}
+	waitFilter(t, s)
+	if got := s.pres.rebuilds.Load(); got != 1 {
+		t.Errorf("filters built = %d, want 1 (after the retry)", got)
+	}
+	for i, o := range reserveN(ctx, t, s, "k", 10) {
+		if o != storage.OutcomeInProgress {
+			t.Fatalf("Reserve(k-%d) with the filter = %v, want IN_PROGRESS", i, o)
+		}
 	}
 }
