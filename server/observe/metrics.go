@@ -21,6 +21,8 @@ const (
 	NameStoreOpDuration = "idem_store_op_duration_seconds"
 	NameStoreErrors     = "idem_store_errors_total"
 	NameRecordsSwept    = "idem_records_swept_total"
+	NameFilterBytes     = "idem_store_filter_bytes"
+	NameFilterAnswered  = "idem_store_filter_answered_total"
 	NameInflightCalls   = "idem_inflight_calls"
 	NameRejected        = "idem_rejected_total"
 )
@@ -28,7 +30,8 @@ const (
 // MetricNames are the metric families idem registers itself.
 var MetricNames = []string{
 	NameReserveOutcomes, NameTakeovers, NameLeaseLost, NameWaits, NameWaitDuration,
-	NameStoreOpDuration, NameStoreErrors, NameRecordsSwept, NameInflightCalls, NameRejected,
+	NameStoreOpDuration, NameStoreErrors, NameRecordsSwept, NameFilterBytes, NameFilterAnswered,
+	NameInflightCalls, NameRejected,
 }
 
 // MetricLabels are the label names of every family in MetricNames and
@@ -42,6 +45,8 @@ var MetricLabels = map[string][]string{
 	NameStoreOpDuration:              {"store", "op"},
 	NameStoreErrors:                  {"store", "op"},
 	NameRecordsSwept:                 {"store"},
+	NameFilterBytes:                  {"store"},
+	NameFilterAnswered:               {"store"},
 	NameInflightCalls:                {},
 	NameRejected:                     {"reason"},
 	"grpc_server_started_total":      {"grpc_type", "grpc_service", "grpc_method"},
@@ -107,6 +112,7 @@ type Metrics struct {
 	storeOp         *prometheus.HistogramVec
 	storeErrors     *prometheus.CounterVec
 	swept           *sweptCollector
+	filter          *filterCollector
 	inflight        prometheus.Gauge
 	rejected        *prometheus.CounterVec
 
@@ -142,7 +148,8 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 			Help: "Latency of storage operations by store and operation.", Buckets: storeBuckets}, []string{"store", "op"}),
 		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameStoreErrors,
 			Help: "Storage operations that failed (not counting expected answers such as not found or lease lost)."}, []string{"store", "op"}),
-		swept: newSweptCollector(),
+		swept:  newSweptCollector(),
+		filter: newFilterCollector(),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameInflightCalls,
 			Help: "RPCs being served now (health checks excluded)."}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameRejected,
@@ -160,7 +167,7 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.reserveOutcomes, m.takeovers, m.leaseLost, m.waits, m.waitDuration,
-		m.storeOp, m.storeErrors, m.swept, m.inflight, m.rejected}
+		m.storeOp, m.storeErrors, m.swept, m.filter, m.inflight, m.rejected}
 }
 
 // Register registers every collector with r.
@@ -299,6 +306,58 @@ func (c *sweptCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for store, n := range totals {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), store)
+	}
+}
+
+// Filterer is a store that answers some reads from an in-memory filter of
+// its keys (pebble): bytes is the filters' memory, answered the reads they
+// settled without the store.
+type Filterer interface {
+	FilterStats() (bytes int64, answered uint64)
+}
+
+// filterCollector exports idem_store_filter_bytes and
+// idem_store_filter_answered_total for stores that are Filterers.
+type filterCollector struct {
+	bytes, answered *prometheus.Desc
+	mu              sync.Mutex
+	sources         map[string][]func() (int64, uint64)
+}
+
+func newFilterCollector() *filterCollector {
+	return &filterCollector{
+		bytes: prometheus.NewDesc(NameFilterBytes,
+			"Memory of a store's in-memory key filter (pebble's presence filter, outside the Go heap).", []string{"store"}, nil),
+		answered: prometheus.NewDesc(NameFilterAnswered,
+			"Reads of keys a store's key filter knew were never stored, answered without reading the store.", []string{"store"}, nil),
+		sources: map[string][]func() (int64, uint64){},
+	}
+}
+
+func (c *filterCollector) addSource(store string, f func() (int64, uint64)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sources[store] = append(c.sources[store], f)
+}
+
+func (c *filterCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.bytes
+	ch <- c.answered
+}
+
+func (c *filterCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for store, fs := range c.sources {
+		var bytes int64
+		var answered uint64
+		for _, f := range fs {
+			b, a := f()
+			bytes += b
+			answered += a
+		}
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(bytes), store)
+		ch <- prometheus.MustNewConstMetric(c.answered, prometheus.CounterValue, float64(answered), store)
 	}
 }
 

@@ -168,6 +168,45 @@ idem_records_swept_total{store="redis"} 3
 	}
 }
 
+func TestStoreFilter(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	ps, err := pebble.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics()
+	s := InstrumentStore("pebble", ps, m)
+	defer s.Close()
+	defer InstrumentStore("memory", memory.New(), m).Close() // no filter: no series
+	for deadline := time.Now().Add(defaultTestTimeout); ; {
+		if b, _ := ps.FilterStats(); b > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("pebble's presence filter not built in time")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for i := range 5 {
+		id := storage.ID{Tenant: "t", Namespace: "ns", Key: string(rune('a' + i))}
+		if _, _, err := s.Reserve(ctx, storage.ReserveParams{ID: id, Fingerprint: []byte("f"), LeaseTTL: time.Second, Retention: time.Second}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := `
+# HELP idem_store_filter_answered_total Reads of keys a store's key filter knew were never stored, answered without reading the store.
+# TYPE idem_store_filter_answered_total counter
+idem_store_filter_answered_total{store="pebble"} 5
+# HELP idem_store_filter_bytes Memory of a store's in-memory key filter (pebble's presence filter, outside the Go heap).
+# TYPE idem_store_filter_bytes gauge
+idem_store_filter_bytes{store="pebble"} 2.097152e+06
+`
+	if err := testutil.CollectAndCompare(m.filter, strings.NewReader(want)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestMetricNamesRegistered(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
@@ -184,6 +223,11 @@ func TestMetricNamesRegistered(t *testing.T) {
 	if err := s.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
+	ps, err := pebble.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer InstrumentStore("pebble", ps, m).Close() // a store with a key filter
 	conn := serve(t, grpc.ChainUnaryInterceptor(r.UnaryServerInterceptor()))
 	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatal(err)

@@ -49,8 +49,9 @@ var _ storage.Store = (*instrumented)(nil)
 // idem_store_op_duration_seconds{store=name} and every failure counted in
 // idem_store_errors_total. Expected answers (not found, lease lost, not in
 // progress) and calls the caller canceled are not failures. When s has a
-// Swept() uint64 method it feeds idem_records_swept_total{store=name}.
-// With a nil m it returns s.
+// Swept() uint64 method it feeds idem_records_swept_total{store=name}, and
+// a Filterer feeds idem_store_filter_bytes and
+// idem_store_filter_answered_total. With a nil m it returns s.
 func InstrumentStore(name string, s storage.Store, m *Metrics) storage.Store {
 	if m == nil {
 		return s
@@ -60,6 +61,9 @@ func InstrumentStore(name string, s storage.Store, m *Metrics) storage.Store {
 		m.swept.addSource(name, sw.Swept)
 	} else {
 		m.swept.counter(name) // export a zero, so the series exists
+	}
+	if f, ok := s.(Filterer); ok {
+		m.filter.addSource(name, f.FilterStats)
 	}
 	for op := range numOps {
 		w.dur[op] = m.storeOp.WithLabelValues(name, StoreOps[op])

@@ -243,6 +243,18 @@ func (s *Store) filterEstimate() int64 {
 	return max(s.pres.minKeys, int64(n/128))
 }
 
+// FilterStats reports the presence filter's memory (the filter answering
+// reads, and one being filled during a rebuild) and how many reads it has
+// answered without Pebble since Open.
+func (s *Store) FilterStats() (bytes int64, answered uint64) {
+	for _, f := range []*keyFilter{s.pres.live.Load(), s.pres.next.Load()} {
+		if f != nil {
+			bytes += int64(len(f.blocks)) * 64
+		}
+	}
+	return bytes, s.pres.skipped.Load()
+}
+
 // withFilterMinKeys sets the smallest filter capacity, so tests can make
 // the filter fill and rebuild after a few keys.
 func withFilterMinKeys(n int64) Option { return func(o *options) { o.filterMinKeys = n } }
