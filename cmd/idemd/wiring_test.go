@@ -172,6 +172,38 @@ func dialConn(t *testing.T, addr string) *grpc.ClientConn {
 	return conn
 }
 
+// TestPolicyStoreMetrics checks that the stores a policy file routes to
+// are timed like --store, and that pebble's presence filter is exported.
+func TestPolicyStoreMetrics(t *testing.T) {
+	ctx := testContext(t)
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "policy.yaml")
+	body := "namespaces:\n  \"notify.*\":\n    store: \"pebble://" + filepath.Join(dir, "notify") + "\"\n  default:\n"
+	if err := os.WriteFile(policy, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startIdemd(ctx, t, "--store", "memory://", "--policy", policy, "--metrics-listen", "127.0.0.1:0")
+	addr := logField(d.stderr.String(), "idemd serving", "metrics_addr")
+	c := client(t, d.addr)
+	for _, ns := range []string{"notify.email", "notify.email", "orders"} {
+		if _, err := c.Reserve(ctx, &idemv1.ReserveRequest{Namespace: ns, Key: "k", Fingerprint: []byte("f")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	metrics := httpGet(ctx, t, "http://"+addr+"/metrics")
+	for _, want := range []string{
+		`idem_store_op_duration_seconds_count{op="reserve",store="pebble"} 2`,
+		`idem_store_op_duration_seconds_count{op="reserve",store="memory"} 1`,
+		`idem_store_filter_bytes{store="pebble"}`,
+		`idem_store_filter_answered_total{store="pebble"}`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	d.stop(ctx, t)
+}
+
 func TestServiceMetrics(t *testing.T) {
 	ctx := testContext(t)
 	d := startIdemd(ctx, t, "--store", "memory://", "--metrics-listen", "127.0.0.1:0")

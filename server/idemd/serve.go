@@ -131,7 +131,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	defer lis.Close()
 
 	setup := &Setup{Config: cfg, Logger: log, Store: store, Dialect: storeDialect(store)}
-	scheme := storeScheme(cfg.Store)
+	scheme := StoreScheme(cfg.Store)
 	var reg *observe.Registry
 	var metricsLis net.Listener
 	if cfg.MetricsListen != "" {
@@ -253,8 +253,8 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	return serveErr
 }
 
-// storeScheme is the store label of metrics: the URL's scheme.
-func storeScheme(storeURL string) string {
+// StoreScheme is the store label of metrics: the URL's scheme.
+func StoreScheme(storeURL string) string {
 	u, err := url.Parse(storeURL)
 	if err != nil {
 		return "unknown"

@@ -13,6 +13,8 @@ import (
 
 	"github.com/idemhq/idem/server"
 	"github.com/idemhq/idem/server/idemd"
+	"github.com/idemhq/idem/server/observe"
+	"github.com/idemhq/idem/storage"
 )
 
 func init() {
@@ -64,14 +66,23 @@ func (e *extension) Setup(ctx context.Context, s *idemd.Setup) error {
 	if err != nil {
 		return err
 	}
-	r, err := Load(ctx, Options{
+	o := Options{
 		Path:        e.path,
 		Limits:      lim,
 		Store:       s.Store,
 		StoreURL:    s.Config.Store,
 		PingTimeout: e.pingTimeout,
 		Logger:      s.Logger,
-	})
+	}
+	if s.Observe != nil {
+		// The policy's stores get the same store metrics as --store,
+		// labelled by kind (stores of one kind share their series).
+		m := s.Observe.Metrics
+		o.Instrument = func(u string, st storage.Store) storage.Store {
+			return observe.InstrumentStore(idemd.StoreScheme(u), st, m)
+		}
+	}
+	r, err := Load(ctx, o)
 	if err != nil {
 		return err
 	}

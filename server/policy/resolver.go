@@ -33,6 +33,9 @@ type Options struct {
 	// PingTimeout bounds the ping of each newly opened store (default 5s).
 	PingTimeout time.Duration
 	Logger      *slog.Logger
+	// Instrument, when set, wraps each store the policy opens (idemd uses
+	// it for the store metrics); the wrapper's Close must close the store.
+	Instrument func(storeURL string, s storage.Store) storage.Store
 }
 
 // Resolver is a server.PolicyResolver over a policy file. Install its
@@ -269,6 +272,9 @@ func (r *Resolver) build(ctx context.Context) (*generation, error) {
 			if err != nil {
 				problems = append(problems, Problem{Line: rule.Line, Msg: fmt.Sprintf("%q: cannot open store %s: %s", rule.Pattern, storage.Redacted(rule.Store), strings.TrimPrefix(err.Error(), "idem: "))})
 				continue
+			}
+			if r.opts.Instrument != nil {
+				st = r.opts.Instrument(rule.Store, st)
 			}
 			ref = &storeRef{url: rule.Store, store: st, owned: true}
 			fresh = append(fresh, ref)
