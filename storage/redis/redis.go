@@ -224,7 +224,6 @@ type call struct {
 	keys   []string
 	args   []any
 	write  bool   // for coalescing: the pipeline needs WAIT
-	many   bool   // sc takes many records of one tenant (Reserve, Complete)
 	tenant string // of the record
 	res    any
 	err    error
@@ -240,13 +239,9 @@ func (s *Store) recordCall(sc *goredis.Script, id storage.ID, extra ...any) *cal
 	}
 }
 
-// manyCall is a call of Reserve or Complete for one record, which exec
-// runs together with the others of its script and tenant.
-func (s *Store) manyCall(sc *goredis.Script, id storage.ID, extra ...any) *call {
-	c := s.recordCall(sc, id, extra...)
-	c.many = true
-	return c
-}
+// many reports whether c's script takes many records of one tenant
+// (Reserve, Complete), so exec runs it with the others of its kind.
+func (c *call) many() bool { return c.sc == reserveScript || c.sc == completeScript }
 
 // merged is one script call standing for several many-record calls.
 type merged struct {
@@ -269,7 +264,7 @@ func merge(calls []*call) ([]*call, []merged) {
 		open map[group]int
 	)
 	for _, c := range calls {
-		if !c.many {
+		if !c.many() {
 			send = append(send, c)
 			continue
 		}
@@ -476,7 +471,7 @@ func (s *Store) Reserve(ctx context.Context, p storage.ReserveParams) (storage.O
 }
 
 func (s *Store) reserveCall(p storage.ReserveParams) *call {
-	return s.manyCall(reserveScript, p.ID, string(p.Fingerprint), micros(p.LeaseTTL), micros(max(p.Retention, p.LeaseTTL)))
+	return s.recordCall(reserveScript, p.ID, string(p.Fingerprint), micros(p.LeaseTTL), micros(max(p.Retention, p.LeaseTTL)))
 }
 
 func parseReserve(id storage.ID, res any) (storage.Outcome, *storage.Record, error) {
@@ -500,7 +495,7 @@ func (s *Store) Complete(ctx context.Context, p storage.CompleteParams) (*storag
 }
 
 func (s *Store) completeCall(p storage.CompleteParams) *call {
-	return s.manyCall(completeScript, p.ID, p.Token, encodeResult(p.Result), micros(p.Retention))
+	return s.recordCall(completeScript, p.ID, p.Token, encodeResult(p.Result), micros(p.Retention))
 }
 
 // Release implements storage.Store.
