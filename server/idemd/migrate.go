@@ -51,8 +51,8 @@ type StoreNamer interface {
 }
 
 // migrateAll migrates --store and every store the extensions name, each
-// once, in that order; ran is false when none had migrations.
-func migrateAll(ctx context.Context, cfg Config, exts []Extension, log *slog.Logger) (ran bool, err error) {
+// once, in that order.
+func migrateAll(ctx context.Context, cfg Config, exts []Extension, log *slog.Logger) error {
 	urls := []string{cfg.Store}
 	for _, e := range exts {
 		n, ok := e.(StoreNamer)
@@ -61,7 +61,7 @@ func migrateAll(ctx context.Context, cfg Config, exts []Extension, log *slog.Log
 		}
 		more, err := n.StoreURLs(cfg)
 		if err != nil {
-			return false, err
+			return err
 		}
 		urls = append(urls, more...)
 	}
@@ -71,16 +71,15 @@ func migrateAll(ctx context.Context, cfg Config, exts []Extension, log *slog.Log
 			continue
 		}
 		seen[u] = true
-		r, err := migrate(ctx, u, log)
+		ran, err := migrate(ctx, u, log)
 		if err != nil {
-			return ran, err
+			return err
 		}
-		if !r {
+		if !ran {
 			log.Info("store has no schema migrations; nothing to do", "store", storage.Redacted(u))
 		}
-		ran = ran || r
 	}
-	return ran, nil
+	return nil
 }
 
 // migrate runs the store's migrator; ran is false when it has none.
@@ -114,7 +113,7 @@ func migrateMain(ctx context.Context, args []string, env func(string) (string, b
 		return ExitUsage
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	if _, err := migrateAll(ctx, cfg, exts, log); err != nil {
+	if err := migrateAll(ctx, cfg, exts, log); err != nil {
 		fail(stderr, err)
 		return ExitUsage
 	}

@@ -109,7 +109,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	limits, _ := cfg.Limits()
 
 	if cfg.Migrate {
-		if _, err := migrateAll(ctx, cfg, exts, log); err != nil {
+		if err := migrateAll(ctx, cfg, exts, log); err != nil {
 			return &startError{err}
 		}
 	}
