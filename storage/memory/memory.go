@@ -102,19 +102,12 @@ func WithSweepInterval(d time.Duration) Option {
 	return func(o *options) { o.sweepInterval = d }
 }
 
-// A record is kept as bytes (recordcodec, without its ID) under a string
-// key that encodes its ID. Pointer-free values keep the garbage collector's
-// marking and the heap small however many records the store holds: a
-// pointer-rich struct per record cost idemd more CPU per Reserve as the
-// store grew.
-type entry struct {
-	expires int64 // ExpiresAt in Unix nanoseconds, read without decoding
-	val     []byte
-}
-
+// A record is kept as bytes (recordcodec, without its ID) in its shard's
+// pointer-free table and arena (table.go), under a key that encodes its ID.
 type shard struct {
-	mu   sync.RWMutex
-	recs map[string]entry
+	mu sync.RWMutex
+	t  table
+	_  [64]byte // keeps neighbouring shards' locks off one cache line
 }
 
 // Store is the in-memory backend. Stored bytes are never modified in place:
@@ -153,9 +146,6 @@ func New(opts ...Option) *Store {
 		done:    make(chan struct{}),
 		onSweep: o.onSweep,
 	}
-	for i := range s.shards {
-		s.shards[i].recs = make(map[string]entry)
-	}
 	if o.sweepInterval > 0 {
 		go s.sweepLoop(o.sweepInterval)
 	} else {
@@ -186,8 +176,10 @@ func parseKey(k string) storage.ID {
 	return id
 }
 
-func (s *Store) shard(k []byte) *shard {
-	return &s.shards[maphash.Bytes(s.seed, k)&s.mask]
+// locate returns the shard of the encoded key k and k's table tag.
+func (s *Store) locate(k []byte) (*shard, uint64) {
+	h := maphash.Bytes(s.seed, k)
+	return &s.shards[(h>>1)&s.mask], tagOf(h)
 }
 
 // now is the store's time, wall clock only, so records compare like the
@@ -201,40 +193,40 @@ func (s *Store) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// live decodes e if it holds a record that exists at now; nil otherwise.
-func live(e entry, ok bool, id storage.ID, now time.Time) *storage.Record {
-	if !ok || e.expires <= now.UnixNano() {
+// live decodes the record in slot i of t if it exists at now; nil
+// otherwise.
+func live(t *table, i int, found bool, id storage.ID, now time.Time) *storage.Record {
+	if !found || t.slots[i].expires <= now.UnixNano() {
 		return nil
 	}
-	return decode(e, id)
+	_, v := t.entry(t.slots[i].ref)
+	return decode(v, id)
 }
 
-// decode returns the record e holds.
-func decode(e entry, id storage.ID) *storage.Record {
-	r, err := recordcodec.Decode(e.val, &id)
+// decode returns the record v holds; Decode copies, so the record does not
+// share the arena's bytes.
+func decode(v []byte, id storage.ID) *storage.Record {
+	r, err := recordcodec.Decode(v, &id)
 	if err != nil {
 		panic(fmt.Sprintf("idem: memory store: record %q/%q/%q does not decode: %v", id.Tenant, id.Namespace, id.Key, err))
 	}
 	return r
 }
 
-func encode(w *storage.Record) entry {
-	return entry{expires: w.ExpiresAt.UnixNano(), val: recordcodec.Append(nil, w, false)}
-}
-
 // update runs f on the live record of id (nil if none) under its shard
 // lock and stores what f returns to write. Records handed to f are fresh
 // copies, so f's answers go to callers without another copy.
 func (s *Store) update(id storage.ID, f func(cur *storage.Record, now time.Time) (write *storage.Record)) {
-	var buf [128]byte
-	k := appendKey(buf[:0], id)
-	sh := s.shard(k)
+	var kbuf [128]byte
+	k := appendKey(kbuf[:0], id)
+	sh, tag := s.locate(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := s.now()
-	e, ok := sh.recs[string(k)]
-	if w := f(live(e, ok, id, now), now); w != nil {
-		sh.recs[string(k)] = encode(w)
+	i, found := sh.t.find(tag, k)
+	if w := f(live(&sh.t, i, found, id, now), now); w != nil {
+		var vbuf [256]byte
+		sh.t.set(i, found, tag, k, recordcodec.Append(vbuf[:0], w, false), w.ExpiresAt.UnixNano())
 	}
 }
 
@@ -317,11 +309,11 @@ func (s *Store) Lookup(ctx context.Context, id storage.ID) (*storage.Record, err
 	}
 	var buf [128]byte
 	k := appendKey(buf[:0], id)
-	sh := s.shard(k)
+	sh, tag := s.locate(k)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	e, ok := sh.recs[string(k)]
-	if r := live(e, ok, id, s.now()); r != nil {
+	i, found := sh.t.find(tag, k)
+	if r := live(&sh.t, i, found, id, s.now()); r != nil {
 		return r, nil
 	}
 	return nil, storage.ErrNotFound
@@ -359,15 +351,16 @@ func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, err
 	}
 	var buf [128]byte
 	k := appendKey(buf[:0], id)
-	sh := s.shard(k)
+	sh, tag := s.locate(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e, ok := sh.recs[string(k)]
-	if !ok {
+	i, found := sh.t.find(tag, k)
+	if !found {
 		return nil, storage.ErrNotFound
 	}
-	delete(sh.recs, string(k))
-	if r := live(e, ok, id, s.now()); r != nil {
+	r := live(&sh.t, i, found, id, s.now())
+	sh.t.deleteAt(i)
+	if r != nil {
 		return r, nil
 	}
 	return nil, storage.ErrNotFound
@@ -394,20 +387,21 @@ func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Reco
 	}
 	type match struct {
 		id storage.ID
-		e  entry
+		v  []byte // in the arena, which never changes written bytes
 	}
 	var ms []match
 	now := s.now()
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.RLock()
-		for k, e := range sh.recs {
-			if e.expires <= now.UnixNano() {
+		for _, sl := range sh.t.slots {
+			if sl.tag == 0 || sl.expires <= now.UnixNano() {
 				continue
 			}
-			id := parseKey(k)
+			k, v := sh.t.entry(sl.ref)
+			id := parseKey(string(k))
 			if id.Tenant == p.Tenant && id.Namespace == p.Namespace && id.Key > p.After && strings.HasPrefix(id.Key, p.KeyPrefix) {
-				ms = append(ms, match{id, e})
+				ms = append(ms, match{id, v})
 			}
 		}
 		sh.mu.RUnlock()
@@ -419,7 +413,7 @@ func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Reco
 	}
 	recs := make([]*storage.Record, len(ms))
 	for i, m := range ms {
-		recs[i] = decode(m.e, m.id)
+		recs[i] = decode(m.v, m.id)
 	}
 	return recs, more, nil
 }
@@ -438,10 +432,14 @@ func (s *Store) Stats(ctx context.Context, tenant, namespace string) ([]storage.
 		sh := &s.shards[i]
 		sh.mu.RLock()
 		now := s.now()
-		for k, e := range sh.recs {
-			id := parseKey(k)
+		for i, sl := range sh.t.slots {
+			if sl.tag == 0 {
+				continue
+			}
+			k, _ := sh.t.entry(sl.ref)
+			id := parseKey(string(k))
 			if id.Tenant == tenant && (namespace == "" || id.Namespace == namespace) {
-				if r := live(e, true, id, now); r != nil {
+				if r := live(&sh.t, i, true, id, now); r != nil {
 					counts[group{id.Namespace, r.State}]++
 				}
 			}
@@ -469,7 +467,7 @@ func (s *Store) Close() error {
 		for i := range s.shards {
 			sh := &s.shards[i]
 			sh.mu.Lock()
-			clear(sh.recs)
+			sh.t.reset()
 			sh.mu.Unlock()
 		}
 	})
@@ -483,12 +481,15 @@ func (s *Store) Sweep() int {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		now := s.now()
-		for k, e := range sh.recs {
-			if e.expires <= now.UnixNano() {
-				delete(sh.recs, k)
+		now := s.now().UnixNano()
+		// deleteAt may shift a later slot into i, so i is looked at again.
+		for i := 0; i < len(sh.t.slots); {
+			if sl := sh.t.slots[i]; sl.tag != 0 && sl.expires <= now {
+				sh.t.deleteAt(i)
 				n++
+				continue
 			}
+			i++
 		}
 		sh.mu.Unlock()
 	}

@@ -28,7 +28,7 @@ func (s *Store) stored() int {
 	n := 0
 	for i := range s.shards {
 		s.shards[i].mu.Lock()
-		n += len(s.shards[i].recs)
+		n += s.shards[i].t.n
 		s.shards[i].mu.Unlock()
 	}
 	return n
