@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -215,36 +216,46 @@ func decode(v []byte, id storage.ID) *storage.Record {
 
 // update runs f on the live record of id (nil if none) under its shard
 // lock and stores what f returns to write. Records handed to f are fresh
-// copies, so f's answers go to callers without another copy.
-func (s *Store) update(id storage.ID, f func(cur *storage.Record, now time.Time) (write *storage.Record)) {
+// copies, so f's answers go to callers without another copy. Once the
+// store is closed it refuses, so nothing is written to a shard that Close
+// has already emptied and whose memory it returned.
+func (s *Store) update(id storage.ID, f func(cur *storage.Record, now time.Time) (write *storage.Record)) error {
 	var kbuf [128]byte
 	k := appendKey(kbuf[:0], id)
 	sh, tag := s.locate(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	if s.closed.Load() {
+		return storage.ErrClosed
+	}
 	now := s.now()
 	i, found := sh.t.find(tag, k)
 	if w := f(live(&sh.t, i, found, id, now), now); w != nil {
 		var vbuf [256]byte
 		sh.t.set(i, found, tag, k, recordcodec.Append(vbuf[:0], w, false), w.ExpiresAt.UnixNano())
 	}
+	return nil
 }
 
-func (s *Store) reserve(p storage.ReserveParams) (out storage.Outcome, ans *storage.Record) {
-	s.update(p.ID, func(cur *storage.Record, now time.Time) *storage.Record {
+func (s *Store) reserve(p storage.ReserveParams) (out storage.Outcome, ans *storage.Record, err error) {
+	if e := s.update(p.ID, func(cur *storage.Record, now time.Time) *storage.Record {
 		var w *storage.Record
 		out, w, ans = storage.ApplyReserve(cur, p, now)
 		return w
-	})
-	return out, ans
+	}); e != nil {
+		return 0, nil, e
+	}
+	return out, ans, nil
 }
 
 func (s *Store) complete(p storage.CompleteParams) (ans *storage.Record, err error) {
-	s.update(p.ID, func(cur *storage.Record, now time.Time) *storage.Record {
+	if e := s.update(p.ID, func(cur *storage.Record, now time.Time) *storage.Record {
 		var w *storage.Record
 		w, ans, err = storage.ApplyComplete(cur, p, now)
 		return w
-	})
+	}); e != nil {
+		return nil, e
+	}
 	return ans, err
 }
 
@@ -253,8 +264,7 @@ func (s *Store) Reserve(ctx context.Context, p storage.ReserveParams) (storage.O
 	if err := s.check(ctx); err != nil {
 		return 0, nil, err
 	}
-	out, rec := s.reserve(p)
-	return out, rec, nil
+	return s.reserve(p)
 }
 
 // Complete implements storage.Store.
@@ -270,11 +280,13 @@ func (s *Store) Release(ctx context.Context, id storage.ID, token uint64) (ans *
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	s.update(id, func(cur *storage.Record, now time.Time) *storage.Record {
+	if e := s.update(id, func(cur *storage.Record, now time.Time) *storage.Record {
 		var w *storage.Record
 		w, ans, err = storage.ApplyRelease(cur, token, now)
 		return w
-	})
+	}); e != nil {
+		return nil, e
+	}
 	return ans, err
 }
 
@@ -283,10 +295,12 @@ func (s *Store) ExtendLease(ctx context.Context, id storage.ID, token uint64, tt
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	s.update(id, func(cur *storage.Record, now time.Time) *storage.Record {
+	if e := s.update(id, func(cur *storage.Record, now time.Time) *storage.Record {
 		ans, err = storage.ApplyExtendLease(cur, token, ttl, now)
 		return ans
-	})
+	}); e != nil {
+		return nil, e
+	}
 	return ans, err
 }
 
@@ -295,10 +309,12 @@ func (s *Store) Checkpoint(ctx context.Context, id storage.ID, token uint64, cp 
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	s.update(id, func(cur *storage.Record, now time.Time) *storage.Record {
+	if e := s.update(id, func(cur *storage.Record, now time.Time) *storage.Record {
 		ans, err = storage.ApplyCheckpoint(cur, token, cp, now)
 		return ans
-	})
+	}); e != nil {
+		return nil, e
+	}
 	return ans, err
 }
 
@@ -327,7 +343,10 @@ func (s *Store) BatchReserve(ctx context.Context, items []storage.ReserveParams)
 	}
 	res := make([]storage.ReserveResult, len(items))
 	for i, p := range items {
-		res[i].Outcome, res[i].Record = s.reserve(p)
+		var err error
+		if res[i].Outcome, res[i].Record, err = s.reserve(p); err != nil {
+			return nil, err
+		}
 	}
 	return res, nil
 }
@@ -371,11 +390,13 @@ func (s *Store) ForceRelease(ctx context.Context, id storage.ID) (ans *storage.R
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	s.update(id, func(cur *storage.Record, now time.Time) *storage.Record {
+	if e := s.update(id, func(cur *storage.Record, now time.Time) *storage.Record {
 		var w *storage.Record
 		w, ans, err = storage.ApplyForceRelease(cur, now)
 		return w
-	})
+	}); e != nil {
+		return nil, e
+	}
 	return ans, err
 }
 
@@ -387,7 +408,7 @@ func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Reco
 	}
 	type match struct {
 		id storage.ID
-		v  []byte // in the arena, which never changes written bytes
+		v  []byte // copied: the arena's memory may be returned once unlocked
 	}
 	var ms []match
 	now := s.now()
@@ -401,7 +422,7 @@ func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Reco
 			k, v := sh.t.entry(sl.ref)
 			id := parseKey(string(k))
 			if id.Tenant == p.Tenant && id.Namespace == p.Namespace && id.Key > p.After && strings.HasPrefix(id.Key, p.KeyPrefix) {
-				ms = append(ms, match{id, v})
+				ms = append(ms, match{id, bytes.Clone(v)})
 			}
 		}
 		sh.mu.RUnlock()

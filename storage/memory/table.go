@@ -3,6 +3,9 @@ package memory
 import (
 	"bytes"
 	"encoding/binary"
+	"unsafe"
+
+	"github.com/idemhq/idem/storage/internal/offheap"
 )
 
 // A shard keeps its records in two pointer-free structures, so the garbage
@@ -17,8 +20,12 @@ import (
 //     entry stays where it is, counted as dead, until the shard has more
 //     dead bytes than live ones and copies its live entries to new chunks.
 //
-// Entries are never changed in place, so bytes read from the arena stay
-// valid for as long as they are referenced, even across a compaction.
+// Tables and chunks of 64 KiB and more live outside the Go heap
+// (package offheap), so a large store costs its records' size in RSS
+// rather than five times it under idemd's GC target. Their memory is
+// returned when a table grows, a compaction retires chunks, or the store
+// closes, so bytes read from the arena must be copied (or decoded, which
+// copies) before the shard's lock is released.
 
 // slot is one table entry. tag is the key's hash with bit 0 set, so 0
 // marks an empty slot; a slot's home is hash>>32 modulo the table size, so
@@ -35,14 +42,39 @@ const (
 	maxChunk     = 256 << 10
 	entryHeader  = 8
 	minCompactAt = 16 << 10 // dead bytes below which a shard never compacts
+	offheapMin   = 64 << 10 // allocations from this size on live off the heap
 )
 
 type table struct {
-	slots  []slot
-	n      int // occupied slots
-	chunks [][]byte
-	used   int // entry bytes in chunks, live and dead
-	dead   int // entry bytes no slot refers to
+	slots    []slot
+	slotsBlk offheap.Block // backs slots when they live off the heap
+	n        int           // occupied slots
+	chunks   []chunk
+	used     int // entry bytes in chunks, live and dead
+	dead     int // entry bytes no slot refers to
+}
+
+// chunk is a piece of the arena: entries are appended to b up to its cap.
+type chunk struct {
+	b   []byte
+	blk offheap.Block // backs b when it lives off the heap
+}
+
+func newChunk(size int) chunk {
+	if size < offheapMin {
+		return chunk{b: make([]byte, 0, size)}
+	}
+	blk := offheap.Alloc(size)
+	return chunk{b: blk.B[:0], blk: blk}
+}
+
+func allocSlots(n int) ([]slot, offheap.Block) {
+	size := n * int(unsafe.Sizeof(slot{}))
+	if size < offheapMin {
+		return make([]slot, n), offheap.Block{}
+	}
+	blk := offheap.Alloc(size)
+	return unsafe.Slice((*slot)(unsafe.Pointer(unsafe.SliceData(blk.B))), n), blk
 }
 
 func tagOf(h uint64) uint64 { return h | 1 }
@@ -50,8 +82,8 @@ func tagOf(h uint64) uint64 { return h | 1 }
 func (t *table) home(tag uint64) int { return int(tag>>32) & (len(t.slots) - 1) }
 
 // entry returns the key and value of the entry at ref.
-func entryAt(chunks [][]byte, ref uint64) (k, v []byte) {
-	b := chunks[ref>>32][uint32(ref):]
+func entryAt(chunks []chunk, ref uint64) (k, v []byte) {
+	b := chunks[ref>>32].b[uint32(ref):]
 	kl := binary.LittleEndian.Uint32(b)
 	vl := binary.LittleEndian.Uint32(b[4:])
 	b = b[entryHeader:]
@@ -88,20 +120,20 @@ func (t *table) find(tag uint64, k []byte) (int, bool) {
 func (t *table) append(k, v []byte) uint64 {
 	need := entryHeader + len(k) + len(v)
 	c := len(t.chunks) - 1
-	if c < 0 || cap(t.chunks[c])-len(t.chunks[c]) < need {
+	if c < 0 || cap(t.chunks[c].b)-len(t.chunks[c].b) < need {
 		size := minChunk
 		if c >= 0 {
-			size = min(2*cap(t.chunks[c]), maxChunk)
+			size = min(2*cap(t.chunks[c].b), maxChunk)
 		}
-		t.chunks = append(t.chunks, make([]byte, 0, max(size, need)))
+		t.chunks = append(t.chunks, newChunk(max(size, need)))
 		c++
 	}
-	b := t.chunks[c]
+	b := t.chunks[c].b
 	off := len(b)
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(k)))
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(v)))
 	b = append(b, k...)
-	t.chunks[c] = append(b, v...)
+	t.chunks[c].b = append(b, v...)
 	t.used += need
 	return uint64(c)<<32 | uint64(off)
 }
@@ -127,8 +159,9 @@ func (t *table) set(i int, found bool, tag uint64, k, v []byte, expires int64) {
 
 // grow doubles the table (or makes the first one) and rehashes every slot.
 func (t *table) grow() {
-	old := t.slots
-	t.slots = make([]slot, max(minSlots, 2*len(old)))
+	old, oldBlk := t.slots, t.slotsBlk
+	t.slots, t.slotsBlk = allocSlots(max(minSlots, 2*len(old)))
+	defer oldBlk.Free()
 	m := len(t.slots) - 1
 	for _, s := range old {
 		if s.tag == 0 {
@@ -169,13 +202,23 @@ func (t *table) maybeCompact() {
 		return
 	}
 	old := t.chunks
-	t.chunks = [][]byte{make([]byte, 0, min(max(live, minChunk), 64<<20))}
+	t.chunks = []chunk{newChunk(min(max(live, minChunk), 64<<20))}
 	t.used, t.dead = 0, 0
 	for i := range t.slots {
 		if s := &t.slots[i]; s.tag != 0 {
 			s.ref = t.append(entryAt(old, s.ref))
 		}
 	}
+	for i := range old {
+		old[i].blk.Free()
+	}
 }
 
-func (t *table) reset() { *t = table{} }
+// reset empties the table and returns its memory.
+func (t *table) reset() {
+	t.slotsBlk.Free()
+	for i := range t.chunks {
+		t.chunks[i].blk.Free()
+	}
+	*t = table{}
+}

@@ -11,10 +11,12 @@ import (
 // deletions and sweeps with hashes drawn from a handful of values, so keys
 // collide on their home slot and on their whole tag, and checks every step
 // against a map. It covers probing across the table's end, backward-shift
-// deletion, growth and arena compaction.
+// deletion, growth and arena compaction; with 6,000 keys the table and the
+// chunks grow past offheapMin and live off the heap.
 func TestTableAgainstMap(t *testing.T) {
-	for _, tags := range []int{1, 3, 64} {
-		t.Run(fmt.Sprintf("tags=%d", tags), func(t *testing.T) {
+	for _, tc := range []struct{ tags, keys int }{{1, 200}, {3, 200}, {64, 200}, {4096, 6000}} {
+		tags, keys := tc.tags, tc.keys
+		t.Run(fmt.Sprintf("tags=%d,keys=%d", tags, keys), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, uint64(tags)))
 			// Every tag's home is near the end of an 8- or 16-slot
 			// table, so clusters wrap around.
@@ -45,8 +47,8 @@ func TestTableAgainstMap(t *testing.T) {
 					t.Fatalf("step %d: live entry bytes = %d, want %d", step, live, liveBytes(want))
 				}
 			}
-			for step := range 20000 {
-				k := fmt.Sprintf("k%d", rng.IntN(200))
+			for step := range 10 * max(2000, keys) {
+				k := fmt.Sprintf("k%d", rng.IntN(keys))
 				tag := tagOfKey(k)
 				switch op := rng.IntN(10); {
 				case op < 6:
@@ -79,6 +81,10 @@ func TestTableAgainstMap(t *testing.T) {
 				}
 			}
 			check(-1)
+			if keys > 1000 && !tb.slotsBlk.Mapped() {
+				t.Errorf("a table of %d slots is on the heap", len(tb.slots))
+			}
+			tb.reset()
 		})
 	}
 }
@@ -107,7 +113,7 @@ func TestTableCompaction(t *testing.T) {
 	live := tb.used - tb.dead
 	held := 0
 	for _, c := range tb.chunks {
-		held += cap(c)
+		held += cap(c.b)
 	}
 	if held > 4*live+2*minCompactAt {
 		t.Fatalf("arena holds %d bytes for %d live ones", held, live)

@@ -7,8 +7,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
+
+	"github.com/idemhq/idem/storage/internal/offheap"
 )
 
 // Reserve of a new key is idem's hot path, and in Pebble a key that is not
@@ -258,3 +261,10 @@ func (s *Store) FilterStats() (bytes int64, answered uint64) {
 // withFilterMinKeys sets the smallest filter capacity, so tests can make
 // the filter fill and rebuild after a few keys.
 func withFilterMinKeys(n int64) Option { return func(o *options) { o.filterMinKeys = n } }
+
+// filterBlocks puts the filter's blocks outside the Go heap: with idemd's
+// GC target of 400%, a 16 MiB filter on the heap cost about 80 MiB of RSS.
+func filterBlocks(n uint64) ([][8]atomic.Uint64, func()) {
+	blk := offheap.Alloc(int(n * uint64(unsafe.Sizeof([8]atomic.Uint64{}))))
+	return unsafe.Slice((*[8]atomic.Uint64)(unsafe.Pointer(unsafe.SliceData(blk.B))), n), blk.Free
+}
