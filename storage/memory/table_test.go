@@ -7,86 +7,130 @@ import (
 	"testing"
 )
 
+// model is a table and the map it must agree with. Keys' tags come from
+// a few values whose homes are near the end of the table, so keys collide
+// on their home slot and on their whole tag, and clusters wrap around.
+type model struct {
+	tb   table
+	want map[string]string
+	tags int
+}
+
+func newModel(tags int) *model { return &model{want: map[string]string{}, tags: max(tags, 1)} }
+
+func (m *model) tag(k string) uint64 {
+	var h uint64
+	for _, c := range []byte(k) {
+		h = h*31 + uint64(c)
+	}
+	n := h % uint64(m.tags)
+	return tagOf((0xffffffff-n)<<32 | n<<1)
+}
+
+func (m *model) set(k string, v []byte, expires int64) {
+	i, found := m.tb.find(m.tag(k), []byte(k))
+	m.tb.set(i, found, m.tag(k), []byte(k), v, expires)
+	m.want[k] = string(v)
+}
+
+func (m *model) delete(k string) {
+	if i, found := m.tb.find(m.tag(k), []byte(k)); found {
+		m.tb.deleteAt(i)
+	}
+	delete(m.want, k)
+}
+
+// sweep deletes every slot whose value is shorter than cut, looking at a
+// slot again after a delete, as Store.Sweep does.
+func (m *model) sweep(cut int) {
+	for i := 0; i < len(m.tb.slots); {
+		if s := m.tb.slots[i]; s.tag != 0 {
+			if sk, v := m.tb.entry(s.ref); len(v) < cut {
+				delete(m.want, string(sk))
+				m.tb.deleteAt(i)
+				continue
+			}
+		}
+		i++
+	}
+}
+
+func (m *model) check(t testing.TB, step int) {
+	t.Helper()
+	if m.tb.n != len(m.want) {
+		t.Fatalf("step %d: table holds %d slots, want %d", step, m.tb.n, len(m.want))
+	}
+	for k, v := range m.want {
+		i, ok := m.tb.find(m.tag(k), []byte(k))
+		if !ok {
+			t.Fatalf("step %d: key %q not found", step, k)
+		}
+		if _, got := m.tb.entry(m.tb.slots[i].ref); string(got) != v {
+			t.Fatalf("step %d: key %q = %q, want %q", step, k, got, v)
+		}
+	}
+	if live := m.tb.used - m.tb.dead; live != liveBytes(m.want) {
+		t.Fatalf("step %d: live entry bytes = %d, want %d", step, live, liveBytes(m.want))
+	}
+}
+
 // TestTableAgainstMap drives a table through random writes, overwrites,
-// deletions and sweeps with hashes drawn from a handful of values, so keys
-// collide on their home slot and on their whole tag, and checks every step
-// against a map. It covers probing across the table's end, backward-shift
-// deletion, growth and arena compaction; with 6,000 keys the table and the
-// chunks grow past offheapMin and live off the heap.
+// deletions and sweeps and checks it against a map. It covers probing
+// across the table's end, backward-shift deletion, growth and arena
+// compaction; with 6,000 keys the table and the chunks grow past
+// offheapMin and live off the heap.
 func TestTableAgainstMap(t *testing.T) {
 	for _, tc := range []struct{ tags, keys int }{{1, 200}, {3, 200}, {64, 200}, {4096, 6000}} {
-		tags, keys := tc.tags, tc.keys
-		t.Run(fmt.Sprintf("tags=%d,keys=%d", tags, keys), func(t *testing.T) {
-			rng := rand.New(rand.NewPCG(1, uint64(tags)))
-			// Every tag's home is near the end of an 8- or 16-slot
-			// table, so clusters wrap around.
-			tagOfKey := func(k string) uint64 {
-				var h uint64
-				for _, c := range []byte(k) {
-					h = h*31 + uint64(c)
-				}
-				return tagOf((0xffffffff-h%uint64(tags))<<32 | h%uint64(tags)<<1)
-			}
-			var tb table
-			want := map[string]string{}
-			check := func(step int) {
-				t.Helper()
-				if tb.n != len(want) {
-					t.Fatalf("step %d: table holds %d slots, want %d", step, tb.n, len(want))
-				}
-				for k, v := range want {
-					i, ok := tb.find(tagOfKey(k), []byte(k))
-					if !ok {
-						t.Fatalf("step %d: key %q not found", step, k)
-					}
-					if _, got := tb.entry(tb.slots[i].ref); string(got) != v {
-						t.Fatalf("step %d: key %q = %q, want %q", step, k, got, v)
-					}
-				}
-				if live := tb.used - tb.dead; live != liveBytes(want) {
-					t.Fatalf("step %d: live entry bytes = %d, want %d", step, live, liveBytes(want))
-				}
-			}
-			for step := range 10 * max(2000, keys) {
-				k := fmt.Sprintf("k%d", rng.IntN(keys))
-				tag := tagOfKey(k)
+		t.Run(fmt.Sprintf("tags=%d,keys=%d", tc.tags, tc.keys), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(1, uint64(tc.tags)))
+			m := newModel(tc.tags)
+			defer m.tb.reset()
+			for step := range 10 * max(2000, tc.keys) {
+				k := fmt.Sprintf("k%d", rng.IntN(tc.keys))
 				switch op := rng.IntN(10); {
 				case op < 6:
-					v := bytes.Repeat([]byte{byte('a' + step%26)}, rng.IntN(300))
-					i, found := tb.find(tag, []byte(k))
-					tb.set(i, found, tag, []byte(k), v, int64(rng.IntN(100)))
-					want[k] = string(v)
+					m.set(k, bytes.Repeat([]byte{byte('a' + step%26)}, rng.IntN(300)), int64(rng.IntN(100)))
 				case op < 9:
-					if i, found := tb.find(tag, []byte(k)); found {
-						tb.deleteAt(i)
-					}
-					delete(want, k)
+					m.delete(k)
 				default:
-					// A sweep: delete every slot whose value is shorter
-					// than a cut, looking at a slot again after a delete.
-					cut := rng.IntN(100)
-					for i := 0; i < len(tb.slots); {
-						if s := tb.slots[i]; s.tag != 0 {
-							if sk, v := tb.entry(s.ref); len(v) < cut {
-								delete(want, string(sk))
-								tb.deleteAt(i)
-								continue
-							}
-						}
-						i++
-					}
+					m.sweep(rng.IntN(100))
 				}
 				if step%97 == 0 || step < 200 {
-					check(step)
+					m.check(t, step)
 				}
 			}
-			check(-1)
-			if keys > 1000 && !tb.slotsBlk.Mapped() {
-				t.Errorf("a table of %d slots is on the heap", len(tb.slots))
+			m.check(t, -1)
+			if tc.keys > 1000 && !m.tb.slotsBlk.Mapped() {
+				t.Errorf("a table of %d slots is on the heap", len(m.tb.slots))
 			}
-			tb.reset()
 		})
 	}
+}
+
+// FuzzTable runs the model on operations read from the input, two bytes
+// each: what to do (write, delete or sweep) and to which of 64 keys, with
+// the value's length from the key's byte.
+func FuzzTable(f *testing.F) {
+	f.Add(uint8(1), []byte{0, 1, 0, 2, 0, 3, 1, 2, 2, 40, 0, 2})
+	f.Add(uint8(3), bytes.Repeat([]byte{0, 7, 0, 9, 1, 7, 2, 90}, 40))
+	f.Add(uint8(64), bytes.Repeat([]byte{0, 200, 0, 13, 1, 200, 0, 77}, 100))
+	f.Fuzz(func(t *testing.T, tags uint8, ops []byte) {
+		m := newModel(int(tags))
+		defer m.tb.reset()
+		for step := 0; step+1 < len(ops); step += 2 {
+			op, arg := ops[step], ops[step+1]
+			k := fmt.Sprintf("k%d", arg%64)
+			switch op % 4 {
+			case 0, 1:
+				m.set(k, bytes.Repeat([]byte{op}, int(arg)), int64(step))
+			case 2:
+				m.delete(k)
+			default:
+				m.sweep(int(arg))
+			}
+			m.check(t, step)
+		}
+	})
 }
 
 func liveBytes(m map[string]string) int {
