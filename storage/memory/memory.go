@@ -217,8 +217,8 @@ func decode(v []byte, id storage.ID) *storage.Record {
 // update runs f on the live record of id (nil if none) under its shard
 // lock and stores what f returns to write. Records handed to f are fresh
 // copies, so f's answers go to callers without another copy. Once the
-// store is closed it refuses, so nothing is written to a shard that Close
-// has already emptied and whose memory it returned.
+// store is closed it refuses: a write into a shard that Close has already
+// emptied would map memory that nothing returns.
 func (s *Store) update(id storage.ID, f func(cur *storage.Record, now time.Time) (write *storage.Record)) error {
 	var kbuf [128]byte
 	k := appendKey(kbuf[:0], id)

@@ -10,7 +10,8 @@ import (
 
 // A shard keeps its records in two pointer-free structures, so the garbage
 // collector neither scans them nor counts an object per record, however
-// many records the store holds, and writing a record allocates nothing:
+// many records the store holds, and writing a record allocates only when
+// its chunk is full or the table grows:
 //
 //   - an open-addressed hash table of slots (linear probing, deletion by
 //     backward shift, so there are no tombstones), each holding the key's
@@ -81,7 +82,7 @@ func tagOf(h uint64) uint64 { return h | 1 }
 
 func (t *table) home(tag uint64) int { return int(tag>>32) & (len(t.slots) - 1) }
 
-// entry returns the key and value of the entry at ref.
+// entryAt returns the key and value of the entry at ref in chunks.
 func entryAt(chunks []chunk, ref uint64) (k, v []byte) {
 	b := chunks[ref>>32].b[uint32(ref):]
 	kl := binary.LittleEndian.Uint32(b)
