@@ -38,6 +38,7 @@ bin/kustomize: tools/go.mod tools/go.sum
 .PHONY: generate
 generate: $(BUF) ## regenerate Go code from the protos
 	$(BUF) generate
+	$(BUF) generate --template buf.gen.vtproto.yaml --path proto/idem/v1/idem.proto
 	cd examples/payments && ../../$(BUF) generate
 
 .PHONY: checkgenerate

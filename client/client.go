@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/idemhq/idem/internal/codec"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 )
 
@@ -168,7 +169,9 @@ func New(target string, opts ...Option) (*Client, error) {
 			retry.WithBackoff(backoff(o.retryBase, o.retryMaxDelay)),
 		), retryInfoRecorder)
 	}
-	dial = append(dial, grpc.WithChainUnaryInterceptor(chain...))
+	dial = append(dial, grpc.WithChainUnaryInterceptor(chain...),
+		// idem.v1's messages by their generated encoders, others by protobuf-go.
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec.Codec{})))
 	dial = append(dial, o.dialOpts...)
 	conn, err := grpc.NewClient(target, dial...)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/idemhq/idem/internal/codec"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 )
 
@@ -76,8 +77,12 @@ func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
 	// whenever no worker is idle, and calls that wait on a database stay
 	// in flight for milliseconds, so there are enough workers for a few
 	// hundred concurrent calls; an idle worker costs only its stack.
-	// Callers' options come after and win.
-	opts = append([]grpc.ServerOption{grpc.NumStreamWorkers(uint32(max(256, 32*runtime.GOMAXPROCS(0))))}, opts...)
+	// idem.v1's messages go through their generated encoders (internal/codec),
+	// everything else through protobuf-go. Callers' options come after and win.
+	opts = append([]grpc.ServerOption{
+		grpc.NumStreamWorkers(uint32(max(256, 32*runtime.GOMAXPROCS(0)))),
+		grpc.ForceServerCodecV2(codec.Codec{}),
+	}, opts...)
 	srv := grpc.NewServer(opts...)
 	svc.Register(srv)
 	healthpb.RegisterHealthServer(srv, svc.health)

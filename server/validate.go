@@ -124,11 +124,32 @@ func (v *violations) checkToken(field string, token uint64) {
 	}
 }
 
-// checkResult converts a result and checks its size.
+// checkResult converts a result and checks its size, and that its strings
+// are UTF-8: idem.v1's decoder (internal/codec) does not check them, and a
+// stored result with invalid UTF-8 would fail every replay in a client that
+// decodes with protobuf-go.
 func (v *violations) checkResult(field string, r *idemv1.Result, maxBytes int) *storage.Result {
 	res := resultFromProto(r)
 	if n := res.Size(); n > maxBytes {
 		v.add(field, "is %d bytes, more than %d", n, maxBytes)
+	}
+	if res == nil {
+		return nil
+	}
+	if !utf8.ValidString(res.Message) {
+		v.add(field+".message", "is not valid UTF-8")
+	}
+	for k, val := range res.Metadata {
+		if !utf8.ValidString(k) {
+			v.add(field+".metadata", "has a key that is not valid UTF-8 (%q)", k)
+		} else if !utf8.ValidString(val) {
+			v.add(fmt.Sprintf("%s.metadata[%q]", field, k), "is not valid UTF-8")
+		}
+	}
+	for i, d := range res.Details {
+		if !utf8.ValidString(d.TypeURL) {
+			v.add(fmt.Sprintf("%s.details[%d].type_url", field, i), "is not valid UTF-8")
+		}
 	}
 	return res
 }

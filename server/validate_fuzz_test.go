@@ -253,6 +253,9 @@ func FuzzCompleteValidation(f *testing.F) {
 		if len(msg)+len(body) > l.MaxResultBytes {
 			bad["result"] = true
 		}
+		if !utf8.ValidString(msg) {
+			bad["result.message"] = true
+		}
 		bad.duration("retention", req.Retention, l.MinRetention, l.MaxRetention)
 
 		resp, err := svc.Complete(ctx, req)

@@ -9,10 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/idemhq/idem/internal/codec"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 )
 
@@ -46,11 +49,38 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 			return err
 		}
 	}
+	// wire sends a call with idem's own codec, which (like other languages'
+	// protobuf encoders) puts invalid UTF-8 on the wire, where protobuf-go's
+	// would refuse to encode it: what idemd decodes with the generated code
+	// must still be checked.
+	wire := grpc.ForceCodecV2(codec.Codec{})
+	complete := func(res *idemv1.Result) func(context.Context) error {
+		return func(ctx context.Context) error {
+			_, err := e.idem.Complete(ctx, &idemv1.CompleteRequest{Namespace: testNS, Key: "held", Token: token, Result: res}, wire)
+			return err
+		}
+	}
 	tests := []struct {
 		name string
 		call func(context.Context) error
 		want []string
 	}{
+		{"invalid UTF-8 key on the wire", func(ctx context.Context) error {
+			_, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: testNS, Key: "held\xff"}, wire)
+			return err
+		}, []string{"key"}},
+		{"invalid UTF-8 tenant and namespace on the wire", func(ctx context.Context) error {
+			_, err := e.idem.Lookup(ctx, &idemv1.LookupRequest{Tenant: "t\xc3", Namespace: "n\x80", Key: "held"}, wire)
+			return err
+		}, []string{"tenant", "namespace"}},
+		{"complete with an invalid UTF-8 result message", complete(&idemv1.Result{Message: "charged \xe2\x82"}), []string{"result.message"}},
+		{"complete with an invalid UTF-8 metadata value", complete(&idemv1.Result{Metadata: map[string]string{"m": "\xff"}}), []string{`result.metadata["m"]`}},
+		{"complete with an invalid UTF-8 metadata key", complete(&idemv1.Result{Metadata: map[string]string{"\xff": "v"}}), []string{"result.metadata"}},
+		{"complete with an invalid UTF-8 detail type URL", complete(&idemv1.Result{Details: []*anypb.Any{{TypeUrl: "ok"}, {TypeUrl: "\xfe"}}}), []string{"result.details[1].type_url"}},
+		{"checkpoint with an invalid UTF-8 phase", func(ctx context.Context) error {
+			_, err := e.idem.Checkpoint(ctx, &idemv1.CheckpointRequest{Namespace: testNS, Key: "held", Token: token, Phase: "\xff"}, wire)
+			return err
+		}, []string{"phase"}},
 		{"empty key", reserve(func(r *idemv1.ReserveRequest) { r.Key = "" }), []string{"key"}},
 		{"257-byte key", reserve(func(r *idemv1.ReserveRequest) { r.Key = strings.Repeat("k", 257) }), []string{"key"}},
 		{"control character in key", reserve(func(r *idemv1.ReserveRequest) { r.Key = "held\x01" }), []string{"key"}},

@@ -1,0 +1,83 @@
+// Package codec is the gRPC codec idemd and idem's client use. Messages of
+// idem.v1's data plane are encoded and decoded by the reflection-free code
+// protoc-gen-go-vtproto generates next to them (idem_vtproto.pb.go); any
+// other message (health checks, reflection, the admin API, a caller's own
+// services) goes to grpc's protobuf codec unchanged.
+//
+// The generated decoder does not check that string fields hold valid UTF-8,
+// as protobuf-go's does: idemd's request validation checks every string of
+// the data plane's requests instead, and names the field.
+package codec
+
+import (
+	"fmt"
+
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+)
+
+// Name is the codec's name, the same as grpc's protobuf codec: the wire
+// format is the same, so either side may use either codec.
+const Name = grpcproto.Name
+
+// vtMessage is what protoc-gen-go-vtproto generates for a message
+// (features marshal, unmarshal and size), and Reset what protoc-gen-go does.
+type vtMessage interface {
+	SizeVT() int
+	MarshalToSizedBufferVT([]byte) (int, error)
+	UnmarshalVT([]byte) error
+	Reset()
+}
+
+// Codec implements encoding.CodecV2. Its zero value is ready to use.
+type Codec struct{}
+
+var _ encoding.CodecV2 = Codec{}
+
+// fallback is grpc's protobuf codec, registered by grpcproto's init.
+var fallback = encoding.GetCodecV2(grpcproto.Name)
+
+// Name returns "proto".
+func (Codec) Name() string { return Name }
+
+// Marshal encodes v in one buffer of its exact size, from grpc's buffer pool
+// when it is large enough to be worth pooling.
+func (Codec) Marshal(v any) (mem.BufferSlice, error) {
+	m, ok := v.(vtMessage)
+	if !ok {
+		return fallback.Marshal(v)
+	}
+	size := m.SizeVT()
+	if mem.IsBelowBufferPoolingThreshold(size) {
+		buf := make([]byte, size)
+		if _, err := m.MarshalToSizedBufferVT(buf); err != nil {
+			return nil, fmt.Errorf("codec: marshal %T: %w", v, err)
+		}
+		return mem.BufferSlice{mem.SliceBuffer(buf)}, nil
+	}
+	pool := mem.DefaultBufferPool()
+	buf := pool.Get(size)
+	if _, err := m.MarshalToSizedBufferVT((*buf)[:size]); err != nil {
+		pool.Put(buf)
+		return nil, fmt.Errorf("codec: marshal %T: %w", v, err)
+	}
+	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
+}
+
+// Unmarshal decodes data into v, replacing what v held as proto.Unmarshal
+// does. The generated decoder copies every string and bytes field, so
+// nothing in v refers to data once it returns.
+func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	m, ok := v.(vtMessage)
+	if !ok {
+		return fallback.Unmarshal(data, v)
+	}
+	m.Reset()
+	if len(data) == 1 {
+		return m.UnmarshalVT(data[0].ReadOnlyData())
+	}
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	return m.UnmarshalVT(buf.ReadOnlyData())
+}

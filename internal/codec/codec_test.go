@@ -1,0 +1,227 @@
+package codec
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+)
+
+// fullRecord sets every field of a Record, nested messages and maps
+// included, so a field either codec drops or misplaces shows.
+func fullRecord() *idemv1.Record {
+	return &idemv1.Record{
+		Tenant: "acme", Namespace: "payments.charge", Key: "order-42/charge",
+		Fingerprint: bytes.Repeat([]byte{0xab}, 32),
+		Token:       7, State: idemv1.RecordState_RECORD_STATE_COMPLETED,
+		Result: &idemv1.Result{
+			Code: 6, Message: "already charged ✓", Body: []byte("{\"id\":\"ch_1\"}"),
+			Details: []*anypb.Any{
+				{TypeUrl: "type.googleapis.com/google.rpc.ErrorInfo", Value: []byte{1, 2, 3}},
+				{TypeUrl: "type.googleapis.com/x.Empty"},
+			},
+			Metadata: map[string]string{"x-request-id": "r-1", "content-type": "application/json", "": ""},
+		},
+		Checkpoint:     &idemv1.RecordCheckpoint{Phase: "captured", Data: []byte{0, 1, 0}},
+		Attempts:       3,
+		CreatedAt:      timestamppb.New(timestamppb.Now().AsTime().Add(-1)),
+		LeaseExpiresAt: &timestamppb.Timestamp{Seconds: 1_800_000_000, Nanos: 999_999_999},
+		CompletedAt:    &timestamppb.Timestamp{Seconds: -5},
+		ExpiresAt:      &timestamppb.Timestamp{Seconds: 1_900_000_000},
+	}
+}
+
+func messages() []proto.Message {
+	return []proto.Message{
+		&idemv1.ReserveRequest{
+			Tenant: "acme", Namespace: "payments", Key: "k", Fingerprint: []byte{9},
+			LeaseTtl: durationpb.New(30e9), Retention: &durationpb.Duration{Seconds: 86400, Nanos: 1}, Wait: durationpb.New(1e9),
+		},
+		&idemv1.ReserveResponse{Outcome: idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED, Record: fullRecord()},
+		&idemv1.CompleteRequest{Tenant: "t", Namespace: "n", Key: "k", Token: 1 << 63, Result: fullRecord().Result},
+		&idemv1.BatchCompleteResponse{Results: []*idemv1.BatchCompleteResponse_Result{
+			{Record: fullRecord()},
+			{Error: &idemv1.ItemError{Code: 9, Message: "lease lost"}},
+		}},
+		&idemv1.ReserveResponse{}, // empty: encodes to no bytes
+	}
+}
+
+// TestSameWireAsProtobufGo checks both directions against protobuf-go:
+// what this codec writes decodes there to an equal message, and what
+// protobuf-go writes decodes here to an equal message.
+func TestSameWireAsProtobufGo(t *testing.T) {
+	for _, m := range messages() {
+		name := string(m.ProtoReflect().Descriptor().FullName())
+		out, err := Codec{}.Marshal(m)
+		if err != nil {
+			t.Fatalf("%s: Marshal() error = %v", name, err)
+		}
+		got := m.ProtoReflect().New().Interface()
+		if err := proto.Unmarshal(out.Materialize(), got); err != nil {
+			t.Fatalf("%s: protobuf-go cannot decode what Marshal wrote: %v", name, err)
+		}
+		if !proto.Equal(got, m) {
+			t.Errorf("%s: Marshal() then proto.Unmarshal = %v, want %v", name, got, m)
+		}
+		out.Free()
+
+		wire, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back := m.ProtoReflect().New().Interface()
+		if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire)}, back); err != nil {
+			t.Fatalf("%s: Unmarshal() of protobuf-go's encoding error = %v", name, err)
+		}
+		if !proto.Equal(back, m) {
+			t.Errorf("%s: proto.Marshal then Unmarshal() = %v, want %v", name, back, m)
+		}
+	}
+}
+
+// TestUnmarshalSplitInput decodes a message that arrives in several
+// buffers, as gRPC hands over a message read from several HTTP/2 frames.
+func TestUnmarshalSplitInput(t *testing.T) {
+	m := &idemv1.ReserveResponse{Record: fullRecord()}
+	wire, _ := proto.Marshal(m)
+	var data mem.BufferSlice
+	for i := 0; i < len(wire); i += 7 {
+		data = append(data, mem.SliceBuffer(wire[i:min(i+7, len(wire))]))
+	}
+	got := &idemv1.ReserveResponse{}
+	if err := (Codec{}).Unmarshal(data, got); err != nil {
+		t.Fatalf("Unmarshal() error = %v", err)
+	}
+	if !proto.Equal(got, m) {
+		t.Errorf("Unmarshal() of %d buffers = %v, want %v", len(data), got, m)
+	}
+}
+
+// TestUnmarshalReplaces checks that decoding into a message that holds
+// fields replaces them, as proto.Unmarshal does, instead of merging.
+func TestUnmarshalReplaces(t *testing.T) {
+	dst := &idemv1.ReserveResponse{Outcome: idemv1.ReserveOutcome_RESERVE_OUTCOME_MISMATCH, Record: fullRecord()}
+	wire, _ := proto.Marshal(&idemv1.ReserveResponse{Record: &idemv1.Record{Key: "other"}})
+	if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire)}, dst); err != nil {
+		t.Fatal(err)
+	}
+	want := &idemv1.ReserveResponse{Record: &idemv1.Record{Key: "other"}}
+	if !proto.Equal(dst, want) {
+		t.Errorf("Unmarshal() into a used message = %v, want %v", dst, want)
+	}
+}
+
+// TestDecodedOwnsItsBytes checks that nothing decoded refers to the input:
+// gRPC recycles the buffer once Unmarshal returns.
+func TestDecodedOwnsItsBytes(t *testing.T) {
+	m := &idemv1.CompleteRequest{Key: "key", Result: &idemv1.Result{Body: []byte("body"), Message: "msg",
+		Details: []*anypb.Any{{TypeUrl: "u", Value: []byte("v")}}, Metadata: map[string]string{"k": "v"}}}
+	wire, _ := proto.Marshal(m)
+	got := &idemv1.CompleteRequest{}
+	if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire)}, got); err != nil {
+		t.Fatal(err)
+	}
+	for i := range wire {
+		wire[i] = 0xff
+	}
+	if !proto.Equal(got, m) {
+		t.Errorf("after the input was overwritten the message is %v, want %v", got, m)
+	}
+}
+
+// TestLargeMessageUsesPool covers the pooled-buffer path of Marshal.
+func TestLargeMessageUsesPool(t *testing.T) {
+	m := &idemv1.CompleteRequest{Key: "k", Result: &idemv1.Result{Body: bytes.Repeat([]byte("x"), 64<<10)}}
+	out, err := Codec{}.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Free()
+	wire, _ := proto.Marshal(m)
+	if !bytes.Equal(out.Materialize(), wire) {
+		t.Errorf("Marshal() of a 64 KiB message differs from protobuf-go's encoding")
+	}
+}
+
+// TestOtherMessagesFallBack checks that messages without generated
+// encoders (the health service's, the admin API's) still work, and that
+// malformed input is refused rather than half-decoded.
+func TestOtherMessagesFallBack(t *testing.T) {
+	for _, m := range []proto.Message{
+		&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING},
+		&idemv1.DeleteKeyRequest{Tenant: "t", Namespace: "n", Key: "k"},
+	} {
+		out, err := Codec{}.Marshal(m)
+		if err != nil {
+			t.Fatalf("Marshal(%T) error = %v", m, err)
+		}
+		got := m.ProtoReflect().New().Interface()
+		if err := (Codec{}).Unmarshal(out, got); err != nil {
+			t.Fatalf("Unmarshal(%T) error = %v", m, err)
+		}
+		if !proto.Equal(got, m) {
+			t.Errorf("round trip of %T = %v, want %v", m, got, m)
+		}
+	}
+	// The fallback keeps protobuf-go's UTF-8 check.
+	bad := []byte{0x1a, 0x01, 0xff} // field 3 (key), one byte 0xff
+	if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(bad)}, &idemv1.DeleteKeyRequest{}); err == nil {
+		t.Error("Unmarshal(DeleteKeyRequest with invalid UTF-8 key) error = nil, want an error")
+	}
+	// Truncated input fails on the generated path too.
+	wire, _ := proto.Marshal(&idemv1.ReserveRequest{Key: strings.Repeat("k", 40)})
+	if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire[:len(wire)-3])}, &idemv1.ReserveRequest{}); err == nil {
+		t.Error("Unmarshal(truncated ReserveRequest) error = nil, want an error")
+	}
+	if (Codec{}).Name() != encoding.GetCodecV2(grpcproto.Name).Name() {
+		t.Errorf("Name() = %q, want the protobuf codec's name", (Codec{}).Name())
+	}
+}
+
+func BenchmarkCodec(b *testing.B) {
+	req := &idemv1.ReserveRequest{Tenant: "bench", Namespace: "bench", Key: "bench-000000123456", Fingerprint: bytes.Repeat([]byte{1}, 32)}
+	resp := &idemv1.ReserveResponse{Outcome: idemv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED, Record: &idemv1.Record{
+		Tenant: "bench", Namespace: "bench", Key: "bench-000000123456", Fingerprint: bytes.Repeat([]byte{1}, 32),
+		Token: 1, State: idemv1.RecordState_RECORD_STATE_IN_PROGRESS, Attempts: 1,
+		CreatedAt: timestamppb.Now(), LeaseExpiresAt: timestamppb.Now(), ExpiresAt: timestamppb.Now(),
+	}}
+	for _, c := range []struct {
+		name  string
+		codec encoding.CodecV2
+	}{{"protobuf-go", encoding.GetCodecV2(grpcproto.Name)}, {"vtproto", Codec{}}} {
+		for _, m := range []proto.Message{req, resp} {
+			name := c.name + "/" + string(m.ProtoReflect().Descriptor().Name())
+			b.Run(name+"/Marshal", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					out, err := c.codec.Marshal(m)
+					if err != nil {
+						b.Fatal(err)
+					}
+					out.Free()
+				}
+			})
+			wire, _ := proto.Marshal(m)
+			b.Run(name+"/Unmarshal", func(b *testing.B) {
+				b.ReportAllocs()
+				data := mem.BufferSlice{mem.SliceBuffer(wire)}
+				for b.Loop() {
+					if err := c.codec.Unmarshal(data, m.ProtoReflect().New().Interface()); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
