@@ -41,7 +41,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		return nil, lockError(dir, err)
 	}
 	var corruption atomic.Pointer[string]
-	db, fsCloser, err := openLocked(dir, path, lock, &o, &corruption)
+	db, fsCloser, ring, err := openLocked(dir, path, lock, &o, &corruption)
 	if err != nil {
 		_ = lock.Close()
 		return nil, err
@@ -59,6 +59,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		stopCancel: cancel,
 		corruption: &corruption,
 		fsCloser:   fsCloser,
+		ring:       ring,
 	}
 	if o.coalesce > 0 {
 		// A batch handles one record twice in order, so no Distinct.
@@ -152,22 +153,24 @@ func lockError(dir string, err error) error {
 // openLocked opens the store in path, whose lock the caller holds, and
 // checks it: its files, every table's footer and properties, and the idem
 // format marker. The closer stops the disk-health checker after the DB.
-func openLocked(dir, path string, lock *pebbledb.Lock, o *options, corruption *atomic.Pointer[string]) (*pebbledb.DB, io.Closer, error) {
+func openLocked(dir, path string, lock *pebbledb.Lock, o *options, corruption *atomic.Pointer[string]) (*pebbledb.DB, io.Closer, *ringFS, error) {
 	desc, err := pebbledb.Peek(path, vfs.Default)
 	if err != nil {
-		return nil, nil, corrupt(dir, err)
+		return nil, nil, nil, corrupt(dir, err)
 	}
 	if !desc.Exists && hasData(path) {
-		return nil, nil, corrupt(dir, errors.New("files present but no current MANIFEST"))
+		return nil, nil, nil, corrupt(dir, errors.New("files present but no current MANIFEST"))
 	}
 	po := o.pebbleOptions()
 	po.Lock = lock
 	// Pebble wraps its FS in a disk-health checker whose goroutine only a
 	// successful DB's Close stops; owning the wrapper stops it on a refused
 	// open too.
-	fs, fsCloser := vfs.WithDiskHealthChecks(vfs.Default, 5*time.Second, nil, func(info vfs.DiskSlowInfo) {
+	base, ring := syncFS(dir, o)
+	fs, healthCloser := vfs.WithDiskHealthChecks(base, 5*time.Second, nil, func(info vfs.DiskSlowInfo) {
 		o.logger.Warn("idem: pebble disk is slow", "dir", dir, "op", info.OpType.String(), "path", info.Path, "duration", info.Duration)
 	})
+	fsCloser := closers{healthCloser, ring.closer()}
 	po.FS = fs
 	// Pebble's default reaction to a damaged file is Fatalf. Report it as
 	// an error instead: Open refuses the store, and a corruption found
@@ -181,19 +184,19 @@ func openLocked(dir, path string, lock *pebbledb.Lock, o *options, corruption *a
 	if err != nil {
 		fsCloser.Close()
 		if desc.Exists || pebbledb.IsCorruptionError(err) {
-			return nil, nil, corrupt(dir, err)
+			return nil, nil, nil, corrupt(dir, err)
 		}
-		return nil, nil, fmt.Errorf("idem: pebble store at %s cannot be opened: %v", dir, err)
+		return nil, nil, nil, fmt.Errorf("idem: pebble store at %s cannot be opened: %v", dir, err)
 	}
 	if err := checkStore(db, path); err != nil {
 		_ = db.Close()
 		fsCloser.Close()
 		if errors.Is(err, errNotIdem) {
-			return nil, nil, fmt.Errorf("idem: pebble store at %s is not an idem store (%v); refusing to use it", dir, err)
+			return nil, nil, nil, fmt.Errorf("idem: pebble store at %s is not an idem store (%v); refusing to use it", dir, err)
 		}
-		return nil, nil, corrupt(dir, err)
+		return nil, nil, nil, corrupt(dir, err)
 	}
-	return db, fsCloser, nil
+	return db, fsCloser, ring, nil
 }
 
 var errNotIdem = errors.New("no idem format marker")

@@ -38,6 +38,13 @@ func init() {
 			}
 			opts = append(opts, WithCoalesce(n))
 		}
+		switch v := Sync(u.Query().Get("sync")); v {
+		case "":
+		case SyncIOUring, SyncFdatasync:
+			opts = append(opts, WithSync(v))
+		default:
+			return nil, fmt.Errorf("idem: pebble store URL: sync must be %s or %s, got %q", SyncIOUring, SyncFdatasync, v)
+		}
 		return Open(dir, opts...)
 	})
 }
@@ -55,8 +62,9 @@ func dirFromURL(u *url.URL) (string, error) {
 	}
 	q := u.Query()
 	q.Del("coalesce")
+	q.Del("sync")
 	if len(q) > 0 || u.User != nil {
-		return "", errors.New("idem: pebble store URL takes a path and at most coalesce=N (want pebble://PATH)")
+		return "", errors.New("idem: pebble store URL takes a path and at most coalesce=N and sync=io_uring|fdatasync (want pebble://PATH)")
 	}
 	return dir, nil
 }
@@ -90,7 +98,8 @@ type Store struct {
 	closed bool
 
 	lock       *pebbledb.Lock
-	fsCloser   io.Closer               // stops the disk-health checker
+	fsCloser   io.Closer               // stops the disk-health checker, releases the ring
+	ring       *ringFS                 // nil: syncs are blocking calls
 	corruption *atomic.Pointer[string] // set when Pebble finds a damaged file
 	stopCtx    context.Context         // ends when Close begins
 	stopCancel context.CancelFunc
@@ -114,7 +123,23 @@ type options struct {
 	sweepBatch    int
 	coalesce      int
 	filterMinKeys int64
+	sync          Sync
 }
+
+// Sync is how the store waits for the disk.
+type Sync string
+
+const (
+	// SyncIOUring runs fsync and fdatasync through an io_uring, so a
+	// waiting goroutine does not hold an OS thread in a blocking call. It
+	// falls back to SyncFdatasync where the kernel offers no io_uring.
+	SyncIOUring Sync = "io_uring"
+	// SyncFdatasync makes the blocking calls. Both are equally durable.
+	SyncFdatasync Sync = "fdatasync"
+)
+
+// WithSync sets how the store waits for the disk (default SyncIOUring).
+func WithSync(s Sync) Option { return func(o *options) { o.sync = s } }
 
 // Option configures Open.
 type Option func(*options)
@@ -173,6 +198,7 @@ func defaultOptions() options {
 		sweepBatch:    1000,
 		coalesce:      1,
 		filterMinKeys: minFilterKeys,
+		sync:          SyncIOUring,
 	}
 }
 

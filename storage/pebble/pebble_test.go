@@ -71,6 +71,8 @@ func TestOpenURL(t *testing.T) {
 		{"pebble://" + dir + "/abs", dir + "/abs"},
 		{"pebble:opaque-dir", "opaque-dir"},
 		{"pebble://./coalesced?coalesce=4", "./coalesced"},
+		{"pebble://./ring?sync=io_uring", "./ring"},
+		{"pebble://./blocking?coalesce=2&sync=fdatasync", "./blocking"},
 	} {
 		t.Run(tc.url, func(t *testing.T) {
 			s, err := storage.Open(ctx, tc.url, storage.OpenOptions{})
@@ -84,6 +86,9 @@ func TestOpenURL(t *testing.T) {
 			if ps.dir != tc.dir {
 				t.Errorf("Open(%s) dir = %q, want %q", tc.url, ps.dir, tc.dir)
 			}
+			if strings.Contains(tc.url, "sync=fdatasync") && ps.ring != nil {
+				t.Errorf("Open(%s) syncs through io_uring, want blocking calls", tc.url)
+			}
 			if err := s.Ping(ctx); err != nil {
 				t.Errorf("Ping() error = %v, want nil", err)
 			}
@@ -92,7 +97,7 @@ func TestOpenURL(t *testing.T) {
 			}
 		})
 	}
-	for _, bad := range []string{"pebble://", "pebble://./data?cache=1", "pebble://./data?coalesce=-1", "pebble://./data?coalesce=x"} {
+	for _, bad := range []string{"pebble://", "pebble://./data?cache=1", "pebble://./data?coalesce=-1", "pebble://./data?coalesce=x", "pebble://./data?sync=fsync"} {
 		if s, err := storage.Open(ctx, bad, storage.OpenOptions{}); err == nil {
 			s.Close()
 			t.Errorf("Open(%s) error = nil, want an error", bad)
@@ -152,11 +157,63 @@ func TestCoalescedCommits(t *testing.T) {
 	}
 }
 
+// TestSyncModes checks that by default every sync of the store goes
+// through the io_uring (where the kernel offers one), and that
+// SyncFdatasync keeps it out; both keep acknowledged writes across a
+// reopen (TestReopenKeepsAcknowledgedWrites runs under each).
+func TestSyncModes(t *testing.T) {
+	ctx := testCtx(t)
+	s, err := Open(t.TempDir(), WithSweepInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ring == nil {
+		s.Close()
+		t.Skip("no io_uring here: the store syncs with blocking calls")
+	}
+	before := s.ring.syncs.Load()
+	for i := range 10 {
+		id := storage.ID{Namespace: "ns", Key: fmt.Sprintf("k%d", i)}
+		if _, _, err := s.Reserve(ctx, storage.ReserveParams{ID: id, Fingerprint: []byte("fp"), LeaseTTL: time.Minute, Retention: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.ring.syncs.Load() - before; got < 10 {
+		t.Errorf("10 Reserves one after another ran %d syncs through the ring, want at least 10", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close() error = %v", err)
+	}
+
+	s, err = Open(t.TempDir(), WithSweepInterval(0), WithSync(SyncFdatasync))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.ring != nil {
+		t.Error("Open(WithSync(SyncFdatasync)) syncs through io_uring, want blocking calls")
+	}
+}
+
 func TestReopenKeepsAcknowledgedWrites(t *testing.T) {
+	for _, mode := range []Sync{SyncIOUring, SyncFdatasync} {
+		t.Run(string(mode), func(t *testing.T) { testReopenKeepsAcknowledgedWrites(t, mode) })
+	}
+}
+
+func testReopenKeepsAcknowledgedWrites(t *testing.T, mode Sync) {
 	ctx := testCtx(t)
 	dir := t.TempDir()
 	clock := clockwork.NewFakeClockAt(epoch)
-	s := openTest(t, dir, clock)
+	open := func() *Store {
+		t.Helper()
+		s, err := Open(dir, WithClock(clock), WithSweepInterval(0), WithSync(mode))
+		if err != nil {
+			t.Fatalf("Open(%s) error = %v", dir, err)
+		}
+		return s
+	}
+	s := open()
 	res := &storage.Result{
 		Code: 3, Message: "bad", Body: []byte{0, 1, 2, 0xFF},
 		Details:  []storage.Detail{{TypeURL: "type.googleapis.com/x.Y", Value: []byte("v")}},
@@ -186,7 +243,7 @@ func TestReopenKeepsAcknowledgedWrites(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close() error = %v", err)
 	}
-	s = openTest(t, dir, clock)
+	s = open()
 	defer s.Close()
 	for k, w := range want {
 		got, err := s.Lookup(ctx, w.ID)

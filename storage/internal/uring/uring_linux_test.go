@@ -1,0 +1,130 @@
+//go:build linux
+
+package uring
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+func newRing(t *testing.T) *Ring {
+	t.Helper()
+	r, err := New()
+	if err != nil {
+		// io_uring can be switched off (kernel.io_uring_disabled, seccomp);
+		// the store then syncs the usual way, which its own tests cover.
+		t.Skipf("no io_uring here: %v", err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func TestFsyncFile(t *testing.T) {
+	r := newRing(t)
+	f, err := os.Create(filepath.Join(t.TempDir(), "wal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte("record")); err != nil {
+		t.Fatal(err)
+	}
+	for _, datasync := range []bool{true, false} {
+		if err := r.Fsync(f.Fd(), datasync); err != nil {
+			t.Errorf("Fsync(file, datasync=%v) error = %v", datasync, err)
+		}
+	}
+}
+
+// TestFsyncErrors checks that the kernel's answer for the descriptor comes
+// back as the error fsync(2) would give.
+func TestFsyncErrors(t *testing.T) {
+	r := newRing(t)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	if err := r.Fsync(pw.Fd(), true); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("Fsync(pipe) error = %v, want EINVAL as from fdatasync(2)", err)
+	}
+	f, err := os.Create(filepath.Join(t.TempDir(), "closed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := f.Fd()
+	f.Close()
+	if err := r.Fsync(fd, true); !errors.Is(err, syscall.EBADF) {
+		t.Errorf("Fsync(closed fd) error = %v, want EBADF", err)
+	}
+}
+
+// TestConcurrentFsyncs runs more syncs at once than the ring has entries,
+// so callers queue for slots, and each must get its own answer.
+func TestConcurrentFsyncs(t *testing.T) {
+	r := newRing(t)
+	dir := t.TempDir()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	const n = 3 * defaultEntries
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i%3 == 0 { // a third fail, and must not take others' answers
+				errs[i] = r.Fsync(pw.Fd(), true)
+				return
+			}
+			f, err := os.Create(filepath.Join(dir, "f"+string(rune('a'+i%26))+string(rune('a'+i/26))))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer f.Close()
+			_, _ = f.Write([]byte{byte(i)})
+			errs[i] = r.Fsync(f.Fd(), i%2 == 0)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i%3 == 0 {
+			if !errors.Is(err, syscall.EINVAL) {
+				t.Errorf("sync %d (pipe) error = %v, want EINVAL", i, err)
+			}
+		} else if err != nil {
+			t.Errorf("sync %d (file) error = %v", i, err)
+		}
+	}
+}
+
+func TestClose(t *testing.T) {
+	r, err := New()
+	if err != nil {
+		t.Skipf("no io_uring here: %v", err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatalf("Close() error = %v", err)
+	}
+	if err := r.Close(); err != nil {
+		t.Errorf("second Close() error = %v, want nil", err)
+	}
+	f, err := os.CreateTemp(t.TempDir(), "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := r.Fsync(f.Fd(), true); !errors.Is(err, ErrClosed) {
+		t.Errorf("Fsync after Close error = %v, want ErrClosed", err)
+	}
+}
