@@ -50,8 +50,9 @@ import re, sys, collections
 comps = [
     ("store", r"cockroachdb/pebble|idemhq/idem/storage|redis/go-redis|jackc/pgx|jackc/puddle"),
     ("mw", r"grpc-ecosystem/go-grpc-middleware|go\.opentelemetry\.io|prometheus/client_golang|idemhq/idem/server/(observe|auth|limit|idemdext)"),
+    # idem.v1's generated encoders and the codec that calls them, before idem's own code
+    ("protobuf", r"google\.golang\.org/protobuf|planetscale/vtprotobuf|idemhq/idem/proto/|idemhq/idem/internal/codec"),
     ("idem", r"idemhq/idem"),
-    ("protobuf", r"google\.golang\.org/protobuf"),
     ("grpc", r"google\.golang\.org/grpc|golang\.org/x/net/"),
 ]
 names = {"store": "store (memory maps, pebble, or the Redis/PostgreSQL client and its syscalls)", "idem": "idem's own code (server, validation, conversion)",
