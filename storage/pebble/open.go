@@ -32,6 +32,9 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	if dir == "" {
 		return nil, errors.New("idem: pebble store needs a directory")
 	}
+	if o.sync != SyncIOUring && o.sync != SyncFdatasync {
+		return nil, fmt.Errorf("idem: pebble store: sync must be %s or %s, got %q", SyncIOUring, SyncFdatasync, o.sync)
+	}
 	path, err := prepareDir(dir)
 	if err != nil {
 		return nil, err
@@ -152,7 +155,8 @@ func lockError(dir string, err error) error {
 
 // openLocked opens the store in path, whose lock the caller holds, and
 // checks it: its files, every table's footer and properties, and the idem
-// format marker. The closer stops the disk-health checker after the DB.
+// format marker. The closer stops the disk-health checker and releases the
+// io_uring, after the DB.
 func openLocked(dir, path string, lock *pebbledb.Lock, o *options, corruption *atomic.Pointer[string]) (*pebbledb.DB, io.Closer, *ringFS, error) {
 	desc, err := pebbledb.Peek(path, vfs.Default)
 	if err != nil {

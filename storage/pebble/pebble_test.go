@@ -185,6 +185,10 @@ func TestSyncModes(t *testing.T) {
 		t.Fatalf("Close() error = %v", err)
 	}
 
+	if _, err := Open(t.TempDir(), WithSync("fsync")); err == nil || !strings.Contains(err.Error(), "sync must be") {
+		t.Errorf("Open(WithSync(\"fsync\")) error = %v, want one naming the sync modes", err)
+	}
+
 	s, err = Open(t.TempDir(), WithSweepInterval(0), WithSync(SyncFdatasync))
 	if err != nil {
 		t.Fatal(err)
