@@ -32,8 +32,8 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	if dir == "" {
 		return nil, errors.New("idem: pebble store needs a directory")
 	}
-	if o.sync != SyncIOUring && o.sync != SyncFdatasync {
-		return nil, fmt.Errorf("idem: pebble store: sync must be %s or %s, got %q", SyncIOUring, SyncFdatasync, o.sync)
+	if err := o.sync.check(); err != nil {
+		return nil, fmt.Errorf("idem: pebble store: %w", err)
 	}
 	path, err := prepareDir(dir)
 	if err != nil {

@@ -38,12 +38,11 @@ func init() {
 			}
 			opts = append(opts, WithCoalesce(n))
 		}
-		switch v := Sync(u.Query().Get("sync")); v {
-		case "":
-		case SyncIOUring, SyncFdatasync:
+		if v := Sync(u.Query().Get("sync")); v != "" {
+			if err := v.check(); err != nil {
+				return nil, fmt.Errorf("idem: pebble store URL: %w", err)
+			}
 			opts = append(opts, WithSync(v))
-		default:
-			return nil, fmt.Errorf("idem: pebble store URL: sync must be %s or %s, got %q", SyncIOUring, SyncFdatasync, v)
 		}
 		return Open(dir, opts...)
 	})
@@ -137,6 +136,13 @@ const (
 	// SyncFdatasync makes the blocking calls. Both are equally durable.
 	SyncFdatasync Sync = "fdatasync"
 )
+
+func (s Sync) check() error {
+	if s != SyncIOUring && s != SyncFdatasync {
+		return fmt.Errorf("sync must be %s or %s, got %q", SyncIOUring, SyncFdatasync, s)
+	}
+	return nil
+}
 
 // WithSync sets how the store waits for the disk (default SyncIOUring).
 func WithSync(s Sync) Option { return func(o *options) { o.sync = s } }
@@ -736,12 +742,7 @@ func (s *Store) Close() error {
 		defer s.mu.Unlock()
 		s.closed = true
 		// No call runs now: the filters can go.
-		if f := s.pres.live.Swap(nil); f != nil {
-			f.free()
-		}
-		if f := s.pres.next.Swap(nil); f != nil {
-			f.free()
-		}
+		s.retire(s.pres.live.Swap(nil), s.pres.next.Swap(nil))
 		err := s.db.Close()
 		if lerr := s.lock.Close(); err == nil {
 			err = lerr

@@ -9,17 +9,30 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/idemhq/idem/internal/testenv"
 )
 
 func newRing(t *testing.T) *Ring {
 	t.Helper()
+	r := mustNew(t)
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// mustNew sets up a ring, or skips where io_uring is switched off
+// (kernel.io_uring_disabled, seccomp; the store then syncs the usual way,
+// which its own tests cover). CI's machines have io_uring, so there a
+// failing New fails the test instead of hiding behind a skip.
+func mustNew(t *testing.T) *Ring {
+	t.Helper()
 	r, err := New()
 	if err != nil {
-		// io_uring can be switched off (kernel.io_uring_disabled, seccomp);
-		// the store then syncs the usual way, which its own tests cover.
+		if testenv.InCI() {
+			t.Fatalf("New() error = %v; CI's machines offer io_uring", err)
+		}
 		t.Skipf("no io_uring here: %v", err)
 	}
-	t.Cleanup(func() { r.Close() })
 	return r
 }
 
@@ -109,10 +122,7 @@ func TestConcurrentFsyncs(t *testing.T) {
 }
 
 func TestClose(t *testing.T) {
-	r, err := New()
-	if err != nil {
-		t.Skipf("no io_uring here: %v", err)
-	}
+	r := mustNew(t)
 	if err := r.Close(); err != nil {
 		t.Fatalf("Close() error = %v", err)
 	}
