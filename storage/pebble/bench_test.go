@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -66,6 +67,7 @@ func BenchmarkReserveParallel(b *testing.B) {
 			ctx := context.Background()
 			var next atomic.Int64
 			before := fsyncs(b, s)
+			cpu0 := processCPU(b)
 			b.ReportAllocs()
 			b.ResetTimer()
 			if callers == 1 {
@@ -82,11 +84,22 @@ func BenchmarkReserveParallel(b *testing.B) {
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reserves/s")
+			b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N)/1e3, "cpu-µs/op")
 			if n := fsyncs(b, s) - before; n > 0 {
 				b.ReportMetric(float64(b.N)/float64(n), "reserves/fsync")
 			}
 		})
 	}
+}
+
+// processCPU is the CPU time the test process has used, kernel threads
+// working for it (its io_uring's) included.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func reserveNew(b *testing.B, ctx context.Context, s *Store, key string) {
