@@ -90,12 +90,12 @@ func (f ringFile) SyncData() error { return f.sync(true, f.File.SyncData) }
 
 // sync runs the sync through the ring. Where the kernel's ring cannot run
 // it (EINVAL or EOPNOTSUPP: an operation it lacks, or a file that cannot be
-// synced that way) the file's own call answers, so the result is never
-// weaker than without the ring.
+// synced that way) or did not take it, the file's own call answers, so the
+// result is never weaker than without the ring.
 func (f ringFile) sync(datasync bool, direct func() error) error {
 	err := f.fs.ring.Fsync(f.Fd(), datasync)
 	f.fs.syncs.Add(1)
-	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EOPNOTSUPP) {
+	if errors.Is(err, uring.ErrNotSubmitted) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EOPNOTSUPP) {
 		return direct()
 	}
 	return err

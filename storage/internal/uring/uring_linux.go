@@ -158,6 +158,17 @@ func (r *Ring) unmap() {
 // ErrClosed is returned by a sync that finds the ring closed.
 var ErrClosed = errors.New("uring: ring closed")
 
+// ErrNotSubmitted is returned by a sync the kernel did not take (say, it
+// was short of memory): nothing was synced, and the caller may sync the
+// usual way.
+var ErrNotSubmitted = errors.New("uring: sync not submitted")
+
+// enter submits one entry; tests replace it to see the kernel refuse.
+var enter = func(fd int) (uintptr, syscall.Errno) {
+	n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(fd), 1, 0, 0, 0, 0)
+	return n, errno
+}
+
 // Fsync is fsync(2) of fd, or fdatasync(2) when datasync is set, with the
 // same result; the caller parks until the kernel completes it.
 func (r *Ring) Fsync(fd uintptr, datasync bool) error {
@@ -185,21 +196,29 @@ func (r *Ring) Fsync(fd uintptr, datasync bool) error {
 	*(*uint64)(unsafe.Pointer(&sqe[32])) = id
 	*(*uint32)(unsafe.Add(r.sqArray, 4*uintptr(idx))) = idx
 	atomic.StoreUint32(r.sqTail, tail+1)
+	var n uintptr
 	var errno syscall.Errno
 	for {
 		// The sync itself runs in an io_uring worker: enter returns once
 		// the entry is taken.
-		_, _, errno = unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 1, 0, 0, 0, 0)
+		n, errno = enter(r.fd)
 		if errno != unix.EINTR {
 			break
 		}
 	}
-	if errno != 0 {
-		// The entry may still be taken by a later enter; its completion
-		// then finds no waiter and is dropped.
+	if errno != 0 || n != 1 {
+		// The kernel took nothing (an entry it takes and cannot run
+		// completes with an error instead), and only enter takes
+		// entries, under r.mu: withdraw this one, or the next call's
+		// enter would submit it in place of its own and every later
+		// sync would wait for the one after it.
+		atomic.StoreUint32(r.sqTail, tail)
 		delete(r.waiters, id)
 		r.mu.Unlock()
-		return fmt.Errorf("io_uring_enter: %w", errno)
+		if errno == 0 {
+			errno = unix.EAGAIN
+		}
+		return fmt.Errorf("%w: io_uring_enter: %w", ErrNotSubmitted, errno)
 	}
 	r.mu.Unlock()
 	if res := <-ch; res < 0 {

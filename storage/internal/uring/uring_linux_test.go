@@ -9,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/idemhq/idem/internal/testenv"
 )
@@ -136,5 +137,34 @@ func TestClose(t *testing.T) {
 	defer f.Close()
 	if err := r.Fsync(f.Fd(), true); !errors.Is(err, ErrClosed) {
 		t.Errorf("Fsync after Close error = %v, want ErrClosed", err)
+	}
+}
+
+// TestNotSubmitted has the kernel refuse one entry: that sync must fail
+// with ErrNotSubmitted, and the next must be submitted and answered on its
+// own, not left in the queue behind the refused one.
+func TestNotSubmitted(t *testing.T) {
+	r := newRing(t)
+	f, err := os.Create(filepath.Join(t.TempDir(), "wal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	real := enter
+	t.Cleanup(func() { enter = real })
+	enter = func(int) (uintptr, syscall.Errno) { return 0, syscall.EAGAIN }
+	if err := r.Fsync(f.Fd(), true); !errors.Is(err, ErrNotSubmitted) || !errors.Is(err, syscall.EAGAIN) {
+		t.Fatalf("Fsync with the kernel refusing = %v, want ErrNotSubmitted and EAGAIN", err)
+	}
+	enter = real
+	done := make(chan error, 1)
+	go func() { done <- r.Fsync(f.Fd(), true) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Fsync after a refused one = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Fsync after a refused one never returned: the refused entry is still queued ahead of it")
 	}
 }

@@ -10,6 +10,9 @@ type Ring struct{}
 // ErrClosed is returned by a sync that finds the ring closed.
 var ErrClosed = errors.New("uring: ring closed")
 
+// ErrNotSubmitted is returned by a sync the kernel did not take.
+var ErrNotSubmitted = errors.New("uring: sync not submitted")
+
 // New fails: io_uring is Linux's.
 func New() (*Ring, error) { return nil, errors.New("io_uring is only on Linux") }
 
