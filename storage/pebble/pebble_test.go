@@ -458,7 +458,7 @@ func TestSweepRechecksUnderLock(t *testing.T) {
 	if out, _, err := s.Reserve(ctx, p); err != nil || out != storage.OutcomeReserved {
 		t.Fatalf("Reserve() of the expired key = %v, %v; want RESERVED", out, err)
 	}
-	n, err := s.sweepChunk(entries, now)
+	n, _, err := s.sweepChunk(entries, now)
 	if err != nil || n != 0 {
 		t.Fatalf("sweepChunk() = %d, %v; want 0 deleted", n, err)
 	}
@@ -467,5 +467,91 @@ func TestSweepRechecksUnderLock(t *testing.T) {
 	}
 	if got := countPrefix(t, s, prefixExpiry); got != 1 {
 		t.Errorf("expiry index entries = %d, want 1", got)
+	}
+}
+
+// TestSweepHoldsFilterLock: the sweep's reads consult the presence
+// filter, which a rebuild frees once it holds pres.mu alone, so the sweep
+// must wait while pres.mu is held exclusively instead of reading on.
+func TestSweepHoldsFilterLock(t *testing.T) {
+	ctx := testCtx(t)
+	clock := clockwork.NewFakeClockAt(epoch)
+	s, err := Open(t.TempDir(), WithClock(clock), WithSweepInterval(0), withFilterMinKeys(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := storage.ReserveParams{ID: storage.ID{Tenant: "t", Namespace: "ns", Key: "k"}, LeaseTTL: time.Second, Retention: time.Second}
+	if _, _, err := s.Reserve(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	waitFilter(t, s)
+	clock.Advance(time.Minute)
+	s.pres.mu.Lock() // what a rebuild holds while it frees the old filter
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if n, err := s.Sweep(ctx); err != nil || n != 1 {
+			t.Errorf("Sweep() = %d, %v; want 1 deleted", n, err)
+		}
+	}()
+	select {
+	case <-done:
+		t.Error("Sweep read the store while pres.mu was held exclusively")
+	case <-time.After(time.Second):
+	}
+	s.pres.mu.Unlock()
+	<-done
+}
+
+// TestSweepSkipsBusyStripes: a writer holds its record's stripe until its
+// batch is synced. The sweep must not wait for it (holding the stripes it
+// already has, it would stall their writers too): it deletes what it can
+// reach and leaves the busy record for the next sweep.
+func TestSweepSkipsBusyStripes(t *testing.T) {
+	ctx := testCtx(t)
+	clock := clockwork.NewFakeClockAt(epoch)
+	s := openTest(t, t.TempDir(), clock)
+	defer s.Close()
+	const n = 50
+	items := make([]storage.ReserveParams, n)
+	for i := range items {
+		items[i] = storage.ReserveParams{ID: storage.ID{Tenant: "t", Namespace: "ns", Key: fmt.Sprintf("k%d", i)}, LeaseTTL: time.Second, Retention: time.Second}
+	}
+	if _, err := s.BatchReserve(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
+	busy := s.lockFor(recordKey(items[n/2].ID))
+	busy.Lock()
+	sharing := 0 // records on the busy stripe
+	for _, it := range items {
+		if s.lockFor(recordKey(it.ID)) == busy {
+			sharing++
+		}
+	}
+	done := make(chan int, 1)
+	go func() {
+		got, err := s.Sweep(ctx)
+		if err != nil {
+			t.Errorf("Sweep() error = %v", err)
+		}
+		done <- got
+	}()
+	select {
+	case got := <-done:
+		if got != n-sharing {
+			t.Errorf("Sweep() with one stripe busy deleted %d, want %d", got, n-sharing)
+		}
+	case <-time.After(10 * time.Second):
+		busy.Unlock()
+		t.Fatal("Sweep waited for a busy stripe")
+	}
+	busy.Unlock()
+	if got, err := s.Sweep(ctx); err != nil || got != sharing {
+		t.Errorf("next Sweep() = %d, %v; want %d deleted", got, err, sharing)
+	}
+	if got := countPrefix(t, s, prefixExpiry); got != 0 {
+		t.Errorf("expiry index entries = %d, want 0", got)
 	}
 }

@@ -64,11 +64,13 @@ func (s *Store) sweepStep(ctx context.Context) (deleted int, more bool, err erro
 		return 0, false, err
 	}
 	full := len(entries) == s.opts.sweepBatch
+	busy := 0
 	for len(entries) > 0 {
 		chunk := entries[:min(sweepChunk, len(entries))]
 		entries = entries[len(chunk):]
-		n, err := s.sweepChunk(chunk, now)
+		n, skipped, err := s.sweepChunk(chunk, now)
 		deleted += n
+		busy += skipped
 		s.swept.Add(uint64(n))
 		if err != nil {
 			return deleted, false, err
@@ -77,7 +79,10 @@ func (s *Store) sweepStep(ctx context.Context) (deleted int, more bool, err erro
 			return deleted, false, err
 		}
 	}
-	return deleted, full, nil
+	// Entries skipped for a busy stripe come first again in the next
+	// step; a step that skipped all it found ends the sweep, which the
+	// next tick resumes.
+	return deleted, full && busy < s.opts.sweepBatch, nil
 }
 
 // dueEntries returns up to limit expiry entries due at now, oldest first.
@@ -100,18 +105,42 @@ func (s *Store) dueEntries(ctx context.Context, now time.Time, limit int) ([][]b
 }
 
 // sweepChunk deletes the records of entries that are still expired at now,
-// holding their stripes for one unsynced commit.
-func (s *Store) sweepChunk(entries [][]byte, now time.Time) (int, error) {
-	keys := make([][]byte, len(entries))
-	for i, e := range entries {
-		keys[i] = e[9:]
+// holding their stripes for one unsynced commit, and returns how many it
+// deleted and how many entries it skipped. It never waits for a stripe: a
+// writer holds its stripe until its batch is synced, and a sweep waiting
+// for it while holding the stripes it already had would stall every
+// writer behind those. An entry whose stripe is busy is left for a later
+// sweep (an expired record reads as absent until then).
+func (s *Store) sweepChunk(entries [][]byte, now time.Time) (deleted, skipped int, err error) {
+	held := make(map[int]bool, len(entries))
+	defer func() {
+		for i := range held {
+			s.locks[i].Unlock()
+		}
+	}()
+	var keys [][]byte
+	kept := entries[:0:0]
+	for _, e := range entries {
+		key := e[9:]
+		i := s.stripeOf(key)
+		if !held[i] {
+			if !s.locks[i].TryLock() {
+				skipped++
+				continue
+			}
+			held[i] = true
+		}
+		keys = append(keys, key)
+		kept = append(kept, e)
 	}
-	unlock := s.lockAll(keys)
-	defer unlock()
+	entries = kept
+	// get reads the presence filter, which a rebuild frees once it holds
+	// pres.mu alone.
+	s.pres.mu.RLock()
+	defer s.pres.mu.RUnlock()
 	b := s.db.NewBatch()
 	defer b.Close()
 	gone := map[string]bool{}
-	deleted := 0
 	for i, entry := range entries {
 		key := keys[i]
 		if gone[string(key)] {
@@ -120,13 +149,13 @@ func (s *Store) sweepChunk(entries [][]byte, now time.Time) (int, error) {
 		}
 		rec, err := s.get(key)
 		if err != nil {
-			return 0, err
+			return 0, skipped, err
 		}
 		switch {
 		case rec == nil:
 		case !rec.Live(now):
 			if err := del(b, key, rec); err != nil {
-				return 0, s.writeErr(err)
+				return 0, skipped, s.writeErr(err)
 			}
 			gone[string(key)] = true
 			deleted++
@@ -134,18 +163,18 @@ func (s *Store) sweepChunk(entries [][]byte, now time.Time) (int, error) {
 		if rec == nil || !bytes.Equal(expiryKey(rec.ExpiresAt, key), entry) {
 			// An entry left behind by an earlier expiry of the record.
 			if err := b.Delete(entry, nil); err != nil {
-				return 0, s.writeErr(err)
+				return 0, skipped, s.writeErr(err)
 			}
 		}
 	}
 	if b.Empty() {
-		return 0, nil
+		return 0, skipped, nil
 	}
 	// Unsynced: a delete lost in a crash leaves an expired record, which
 	// reads as absent and the next sweep removes. A later synced commit
 	// makes it durable anyway, since the WAL is written in order.
 	if err := b.Commit(pebbledb.NoSync); err != nil {
-		return 0, s.writeErr(err)
+		return 0, skipped, s.writeErr(err)
 	}
-	return deleted, nil
+	return deleted, skipped, nil
 }
