@@ -102,8 +102,22 @@ func (l Limits) WithDefaults() (Limits, error) {
 	if l.MaxWait < 0 {
 		errs = append(errs, fmt.Errorf("idem: limit MaxWait is negative (%v)", l.MaxWait))
 	}
+	for _, c := range []struct {
+		name string
+		v    time.Duration
+	}{{"MaxLease", l.MaxLease}, {"MaxRetention", l.MaxRetention}, {"MaxWait", l.MaxWait}} {
+		if c.v > MaxDuration {
+			errs = append(errs, fmt.Errorf("idem: limit %s %v is beyond %v, the longest a record's times can run", c.name, c.v, MaxDuration))
+		}
+	}
 	return l, errors.Join(errs...)
 }
+
+// MaxDuration bounds every lease, retention and wait limit: stores keep a
+// record's times as nanoseconds since 1970 in 64 bits, which end in 2262,
+// and an expiry past that would wrap into the past and read as expired at
+// once.
+const MaxDuration = 100 * 365 * 24 * time.Hour
 
 // Policy is what a namespace may ask for. The server's Limits stay hard
 // bounds: a policy can narrow them, never widen them. A zero duration or
