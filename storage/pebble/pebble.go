@@ -603,12 +603,37 @@ func (s *Store) BatchComplete(ctx context.Context, items []storage.CompleteParam
 	return res, nil
 }
 
+// syncSeen makes durable every write a scan may have seen, before its
+// answer goes out. Pebble makes a batch readable before its sync ends, and
+// List and Stats read without the stripe locks that keep Lookup from such
+// writes; a synced write to the log after them syncs them too.
+func (s *Store) syncSeen() error {
+	if err := s.db.LogData(syncMark, pebbledb.Sync); err != nil {
+		return s.writeErr(err)
+	}
+	return nil
+}
+
+// syncMark is what syncSeen logs; replay skips log-only records.
+var syncMark = []byte("idem: synced a scan")
+
 // List implements storage.Store as a range scan of the namespace.
 func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Record, bool, error) {
 	if err := s.enter(ctx); err != nil {
 		return nil, false, err
 	}
 	defer s.mu.RUnlock()
+	recs, more, err := s.list(ctx, p)
+	if err == nil && len(recs) > 0 {
+		err = s.syncSeen()
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return recs, more, nil
+}
+
+func (s *Store) list(ctx context.Context, p storage.ListParams) ([]*storage.Record, bool, error) {
 	base := namespacePrefix(p.Tenant, p.Namespace)
 	lower := appendEscaped(slices.Clone(base), p.KeyPrefix)
 	upper := successor(lower)
@@ -687,6 +712,11 @@ func (s *Store) Stats(ctx context.Context, tenant, namespace string) ([]storage.
 	}
 	if err := it.Error(); err != nil {
 		return nil, s.readErr(err)
+	}
+	if len(counts) > 0 {
+		if err := s.syncSeen(); err != nil {
+			return nil, err
+		}
 	}
 	rows := make([]storage.StatsRow, 0, len(counts))
 	for k, c := range counts {
