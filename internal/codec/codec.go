@@ -15,6 +15,9 @@ import (
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 )
 
 // Name is the codec's name, the same as grpc's protobuf codec: the wire
@@ -74,10 +77,55 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 		return fallback.Unmarshal(data, v)
 	}
 	m.Reset()
+	var err error
 	if len(data) == 1 {
-		return m.UnmarshalVT(data[0].ReadOnlyData())
+		err = m.UnmarshalVT(data[0].ReadOnlyData())
+	} else {
+		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		err = m.UnmarshalVT(buf.ReadOnlyData())
+		buf.Free()
 	}
-	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
-	defer buf.Free()
-	return m.UnmarshalVT(buf.ReadOnlyData())
+	if err == nil && unknownInRequest(v) {
+		// The generated decoder keeps unknown fields without checking
+		// them as protobuf-go does (a group closed by another field's
+		// end tag passes); such requests, from newer or broken clients,
+		// are rare, so protobuf-go decodes them again and has the last
+		// word.
+		return fallback.Unmarshal(data, v)
+	}
+	return err
 }
+
+// unknownInRequest reports whether a decoded idem.v1 request, or a message
+// of idem.v1 inside it, holds fields its schema does not know. Responses
+// come from idemd's own encoder and are not checked.
+func unknownInRequest(v any) bool {
+	switch r := v.(type) {
+	case *idemv1.ReserveRequest, *idemv1.ReleaseRequest, *idemv1.ExtendLeaseRequest,
+		*idemv1.CheckpointRequest, *idemv1.LookupRequest:
+		return unknown(r.(proto.Message))
+	case *idemv1.CompleteRequest:
+		return unknown(r) || r.Result != nil && unknown(r.Result)
+	case *idemv1.BatchReserveRequest:
+		if unknown(r) {
+			return true
+		}
+		for _, it := range r.Items {
+			if unknown(it) {
+				return true
+			}
+		}
+	case *idemv1.BatchCompleteRequest:
+		if unknown(r) {
+			return true
+		}
+		for _, it := range r.Items {
+			if unknown(it) || it.Result != nil && unknown(it.Result) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func unknown(m proto.Message) bool { return len(m.ProtoReflect().GetUnknown()) > 0 }

@@ -225,3 +225,75 @@ func BenchmarkCodec(b *testing.B) {
 		}
 	}
 }
+
+// TestUnknownFieldsAsProtobufGo: the generated decoder keeps unknown fields
+// without checking them, so a request holding any is decoded again by
+// protobuf-go: a malformed one (a group closed by another field's end tag,
+// here or in a message inside the request) fails as it does there, and a
+// well-formed one decodes as it does there.
+func TestUnknownFieldsAsProtobufGo(t *testing.T) {
+	// Field 8 opens a group (0x43) that field 4 closes (0x24).
+	badGroup := []byte{0x43, 0x24}
+	// Field 99, varint 1: what a newer client might send.
+	newField := []byte{0x98, 0x06, 0x01}
+	wire := func(m proto.Message, extra []byte) []byte {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(b, extra...)
+	}
+	// A CompleteRequest whose result (field 5) carries the extra bytes.
+	completeWithResult := func(extra []byte) []byte {
+		res := wire(&idemv1.Result{Code: 1}, extra)
+		b := wire(&idemv1.CompleteRequest{Key: "k", Token: 1}, nil)
+		b = append(b, 0x2a, byte(len(res)))
+		return append(b, res...)
+	}
+	batchItem := func(extra []byte) []byte {
+		item := wire(&idemv1.BatchReserveRequest_Item{Key: "k"}, extra)
+		b := wire(&idemv1.BatchReserveRequest{Tenant: "t"}, nil)
+		b = append(b, 0x2a, byte(len(item)))
+		return append(b, item...)
+	}
+	for _, tt := range []struct {
+		name string
+		new  func() proto.Message
+		data []byte
+	}{
+		{"Reserve", func() proto.Message { return &idemv1.ReserveRequest{} }, wire(&idemv1.ReserveRequest{Key: "k"}, nil)},
+		{"Complete's result", func() proto.Message { return &idemv1.CompleteRequest{} }, nil},
+		{"BatchReserve's item", func() proto.Message { return &idemv1.BatchReserveRequest{} }, nil},
+	} {
+		for _, extra := range []struct {
+			name  string
+			bytes []byte
+			ok    bool
+		}{{"mismatched group", badGroup, false}, {"unknown field", newField, true}} {
+			t.Run(tt.name+"/"+extra.name, func(t *testing.T) {
+				var data []byte
+				switch tt.name {
+				case "Complete's result":
+					data = completeWithResult(extra.bytes)
+				case "BatchReserve's item":
+					data = batchItem(extra.bytes)
+				default:
+					data = append(tt.data, extra.bytes...)
+				}
+				want := tt.new()
+				wantErr := proto.Unmarshal(data, want)
+				if (wantErr == nil) != extra.ok {
+					t.Fatalf("protobuf-go error = %v, want ok = %v", wantErr, extra.ok)
+				}
+				got := tt.new()
+				err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, got)
+				if (err == nil) != extra.ok {
+					t.Fatalf("Unmarshal error = %v, want ok = %v as protobuf-go", err, extra.ok)
+				}
+				if err == nil && !proto.Equal(got, want) {
+					t.Errorf("Unmarshal = %v, protobuf-go = %v", got, want)
+				}
+			})
+		}
+	}
+}
