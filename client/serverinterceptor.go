@@ -339,7 +339,11 @@ func (a *attempt) start(ctx context.Context) context.Context {
 		return ctx
 	}
 	hctx, cancel := context.WithCancelCause(ctx)
-	hbCtx, stop := context.WithCancel(hctx)
+	// The heartbeat outlives the caller: a handler whose caller gave up
+	// may still be doing its work, and a lapsed lease would let the
+	// caller's retry take the key over and do it again. It ends when the
+	// handler returns (stop).
+	hbCtx, stop := context.WithCancel(context.WithoutCancel(hctx))
 	a.stopHB = func() { stop(); cancel(nil) }
 	a.hbDone = make(chan struct{})
 	go a.heartbeat(hbCtx, cancel)
@@ -444,7 +448,10 @@ func resultOf(resp any, herr error) *idemv1.Result {
 	if herr != nil {
 		st := status.Convert(herr)
 		p := st.Proto()
-		return &idemv1.Result{Code: p.GetCode(), Message: p.GetMessage(), Details: p.GetDetails()}
+		// gRPC lets a status message hold any bytes; idem stores only
+		// UTF-8, and refusing the Complete would leave the key to be
+		// run again once its lease ran out.
+		return &idemv1.Result{Code: p.GetCode(), Message: strings.ToValidUTF8(p.GetMessage(), "\uFFFD"), Details: p.GetDetails()}
 	}
 	m, ok := resp.(proto.Message)
 	if !ok {

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -27,6 +28,26 @@ const (
 	modeRefused
 )
 
+// streamCtx is a stream's context, which RecvMsg replaces (with one that
+// carries the message's token) while other goroutines of the handler, a
+// sender say, may be reading it.
+type streamCtx struct {
+	mu  sync.Mutex
+	ctx context.Context
+}
+
+func (c *streamCtx) get() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ctx
+}
+
+func (c *streamCtx) set(ctx context.Context) {
+	c.mu.Lock()
+	c.ctx = ctx
+	c.mu.Unlock()
+}
+
 // recordingStream reserves the key when the handler receives the request
 // (the fingerprint needs it) and records what the handler sends.
 type recordingStream struct {
@@ -34,7 +55,7 @@ type recordingStream struct {
 	g      *guard
 	method string
 	key    string
-	ctx    context.Context
+	ctx    streamCtx
 
 	received  bool
 	mode      streamMode
@@ -46,7 +67,7 @@ type recordingStream struct {
 	overflown bool
 }
 
-func (s *recordingStream) Context() context.Context { return s.ctx }
+func (s *recordingStream) Context() context.Context { return s.ctx.get() }
 
 func (s *recordingStream) RecvMsg(m any) error {
 	if s.received {
@@ -66,7 +87,7 @@ func (s *recordingStream) RecvMsg(m any) error {
 		s.mode, s.answer = modeRefused, err
 		return err
 	}
-	a, stored, err := s.g.begin(s.ctx, s.method, s.key, fp)
+	a, stored, err := s.g.begin(s.ctx.get(), s.method, s.key, fp)
 	switch {
 	case errors.Is(err, errFailOpen):
 		s.mode = modeFailOpen
@@ -80,7 +101,7 @@ func (s *recordingStream) RecvMsg(m any) error {
 		return errReplayDone
 	}
 	s.mode, s.a = modeReserved, a
-	s.ctx = a.start(s.ctx)
+	s.ctx.set(a.start(s.ctx.get()))
 	return nil
 }
 
@@ -134,7 +155,7 @@ func (s *recordingStream) result(herr error) *idemv1.Result {
 // replay sends the stored messages in order and returns the stored status.
 func (s *recordingStream) replay(r *idemv1.Result) error {
 	_ = s.ServerStream.SetHeader(replayedHeader())
-	s.g.o.report(s.ctx, Event{Kind: EventReplayed, Method: s.method, Key: s.key})
+	s.g.o.report(s.ctx.get(), Event{Kind: EventReplayed, Method: s.method, Key: s.key})
 	body := r.GetBody()
 	for len(body) > 0 {
 		b, n := protowire.ConsumeBytes(body)
@@ -157,7 +178,7 @@ func (s *recordingStream) replay(r *idemv1.Result) error {
 }
 
 func (g *guard) serverStream(srv any, ss grpc.ServerStream, method, key string, handler grpc.StreamHandler) error {
-	s := &recordingStream{ServerStream: ss, g: g, method: method, key: key, ctx: ss.Context()}
+	s := &recordingStream{ServerStream: ss, g: g, method: method, key: key, ctx: streamCtx{ctx: ss.Context()}}
 	base := ss.Context()
 	finished := false
 	defer func() {
@@ -185,16 +206,17 @@ type dedupeStream struct {
 	g       *guard
 	method  string
 	base    context.Context
-	ctx     context.Context
+	ctx     streamCtx
 	pending *attempt
 }
 
-func (s *dedupeStream) Context() context.Context { return s.ctx }
+func (s *dedupeStream) Context() context.Context { return s.ctx.get() }
 
 // settle completes the message the handler is done with.
 func (s *dedupeStream) settle() {
 	if p := s.pending; p != nil {
-		s.pending, s.ctx = nil, s.base
+		s.pending = nil
+		s.ctx.set(s.base)
 		p.stop()
 		p.finish(s.base, &idemv1.Result{}, nil)
 	}
@@ -229,13 +251,13 @@ func (s *dedupeStream) RecvMsg(m any) error {
 			continue // already processed: the handler never sees it again
 		}
 		s.pending = a
-		s.ctx = a.start(s.base)
+		s.ctx.set(a.start(s.base))
 		return nil
 	}
 }
 
 func (g *guard) dedupeMessages(srv any, ss grpc.ServerStream, method string, handler grpc.StreamHandler) error {
-	s := &dedupeStream{ServerStream: ss, g: g, method: method, base: ss.Context(), ctx: ss.Context()}
+	s := &dedupeStream{ServerStream: ss, g: g, method: method, base: ss.Context(), ctx: streamCtx{ctx: ss.Context()}}
 	finished := false
 	defer func() {
 		if !finished && s.pending != nil { // the handler panicked

@@ -386,10 +386,15 @@ func (c *Consumer) run(ctx context.Context, refs []ref, fn func(ctx context.Cont
 	hctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
-	wg.Go(func() { c.heartbeat(hctx, cancel, stop, refs) })
+	// The heartbeat outlives ctx: fn may still be finishing its work after
+	// a shutdown or rebalance ends ctx, and a lapsed lease would let a
+	// redelivery elsewhere do it again. It ends when fn returns.
+	hbctx, hbcancel := context.WithCancel(context.WithoutCancel(hctx))
+	wg.Go(func() { c.heartbeat(hbctx, cancel, stop, refs) })
 	defer func() {
 		// Deferred so that a panicking fn does not leave the heartbeat running.
 		close(stop)
+		hbcancel()
 		wg.Wait()
 		cancel(nil)
 	}()
