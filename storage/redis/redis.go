@@ -365,11 +365,17 @@ func (s *Store) send(ctx context.Context, write bool, calls ...*call) error {
 			pending[i].res, pending[i].err = cmd.Val(), s.mapErr(ctx, err)
 		}
 		if wait != nil {
-			if err := wait.Err(); err != nil {
-				return s.mapErr(ctx, err)
+			werr := wait.Err()
+			if werr != nil {
+				werr = s.mapErr(ctx, werr)
+			} else if got, err := wait.Int64(); err != nil || got < int64(s.opts.WaitReplicas) {
+				werr = fmt.Errorf("%w: redis WAIT: %d of %d replicas acknowledged the write within %v", storage.ErrUnavailable, got, s.opts.WaitReplicas, s.opts.WaitTimeout)
 			}
-			if got, err := wait.Int64(); err != nil || got < int64(s.opts.WaitReplicas) {
-				return fmt.Errorf("%w: redis WAIT: %d of %d replicas acknowledged the write within %v", storage.ErrUnavailable, got, s.opts.WaitReplicas, s.opts.WaitTimeout)
+			// An unsatisfied WAIT fails the writes it was for, not the
+			// reads that shared their pipeline; a pipeline of calls not
+			// marked (not coalesced) is all writes.
+			if werr != nil && !failWrites(pending, again, werr) {
+				return werr
 			}
 		}
 		if len(again) == 0 {
@@ -386,6 +392,20 @@ func (s *Store) send(ctx context.Context, write bool, calls ...*call) error {
 		}
 		pending = again
 	}
+}
+
+// failWrites sets err on the calls of pending that write, except those in
+// again (they did not run, and are sent again with a WAIT of their own),
+// and reports whether any call was marked as a write.
+func failWrites(pending, again []*call, err error) bool {
+	marked := false
+	for _, c := range pending {
+		if c.write && !slices.Contains(again, c) {
+			c.err = err
+			marked = true
+		}
+	}
+	return marked
 }
 
 // execOne runs one call without a pipeline, the common case.
@@ -448,16 +468,27 @@ func (s *Store) mapErr(ctx context.Context, err error) error {
 		return err
 	}
 	if isRedisError(err) {
-		for _, p := range []string{"LOADING", "READONLY", "OOM", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS", "MOVED", "ASK"} {
-			if goredis.HasErrorPrefix(err, p) {
-				return fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
-			}
-		}
-		return fmt.Errorf("idem: redis: %v", err)
+		return redisErr(err.Error())
 	}
 	// Dial failures, resets, timeouts, pool exhaustion.
 	return fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
 }
+
+// redisErr is the error for a Redis error reply: ErrUnavailable for those
+// that say Redis cannot serve now, a plain error for the rest.
+func redisErr(msg string) error {
+	m := strings.TrimPrefix(msg, "ERR ") // as go-redis's HasErrorPrefix
+	for _, p := range []string{"LOADING", "READONLY", "OOM", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS", "MOVED", "ASK"} {
+		if strings.HasPrefix(m, p) {
+			return fmt.Errorf("%w: redis: %s", storage.ErrUnavailable, msg)
+		}
+	}
+	return fmt.Errorf("idem: redis: %s", msg)
+}
+
+// codeFailed is a per-record reply's code for a record its script could
+// not handle.
+const codeFailed = -1
 
 func micros(d time.Duration) int64 { return d.Microseconds() }
 
@@ -801,6 +832,9 @@ func parseReply(id storage.ID, res any) (code int64, detail string, rec *storage
 	}
 	code, _ = a[0].(int64)
 	detail, _ = a[1].(string)
+	if code == codeFailed {
+		return 0, "", nil, redisErr(detail)
+	}
 	if len(a) > 2 {
 		v, ok := a[2].(string)
 		if !ok {

@@ -28,7 +28,8 @@ import goredis "github.com/redis/go-redis/v9"
 // its physical expiry, which is what makes the common paths cheap.
 //
 // Replies of per-record scripts: {code, detail, record} with the record to
-// answer with, or {code, detail} when there is none.
+// answer with, or {code, detail} when there is none; code -1 is a record
+// its script could not handle, with Redis's or Lua's error as detail.
 const prelude = `
 local T = redis.call('TIME')
 local NOW = T[1] * 1000000 + T[2] + ARGV[1]
@@ -53,11 +54,21 @@ local function store(key, s, t, a, c, l, d, e, f, r, k)
   return v
 end
 
--- each runs op(key, a, b, c) for every key with its three arguments.
+-- each runs op(key, a, b, c) for every key with its three arguments. A
+-- record whose op fails (a damaged value, a refused write) answers
+-- {-1, why}; the others go on. An op writes once, last, so a failed one
+-- wrote nothing, and Redis keeps the writes of the records before it.
 local function each(op)
   local out = {}
   for i, key in ipairs(KEYS) do
-    out[i] = op(key, ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1])
+    local ok, r = pcall(op, key, ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1])
+    if ok then
+      out[i] = r
+    elseif type(r) == 'table' and r.err then
+      out[i] = {-1, r.err}
+    else
+      out[i] = {-1, tostring(r)}
+    end
   end
   return out
 end
