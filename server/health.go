@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"slices"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/idemhq/idem/internal/codec"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+	"github.com/idemhq/idem/storage"
 )
 
 // healthServices are the names the health service reports on, besides "".
@@ -41,11 +43,25 @@ func (s *Service) runHealth() {
 
 // checkHealth pings the stores and publishes the result.
 func (s *Service) checkHealth() {
-	var errs []error
+	var pingErrs []error
+	var failed []storage.Store
 	for _, st := range s.stores() {
 		ctx, cancel := context.WithTimeout(s.bg, s.opts.healthTimeout)
-		errs = append(errs, st.Ping(ctx))
+		if err := st.Ping(ctx); err != nil {
+			pingErrs, failed = append(pingErrs, err), append(failed, st)
+		}
 		cancel()
+	}
+	var errs []error
+	if len(failed) > 0 {
+		// A policy reload may have dropped, and closed, a store while it
+		// was pinged: only the stores the server still routes to count.
+		current := s.stores()
+		for i, st := range failed {
+			if slices.Contains(current, st) {
+				errs = append(errs, pingErrs[i])
+			}
+		}
 	}
 	select {
 	case <-s.done:

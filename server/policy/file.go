@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"sort"
@@ -298,7 +299,11 @@ func (p *parser) duration(r *Rule, key string, v *yaml.Node, lo, hi time.Duratio
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		var n int
 		if n, err = strconv.Atoi(days); err == nil {
-			d = time.Duration(n) * 24 * time.Hour
+			if n < 0 || int64(n) > math.MaxInt64/int64(24*time.Hour) {
+				err = strconv.ErrRange // would wrap around
+			} else {
+				d = time.Duration(n) * 24 * time.Hour
+			}
 		}
 	} else {
 		d, err = time.ParseDuration(s)

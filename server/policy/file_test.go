@@ -177,3 +177,14 @@ func TestLoadStoreErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestDaysOutOfRange: a day count whose duration would not fit wraps
+// around unless checked, and would then be accepted as a small value.
+func TestDaysOutOfRange(t *testing.T) {
+	lim, _ := server.Limits{}.WithDefaults()
+	for _, v := range []string{"73025633904072d", "-1d"} {
+		if f, err := Parse("p.yaml", []byte("namespaces:\n  a.*:\n    max_retention: "+v+"\n"), lim); err == nil {
+			t.Errorf("Parse accepted max_retention %s as %v, want an error", v, f.Rules[0].Policy.MaxRetention)
+		}
+	}
+}
