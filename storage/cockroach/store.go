@@ -550,7 +550,15 @@ func (s *Store) BatchReserve(ctx context.Context, items []storage.ReserveParams)
 		}
 		got, err := s.batchRows(ctx, sqlBatchReserve, []any{s.offset.Load(), tenants, namespaces, keys, fps, leases, holds})
 		if err != nil {
-			return nil, err
+			if try == 0 {
+				return nil, err
+			}
+			// Earlier rounds committed their items: answer those, and
+			// fail only the items still pending.
+			for _, i := range pending {
+				out[i] = storage.ReserveResult{Err: err}
+			}
+			return out, nil
 		}
 		var next []int
 		for _, i := range pending {
@@ -570,7 +578,10 @@ func (s *Store) BatchReserve(ctx context.Context, items []storage.ReserveParams)
 		}
 		if len(next) > 0 {
 			if err := s.rerun(ctx, try); err != nil {
-				return nil, err
+				for _, i := range next {
+					out[i] = storage.ReserveResult{Err: err}
+				}
+				return out, nil
 			}
 		}
 		pending = next
@@ -582,14 +593,17 @@ func (s *Store) BatchComplete(ctx context.Context, items []storage.CompleteParam
 	out := make([]storage.CompleteResult, len(items))
 	pending := order(len(items), func(i int) storage.ID { return items[i].ID })
 	for try := 0; len(pending) > 0; try++ {
-		batch := &pgx.Batch{}
 		off := s.offset.Load()
-		for _, i := range pending {
-			p := items[i]
-			batch.Queue(sqlComplete, off, p.Tenant, p.Namespace, p.Key, int64(p.Token), resultBytes(p.Result), micros(p.Retention))
-		}
 		got := make([]*row, len(pending))
 		err := s.retry(ctx, func() error {
+			// A new batch each try: pgx binds a sent batch's queries to
+			// the statements prepared on its connection, and a retry may
+			// get another connection.
+			batch := &pgx.Batch{}
+			for _, i := range pending {
+				p := items[i]
+				batch.Queue(sqlComplete, off, p.Tenant, p.Namespace, p.Key, int64(p.Token), resultBytes(p.Result), micros(p.Retention))
+			}
 			br := s.pool.SendBatch(ctx, batch)
 			for j, i := range pending {
 				rows, err := br.Query()
@@ -616,7 +630,13 @@ func (s *Store) BatchComplete(ctx context.Context, items []storage.CompleteParam
 			return br.Close()
 		})
 		if err != nil {
-			return nil, err
+			if try == 0 {
+				return nil, err
+			}
+			for _, i := range pending {
+				out[i] = storage.CompleteResult{Err: err}
+			}
+			return out, nil
 		}
 		var next []int
 		for j, i := range pending {
@@ -637,7 +657,10 @@ func (s *Store) BatchComplete(ctx context.Context, items []storage.CompleteParam
 		}
 		if len(next) > 0 {
 			if err := s.rerun(ctx, try); err != nil {
-				return nil, err
+				for _, i := range next {
+					out[i] = storage.CompleteResult{Err: err}
+				}
+				return out, nil
 			}
 		}
 		pending = next
