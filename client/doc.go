@@ -94,8 +94,10 @@
 //   - MISMATCH: FAILED_PRECONDITION, ErrorInfo reason IDEMPOTENCY_KEY_REUSED.
 //   - No key: INVALID_ARGUMENT, reason IDEMPOTENCY_KEY_MISSING, unless
 //     WithKeyOptional lets the call through.
-//   - idem unreachable: UNAVAILABLE with RetryInfo (fail closed), or, for
-//     methods chosen by WithFailOpen, the handler runs unprotected.
+//   - idem unreachable or shedding load: UNAVAILABLE with RetryInfo (fail
+//     closed), or, for methods chosen by WithFailOpen, the handler runs
+//     unprotected. Any other refusal (PERMISSION_DENIED, UNAUTHENTICATED…)
+//     fails closed on every method.
 //
 // Methods whose proto declares idempotency_level NO_SIDE_EFFECTS or
 // IDEMPOTENT pass through, as do methods WithSelector rejects.

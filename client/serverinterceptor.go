@@ -321,6 +321,14 @@ func (g *guard) reserveFailed(ctx context.Context, method, key string, err error
 		}
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
+	if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrResourceExhausted) {
+		// idem answered and refused (a credential it does not accept, a
+		// tenant it does not serve): failing open would turn
+		// deduplication off unnoticed until the configuration is fixed.
+		g.o.logger.ErrorContext(ctx, "idem refused the reservation; refusing call", "method", method, "key", key, "err", err)
+		return statusWith(codes.Unavailable, "idem: idempotency store refused the call",
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Second)})
+	}
 	if g.o.failOpen(method) {
 		g.o.logger.WarnContext(ctx, "idem unreachable; running handler without deduplication", "method", method, "key", key, "err", err)
 		g.o.report(ctx, Event{Kind: EventFailOpen, Method: method, Key: key, Err: err})

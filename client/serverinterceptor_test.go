@@ -762,3 +762,28 @@ func TestServerStreamKeyMissingAndPanic(t *testing.T) {
 		t.Errorf("retry after the panic = %q, %v; want the handler to run again", got, err)
 	}
 }
+
+// TestFailOpenOnlyWhenUnreachable: a fail-open method runs unprotected when
+// idem cannot be reached, but not when idem answers and refuses (here a
+// credential it does not accept): that would turn deduplication off
+// unnoticed.
+func TestFailOpenOnlyWhenUnreachable(t *testing.T) {
+	ctx := testCtx(t)
+	deny := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		return nil, status.Error(codes.PermissionDenied, "token not accepted")
+	}
+	ie := startIdem(t, idemConfig{remote: true, serverExtra: []grpc.UnaryServerInterceptor{deny}})
+	ts := &testService{}
+	opts := []client.InterceptorOption{client.WithFailOpen(func(string) bool { return true })}
+	a := startAppWith(t, appConfig{ts: ts, opts: opts}, ie.svc)
+	_, err, _ := a.call(ctx, "u", unaryReq("x"))
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("call with idem refusing: %v, want UNAVAILABLE", err)
+	}
+	if got := ts.calls.Load(); got != 0 {
+		t.Errorf("handler runs = %d, want 0", got)
+	}
+	if got := a.counters.FailOpen.Load(); got != 0 {
+		t.Errorf("FailOpen counter = %d, want 0", got)
+	}
+}

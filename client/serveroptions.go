@@ -92,8 +92,11 @@ func WithKeyOptional(f func(fullMethod string) bool) InterceptorOption {
 }
 
 // WithFailOpen runs the handler without deduplication, for the methods for
-// which f returns true, when idem cannot be reached. The default is to fail
-// closed with UNAVAILABLE.
+// which f returns true, when idem cannot be reached (UNAVAILABLE, a
+// deadline) or sheds load (RESOURCE_EXHAUSTED). The default is to fail
+// closed with UNAVAILABLE. Any other refusal from idem, such as a
+// credential it does not accept, fails closed on every method, so a
+// misconfiguration cannot turn deduplication off unnoticed.
 func WithFailOpen(f func(fullMethod string) bool) InterceptorOption {
 	return func(o *serverOptions) { o.failOpen = f }
 }
