@@ -29,6 +29,9 @@ func init() {
 }
 
 func main() {
+	// SIGHUP reloads the policy and credential files once idemd serves; a
+	// SIGHUP before that (a config push racing a start) must not kill it.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	code := idemd.Main(ctx, os.Args[1:], os.LookupEnv, os.Stderr)
 	stop()
