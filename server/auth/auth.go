@@ -102,12 +102,15 @@ func (a *Authenticator) Reload() error {
 	defer a.mu.Unlock()
 	stamps := map[string]fileStamp{}
 	read := func(path string) ([]byte, error) {
+		// Stamp first: a rewrite between the stamp and the read then
+		// shows as a change at the next check, where stamping after the
+		// read would record the new file's stamp for the old contents.
+		if fi, err := os.Stat(path); err == nil {
+			stamps[path] = fileStamp{fi.ModTime(), fi.Size()}
+		}
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("idem: read %s: %w", path, err)
-		}
-		if fi, err := os.Stat(path); err == nil {
-			stamps[path] = fileStamp{fi.ModTime(), fi.Size()}
 		}
 		return b, nil
 	}
