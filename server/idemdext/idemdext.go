@@ -47,6 +47,9 @@ func (e *Extension) Setup(ctx context.Context, s *idemd.Setup) error {
 	if err := auth.CheckListen(s.Config.Listen, e.auth.TLS(), e.auth.Insecure); err != nil {
 		return err
 	}
+	if err := e.limit.Validate(); err != nil {
+		return err
+	}
 	var m *observe.Metrics // nil-safe: metrics off
 	if s.Observe != nil {
 		m = s.Observe.Metrics

@@ -112,3 +112,19 @@ func TestSetupRefuses(t *testing.T) {
 		t.Errorf("Setup() with --insecure error = %v, want nil", err)
 	}
 }
+
+// TestBadLimitFlagsRefused: a rate that is not a number refused every call,
+// and negative bounds quietly meant "unlimited"; idemd refuses them at
+// start instead, naming the flag.
+func TestBadLimitFlagsRefused(t *testing.T) {
+	for _, tt := range []struct{ arg, flag string }{
+		{"--tenant-rate=NaN", "--tenant-rate"},
+		{"--tenant-rate=-5", "--tenant-rate"},
+		{"--max-inflight=-3", "--max-inflight"},
+		{"--tenant-burst=-2", "--tenant-burst"},
+	} {
+		if err := setupWith(t, []string{tt.arg}, newSetup(slog.LevelInfo)); err == nil || !strings.Contains(err.Error(), tt.flag) {
+			t.Errorf("Setup(%s) error = %v, want one naming %s", tt.arg, err, tt.flag)
+		}
+	}
+}

@@ -2,7 +2,9 @@ package limit
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"fmt"
 	"math"
 	"strings"
 	"sync"
@@ -42,6 +44,25 @@ type Config struct {
 // DefaultConfig bounds in-flight calls and leaves tenants unlimited.
 func DefaultConfig() Config {
 	return Config{MaxInflight: 2000, MaxTenants: 10000, RetryAfter: 50 * time.Millisecond}
+}
+
+// Validate names each value New cannot honour: a negative bound or rate
+// (0 is the way to say unlimited), or a rate that is not a number.
+func (c Config) Validate() error {
+	var errs []error
+	if c.MaxInflight < 0 {
+		errs = append(errs, fmt.Errorf("idem: --max-inflight %d is negative (0: unbounded)", c.MaxInflight))
+	}
+	if math.IsNaN(c.TenantRate) || math.IsInf(c.TenantRate, 0) || c.TenantRate < 0 {
+		errs = append(errs, fmt.Errorf("idem: --tenant-rate %v is not a rate (calls per second; 0: unlimited)", c.TenantRate))
+	}
+	if c.TenantBurst < 0 {
+		errs = append(errs, fmt.Errorf("idem: --tenant-burst %d is negative (0: the rate, at least 1)", c.TenantBurst))
+	}
+	if c.MaxTenants < 0 {
+		errs = append(errs, fmt.Errorf("idem: --max-tenants %d is negative", c.MaxTenants))
+	}
+	return errors.Join(errs...)
 }
 
 // RegisterFlags binds c's fields to flags of fs, c's values as defaults.
