@@ -61,8 +61,9 @@ func timeInto(ts *timestamppb.Timestamp, t time.Time) *timestamppb.Timestamp {
 	return ts
 }
 
-// recordToProto converts a record; withResult false leaves the result out
-// (a MISMATCH answer must not hand one request's result to another). The
+// recordToProto converts a record; withResult false leaves the result and
+// the checkpoint out (a MISMATCH answer must not hand one request's result,
+// or the state its holder saved, to another). The
 // record's byte slices are shared, not copied: stores hand out records the
 // caller owns (storage.Record.Clone), and the response only reads them.
 func recordToProto(r *storage.Record, withResult bool) *idemv1.Record {
@@ -86,9 +87,10 @@ func recordInto(b *recordBox, r *storage.Record, withResult bool) *idemv1.Record
 	out.LeaseExpiresAt = timeInto(&b.ts[1], r.LeaseExpiresAt)
 	out.CompletedAt = timeInto(&b.ts[2], r.CompletedAt)
 	out.ExpiresAt = timeInto(&b.ts[3], r.ExpiresAt)
-	if withResult {
-		out.Result = resultToProto(r.Result)
+	if !withResult {
+		return out
 	}
+	out.Result = resultToProto(r.Result)
 	if r.Checkpoint != nil {
 		out.Checkpoint = &idemv1.RecordCheckpoint{Phase: r.Checkpoint.Phase, Data: r.Checkpoint.Data}
 	}

@@ -36,7 +36,8 @@ const (
 	ReserveOutcome_RESERVE_OUTCOME_COMPLETED ReserveOutcome = 2
 	// Another attempt holds a live lease; record.lease_expires_at tells when it ends.
 	ReserveOutcome_RESERVE_OUTCOME_IN_PROGRESS ReserveOutcome = 3
-	// The key exists with a different fingerprint: it was reused for another request.
+	// The key exists with a different fingerprint: it was reused for another
+	// request. The record carries neither its result nor its checkpoint.
 	ReserveOutcome_RESERVE_OUTCOME_MISMATCH ReserveOutcome = 4
 )
 
