@@ -5,11 +5,14 @@ import (
 	"errors"
 	"runtime"
 	"slices"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	"github.com/idemhq/idem/internal/codec"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
@@ -101,7 +104,56 @@ func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
 	}, opts...)
 	srv := grpc.NewServer(opts...)
 	svc.Register(srv)
-	healthpb.RegisterHealthServer(srv, svc.health)
+	healthpb.RegisterHealthServer(srv, watchUntilClose{Server: svc.health, done: svc.done})
 	reflection.Register(srv)
 	return srv
 }
+
+// watchEndDelay is how long a Watch stream stays open after Close, so the
+// NOT_SERVING that Close publishes reaches the watcher before it ends.
+const watchEndDelay = 100 * time.Millisecond
+
+// watchUntilClose is the health service with Watch streams that end once
+// the service closes. A watcher (a load balancer's) would otherwise keep
+// GracefulStop waiting out the whole shutdown timeout.
+type watchUntilClose struct {
+	*health.Server
+	done <-chan struct{}
+}
+
+func (w watchUntilClose) Watch(req *healthpb.HealthCheckRequest, ss healthpb.Health_WatchServer) error {
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	closing := make(chan struct{})
+	go func() {
+		select {
+		case <-w.done:
+			close(closing)
+			t := time.NewTimer(watchEndDelay)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				cancel()
+			case <-ctx.Done():
+			}
+		case <-ctx.Done():
+		}
+	}()
+	err := w.Server.Watch(req, watchStream{Health_WatchServer: ss, ctx: ctx})
+	select {
+	case <-closing:
+		if ss.Context().Err() == nil {
+			return status.Error(codes.Unavailable, "idem: server shutting down")
+		}
+	default:
+	}
+	return err
+}
+
+// watchStream is a Watch stream whose context also ends at Close.
+type watchStream struct {
+	healthpb.Health_WatchServer
+	ctx context.Context
+}
+
+func (s watchStream) Context() context.Context { return s.ctx }

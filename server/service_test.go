@@ -405,3 +405,25 @@ func TestReflectionListsServices(t *testing.T) {
 		}
 	}
 }
+
+// TestHealthWatchEndsAtClose: a health Watch stream (a load balancer's)
+// gets NOT_SERVING at Close and then ends, or GracefulStop would wait for
+// it until the shutdown timeout and cut every other call off.
+func TestHealthWatchEndsAtClose(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	w, err := e.health.Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := w.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("first Watch answer = %v, %v; want SERVING", r, err)
+	}
+	e.svc.Close()
+	if r, err := w.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("Watch answer after Close = %v, %v; want NOT_SERVING", r, err)
+	}
+	if _, err := w.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("Watch after NOT_SERVING = %v, want the stream to end with UNAVAILABLE", err)
+	}
+}
