@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 
@@ -142,6 +143,12 @@ func (c *Consumer) batch(ctx context.Context, ns string, msgs []Message, results
 
 	for i, j := range dupOf {
 		if j < 0 {
+			continue
+		}
+		if !bytes.Equal(msgs[i].Fingerprint, msgs[j].Fingerprint) {
+			// The same ID for another payload, as a later batch would
+			// find it: reported, not acked as a duplicate.
+			results[i] = Result{Outcome: Mismatch, Err: fmt.Errorf("%w: %q", ErrMismatch, msgs[i].ID)}
 			continue
 		}
 		switch r := results[j]; r.Outcome {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -408,7 +409,11 @@ func (c *Consumer) run(ctx context.Context, refs []ref, fn func(ctx context.Cont
 func (c *Consumer) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, stop <-chan struct{}, refs []ref) {
 	t := c.o.clock.NewTicker(c.o.heartbeat)
 	defer t.Stop()
-	for {
+	// A lost lease cancels fn, but fn may still be working on the other
+	// messages of its batch until it returns: their leases are extended
+	// all the same, or their redeliveries would run beside it.
+	live := slices.Clone(refs)
+	for len(live) > 0 {
 		select {
 		case <-stop:
 			return
@@ -416,15 +421,18 @@ func (c *Consumer) heartbeat(ctx context.Context, cancel context.CancelCauseFunc
 			return
 		case <-t.Chan():
 		}
-		for _, r := range refs {
+		kept := live[:0]
+		for _, r := range live {
 			_, err := c.svc.ExtendLease(ctx, &idemv1.ExtendLeaseRequest{
 				Tenant: c.o.tenant, Namespace: r.ns, Key: r.key, Token: r.token, LeaseTtl: dur(c.o.lease),
 			})
 			if errors.Is(err, idem.ErrLeaseLost) || errors.Is(err, idem.ErrNotFound) {
 				cancel(fmt.Errorf("%w: %q", idem.ErrLeaseLost, r.key))
-				return
+				continue
 			}
 			// Other errors: the lease still runs; the next tick tries again.
+			kept = append(kept, r)
 		}
+		live = kept
 	}
 }
