@@ -44,6 +44,12 @@ func TestBatchCompleteRetryOnAnotherConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
+	// The batch's deadlock check (1 s, PostgreSQL's default) must run
+	// before this transaction's, so that the batch is the one aborted and
+	// retried.
+	if _, err := tx.Exec(ctx, `SET LOCAL deadlock_timeout = '30s'`); err != nil {
+		t.Fatal(err)
+	}
 	// Hold b: the batch completes a, then waits for b.
 	if _, err := tx.Exec(ctx, `UPDATE idem_records SET attempts = attempts WHERE idem_key = 'b'`); err != nil {
 		t.Fatal(err)
