@@ -284,3 +284,18 @@ func TestTokenMint(t *testing.T) {
 		})
 	}
 }
+
+// TestRecordTextIsQuoted: a result message is the caller's text; printed
+// raw, a newline or an escape sequence in it forged rows of the record
+// table on an operator's terminal.
+func TestRecordTextIsQuoted(t *testing.T) {
+	ctx := testContext(t)
+	addr := startServer(t)
+	mustRun(ctx, t, addr, "reserve", "pay", "order-1", "--fingerprint", "f")
+	mustRun(ctx, t, addr, "complete", "pay", "order-1", "1", "--code", "13",
+		"--message", "boom\nstate  RELEASED\nresult code  0\x1b[2K")
+	out := mustRun(ctx, t, addr, "lookup", "pay", "order-1")
+	if n := strings.Count(out, "\nstate "); n != 1 || strings.ContainsRune(out, 0x1b) {
+		t.Fatalf("lookup shows %d state rows, raw ESC %v:\n%s", n, strings.ContainsRune(out, 0x1b), out)
+	}
+}

@@ -97,12 +97,14 @@ func writeRecord(w io.Writer, rec *idemv1.Record, extra ...[2]string) {
 	if res := rec.GetResult(); res != nil {
 		row("result code", strconv.Itoa(int(res.GetCode())))
 		if res.GetMessage() != "" {
-			row("result message", res.GetMessage())
+			// Quoted: a caller chose it, and a newline or an escape
+			// sequence would forge rows of this table on the terminal.
+			row("result message", strconv.Quote(res.GetMessage()))
 		}
 		row("result body", printable(res.GetBody()))
 	}
 	if cp := rec.GetCheckpoint(); cp != nil {
-		row("checkpoint", fmt.Sprintf("%s (%d bytes)", cp.GetPhase(), len(cp.GetData())))
+		row("checkpoint", fmt.Sprintf("%s (%d bytes)", strconv.Quote(cp.GetPhase()), len(cp.GetData())))
 	}
 }
 

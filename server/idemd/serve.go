@@ -253,13 +253,22 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	return serveErr
 }
 
-// StoreScheme is the store label of metrics: the URL's scheme.
+// StoreScheme is the store label of metrics: the kind of store its URL
+// opens, so that postgresql:// and rediss:// count with postgres:// and
+// redis://.
 func StoreScheme(storeURL string) string {
 	u, err := url.Parse(storeURL)
 	if err != nil {
 		return "unknown"
 	}
-	return strings.ToLower(u.Scheme)
+	switch s := strings.ToLower(u.Scheme); s {
+	case "postgresql":
+		return "postgres"
+	case "rediss":
+		return "redis"
+	default:
+		return s
+	}
 }
 
 // storeDialect is what a SQL store detected of its server at connect.
