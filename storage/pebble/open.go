@@ -16,6 +16,7 @@ import (
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"golang.org/x/sys/unix"
 
 	"github.com/idemhq/idem/storage/internal/coalesce"
 )
@@ -99,6 +100,11 @@ func prepareDir(dir string) (string, error) {
 	case !st.IsDir():
 		return "", fmt.Errorf("idem: pebble store at %s is not a directory", dir)
 	}
+	// Pebble opened a store it could not write to and retried its flush
+	// forever, deaf to SIGTERM; refuse it here instead.
+	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+		return "", fmt.Errorf("idem: pebble store at %s is not writable by this process: %v", dir, err)
+	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return "", fmt.Errorf("idem: pebble store at %s cannot be read: %v", dir, err)
@@ -143,8 +149,51 @@ func hasData(path string) bool {
 	return false
 }
 
+// unfinishedCreation reports whether the files in path are what Pebble
+// leaves when it is stopped while creating a store: its manifest and
+// options, but no table, no log and no idem sidecar. Any store that ever
+// took a write has a log, and any that idemd opened has the sidecar, so
+// such a directory never held a record.
+func unfinishedCreation(path string) bool {
+	ents, err := os.ReadDir(path)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		switch n := e.Name(); {
+		case n == "LOCK", n == "lost+found", n == "CURRENT",
+			strings.HasPrefix(n, "MANIFEST-"), strings.HasPrefix(n, "OPTIONS-"),
+			strings.HasPrefix(n, "marker."), strings.HasPrefix(n, "temporary."):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// clearUnfinished removes what an unfinished creation left, the lock and a
+// volume's lost+found excepted.
+func clearUnfinished(path string) error {
+	ents, err := os.ReadDir(path)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if n := e.Name(); n != "LOCK" && n != "lost+found" {
+			if err := os.Remove(filepath.Join(path, n)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 func lockError(dir string, err error) error {
+	var pe *os.PathError
 	switch {
+	case errors.As(err, &pe) && pe.Op == "open" && errors.Is(err, syscall.EACCES):
+		// The lock file itself cannot be created or opened.
+		return fmt.Errorf("idem: pebble store at %s cannot be locked: permission denied creating %s", dir, filepath.Base(pe.Path))
 	case errors.Is(err, syscall.EAGAIN), errors.Is(err, syscall.EACCES):
 		return fmt.Errorf("idem: pebble store at %s is in use by another process", dir)
 	case strings.Contains(err.Error(), "held by current process"):
@@ -163,7 +212,15 @@ func openLocked(dir, path string, lock *pebbledb.Lock, o *options, corruption *a
 		return nil, nil, nil, corrupt(dir, err)
 	}
 	if !desc.Exists && hasData(path) {
-		return nil, nil, nil, corrupt(dir, errors.New("files present but no current MANIFEST"))
+		if !unfinishedCreation(path) {
+			return nil, nil, nil, corrupt(dir, errors.New("files present but no current MANIFEST"))
+		}
+		// idemd was stopped while Pebble created the store, before any
+		// write: start it again from nothing.
+		if err := clearUnfinished(path); err != nil {
+			return nil, nil, nil, fmt.Errorf("idem: pebble store at %s: clearing an unfinished creation: %v", dir, err)
+		}
+		o.logger.Info("idem: pebble store creation had been interrupted before any write; created afresh", "dir", dir)
 	}
 	po := o.pebbleOptions()
 	po.Lock = lock

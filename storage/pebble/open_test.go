@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -413,6 +414,65 @@ func TestKilledWriterKeepsAcknowledgedWrites(t *testing.T) {
 		}
 		if rec.State != storage.StateCompleted || !rec.Result.Equal(crashResult(i)) {
 			t.Errorf("Lookup(%s) = %v %+v, want COMPLETED %+v", key, rec.State, rec.Result, crashResult(i))
+		}
+	}
+}
+
+// TestUnfinishedCreationStartsAfresh: an idemd stopped (kill -9) while
+// Pebble created a fresh store leaves its first manifest and no marker. No
+// record was ever written there, so the next start creates the store,
+// instead of refusing it as corrupt forever. A store that took writes has a
+// log, and stays refused without its marker.
+func TestUnfinishedCreationStartsAfresh(t *testing.T) {
+	src := t.TempDir()
+	populate(t, src, 0, false)
+	manifest, err := os.ReadFile(filepath.Join(src, "MANIFEST-000001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{len(manifest), 39, 0} {
+		dir := t.TempDir()
+		for name, b := range map[string][]byte{"LOCK": nil, "MANIFEST-000001": manifest[:min(size, len(manifest))]} {
+			if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s, err := Open(dir, WithSweepInterval(0))
+		if err != nil {
+			t.Errorf("Open() after a creation stopped with a %d-byte manifest error = %v, want a fresh store", size, err)
+			continue
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// With a log beside it, records may have been written: still refused.
+	dir := t.TempDir()
+	for name, b := range map[string][]byte{"LOCK": nil, "MANIFEST-000001": manifest, "000002.log": []byte("x")} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s, err := Open(dir, WithSweepInterval(0)); err == nil {
+		s.Close()
+		t.Error("Open() of a directory with a log but no marker = nil error, want it refused as corrupt")
+	}
+}
+
+// TestLockErrors: the lock file that cannot be created for lack of
+// permission is not "in use by another process", which fcntl's EACCES and
+// EAGAIN mean.
+func TestLockErrors(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{&os.PathError{Op: "open", Path: "/data/LOCK", Err: syscall.EACCES}, "permission denied creating LOCK"},
+		{syscall.EAGAIN, "in use by another process"},
+		{syscall.EACCES, "in use by another process"},
+	} {
+		if got := lockError("/data", tt.err).Error(); !strings.Contains(got, tt.want) {
+			t.Errorf("lockError(%v) = %q, want it to say %q", tt.err, got, tt.want)
 		}
 	}
 }
