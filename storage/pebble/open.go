@@ -151,7 +151,8 @@ func hasData(path string) bool {
 
 // unfinishedCreation reports whether the files in path are what Pebble
 // leaves when it is stopped while creating a store: its manifest and
-// options, but no table, no log and no idem sidecar. Any store that ever
+// options, but no marker or CURRENT (a store that was), no table, no log
+// and no idem sidecar. Any store that ever
 // took a write has a log, and any that idemd opened has the sidecar, so
 // such a directory never held a record.
 func unfinishedCreation(path string) bool {
@@ -161,9 +162,9 @@ func unfinishedCreation(path string) bool {
 	}
 	for _, e := range ents {
 		switch n := e.Name(); {
-		case n == "LOCK", n == "lost+found", n == "CURRENT",
+		case n == "LOCK", n == "lost+found",
 			strings.HasPrefix(n, "MANIFEST-"), strings.HasPrefix(n, "OPTIONS-"),
-			strings.HasPrefix(n, "marker."), strings.HasPrefix(n, "temporary."):
+			strings.HasPrefix(n, "temporary."):
 		default:
 			return false
 		}

@@ -476,3 +476,20 @@ func TestLockErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestGarbledCurrentStaysRefused: a CURRENT file is what an older store
+// points at its manifest with; garbled, it is damage, not an unfinished
+// creation, and Open refuses the directory without writing to it.
+func TestGarbledCurrentStaysRefused(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "CURRENT"), []byte("garbage\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(dir, WithSweepInterval(0)); err == nil {
+		s.Close()
+		t.Fatal("Open() of a directory with a garbled CURRENT = nil error, want it refused")
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "CURRENT")); string(b) != "garbage\n" {
+		t.Errorf("CURRENT = %q, want it untouched", b)
+	}
+}
