@@ -321,7 +321,7 @@ func (g *guard) reserveFailed(ctx context.Context, method, key string, err error
 		}
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrResourceExhausted) {
+	if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrResourceExhausted) {
 		// idem answered and refused (a credential it does not accept, a
 		// tenant it does not serve): failing open would turn
 		// deduplication off unnoticed until the configuration is fixed.

@@ -787,3 +787,19 @@ func TestFailOpenOnlyWhenUnreachable(t *testing.T) {
 		t.Errorf("FailOpen counter = %d, want 0", got)
 	}
 }
+
+// TestFailOpenWhenStoreClosed: an idemd whose store is closed (a reload
+// dropped it, shutdown) answers UNAVAILABLE with reason STORE_CLOSED: that
+// is idem unreachable, so a fail-open method runs.
+func TestFailOpenWhenStoreClosed(t *testing.T) {
+	ctx := testCtx(t)
+	ie := startIdem(t, idemConfig{remote: true})
+	ie.store.Close()
+	ts := &testService{}
+	opts := []client.InterceptorOption{client.WithFailOpen(func(string) bool { return true })}
+	a := startAppWith(t, appConfig{ts: ts, opts: opts}, ie.svc)
+	_, err, _ := a.call(ctx, "u", unaryReq("x"))
+	if got := ts.calls.Load(); got != 1 || err != nil {
+		t.Errorf("handler runs = %d, err = %v; want the handler to run", got, err)
+	}
+}

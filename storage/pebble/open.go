@@ -102,7 +102,8 @@ func prepareDir(dir string) (string, error) {
 	}
 	// Pebble opened a store it could not write to and retried its flush
 	// forever, deaf to SIGTERM; refuse it here instead.
-	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+	// With the effective IDs and capabilities, as the writes will be made.
+	if err := unix.Faccessat(unix.AT_FDCWD, dir, unix.W_OK|unix.X_OK, unix.AT_EACCESS); err != nil {
 		return "", fmt.Errorf("idem: pebble store at %s is not writable by this process: %v", dir, err)
 	}
 	ents, err := os.ReadDir(dir)
