@@ -10,11 +10,13 @@
 package codec
 
 import (
+	"errors"
 	"fmt"
 
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
@@ -85,47 +87,58 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 		err = m.UnmarshalVT(buf.ReadOnlyData())
 		buf.Free()
 	}
-	if err == nil && unknownInRequest(v) {
+	if err == nil {
 		// The generated decoder keeps unknown fields without checking
 		// them as protobuf-go does (a group closed by another field's
-		// end tag passes); such requests, from newer or broken clients,
-		// are rare, so protobuf-go decodes them again and has the last
-		// word.
-		return fallback.Unmarshal(data, v)
+		// end tag passes); refuse what protobuf-go would.
+		err = checkUnknown(v)
 	}
 	return err
 }
 
-// unknownInRequest reports whether a decoded idem.v1 request, or a message
-// of idem.v1 inside it, holds fields its schema does not know. Responses
-// come from idemd's own encoder and are not checked.
-func unknownInRequest(v any) bool {
+// checkUnknown parses the unknown fields a decoded idem.v1 request, or a
+// message of idem.v1 inside it, kept, and fails where they are malformed.
+// Responses come from idemd's own encoder and are not checked.
+func checkUnknown(v any) error {
 	switch r := v.(type) {
 	case *idemv1.ReserveRequest, *idemv1.ReleaseRequest, *idemv1.ExtendLeaseRequest,
 		*idemv1.CheckpointRequest, *idemv1.LookupRequest:
 		return unknown(r.(proto.Message))
 	case *idemv1.CompleteRequest:
-		return unknown(r) || r.Result != nil && unknown(r.Result)
+		return errors.Join(unknown(r), unknown(r.GetResult()))
 	case *idemv1.BatchReserveRequest:
-		if unknown(r) {
-			return true
+		if err := unknown(r); err != nil {
+			return err
 		}
 		for _, it := range r.Items {
-			if unknown(it) {
-				return true
+			if err := unknown(it); err != nil {
+				return err
 			}
 		}
 	case *idemv1.BatchCompleteRequest:
-		if unknown(r) {
-			return true
+		if err := unknown(r); err != nil {
+			return err
 		}
 		for _, it := range r.Items {
-			if unknown(it) || it.Result != nil && unknown(it.Result) {
-				return true
+			if err := errors.Join(unknown(it), unknown(it.GetResult())); err != nil {
+				return err
 			}
 		}
 	}
-	return false
+	return nil
 }
 
-func unknown(m proto.Message) bool { return len(m.ProtoReflect().GetUnknown()) > 0 }
+func unknown(m proto.Message) error {
+	if m == nil || !m.ProtoReflect().IsValid() {
+		return nil
+	}
+	b := m.ProtoReflect().GetUnknown()
+	for len(b) > 0 {
+		_, _, n := protowire.ConsumeField(b)
+		if n < 0 {
+			return fmt.Errorf("codec: %T: unknown fields: %w", m, protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	return nil
+}

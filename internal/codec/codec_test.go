@@ -297,3 +297,23 @@ func TestUnknownFieldsAsProtobufGo(t *testing.T) {
 		}
 	}
 }
+
+// TestUnknownFieldsLeaveUTF8ToValidation: a request with a well-formed
+// unknown field decodes as any other, so a bad string in it still reaches
+// idemd's validation, which answers INVALID_ARGUMENT naming the field,
+// rather than failing in the codec.
+func TestUnknownFieldsLeaveUTF8ToValidation(t *testing.T) {
+	b, err := proto.Marshal(&idemv1.ReserveRequest{Namespace: "ns"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = append(b, 0x1a, 2, 0xff, 0xfe) // key (field 3) = "\xff\xfe"
+	b = append(b, 0x98, 0x06, 0x01)    // field 99, varint 1
+	var got idemv1.ReserveRequest
+	if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, &got); err != nil {
+		t.Fatalf("Unmarshal error = %v, want the request decoded for validation to judge", err)
+	}
+	if got.GetKey() != "\xff\xfe" {
+		t.Errorf("key = %q, want the bytes sent", got.GetKey())
+	}
+}
