@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"runtime"
-	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -46,12 +45,11 @@ func (s *Service) runHealth() {
 
 // checkHealth pings the stores and publishes the result.
 func (s *Service) checkHealth() {
-	var pingErrs []error
-	var failed []storage.Store
+	failed := map[storage.Store]error{}
 	for _, st := range s.stores() {
 		ctx, cancel := context.WithTimeout(s.bg, s.opts.healthTimeout)
 		if err := st.Ping(ctx); err != nil {
-			pingErrs, failed = append(pingErrs, err), append(failed, st)
+			failed[st] = err
 		}
 		cancel()
 	}
@@ -59,10 +57,9 @@ func (s *Service) checkHealth() {
 	if len(failed) > 0 {
 		// A policy reload may have dropped, and closed, a store while it
 		// was pinged: only the stores the server still routes to count.
-		current := s.stores()
-		for i, st := range failed {
-			if slices.Contains(current, st) {
-				errs = append(errs, pingErrs[i])
+		for _, st := range s.stores() {
+			if err, ok := failed[st]; ok {
+				errs = append(errs, err)
 			}
 		}
 	}

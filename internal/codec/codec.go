@@ -129,10 +129,11 @@ func checkUnknown(v any) error {
 }
 
 func unknown(m proto.Message) error {
-	if m == nil || !m.ProtoReflect().IsValid() {
+	r := m.ProtoReflect()
+	if !r.IsValid() { // a nil message inside the request
 		return nil
 	}
-	b := m.ProtoReflect().GetUnknown()
+	b := r.GetUnknown()
 	for len(b) > 0 {
 		_, _, n := protowire.ConsumeField(b)
 		if n < 0 {

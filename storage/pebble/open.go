@@ -153,9 +153,9 @@ func hasData(path string) bool {
 // unfinishedCreation reports whether the files in path are what Pebble
 // leaves when it is stopped while creating a store: its manifest and
 // options, but no marker or CURRENT (a store that was), no table, no log
-// and no idem sidecar. Any store that ever
-// took a write has a log, and any that idemd opened has the sidecar, so
-// such a directory never held a record.
+// and no idem sidecar. Any store that ever took a write has a log, and
+// any that idemd opened has the sidecar, so such a directory never held a
+// record.
 func unfinishedCreation(path string) bool {
 	ents, err := os.ReadDir(path)
 	if err != nil {

@@ -118,8 +118,8 @@ func (s *Store) sweepChunk(entries [][]byte, now time.Time) (deleted, skipped in
 			s.locks[i].Unlock()
 		}
 	}()
-	var keys [][]byte
-	kept := entries[:0:0]
+	keys := make([][]byte, 0, len(entries))
+	kept := make([][]byte, 0, len(entries))
 	for _, e := range entries {
 		key := e[9:]
 		i := s.stripeOf(key)
