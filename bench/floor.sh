@@ -45,12 +45,9 @@ for name in memory pebble postgres redis; do
 	stop_idemd
 done
 if [ -f "$BENCH_OUT/floor-memory.json" ] && [ -f "$BENCH_OUT/floor-pebble.json" ]; then
-	# Each store's rate is the median of its rounds' Reserve rates: the
-	# median round is chosen by its ratio to the floor, and its own rate
-	# can land on a slow moment of the host.
-	rate='sorted(x["idem_ops_per_sec"] for x in r["rounds"])[len(r["rounds"]) // 2] if r.get("rounds") else r["idem"]["ops_per_sec"]'
-	m=$(jget "$BENCH_OUT/floor-memory.json" "$rate")
-	p=$(jget "$BENCH_OUT/floor-pebble.json" "$rate")
+	# Each store's rate is the median of its rounds' Reserve rates.
+	m=$(median_idem_rate "$BENCH_OUT/floor-memory.json")
+	p=$(median_idem_rate "$BENCH_OUT/floor-pebble.json")
 	echo "pebble / memory Reserve throughput (medians of their rounds' rates, $(printf %.0f "$p") / $(printf %.0f "$m") per s): $(python3 -c "print(f'{$p/$m:.2f}x')")"
 fi
 echo "results: $BENCH_OUT"

@@ -103,6 +103,19 @@ jget() {
 	python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
 }
 
+# median_idem_rate FILE: the median of a --floor report's rounds' idem
+# rates (a one-round report's idem rate). Not the median round's own rate:
+# that round is chosen by its ratio to the floor, and its rate can land on
+# a fast or slow moment of the host.
+median_idem_rate() {
+	python3 - "$1" <<'PY'
+import json, statistics, sys
+r = json.load(open(sys.argv[1]))
+rounds = r.get("rounds") or []
+print(statistics.median(x["idem_ops_per_sec"] for x in rounds) if rounds else r["idem"]["ops_per_sec"])
+PY
+}
+
 summary() {
 	python3 - "$1" <<'PY'
 import json, sys

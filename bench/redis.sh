@@ -47,6 +47,6 @@ if calls and records:
     print(f"  inside Redis: {records} records in {calls} EVALSHA calls ({records/calls:.1f} a call), "
           f"{usec/records:.1f} µs of EVALSHA per record (Redis's commandstats)")
 PY
-idem=$(jget "$BENCH_OUT/redis-idem.json" 'r["idem"]["ops_per_sec"]')
-echo "idem Reserve / redis-benchmark SET NX PX: $(python3 -c "print(f'{$idem/$rps:.2f}x')")"
+idem=$(median_idem_rate "$BENCH_OUT/redis-idem.json")
+echo "idem Reserve (median of the rounds' rates, $(printf %.0f "$idem")/s) / redis-benchmark SET NX PX: $(python3 -c "print(f'{$idem/$rps:.2f}x')")"
 echo "results: $BENCH_OUT"

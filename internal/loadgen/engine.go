@@ -309,7 +309,7 @@ func (r *runner) phase(ctx context.Context, name string, call callFunc) (*Phase,
 			case now := <-progress:
 				tot, _, _ := totals(recs)
 				el := now.Sub(start).Seconds()
-				fmt.Fprintf(cfg.Progress, "[%s] %5.0fs  %9.0f ops/s  errors %d  p50 %s  p99 %s\n", name, el, float64(tot.ops)/el, tot.errors,
+				fmt.Fprintf(cfg.Progress, "[%s] %5.0fs  %9.0f ops/s  errors %d  p50 %s  p99 %s\n", name, el, float64(tot.okOps())/el, tot.errors,
 					fmtUS(tot.hist.ValueAtQuantile(50)), fmtUS(tot.hist.ValueAtQuantile(99)))
 			case <-done:
 				// A last bucket much shorter than the interval gives a
@@ -339,14 +339,14 @@ func (r *runner) phase(ctx context.Context, name string, call callFunc) (*Phase,
 		p.Timeline = []Point{}
 	}
 	if s := elapsed.Seconds(); s > 0 {
-		p.CallsPerSec = float64(tot.calls) / s
-		p.OpsPerSec = float64(tot.ops) / s
+		p.CallsPerSec = float64(tot.calls-tot.failed) / s
+		p.OpsPerSec = float64(tot.okOps()) / s
 	}
 	if cfg.ServerPID > 0 {
 		used := cpuAfter - cpuBefore
 		p.ServerCPU = &ServerCPU{PID: cfg.ServerPID, CPUUS: used.Microseconds(), Cores: used.Seconds() / elapsed.Seconds()}
-		if tot.ops > 0 {
-			p.ServerCPU.CPUUSPerOp = float64(used.Microseconds()) / float64(tot.ops)
+		if ok := tot.okOps(); ok > 0 {
+			p.ServerCPU.CPUUSPerOp = float64(used.Microseconds()) / float64(ok)
 		}
 	}
 	return p, nil
@@ -356,7 +356,7 @@ func point(w window, start, from, to time.Time) Point {
 	width := to.Sub(from).Seconds()
 	p := Point{TSec: to.Sub(start).Seconds(), Errors: w.errors}
 	if width > 0 {
-		p.OpsPerSec = float64(w.ops) / width
+		p.OpsPerSec = float64(w.okOps()) / width
 	}
 	if w.calls > 0 {
 		p.P50US = w.hist.ValueAtQuantile(50)
@@ -450,7 +450,7 @@ func (r *runner) idemCall(ctx context.Context, w *worker, t *tally) error {
 	if err != nil {
 		return err
 	}
-	t.addOutcome(outcomeName(resp.GetOutcome()))
+	t.addOutcome(resp.GetOutcome())
 	if r.cfg.Op != OpReserveComplete || resp.GetOutcome() != idemv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
 		return nil
 	}
@@ -492,7 +492,7 @@ func (r *runner) batchCall(ctx context.Context, w *worker, t *tally) error {
 			t.addErr(codes.Code(e.GetCode()).String(), 1)
 			continue
 		}
-		t.addOutcome(outcomeName(res.GetOutcome()))
+		t.addOutcome(res.GetOutcome())
 		if r.cfg.Op == OpReserveComplete && res.GetOutcome() == idemv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
 			comp.Items = append(comp.Items, &idemv1.BatchCompleteRequest_Item{Key: req.Items[i].Key, Token: res.GetRecord().GetToken(), Result: &idemv1.Result{Body: r.body}})
 		}
@@ -502,7 +502,9 @@ func (r *runner) batchCall(ctx context.Context, w *worker, t *tally) error {
 	}
 	cresp, err := w.idem.BatchComplete(ctx, comp)
 	if err != nil {
-		return err
+		// Only the items it completes failed; the others are counted already.
+		t.addErr(status.Code(err).String(), int64(len(comp.Items)))
+		return nil
 	}
 	for _, res := range cresp.GetResults() {
 		if e := res.GetError(); e != nil {

@@ -2,21 +2,48 @@ package loadgen
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
+	"unsafe"
 )
 
-// clockTicks is Linux's USER_HZ, the unit of utime and stime in
-// /proc/PID/stat. It is 100 on every mainstream architecture; reading it
-// properly needs sysconf, which needs cgo.
-const clockTicks = 100
+// atClkTck is AT_CLKTCK, the auxiliary vector entry holding USER_HZ (the
+// unit of utime and stime), which is what sysconf(_SC_CLK_TCK) returns.
+const atClkTck = 17
+
+// userHZ reads USER_HZ from procRoot/self/auxv, without cgo; 100, its
+// value on mainstream architectures, when that is not readable.
+func userHZ(procRoot string) int64 {
+	b, err := os.ReadFile(filepath.Join(procRoot, "self", "auxv"))
+	if err != nil {
+		return 100
+	}
+	// Pairs of native words: type, value; type 0 ends the vector.
+	word := int(unsafe.Sizeof(uintptr(0)))
+	for i := 0; i+2*word <= len(b); i += 2 * word {
+		var k, v uint64
+		if word == 8 {
+			k, v = binary.NativeEndian.Uint64(b[i:]), binary.NativeEndian.Uint64(b[i+word:])
+		} else {
+			k, v = uint64(binary.NativeEndian.Uint32(b[i:])), uint64(binary.NativeEndian.Uint32(b[i+word:]))
+		}
+		if k == 0 {
+			break
+		}
+		if k == atClkTck && v > 0 {
+			return int64(v)
+		}
+	}
+	return 100
+}
 
 // ProcessCPU returns the user+system CPU time the process pid has used,
 // from procRoot/PID/stat (procRoot "" means /proc). The resolution is one
-// tick (10 ms), so a phase should use at least a few seconds of CPU.
+// tick (1/USER_HZ, 10 ms), so a phase should use at least a few seconds of CPU.
 func ProcessCPU(procRoot string, pid int) (time.Duration, error) {
 	if procRoot == "" {
 		procRoot = "/proc"
@@ -41,5 +68,5 @@ func ProcessCPU(procRoot string, pid int) (time.Duration, error) {
 	if err1 != nil || err2 != nil {
 		return 0, fmt.Errorf("idem: %s/%d/stat has no utime/stime numbers", procRoot, pid)
 	}
-	return time.Duration(ut+st) * time.Second / clockTicks, nil
+	return time.Duration(ut+st) * time.Second / time.Duration(userHZ(procRoot)), nil
 }

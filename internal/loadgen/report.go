@@ -73,8 +73,9 @@ type Phase struct {
 	// Outcomes counts Reserve answers by outcome name (idem phase only).
 	Outcomes    map[string]int64 `json:"outcomes"`
 	DurationSec float64          `json:"duration_s"`
-	CallsPerSec float64          `json:"calls_per_sec"`
-	OpsPerSec   float64          `json:"ops_per_sec"`
+	// The rates count only calls and ops that did not fail.
+	CallsPerSec float64 `json:"calls_per_sec"`
+	OpsPerSec   float64 `json:"ops_per_sec"`
 	// LatencyUS is per call, in microseconds; in open-loop mode measured
 	// from the call's intended start.
 	LatencyUS Latency    `json:"latency_us"`
@@ -92,7 +93,8 @@ type Latency struct {
 	Mean float64 `json:"mean"`
 }
 
-// ServerCPU is the server's utime+stime over a phase.
+// ServerCPU is the server's utime+stime over a phase; per op is per op
+// that did not fail.
 type ServerCPU struct {
 	PID        int     `json:"pid"`
 	CPUUS      int64   `json:"cpu_us"`
