@@ -88,6 +88,13 @@ func (s *Service) ListKeys(ctx context.Context, req *idemv1.ListKeysRequest) (*i
 		size = defaultPageSize
 	}
 	after, ok := decodePageToken(req.GetPageToken())
+	if ok && after != "" {
+		// The token comes back from the caller: its key must be one a
+		// store can compare, as a forged one reaches the store's query.
+		var kv violations
+		s.checkKey(&kv, "page_token", after)
+		ok = len(kv) == 0
+	}
 	if !ok {
 		v.add("page_token", "is not a token from a previous ListKeys response")
 	}

@@ -9,8 +9,11 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -212,6 +215,17 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 		log.Error("idemd stopping", "err", serveErr)
 	}
 
+	// One deadline for the whole shutdown, so that idemd exits about
+	// ShutdownTimeout after the signal, as terminationGracePeriodSeconds
+	// in deploy/ assumes.
+	deadline := time.Now().Add(cfg.ShutdownTimeout)
+	// A second SIGTERM or interrupt cuts the drain short; the store is
+	// still closed cleanly. (main's NotifyContext keeps catching it, so
+	// without this it did nothing.)
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(again)
+
 	// NOT_SERVING first, so load balancers move away while calls drain.
 	svc.Close()
 	drained := make(chan struct{})
@@ -220,11 +234,18 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 		close(drained)
 	}()
 	timer := time.NewTimer(cfg.ShutdownTimeout)
+	defer timer.Stop()
+	cutOff := false
 	select {
 	case <-drained:
-		timer.Stop()
 	case <-timer.C:
 		log.Warn("in-flight calls did not finish in time; cutting them off", "timeout", cfg.ShutdownTimeout.String())
+		cutOff = true
+	case <-again:
+		log.Warn("second signal; cutting in-flight calls off")
+		cutOff = true
+	}
+	if cutOff {
 		gs.Stop()
 		// Stop cancels the calls' contexts; a handler that ignores its
 		// context must still not keep idemd from exiting.
@@ -234,7 +255,9 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 			log.Error("calls still running after the server stopped; closing the store under them")
 		}
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	// What is left of the deadline, but enough for a flush even when the
+	// drain used it all.
+	shutdownCtx, cancel := context.WithDeadline(context.Background(), later(deadline, time.Now().Add(stuckHandlerGrace)))
 	defer cancel()
 	if httpSrv != nil {
 		_ = httpSrv.Shutdown(shutdownCtx)
@@ -251,6 +274,13 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	}
 	log.Info("idemd stopped")
 	return serveErr
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // StoreScheme is the store label of metrics: the kind of store its URL

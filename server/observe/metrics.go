@@ -92,13 +92,15 @@ const OtherNamespace = "_other"
 const DefaultMaxNamespaces = 1000
 
 var (
-	// Store calls take from tens of microseconds (pebble, memory) to
-	// seconds (a cross-region CockroachDB transaction under contention).
-	storeBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
-	// Waits are bounded by the 30 s wait limit.
-	waitBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
-	// RPCBuckets are the buckets of grpc_server_handling_seconds.
-	RPCBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+	// Store calls take from microseconds (pebble, memory) to seconds (a
+	// cross-region CockroachDB transaction under contention).
+	storeBuckets = []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+	// Waits are bounded by the 30 s wait limit; an in-process wake-up
+	// takes well under a millisecond.
+	waitBuckets = []float64{.00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+	// RPCBuckets are the buckets of grpc_server_handling_seconds: a call
+	// served from pebble or memory takes tens of microseconds.
+	RPCBuckets = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 )
 
 // Metrics are idem's own collectors. Every method is safe on a nil

@@ -1,0 +1,51 @@
+package idemd
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"testing"
+	"time"
+
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+)
+
+// slowFlush is an extension whose shutdown (a span flush to a collector
+// that is down) takes as long as it is allowed to.
+type slowFlush struct{}
+
+func (slowFlush) RegisterFlags(*flag.FlagSet) {}
+func (slowFlush) Setup(_ context.Context, s *Setup) error {
+	s.Shutdown = append(s.Shutdown, func(ctx context.Context) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	return nil
+}
+
+// The shutdown timeout bounds the whole shutdown, not each step: with a
+// call that never ends and a slow extension, idemd still exits about
+// ShutdownTimeout after the signal (deploy/ sets the pod's grace period
+// from it), not twice that.
+func TestShutdownTimeoutBoundsWholeShutdown(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	g := newGate()
+	cfg := memoryConfig()
+	cfg.ShutdownTimeout = 3 * time.Second
+	sctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- Serve(sctx, cfg, slog.New(&addrHandler{addr: g.addr}), g, slowFlush{}) }()
+	addr := <-g.addr
+	go func() { _, _ = dial(t, addr).Reserve(ctx, &idemv1.ReserveRequest{Namespace: "ns", Key: "k"}) }()
+	<-g.entered
+	start := time.Now()
+	stop()
+	<-done
+	close(g.release)
+	limit := cfg.ShutdownTimeout + 2*stuckHandlerGrace + 500*time.Millisecond
+	if el := time.Since(start); el > limit {
+		t.Errorf("Serve() returned %v after shutdown began, want at most %v", el.Round(time.Millisecond), limit)
+	}
+}
