@@ -3,8 +3,13 @@ package deploy
 import (
 	"encoding/json"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"maps"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -12,7 +17,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/idemhq/idem/server"
 	"github.com/idemhq/idem/server/observe"
+	"github.com/idemhq/idem/server/policy"
 )
 
 // known returns every metric family idemd exports and its label names.
@@ -247,8 +254,16 @@ func TestKustomizeBaseRenders(t *testing.T) {
 	dec := yaml.NewDecoder(strings.NewReader(string(out)))
 	for {
 		var doc struct {
-			Kind string
-			Spec struct {
+			Kind     string
+			Metadata struct{ Name string }
+			Spec     struct {
+				Ingress []struct {
+					From []struct {
+						PodSelector *struct {
+							MatchLabels map[string]string `yaml:"matchLabels"`
+						} `yaml:"podSelector"`
+					}
+				}
 				Template struct {
 					Spec struct {
 						Containers []struct {
@@ -267,6 +282,16 @@ func TestKustomizeBaseRenders(t *testing.T) {
 			break
 		}
 		kinds[doc.Kind]++
+		if doc.Kind == "NetworkPolicy" {
+			// Clients carry only the documented label, not idemd's own.
+			for _, in := range doc.Spec.Ingress {
+				for _, f := range in.From {
+					if f.PodSelector != nil && !maps.Equal(f.PodSelector.MatchLabels, map[string]string{"idem.dev/client": "true"}) {
+						t.Errorf("NetworkPolicy %s admits pods labelled %v, want only idem.dev/client=true", doc.Metadata.Name, f.PodSelector.MatchLabels)
+					}
+				}
+			}
+		}
 		if doc.Kind == "Deployment" {
 			c := doc.Spec.Template.Spec.Containers[0]
 			if c.ReadinessProbe["grpc"] == nil || c.StartupProbe["grpc"] == nil {
@@ -341,8 +366,107 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}
 	}
+	// The linker ignores -X for a variable that does not exist, so a wrong
+	// path leaves the image reporting "devel".
+	var targets []string
+	for _, m := range regexp.MustCompile(`-X\s+([^=\s"]+)=`).FindAllStringSubmatch(s, -1) {
+		targets = append(targets, m[1])
+		if !hasStringVar(t, m[1]) {
+			t.Errorf("Dockerfile sets -X %s, a variable that does not exist", m[1])
+		}
+	}
+	for _, want := range []string{"github.com/idemhq/idem/server/idemd.version", "github.com/idemhq/idem/internal/ctl.Version"} {
+		if !slices.Contains(targets, want) {
+			t.Errorf("Dockerfile does not set %s (sets %v)", want, targets)
+		}
+	}
 	user := regexp.MustCompile(`(?m)^USER\s+(\S+)`).FindStringSubmatch(final)
 	if user == nil || strings.HasPrefix(user[1], "0") || strings.HasPrefix(user[1], "root") {
 		t.Errorf("final stage USER = %v, want a non-root user", user)
+	}
+}
+
+// hasStringVar reports whether target (import/path.name, as -X takes it)
+// is a package-level variable of this module; "main" means both commands.
+func hasStringVar(t *testing.T, target string) bool {
+	t.Helper()
+	i := strings.LastIndex(target, ".")
+	pkg, name := target[:i], target[i+1:]
+	dirs := []string{"../cmd/idemd", "../cmd/idemctl"}
+	if pkg != "main" {
+		rel, ok := strings.CutPrefix(pkg, "github.com/idemhq/idem/")
+		if !ok {
+			return false
+		}
+		dirs = []string{"../" + rel}
+	}
+	for _, dir := range dirs {
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil || len(files) == 0 {
+			return false
+		}
+		found := false
+		for _, path := range files {
+			if strings.HasSuffix(path, "_test.go") {
+				continue
+			}
+			f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range f.Decls {
+				if g, ok := d.(*ast.GenDecl); ok && g.Tok == token.VAR {
+					for _, sp := range g.Specs {
+						found = found || slices.ContainsFunc(sp.(*ast.ValueSpec).Names, func(n *ast.Ident) bool { return n.Name == name })
+					}
+				}
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// TestPolicyExample parses policy.example.yaml and checks that the methods
+// of a service with an exact pattern share that pattern's store: the
+// interceptors name a namespace after the full method ("/pkg.Svc/Method"),
+// so the service's other methods must not fall through to default.
+func TestPolicyExample(t *testing.T) {
+	f, err := policy.ReadFile("policy.example.yaml", server.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	route := func(ns string) policy.Rule {
+		var best *policy.Rule
+		for i, r := range f.Rules {
+			switch {
+			case r.Kind == policy.Exact && r.Match == ns:
+				return r
+			case r.Kind == policy.Prefix && strings.HasPrefix(ns, r.Match) && (best == nil || best.Kind == policy.Default || len(r.Match) > len(best.Match)),
+				r.Kind == policy.Default && best == nil:
+				best = &f.Rules[i]
+			}
+		}
+		if best == nil {
+			t.Fatalf("no rule routes %q", ns)
+		}
+		return *best
+	}
+	n := 0
+	for _, r := range f.Rules {
+		svc, _, ok := strings.Cut(strings.TrimPrefix(r.Match, "/"), "/")
+		if r.Kind != policy.Exact || !strings.HasPrefix(r.Match, "/") || !ok {
+			continue
+		}
+		n++
+		sibling := "/" + svc + "/Refund"
+		if got := route(sibling); got.Store != r.Store {
+			t.Errorf("%s goes to %q (pattern %q), not to %s's store %q", sibling, got.Store, got.Pattern, r.Match, r.Store)
+		}
+	}
+	if n == 0 {
+		t.Error("policy.example.yaml has no exact gRPC method pattern; the test checked nothing")
 	}
 }

@@ -7,9 +7,10 @@
 //
 //	go run ./examples/payments -listen 127.0.0.1:8081
 //
-// or against an idemd:
+// or against an idemd (its default address is 127.0.0.1:50051):
 //
-//	go run ./examples/payments -listen 127.0.0.1:8081 -idem dns:///127.0.0.1:7070 -idem-insecure
+//	go run ./cmd/idemd --store memory://
+//	go run ./examples/payments -listen 127.0.0.1:8081 -idem dns:///127.0.0.1:50051 -idem-insecure
 //
 // and charge with any gRPC client, e.g. grpcurl (reflection is on):
 //

@@ -24,7 +24,7 @@ import (
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8081", "address to serve PaymentsService on")
-	target := flag.String("idem", "", "idemd gRPC target (e.g. dns:///127.0.0.1:7070); empty runs idem in-process over a memory store")
+	target := flag.String("idem", "", "idemd gRPC target (e.g. dns:///127.0.0.1:50051); empty runs idem in-process over a memory store")
 	plaintext := flag.Bool("idem-insecure", false, "connect to idemd without TLS")
 	token := flag.String("idem-token", os.Getenv("IDEM_TOKEN"), "bearer token for idemd")
 	flag.Parse()

@@ -350,3 +350,40 @@ func TestKeysAndReads(t *testing.T) {
 		t.Errorf("GetBalance() = %v, %v; want 5 cents in 1 charge", bal, err)
 	}
 }
+
+// TestDuplicatesRunHandlerOnce: concurrent deliveries of one Charge run the
+// handler once; the others wait and get its answer replayed. The ledger's
+// own per-key uniqueness would hide a second run from TestChargesExactlyOnce.
+func TestDuplicatesRunHandlerOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	w := startWorld(t, 0, 0)
+	var runs atomic.Int64
+	w.svc.beforePost = func(context.Context, string) {
+		runs.Add(1)
+		time.Sleep(50 * time.Millisecond) // the duplicates arrive while it runs
+	}
+	const callers = 8
+	answers := make([]answer, callers)
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := w.pc.Charge(client.WithKey(ctx, "dup-1"), &paymentsv1.ChargeRequest{Account: "a", AmountCents: 7, Currency: "EUR"})
+			answers[i] = answer{resp: resp, code: status.Code(err), msg: status.Convert(err).Message()}
+		}()
+	}
+	wg.Wait()
+	for _, a := range answers {
+		if a.code != codes.OK || !a.equal(answers[0]) {
+			t.Errorf("answer %v, want OK and the same for every caller (first: %v)", a, answers[0])
+		}
+	}
+	if n := runs.Load(); n != 1 {
+		t.Errorf("handler ran %d times for one key, want 1", n)
+	}
+	if got := w.events.Replayed.Load(); got != callers-1 {
+		t.Errorf("replays = %d, want %d", got, callers-1)
+	}
+}
