@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/idemhq/idem/storage"
 )
@@ -298,6 +299,7 @@ func testAdmin(t *testing.T, h Harness) {
 
 func testIsolation(t *testing.T, h Harness) {
 	t.Run("TenantsAndNamespaces", func(t *testing.T) { testTenantsAndNamespaces(t, h) })
+	t.Run("LongestIDs", func(t *testing.T) { testLongestIDs(t, h) })
 	t.Run("NoSeparatorCollisions", func(t *testing.T) {
 		// Backends that join ID parts into one key must do so unambiguously.
 		e := newEnv(t, h)
@@ -327,6 +329,51 @@ func testIsolation(t *testing.T, h Harness) {
 			}
 		}
 	})
+}
+
+func testLongestIDs(t *testing.T, h Harness) {
+	// The default limits: tenant 128 B, namespace and key 256 B of UTF-8.
+	e := newEnv(t, h)
+	pad := func(s string, n int) string { // multibyte runes, then ASCII to end
+		for len(s)+3 <= n {
+			s += "é"
+		}
+		for len(s) < n {
+			s += "x"
+		}
+		return s
+	}
+	e.tenant = pad(e.tenant+"-", 128)
+	e.ns = pad("/long.v1.Service/", 256)
+	id := e.id(pad("key-", 256))
+	twin := e.id(id.Key[:255] + "y")
+	for _, x := range []string{id.Tenant, id.Namespace, id.Key, twin.Key} {
+		if !utf8.ValidString(x) {
+			t.Fatalf("storagetest: padded name %q is not UTF-8", x)
+		}
+	}
+	if len(id.Tenant) != 128 || len(id.Namespace) != 256 || len(id.Key) != 256 {
+		t.Fatalf("storagetest: ID lengths %d/%d/%d, want 128/256/256", len(id.Tenant), len(id.Namespace), len(id.Key))
+	}
+	rec := e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+	if rec.ID != id {
+		t.Fatalf("Reserve() ID = %+v, want %+v", rec.ID, id)
+	}
+	if got := e.mustReserve(rp(twin, "fp", ttl, retention), storage.OutcomeReserved); got.Token != 1 {
+		t.Fatalf("Reserve(key differing in its last byte) token = %d, want 1", got.Token)
+	}
+	done := e.complete(id, 1, bigResult("long"), retention)
+	e.wantUnchanged(done)
+	recs, _, err := e.s.List(e.ctx, storage.ListParams{Tenant: id.Tenant, Namespace: id.Namespace, Limit: 10})
+	if err != nil || len(recs) != 2 || recs[0].ID != id || recs[1].ID != twin {
+		t.Fatalf("List() = %d records, %v; want %q then %q", len(recs), err, id.Key, twin.Key)
+	}
+	rows, err := e.s.Stats(e.ctx, id.Tenant, id.Namespace)
+	want := []storage.StatsRow{{Namespace: id.Namespace, State: storage.StateInProgress, Count: 1}, {Namespace: id.Namespace, State: storage.StateCompleted, Count: 1}}
+	storage.SortStats(want)
+	if err != nil || !slices.Equal(rows, want) {
+		t.Fatalf("Stats() = %+v, %v; want %+v", rows, err, want)
+	}
 }
 
 func testTenantsAndNamespaces(t *testing.T, h Harness) {

@@ -1,6 +1,7 @@
 package storagetest
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -152,6 +153,129 @@ func testBatch(t *testing.T, h Harness) {
 		}
 	})
 
+	t.Run("ReserveMatchesSingle", func(t *testing.T) {
+		// The same calls, one by one in one namespace and as one batch in
+		// another, must answer and store the same: takeovers keep the
+		// checkpoint and count attempts, leases and expiries follow the item.
+		shared := newEnv(t, h)
+		single, batch := shared.sub(t, "single"), shared.sub(t, "batch")
+		cp := storage.Checkpoint{Phase: "p", Data: []byte{0, 1}}
+		for _, e := range []*env{single, batch} {
+			for _, k := range []string{"expired-lease", "released", "completed", "completed-expired", "mismatch-released", "mismatch-completed"} {
+				e.mustReserve(rp(e.id(k), "fp", ttl, retention), storage.OutcomeReserved)
+			}
+			for _, k := range []string{"expired-lease", "released"} {
+				if _, err := e.s.Checkpoint(e.ctx, e.id(k), 1, cp); err != nil {
+					t.Fatalf("Checkpoint(%s) error = %v, want nil", k, err)
+				}
+			}
+			e.release(e.id("released"), 1)
+			e.release(e.id("mismatch-released"), 1)
+			e.complete(e.id("completed"), 1, bigResult("c"), retention)
+			e.complete(e.id("mismatch-completed"), 1, bigResult("c"), retention)
+			e.complete(e.id("completed-expired"), 1, bigResult("c"), 10*time.Second)
+		}
+		shared.advance(ttl + time.Second)
+		for _, e := range []*env{single, batch} {
+			e.mustReserve(rp(e.id("live"), "fp", ttl, retention), storage.OutcomeReserved)
+			e.mustReserve(rp(e.id("live-mismatch"), "fp", ttl, retention), storage.OutcomeReserved)
+		}
+		items := func(e *env) []storage.ReserveParams {
+			var ps []storage.ReserveParams
+			for _, kf := range [][2]string{{"new", "fp"}, {"expired-lease", "fp"}, {"released", "fp"}, {"completed", "fp"},
+				{"completed-expired", "fp-new"}, {"mismatch-released", "other"}, {"mismatch-completed", "other"}, {"live", "fp"}, {"live-mismatch", "other"}} {
+				ps = append(ps, rp(e.id(kf[0]), kf[1], 2*time.Minute, 3*time.Hour))
+			}
+			return ps
+		}
+		var want []storage.ReserveResult
+		for _, p := range items(single) {
+			out, rec, err := single.s.Reserve(single.ctx, p)
+			if err != nil {
+				t.Fatalf("Reserve(%s) error = %v, want nil", p.Key, err)
+			}
+			want = append(want, storage.ReserveResult{Outcome: out, Record: rec})
+		}
+		ps := items(batch)
+		got := batch.batchReserve(ps)
+		for i, p := range ps {
+			if got[i].Err != nil || got[i].Outcome != want[i].Outcome {
+				t.Fatalf("BatchReserve() item %s = %v, %v; Reserve() gave %v, nil", p.Key, got[i].Outcome, got[i].Err, want[i].Outcome)
+			}
+			if d := batch.diffAcross(got[i].Record, want[i].Record); d != "" {
+				t.Fatalf("BatchReserve() item %s record differs from Reserve()'s:\n%s", p.Key, d)
+			}
+			if d := batch.diffAcross(batch.lookupOrNil(p.ID), single.lookupOrNil(single.id(p.Key))); d != "" {
+				t.Fatalf("Lookup(%s) after BatchReserve() differs from after Reserve():\n%s", p.Key, d)
+			}
+		}
+		// Pin the takeover rows, so single and batch cannot agree on a wrong answer.
+		for _, i := range []int{1, 2} {
+			if r := got[i].Record; got[i].Outcome != storage.OutcomeReserved || r.Token != 2 || r.Attempts != 2 || !sameCheckpoint(r.Checkpoint, &cp) {
+				t.Fatalf("BatchReserve() item %s = %v token %d attempts %d checkpoint %+v, want RESERVED token 2 attempts 2 checkpoint %+v",
+					ps[i].Key, got[i].Outcome, r.Token, r.Attempts, r.Checkpoint, cp)
+			}
+		}
+	})
+
+	t.Run("CompleteMatchesSingle", func(t *testing.T) {
+		// As ReserveMatchesSingle, for every Complete outcome.
+		shared := newEnv(t, h)
+		single, batch := shared.sub(t, "single"), shared.sub(t, "batch")
+		for _, e := range []*env{single, batch} {
+			for _, k := range []string{"expired-lease", "taken-over", "stale", "retry", "other-result", "released", "expired"} {
+				e.mustReserve(rp(e.id(k), "fp", ttl, retention), storage.OutcomeReserved)
+			}
+			if _, err := e.s.Checkpoint(e.ctx, e.id("expired-lease"), 1, storage.Checkpoint{Phase: "p", Data: []byte("d")}); err != nil {
+				t.Fatalf("Checkpoint() error = %v, want nil", err)
+			}
+			e.complete(e.id("retry"), 1, bigResult("r"), retention)
+			e.complete(e.id("other-result"), 1, bigResult("r"), retention)
+			e.release(e.id("released"), 1)
+			e.complete(e.id("expired"), 1, nil, 10*time.Second)
+		}
+		shared.advance(ttl + time.Second)
+		for _, e := range []*env{single, batch} {
+			e.mustReserve(rp(e.id("live"), "fp", ttl, retention), storage.OutcomeReserved)
+			e.mustReserve(rp(e.id("taken-over"), "fp", ttl, retention), storage.OutcomeReserved)
+			e.mustReserve(rp(e.id("stale"), "fp", ttl, retention), storage.OutcomeReserved)
+		}
+		items := func(e *env) []storage.CompleteParams {
+			mk := func(k string, tok uint64, res *storage.Result) storage.CompleteParams {
+				return storage.CompleteParams{ID: e.id(k), Token: tok, Result: res, Retention: 2 * time.Hour}
+			}
+			return []storage.CompleteParams{
+				mk("live", 1, bigResult("live")), mk("expired-lease", 1, bigResult("el")), mk("taken-over", 2, bigResult("to")),
+				mk("stale", 1, bigResult("st")), mk("retry", 1, bigResult("r")), mk("other-result", 1, bigResult("o")),
+				mk("released", 1, bigResult("x")), mk("expired", 1, nil), mk("absent", 1, nil),
+			}
+		}
+		wantErrs := []error{nil, nil, nil, storage.ErrLeaseLost, nil, storage.ErrLeaseLost, storage.ErrLeaseLost, storage.ErrNotFound, storage.ErrNotFound}
+		ps := items(single)
+		var want []storage.CompleteResult
+		for i, p := range ps {
+			rec, err := single.s.Complete(single.ctx, p)
+			wantErr(t, fmt.Sprintf("Complete(%s)", p.Key), err, wantErrs[i])
+			want = append(want, storage.CompleteResult{Record: rec, Err: err})
+		}
+		ps = items(batch)
+		got := batch.batchComplete(ps)
+		for i, p := range ps {
+			wantErr(t, fmt.Sprintf("BatchComplete() item %s", p.Key), got[i].Err, wantErrs[i])
+			if wantErrs[i] == nil {
+				if d := batch.diffAcross(got[i].Record, want[i].Record); d != "" {
+					t.Fatalf("BatchComplete() item %s record differs from Complete()'s:\n%s", p.Key, d)
+				}
+			}
+			if d := batch.diffAcross(batch.lookupOrNil(p.ID), single.lookupOrNil(single.id(p.Key))); d != "" {
+				t.Fatalf("Lookup(%s) after BatchComplete() differs from after Complete():\n%s", p.Key, d)
+			}
+		}
+		if r := got[1].Record; r.Token != 1 || r.Attempts != 1 || r.Checkpoint == nil || r.Checkpoint.Phase != "p" {
+			t.Fatalf("BatchComplete() item expired-lease = token %d attempts %d checkpoint %+v, want token 1 attempts 1 checkpoint kept", r.Token, r.Attempts, r.Checkpoint)
+		}
+	})
+
 	t.Run("CompleteRetry", func(t *testing.T) {
 		e := newEnv(t, h)
 		id := e.id("k")
@@ -193,4 +317,42 @@ func testBatch(t *testing.T, h Harness) {
 			}
 		}
 	})
+}
+
+// lookupOrNil is the stored record, or nil when absent.
+func (e *env) lookupOrNil(id storage.ID) *storage.Record {
+	e.t.Helper()
+	rec, err := e.s.Lookup(e.ctx, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	}
+	if err != nil || rec == nil {
+		e.t.Fatalf("Lookup(%q) = %+v, %v; want a record or ErrNotFound", id.Key, rec, err)
+	}
+	return rec
+}
+
+// diffAcross is diffRecord for records of the same key in two namespaces,
+// written by different calls: a store whose now is a server's clock moves
+// between the calls, so its times need only agree within driftTolerance.
+func (e *env) diffAcross(got, want *storage.Record) string {
+	if got == nil || want == nil {
+		return diffRecord(got, want)
+	}
+	g := got.Clone()
+	g.Namespace = want.Namespace
+	if _, exact := e.now(); !exact {
+		for _, f := range []struct {
+			g *time.Time
+			w time.Time
+		}{
+			{&g.CreatedAt, want.CreatedAt}, {&g.LeaseExpiresAt, want.LeaseExpiresAt},
+			{&g.CompletedAt, want.CompletedAt}, {&g.ExpiresAt, want.ExpiresAt},
+		} {
+			if d := f.g.Sub(f.w); !f.g.IsZero() && !f.w.IsZero() && d > -driftTolerance && d < driftTolerance {
+				*f.g = f.w
+			}
+		}
+	}
+	return diffRecord(g, want)
 }

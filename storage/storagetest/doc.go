@@ -14,9 +14,9 @@
 // row of the Reserve table, Complete/Release/ExtendLease/Checkpoint with
 // their exact timestamps, fencing after a takeover, idempotent retries,
 // expiry as absence with per-record retention, checkpoints surviving
-// takeovers, batch order and per-item errors, the admin calls, tenant and
-// namespace isolation, that returned records are copies, races of 64
-// goroutines, and Close.
+// takeovers, batch order, per-item errors and agreement with the single
+// calls, the admin calls, tenant and namespace isolation at the longest IDs,
+// that returned records are copies, races of 64 goroutines, and Close.
 //
 // What it requires beyond the state machine, so backends agree:
 //   - every Reserve outcome comes with the record (for MISMATCH, the stored

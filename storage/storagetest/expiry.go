@@ -107,6 +107,58 @@ func testExpiry(t *testing.T, h Harness) {
 		}
 	})
 
+	t.Run("ExpiredHolderCannotResurrect", func(t *testing.T) {
+		// The last holder's token still matches the expired row; every
+		// holder call must see absence and must not bring the row back.
+		shared := newEnv(t, h)
+		for _, tc := range []struct {
+			name  string
+			setup func(e *env, id storage.ID)
+		}{
+			{"InProgress", func(e *env, id storage.ID) {}},
+			{"Completed", func(e *env, id storage.ID) { e.complete(id, 1, bigResult("x"), time.Minute) }},
+			{"Released", func(e *env, id storage.ID) { e.release(id, 1) }},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				e := shared.sub(t, tc.name)
+				id := e.id("k")
+				e.mustReserve(rp(id, "fp", ttl, time.Minute), storage.OutcomeReserved)
+				if _, err := e.s.Checkpoint(e.ctx, id, 1, storage.Checkpoint{Phase: "p"}); err != nil {
+					t.Fatalf("Checkpoint() error = %v, want nil", err)
+				}
+				tc.setup(e, id)
+				e.advance(2 * time.Minute)
+				for _, op := range []struct {
+					name string
+					call func() error
+				}{
+					{"Complete", func() error {
+						_, err := e.s.Complete(e.ctx, storage.CompleteParams{ID: id, Token: 1, Result: bigResult("x"), Retention: retention})
+						return err
+					}},
+					{"BatchComplete", func() error {
+						res := e.batchComplete([]storage.CompleteParams{{ID: id, Token: 1, Result: bigResult("x"), Retention: retention}})
+						return res[0].Err
+					}},
+					{"Release", func() error { _, err := e.s.Release(e.ctx, id, 1); return err }},
+					{"ExtendLease", func() error { _, err := e.s.ExtendLease(e.ctx, id, 1, time.Hour); return err }},
+					{"Checkpoint", func() error {
+						_, err := e.s.Checkpoint(e.ctx, id, 1, storage.Checkpoint{Phase: "q"})
+						return err
+					}},
+				} {
+					wantErr(t, op.name+"(expired "+tc.name+")", op.call(), storage.ErrNotFound)
+					e.wantAbsent(id)
+				}
+				// The key starts over: no old token, attempts or checkpoint.
+				got := e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+				if got.Token != 1 || got.Attempts != 1 || got.Checkpoint != nil || !got.Result.Equal(nil) {
+					t.Fatalf("Reserve() after expiry = token %d attempts %d checkpoint %+v result %+v, want a new record", got.Token, got.Attempts, got.Checkpoint, got.Result)
+				}
+			})
+		}
+	})
+
 	t.Run("ReleasedExpires", func(t *testing.T) {
 		e := newEnv(t, h)
 		id := e.id("k")

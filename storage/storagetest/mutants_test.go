@@ -3,6 +3,8 @@ package storagetest_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
@@ -57,11 +59,36 @@ func (m *mutant) Complete(ctx context.Context, p storage.CompleteParams) (*stora
 		}
 	case "complete-ignores-retention":
 		p.Retention += time.Hour
+	case "complete-compares-concatenated":
+		if cur, err := m.Store.Lookup(ctx, p.ID); err == nil && cur.State == storage.StateCompleted && cur.Token == p.Token &&
+			concat(cur.Result) == concat(p.Result) {
+			return cur, nil
+		}
 	}
 	return m.Store.Complete(ctx, p)
 }
 
+// concat is a result encoding without lengths or separators.
+func concat(r *storage.Result) string {
+	if r == nil {
+		r = &storage.Result{}
+	}
+	s := fmt.Sprint(r.Code) + r.Message + string(r.Body)
+	for _, d := range r.Details {
+		s += d.TypeURL + string(d.Value)
+	}
+	for _, k := range slices.Sorted(maps.Keys(r.Metadata)) {
+		s += k + r.Metadata[k]
+	}
+	return s
+}
+
 func (m *mutant) Release(ctx context.Context, id storage.ID, token uint64) (*storage.Record, error) {
+	if m.name == "release-released-any-token" {
+		if rec, err := m.Store.Lookup(ctx, id); err == nil && rec.State == storage.StateReleased {
+			return rec, nil
+		}
+	}
 	if m.name == "release-keeps-lease" {
 		rec, err := m.Store.Lookup(ctx, id)
 		if err == nil && rec.Token != token {
@@ -83,6 +110,13 @@ func (m *mutant) BatchReserve(ctx context.Context, items []storage.ReserveParams
 	res, err := m.Store.BatchReserve(ctx, items)
 	if m.name == "batch-reversed" {
 		slices.Reverse(res)
+	}
+	if m.name == "batch-takeover-drops-checkpoint" {
+		for i, r := range res {
+			if r.Err == nil && r.Outcome == storage.OutcomeReserved && r.Record.Token > 1 {
+				res[i].Record, res[i].Err = m.Store.Checkpoint(ctx, items[i].ID, r.Record.Token, storage.Checkpoint{})
+			}
+		}
 	}
 	return res, err
 }
@@ -152,6 +186,9 @@ func TestSuiteFailsMutants(t *testing.T) {
 		{"takeover-drops-checkpoint", "TestMutantChild/Checkpoint/SurvivesTakeover"},
 		{"complete-ignores-token", "TestMutantChild/Fencing"},
 		{"complete-ignores-retention", "TestMutantChild/Complete/Success"},
+		{"complete-compares-concatenated", "TestMutantChild/Complete/DifferentResultIsLeaseLost/MetadataBoundary"},
+		{"release-released-any-token", "TestMutantChild/Release/WrongTokenOnReleasedIsLeaseLost"},
+		{"batch-takeover-drops-checkpoint", "TestMutantChild/Batch/ReserveMatchesSingle"},
 		{"release-keeps-lease", "TestMutantChild/Release/Success"},
 		{"extend-doubles-ttl", "TestMutantChild/ExtendLease/Success"},
 		{"batch-reversed", "TestMutantChild/Batch/ReserveMixedOutcomesInOrder"},

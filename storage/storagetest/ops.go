@@ -99,6 +99,19 @@ func testComplete(t *testing.T, h Harness) {
 			{"DetailOrder", func(r *storage.Result) { r.Details[0], r.Details[1] = r.Details[1], r.Details[0] }},
 			{"MetadataValue", func(r *storage.Result) { r.Metadata["x-a"] = "2" }},
 			{"MetadataExtra", func(r *storage.Result) { r.Metadata["x-c"] = "" }},
+			{"MetadataRemoved", func(r *storage.Result) { delete(r.Metadata, "empty") }},
+			// Same bytes, split differently: encodings that concatenate must not collide.
+			{"MetadataBoundary", func(r *storage.Result) { delete(r.Metadata, "x-a"); r.Metadata["x-a1"] = "" }},
+			{"DetailTypeURL", func(r *storage.Result) { r.Details[0].TypeURL += "2" }},
+			{"DetailBoundary", func(r *storage.Result) {
+				r.Details[0].TypeURL += string(r.Details[0].Value[:1])
+				r.Details[0].Value = r.Details[0].Value[1:]
+			}},
+			{"DetailDropped", func(r *storage.Result) { r.Details = r.Details[:1] }},
+			{"MessageBodyBoundary", func(r *storage.Result) {
+				r.Message += string(r.Body[:1])
+				r.Body = r.Body[1:]
+			}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				e := shared.sub(t, tc.name)
@@ -204,6 +217,25 @@ func testRelease(t *testing.T, h Harness) {
 		e.wantUnchanged(first)
 	})
 
+	t.Run("WrongTokenOnReleasedIsLeaseLost", func(t *testing.T) {
+		// Release is idempotent for its own token only: a stale holder must
+		// not be told it released a record another holder released.
+		e := newEnv(t, h)
+		id := e.id("k")
+		first := e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+		rel := e.release(id, first.Token)
+		for _, tok := range []uint64{0, 2} {
+			_, err := e.s.Release(e.ctx, id, tok)
+			wantErr(t, "Release(wrong token, RELEASED)", err, storage.ErrLeaseLost)
+		}
+		e.wantUnchanged(rel)
+		e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+		rel2 := e.release(id, 2)
+		_, err := e.s.Release(e.ctx, id, first.Token)
+		wantErr(t, "Release(stale token, RELEASED by the new holder)", err, storage.ErrLeaseLost)
+		e.wantUnchanged(rel2)
+	})
+
 	t.Run("CompletedIsLeaseLost", func(t *testing.T) {
 		e := newEnv(t, h)
 		id := e.id("k")
@@ -233,9 +265,8 @@ func testExtendLease(t *testing.T, h Harness) {
 			t.Fatalf("ExtendLease() error = %v, want nil", err)
 		}
 		e.wantAt("LeaseExpiresAt", got.LeaseExpiresAt, first.CreatedAt, 20*time.Second+5*time.Minute)
-		if got.ExpiresAt.Before(got.LeaseExpiresAt.Add(-timeTolerance)) {
-			t.Fatalf("ExtendLease() ExpiresAt = %v, want at least the lease end %v", got.ExpiresAt, got.LeaseExpiresAt)
-		}
+		// The old expiry (CreatedAt+30s) is earlier, so the new lease end is the expiry.
+		e.wantAt("ExpiresAt", got.ExpiresAt, first.CreatedAt, 20*time.Second+5*time.Minute)
 		want := first.Clone()
 		want.LeaseExpiresAt, want.ExpiresAt = got.LeaseExpiresAt, got.ExpiresAt
 		if d := diffRecord(got, want); d != "" {
@@ -443,6 +474,8 @@ func testHolderRefused(t *testing.T, h Harness, name string, wrongToken uint64, 
 				wantErr(t, name, op(e, id, tc.token), tc.want)
 				if before != nil {
 					e.wantUnchanged(before)
+				} else {
+					e.wantAbsent(id)
 				}
 			})
 		}

@@ -136,6 +136,125 @@ func testRace(t *testing.T, h Harness) {
 		}
 	})
 
+	t.Run("DifferentCompletesOneWinner", func(t *testing.T) {
+		// One holder's Complete retried with different results (a buggy
+		// caller): exactly one result is stored, the others are refused.
+		e := newEnv(t, h)
+		id := e.id("k")
+		e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+		var (
+			mu       sync.Mutex
+			winners  []*storage.Result
+			problems []error
+		)
+		parallel(racers, func(i int) {
+			res := &storage.Result{Body: []byte(fmt.Sprint("r", i))}
+			rec, err := e.s.Complete(e.ctx, storage.CompleteParams{ID: id, Token: 1, Result: res, Retention: retention})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil && (rec == nil || !rec.Result.Equal(res)):
+				problems = append(problems, fmt.Errorf("Complete(r%d) record = %+v, want its own result", i, rec))
+			case err == nil:
+				winners = append(winners, res)
+			case !errors.Is(err, storage.ErrLeaseLost):
+				problems = append(problems, fmt.Errorf("Complete(r%d) error = %v, want nil or ErrLeaseLost", i, err))
+			}
+		})
+		for _, err := range problems {
+			t.Error(err)
+		}
+		if len(winners) != 1 {
+			t.Fatalf("Complete() with %d different results: %d succeeded, want 1", racers, len(winners))
+		}
+		if got := e.lookup(id); got.State != storage.StateCompleted || !got.Result.Equal(winners[0]) {
+			t.Fatalf("Lookup() = %v body %q, want COMPLETED with the winner's %q", got.State, got.Result.Body, winners[0].Body)
+		}
+	})
+
+	t.Run("SameReleaseConcurrently", func(t *testing.T) {
+		e := newEnv(t, h)
+		id := e.id("k")
+		first := e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeReserved)
+		var failed atomic.Int32
+		parallel(racers, func(int) {
+			if rec, err := e.s.Release(e.ctx, id, 1); err != nil || rec == nil || rec.State != storage.StateReleased {
+				failed.Add(1)
+			}
+		})
+		if n := failed.Load(); n != 0 {
+			t.Fatalf("Release() retried by %d goroutines: %d failed or did not answer RELEASED, want 0", racers, n)
+		}
+		want := first.Clone()
+		want.State = storage.StateReleased
+		want.LeaseExpiresAt = e.lookup(id).LeaseExpiresAt
+		e.wantUnchanged(want)
+	})
+
+	t.Run("ExtendVsTakeoverOneWinner", func(t *testing.T) {
+		// The expired holder's ExtendLease races takeovers: once it extends,
+		// the lease is live and nobody may take over; once taken over, it
+		// must not extend the new holder's lease. Few extenders: a holder
+		// heartbeats alone, and every ExtendLease writes, so dozens on one
+		// row only measure a SQL store's retry budget at strict isolation.
+		e := newEnv(t, h)
+		for round := range raceRounds {
+			e.mustReserve(rp(e.id(fmt.Sprint("k", round)), "fp", ttl, retention), storage.OutcomeReserved)
+		}
+		e.advance(ttl + time.Second)
+		for round := range raceRounds {
+			id := e.id(fmt.Sprint("k", round))
+			var extended, takeovers atomic.Int32
+			var mu sync.Mutex
+			var problems []error
+			parallel(racers, func(i int) {
+				if i%16 == 0 {
+					rec, err := e.s.ExtendLease(e.ctx, id, 1, time.Hour)
+					switch {
+					case err == nil && (rec == nil || rec.Token != 1):
+						mu.Lock()
+						problems = append(problems, fmt.Errorf("ExtendLease(token 1) record = %+v, want token 1", rec))
+						mu.Unlock()
+					case err == nil:
+						extended.Add(1)
+					case !errors.Is(err, storage.ErrLeaseLost):
+						mu.Lock()
+						problems = append(problems, fmt.Errorf("ExtendLease(token 1) error = %v, want nil or ErrLeaseLost", err))
+						mu.Unlock()
+					}
+					return
+				}
+				out, _, err := e.s.Reserve(e.ctx, rp(id, "fp", ttl, retention))
+				switch {
+				case err != nil:
+					mu.Lock()
+					problems = append(problems, fmt.Errorf("Reserve() error = %v", err))
+					mu.Unlock()
+				case out == storage.OutcomeReserved:
+					takeovers.Add(1)
+				}
+			})
+			for _, err := range problems {
+				t.Error(err)
+			}
+			if t.Failed() {
+				t.FailNow()
+			}
+			ext, tk := extended.Load(), takeovers.Load()
+			got := e.lookup(id)
+			switch {
+			case tk > 1:
+				t.Fatalf("Reserve(%s) takeovers = %d, want at most 1", id.Key, tk)
+			case tk == 1 && ext > 0:
+				t.Fatalf("Reserve(%s) took over and ExtendLease(token 1) succeeded %d times, want one or the other", id.Key, ext)
+			case tk == 0 && ext == 0:
+				t.Fatalf("Reserve(%s): no takeover and no ExtendLease succeeded, want one or the other", id.Key)
+			case got.Token != uint64(1+tk):
+				t.Fatalf("Lookup(%s) token = %d, want %d", id.Key, got.Token, 1+tk)
+			}
+		}
+	})
+
 	t.Run("OverlappingBatchesAndSingles", func(t *testing.T) {
 		e := newEnv(t, h)
 		const (

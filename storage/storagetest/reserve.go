@@ -128,6 +128,56 @@ func testReserve(t *testing.T, h Harness) {
 		}
 	})
 
+	t.Run("TakeoverHoldsAtLeastTheLease", func(t *testing.T) {
+		// A takeover whose lease outlasts the record's expiry must push the
+		// expiry out, or the record vanishes under a live holder.
+		e := newEnv(t, h)
+		id := e.id("k")
+		first := e.mustReserve(rp(id, "fp", time.Minute, 2*time.Minute), storage.OutcomeReserved)
+		e.release(id, first.Token)
+		e.advance(time.Minute)
+		got := e.mustReserve(rp(id, "fp", 10*time.Minute, time.Second), storage.OutcomeReserved)
+		e.wantAt("LeaseExpiresAt", got.LeaseExpiresAt, first.CreatedAt, 11*time.Minute)
+		e.wantAt("ExpiresAt", got.ExpiresAt, first.CreatedAt, 11*time.Minute)
+		e.advance(5 * time.Minute)
+		if again := e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeInProgress); again.Token != got.Token {
+			t.Fatalf("Reserve() within the taken-over lease token = %d, want %d", again.Token, got.Token)
+		}
+	})
+
+	t.Run("BinaryFingerprint", func(t *testing.T) {
+		// Fingerprints are hashes: any bytes, up to 64, compared exactly.
+		e := newEnv(t, h)
+		fp := make([]byte, 64)
+		for i := range fp {
+			fp[i] = byte(255 - i*7)
+		}
+		fp[0], fp[10], fp[63] = 0, 0xc3, 0 // NUL, a cut UTF-8 sequence, trailing NUL
+		id := e.id("k")
+		p := storage.ReserveParams{ID: id, Fingerprint: fp, LeaseTTL: ttl, Retention: retention}
+		rec := e.mustReserve(p, storage.OutcomeReserved)
+		if string(rec.Fingerprint) != string(fp) {
+			t.Fatalf("Reserve() Fingerprint = %x, want %x", rec.Fingerprint, fp)
+		}
+		if got := e.lookup(id); string(got.Fingerprint) != string(fp) {
+			t.Fatalf("Lookup() Fingerprint = %x, want %x", got.Fingerprint, fp)
+		}
+		e.mustReserve(p, storage.OutcomeInProgress)
+		flipped := append([]byte(nil), fp...)
+		flipped[40] ^= 1
+		for name, other := range map[string][]byte{
+			"trailing NUL dropped": fp[:63],
+			"one bit flipped":      flipped,
+			"NUL appended":         append(append([]byte(nil), fp...), 0),
+		} {
+			p.Fingerprint = other
+			if out, _ := e.reserve(p); out != storage.OutcomeMismatch {
+				t.Fatalf("Reserve(fingerprint with %s) outcome = %v, want MISMATCH", name, out)
+			}
+		}
+		e.wantUnchanged(rec)
+	})
+
 	t.Run("CompletedReturnsStoredResult", func(t *testing.T) {
 		e := newEnv(t, h)
 		id := e.id("k")
