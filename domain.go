@@ -14,3 +14,10 @@ const (
 	// ReasonStoreClosed goes with UNAVAILABLE and ErrClosed.
 	ReasonStoreClosed = "STORE_CLOSED"
 )
+
+// ResultEntryMinBytes is the least one detail or one metadata entry counts
+// toward a result's size limit, on the server and in the client's check
+// before a Complete: an empty entry holds no bytes of its own but still
+// costs framing and memory in the store and in every replay, and without
+// a floor a million empty details pass any limit.
+const ResultEntryMinBytes = 8

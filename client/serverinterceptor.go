@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/idemhq/idem"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 )
 
@@ -476,10 +477,10 @@ func resultOf(resp any, herr error) *idemv1.Result {
 func resultSize(r *idemv1.Result) int {
 	n := len(r.GetMessage()) + len(r.GetBody())
 	for _, d := range r.GetDetails() {
-		n += len(d.GetTypeUrl()) + len(d.GetValue())
+		n += max(len(d.GetTypeUrl())+len(d.GetValue()), idem.ResultEntryMinBytes)
 	}
 	for k, v := range r.GetMetadata() {
-		n += len(k) + len(v)
+		n += max(len(k)+len(v), idem.ResultEntryMinBytes)
 	}
 	return n
 }

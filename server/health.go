@@ -95,7 +95,12 @@ func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
 	// hundred concurrent calls; an idle worker costs only its stack.
 	// idem.v1's messages go through their generated encoders (internal/codec),
 	// everything else through protobuf-go. Callers' options come after and win.
+	// A request carrying the largest result idemd stores (or checkpoint
+	// data, bounded alike) must reach validation, which names the field,
+	// instead of gRPC's 4 MiB default refusing it as RESOURCE_EXHAUSTED, a
+	// code clients retry.
 	opts = append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxRequestBytes(svc.opts.limits)),
 		grpc.NumStreamWorkers(uint32(max(256, 32*runtime.GOMAXPROCS(0)))),
 		grpc.ForceServerCodecV2(codec.Codec{}),
 	}, opts...)
@@ -104,6 +109,15 @@ func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
 	healthpb.RegisterHealthServer(srv, watchUntilClose{Server: svc.health, done: svc.done})
 	reflection.Register(srv)
 	return srv
+}
+
+// MaxRequestBytes is the largest request idemd reads under limits l:
+// gRPC's 4 MiB default, or room for a result of l.MaxResultBytes with
+// the framing of its entries (each counts at least
+// idem.ResultEntryMinBytes and is framed in fewer), whichever is more.
+// A BatchComplete whose results add up to more must be split.
+func MaxRequestBytes(l Limits) int {
+	return max(4<<20, 2*l.MaxResultBytes+64<<10)
 }
 
 // watchEndDelay is how long a Watch stream stays open after Close, so the

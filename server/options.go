@@ -21,7 +21,8 @@ type Limits struct {
 	MaxFingerprintBytes int
 	MaxPhaseBytes       int
 	// MaxResultBytes bounds a result (body, message, details and metadata,
-	// as storage.Result.Size counts them) and a checkpoint's data.
+	// as storage.Result.Size counts them, each detail and metadata entry
+	// at least 8 bytes) and a checkpoint's data.
 	MaxResultBytes int
 
 	MinLease, DefaultLease, MaxLease             time.Duration

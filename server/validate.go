@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/idemhq/idem"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 	"github.com/idemhq/idem/storage"
 )
@@ -130,7 +131,7 @@ func (v *violations) checkToken(field string, token uint64) {
 // decodes with protobuf-go.
 func (v *violations) checkResult(field string, r *idemv1.Result, maxBytes int) *storage.Result {
 	res := resultFromProto(r)
-	if n := res.Size(); n > maxBytes {
+	if n := resultSize(res); n > maxBytes {
 		v.add(field, "is %d bytes, more than %d", n, maxBytes)
 	}
 	if res == nil {
@@ -152,6 +153,22 @@ func (v *violations) checkResult(field string, r *idemv1.Result, maxBytes int) *
 		}
 	}
 	return res
+}
+
+// resultSize is storage.Result.Size with each detail and metadata entry
+// counted as at least idem.ResultEntryMinBytes.
+func resultSize(r *storage.Result) int {
+	if r == nil {
+		return 0
+	}
+	n := r.Size()
+	for _, d := range r.Details {
+		n += max(0, idem.ResultEntryMinBytes-len(d.TypeURL)-len(d.Value))
+	}
+	for k, val := range r.Metadata {
+		n += max(0, idem.ResultEntryMinBytes-len(k)-len(val))
+	}
+	return n
 }
 
 // checkKey checks a record key.
