@@ -93,8 +93,11 @@ const (
 	// after the holder's lease; if the holder fails, the message is not lost.
 	NackForLater InFlightPolicy = iota
 	// SkipAndAck acknowledges the message: the holder has its own delivery
-	// that the broker will redeliver if the holder fails. Right when one
-	// broker subscription is the only source of the message.
+	// that the broker will redeliver if the holder fails. Right only when
+	// the duplicate is a distinct broker message (the same command
+	// published twice, or read from two queues); a redelivery of the same
+	// message is acked with the holder's, so the kafka and natsjs adapters
+	// retry an in-flight message whatever this policy says.
 	SkipAndAck
 )
 

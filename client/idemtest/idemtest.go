@@ -81,13 +81,14 @@ func (i *Idem) Advance(d time.Duration) {
 // Local returns the idem as an in-process client.Service.
 func (i *Idem) Local() client.Service { return client.Local(i.Server) }
 
-// Dial serves the idem over bufconn and returns a *client.Client connected
-// to it, closed when the test ends. opts are added to the client's.
+// Dial serves the idem over bufconn with idemd's gRPC server and returns a
+// *client.Client connected to it, closed when the test ends. opts are added
+// to the client's.
 func (i *Idem) Dial(t testing.TB, opts ...client.Option) *client.Client {
 	t.Helper()
 	l := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
-	i.Server.Register(gs)
+	// idemd's gRPC server (its codec, health), so answers match production.
+	gs := server.NewGRPCServer(i.Server)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

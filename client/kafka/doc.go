@@ -11,8 +11,8 @@
 // acknowledged without running the handler.
 //
 // Kafka has no per-record nak: a record whose handler failed transiently, or
-// that another group member still holds after a rebalance, is retried in
-// place after a delay, and the poll loop does not move on (nor commit) until
+// that another group member still holds after a rebalance (whatever the
+// consumer's InFlightPolicy), is retried in place after a delay, and the poll loop does not move on (nor commit) until
 // every record of the poll is done. A record whose id was reused for another
 // payload (a fingerprint mismatch) is reported and skipped.
 //

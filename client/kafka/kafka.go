@@ -192,7 +192,10 @@ func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record, handler func(
 			if c.o.observe != nil {
 				c.o.observe(msgs[i].Value.(*kgo.Record), r)
 			}
-			if r.Ack() || r.Outcome == consumer.Mismatch {
+			// In flight is retried whatever the InFlightPolicy: Kafka cannot
+			// redeliver one record, so committing past it would lose it if
+			// the holder dies or fails.
+			if (r.Ack() && r.Outcome != consumer.InFlight) || r.Outcome == consumer.Mismatch {
 				continue
 			}
 			again = append(again, msgs[i])

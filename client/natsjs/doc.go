@@ -8,14 +8,17 @@
 // (redeliveries after a crash or an expired AckWait, replays with a new
 // consumer) are acknowledged without running the handler. A handler error
 // releases the message and naks it, so JetStream redelivers it; a message
-// another attempt holds is nak'ed with a delay of about the holder's lease.
+// another attempt holds is nak'ed with a delay of about the holder's lease,
+// whatever the consumer's InFlightPolicy (an ack would ack the holder's
+// delivery too). While a batch runs, its messages are marked in progress
+// every half AckWait, as idem's heartbeat extends their leases.
 //
 // The message id is the Nats-Msg-Id header (the publisher's dedupe id), or,
 // for messages published without one, "<stream>:<stream sequence>", which
 // is stable across redeliveries and replays of one stream. WithMessageID
 // chooses another.
 //
-// Give the JetStream consumer an AckWait longer than the idem lease (the
-// processing budget of one batch): a redelivery while the batch still runs
-// is only found in flight and nak'ed again.
+// Give the JetStream consumer an AckWait longer than the idem lease: the
+// redelivery of a crashed consumer's batch then finds the lease ended and
+// takes over, instead of being found in flight and nak'ed again.
 package natsjs

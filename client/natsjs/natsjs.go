@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -77,9 +78,10 @@ func DefaultMessageID(m jetstream.Msg) (string, error) {
 
 // Consumer runs a handler over a JetStream pull consumer.
 type Consumer struct {
-	idem *consumer.Consumer
-	js   jetstream.Consumer
-	o    options
+	idem     *consumer.Consumer
+	js       jetstream.Consumer
+	o        options
+	progress time.Duration // how often a batch in hand is marked in progress
 }
 
 // New returns a Consumer reading from js and deduping with idem.
@@ -91,15 +93,22 @@ func New(idem *consumer.Consumer, js jetstream.Consumer, opts ...Option) *Consum
 	if o.batch <= 0 {
 		o.batch = 1
 	}
-	if o.namespace == "" {
-		if info := js.CachedInfo(); info != nil {
+	ackWait := 30 * time.Second // JetStream's default
+	if info := js.CachedInfo(); info != nil {
+		if o.namespace == "" {
 			o.namespace = info.Config.Durable
 			if o.namespace == "" {
 				o.namespace = info.Name
 			}
 		}
+		if info.Config.AckWait > 0 {
+			ackWait = info.Config.AckWait
+		}
+		for _, b := range info.Config.BackOff {
+			ackWait = min(ackWait, b)
+		}
 	}
-	return &Consumer{idem: idem, js: js, o: o}
+	return &Consumer{idem: idem, js: js, o: o, progress: max(ackWait/2, time.Millisecond)}
 }
 
 // Run fetches and handles messages until ctx ends, then returns ctx's error
@@ -148,12 +157,18 @@ func (c *Consumer) fetchAndHandle(ctx context.Context, handler func(context.Cont
 	if len(msgs) == 0 {
 		return nil
 	}
-	results, _ := c.idem.HandleEach(ctx, c.o.namespace, msgs, func(ctx context.Context, m consumer.Message) error {
-		if err := ctx.Err(); err != nil {
-			return err // stopping: release instead of starting new work
-		}
-		return handler(ctx, m.Value.(jetstream.Msg))
-	})
+	results := func() []consumer.Result {
+		// Deferred so that a panicking handler does not keep its batch in
+		// progress for good.
+		defer c.keepInProgress(msgs)()
+		r, _ := c.idem.HandleEach(ctx, c.o.namespace, msgs, func(ctx context.Context, m consumer.Message) error {
+			if err := ctx.Err(); err != nil {
+				return err // stopping: release instead of starting new work
+			}
+			return handler(ctx, m.Value.(jetstream.Msg))
+		})
+		return r
+	}()
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -163,18 +178,52 @@ func (c *Consumer) fetchAndHandle(ctx context.Context, handler func(context.Cont
 	return nil
 }
 
+// keepInProgress marks msgs in progress every half AckWait until stop is
+// called, as the idem heartbeat extends their leases: otherwise a batch that
+// outlives AckWait is redelivered while it runs, and each redelivery found
+// in flight spends one of MaxDeliver, leaving a later failure none.
+func (c *Consumer) keepInProgress(msgs []consumer.Message) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(c.progress)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			for _, m := range msgs {
+				_ = m.Value.(jetstream.Msg).InProgress()
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
 // settle acks or naks one message after idem recorded its outcome.
 func (c *Consumer) settle(m jetstream.Msg, r consumer.Result) {
 	if c.o.observe != nil {
 		c.o.observe(m, r)
 	}
 	switch {
+	case r.Outcome == consumer.InFlight:
+		// Nak'ed whatever the InFlightPolicy: JetStream acks by stream
+		// sequence, so acking a redelivery would ack the holder's delivery
+		// too, and nothing would redeliver it if the holder fails or dies.
+		d := r.RetryAfter
+		if d <= 0 {
+			d = c.o.nakDelay
+		}
+		_ = m.NakWithDelay(d)
 	case r.Ack():
 		_ = m.Ack()
 	case r.Outcome == consumer.Mismatch:
 		_ = m.TermWithReason(r.Err.Error())
-	case r.Outcome == consumer.InFlight:
-		_ = m.NakWithDelay(r.RetryAfter)
 	default:
 		_ = m.NakWithDelay(c.o.nakDelay)
 	}
