@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -103,6 +104,7 @@ func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
 		grpc.MaxRecvMsgSize(MaxRequestBytes(svc.opts.limits)),
 		grpc.NumStreamWorkers(uint32(max(256, 32*runtime.GOMAXPROCS(0)))),
 		grpc.ForceServerCodecV2(codec.Codec{}),
+		grpc.ChainStreamInterceptor(reflectionUntilClose(svc.done)),
 	}, opts...)
 	srv := grpc.NewServer(opts...)
 	svc.Register(srv)
@@ -159,6 +161,38 @@ func (w watchUntilClose) Watch(req *healthpb.HealthCheckRequest, ss healthpb.Hea
 	default:
 	}
 	return err
+}
+
+// reflectionUntilClose ends server reflection streams once the service
+// closes, as watchUntilClose does Watch streams: a tool that keeps one open
+// (a gRPC UI) would otherwise hold GracefulStop for the whole shutdown
+// timeout. Reflection's handler waits in Recv, not on its context, so Recv
+// itself gives up at Close.
+func reflectionUntilClose(done <-chan struct{}) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if !strings.HasPrefix(info.FullMethod, "/grpc.reflection.") {
+			return handler(srv, ss)
+		}
+		return handler(srv, recvUntilClose{ServerStream: ss, done: done})
+	}
+}
+
+type recvUntilClose struct {
+	grpc.ServerStream
+	done <-chan struct{}
+}
+
+func (s recvUntilClose) RecvMsg(m any) error {
+	errc := make(chan error, 1)
+	// The receive stays this goroutine's alone; once the handler returns,
+	// gRPC ends the stream and it returns too.
+	go func() { errc <- s.ServerStream.RecvMsg(m) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-s.done:
+		return status.Error(codes.Unavailable, "idem: server shutting down")
+	}
 }
 
 // watchStream is a Watch stream whose context also ends at Close.

@@ -409,6 +409,27 @@ func TestReflectionListsServices(t *testing.T) {
 // TestHealthWatchEndsAtClose: a health Watch stream (a load balancer's)
 // gets NOT_SERVING at Close and then ends, or GracefulStop would wait for
 // it until the shutdown timeout and cut every other call off.
+// A reflection stream a tool keeps open ends at Close too, so it does not
+// hold GracefulStop for the whole shutdown timeout.
+func TestReflectionStreamEndsAtClose(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	stream, err := reflectionpb.NewServerReflectionClient(e.conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatalf("reflection answer = %v", err)
+	}
+	e.svc.Close()
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("reflection stream after Close = %v, want it to end with UNAVAILABLE", err)
+	}
+}
+
 func TestHealthWatchEndsAtClose(t *testing.T) {
 	e := newEnv(t)
 	ctx := testContext(t)
