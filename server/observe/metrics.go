@@ -161,7 +161,7 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 	for _, o := range opts {
 		o(m)
 	}
-	for _, r := range []string{RejectInflight, RejectRate, RejectUnauthenticated, RejectPermissionDenied} {
+	for _, r := range []string{RejectInflight, RejectRate, RejectUnauthenticated, RejectPermissionDenied, RejectWaiters} {
 		m.rejected.WithLabelValues(r) // export zeros, so rate() works from the first refusal
 	}
 	return m
