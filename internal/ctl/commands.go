@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -81,9 +82,9 @@ func (r *invocation) nsKey(pos []string) (string, string, error) {
 	if len(pos) != 2 {
 		return "", "", usagef("want NAMESPACE KEY, got %d argument(s)", len(pos))
 	}
-	r.missing = fmt.Sprintf("%s/%s", pos[0], pos[1])
+	r.missing = word(pos[0]) + "/" + word(pos[1])
 	if r.g.tenant != "" {
-		r.missing += " of tenant " + r.g.tenant
+		r.missing += " of tenant " + word(r.g.tenant)
 	}
 	return pos[0], pos[1], nil
 }
@@ -201,6 +202,10 @@ func runComplete(ctx context.Context, r *invocation, pos []string, opts any) err
 	if err != nil {
 		return err
 	}
+	if o.code < math.MinInt32 || o.code > math.MaxInt32 {
+		// The field is int32: a wrapped code could store a failure as OK.
+		return usagef("--code %d: out of range", o.code)
+	}
 	body := []byte(o.body)
 	if o.bodyFile != "" {
 		if o.body != "" {
@@ -302,8 +307,8 @@ func runList(ctx context.Context, r *invocation, pos []string, opts any) error {
 		return usagef("want NAMESPACE, got %d argument(s)", len(pos))
 	}
 	ns := pos[0]
-	if o.pageSize < 1 {
-		return usagef("--page-size %d: must be at least 1", o.pageSize)
+	if o.pageSize < 1 || o.pageSize > 1000 {
+		return usagef("--page-size %d: must be 1–1000", o.pageSize)
 	}
 	if o.all && o.pageToken != "" {
 		return usagef("--all and --page-token exclude each other")

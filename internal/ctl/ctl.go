@@ -95,6 +95,10 @@ func (g *globals) check() error {
 	if g.timeout <= 0 {
 		errs = append(errs, fmt.Errorf("--timeout %v: must be positive", g.timeout))
 	}
+	if g.insecure.set && g.insecure.v && (g.tlsCA != "" || g.tlsCert != "" || g.tlsKey != "") {
+		// Silently dropping TLS would send the bearer token in clear.
+		errs = append(errs, errors.New("--insecure excludes --tls-ca, --tls-cert and --tls-key (also set by IDEM_TLS_*)"))
+	}
 	if (g.tlsCert == "") != (g.tlsKey == "") {
 		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
 	}
@@ -161,8 +165,10 @@ func (g *globals) clientOptions() ([]client.Option, error) {
 		g.tlsConfig = cfg
 		opts = append(opts, client.WithTLSConfig(cfg.Clone()))
 	}
-	if g.token != "" {
-		opts = append(opts, client.WithBearerToken(g.token))
+	// A token read from a file or a Secret often ends in a newline, which
+	// gRPC refuses in a header.
+	if tok := strings.TrimRight(g.token, "\r\n"); tok != "" {
+		opts = append(opts, client.WithBearerToken(tok))
 	}
 	return opts, nil
 }

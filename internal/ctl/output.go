@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -17,14 +19,23 @@ import (
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 )
 
-var jsonOpts = protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true}
+// EmitUnpopulated: every field is always there, so scripts need no special
+// case for an empty list or a zero code.
+var jsonOpts = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
 
 func writeProtoJSON(w io.Writer, m proto.Message) error {
 	b, err := jsonOpts.Marshal(m)
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(w, "%s\n", b)
+	// protojson varies its spacing between builds on purpose; re-indent so
+	// the bytes scripts see do not change with an upgrade.
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return err
+	}
+	out.WriteByte('\n')
+	_, err = out.WriteTo(w)
 	return err
 }
 
@@ -47,6 +58,24 @@ func fmtTime(t *timestamppb.Timestamp) string {
 		return "-"
 	}
 	return t.AsTime().UTC().Format("2006-01-02T15:04:05.000Z")
+}
+
+// word shows a key, namespace or tenant so that it reads unambiguously in a
+// table and pastes back as one shell argument: as is when every character
+// is plainly safe, else in single quotes ('a ' differs from a, and spaces
+// cannot forge columns). Text with a non-printable rune, which idemd does
+// not accept, is Go-quoted so it cannot reach the terminal raw.
+func word(s string) string {
+	safe := func(r rune) bool {
+		return r < utf8.RuneSelf && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.:/@+=,%", r))
+	}
+	switch {
+	case s != "" && !strings.ContainsFunc(s, func(r rune) bool { return !safe(r) }):
+		return s
+	case !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }):
+		return strconv.Quote(s)
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // printable shows a body as text when it is short printable UTF-8, else
@@ -77,9 +106,9 @@ func writeRecord(w io.Writer, rec *idemv1.Record, extra ...[2]string) {
 		return
 	}
 	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
-	row("tenant", rec.GetTenant())
-	row("namespace", rec.GetNamespace())
-	row("key", rec.GetKey())
+	row("tenant", word(rec.GetTenant()))
+	row("namespace", word(rec.GetNamespace()))
+	row("key", word(rec.GetKey()))
 	row("state", stateName(rec.GetState()))
 	row("token", strconv.FormatUint(rec.GetToken(), 10))
 	row("attempts", strconv.FormatUint(uint64(rec.GetAttempts()), 10))
@@ -113,7 +142,7 @@ func writeRecords(w io.Writer, recs []*idemv1.Record) {
 	defer tw.Flush()
 	fmt.Fprintln(tw, "NAMESPACE\tKEY\tSTATE\tTOKEN\tATTEMPTS\tCREATED\tEXPIRES")
 	for _, r := range recs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", r.GetNamespace(), r.GetKey(), stateName(r.GetState()), r.GetToken(), r.GetAttempts(),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", word(r.GetNamespace()), word(r.GetKey()), stateName(r.GetState()), r.GetToken(), r.GetAttempts(),
 			fmtTime(r.GetCreatedAt()), fmtTime(r.GetExpiresAt()))
 	}
 }
@@ -124,7 +153,7 @@ func writeStats(w io.Writer, s *idemv1.StatsResponse) {
 	fmt.Fprintln(tw, "NAMESPACE\tSTATE\tCOUNT")
 	var total int64
 	for _, r := range s.GetRows() {
-		fmt.Fprintf(tw, "%s\t%s\t%d\n", r.GetNamespace(), stateName(r.GetState()), r.GetCount())
+		fmt.Fprintf(tw, "%s\t%s\t%d\n", word(r.GetNamespace()), stateName(r.GetState()), r.GetCount())
 		total += r.GetCount()
 	}
 	fmt.Fprintf(tw, "total\t\t%d\n", total)

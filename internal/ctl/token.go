@@ -38,7 +38,9 @@ func runToken(_ context.Context, r *invocation, pos []string, opts any) error {
 		return usagef("--expires must not be negative")
 	}
 	if o.expires > 0 {
-		expires = time.Now().Add(o.expires).UTC().Truncate(time.Second)
+		// Rounded up: the tokens file holds whole seconds, and a token must
+		// not expire before the lifetime asked for.
+		expires = time.Now().Add(o.expires + time.Second - 1).UTC().Truncate(time.Second)
 	}
 	token, line, err := auth.MintToken(r.g.tenant, auth.Role(o.role), expires, o.name)
 	if err != nil {
