@@ -5,11 +5,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"math"
 	"math/rand/v2"
-	"sync/atomic"
 	"time"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/retry"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/jonboulle/clockwork"
 	"github.com/sony/gobreaker/v2"
@@ -113,7 +112,9 @@ func WithNamespace(ns string) Option {
 // WithRetry sets how often a call failing with UNAVAILABLE or
 // RESOURCE_EXHAUSTED is retried (max attempts in total, 1 disables retries)
 // and the exponential backoff: base·2^(n-1) with ±20% jitter, at most
-// maxDelay, and never shorter than the server's RetryInfo delay.
+// maxDelay, and never shorter than the server's RetryInfo delay. A pause
+// that would end after the call's deadline is not taken: the call fails at
+// once with idem's error.
 func WithRetry(maxAttempts uint, base, maxDelay time.Duration) Option {
 	return func(o *clientOptions) { o.retryMax, o.retryBase, o.retryMaxDelay = maxAttempts, base, maxDelay }
 }
@@ -121,6 +122,9 @@ func WithRetry(maxAttempts uint, base, maxDelay time.Duration) Option {
 // WithBreaker replaces the circuit breaker's settings. IsSuccessful and
 // IsExcluded are set by the client: only UNAVAILABLE and idem-side
 // deadlines count as failures, and calls the caller cancelled do not count.
+// The breaker guards Reserve, BatchReserve and Lookup; calls on a
+// reservation already held (Complete, Release, ExtendLease, Checkpoint,
+// BatchComplete) are always sent.
 func WithBreaker(s gobreaker.Settings) Option {
 	return func(o *clientOptions) { o.breakerOn = true; o.breaker = s }
 }
@@ -163,15 +167,14 @@ func New(target string, opts ...Option) (*Client, error) {
 		chain = append(chain, breakerInterceptor(o.breaker))
 	}
 	if o.retryMax > 1 {
-		chain = append(chain, retryHintInterceptor, retry.UnaryClientInterceptor(
-			retry.WithMax(o.retryMax),
-			retry.WithCodes(codes.Unavailable, codes.ResourceExhausted),
-			retry.WithBackoff(backoff(o.retryBase, o.retryMaxDelay)),
-		), retryInfoRecorder)
+		chain = append(chain, retryInterceptor(o.retryMax, o.retryBase, o.retryMaxDelay))
 	}
 	dial = append(dial, grpc.WithChainUnaryInterceptor(chain...),
 		// idem.v1's messages by their generated encoders, others by protobuf-go.
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec.Codec{})))
+		// gRPC's 4 MiB receive default would refuse idemd's larger answers
+		// (a BatchReserve carrying completed results) after idemd acted on
+		// the call, as RESOURCE_EXHAUSTED, which is retried.
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec.Codec{}), grpc.MaxCallRecvMsgSize(math.MaxInt32)))
 	dial = append(dial, o.dialOpts...)
 	conn, err := grpc.NewClient(target, dial...)
 	if err != nil {
@@ -343,38 +346,46 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 
 func (b bearer) RequireTransportSecurity() bool { return b.secure }
 
-// The go-grpc-middleware retry interceptor's BackoffFunc sees only the
-// attempt number, not the error, so it cannot honour google.rpc.RetryInfo by
-// itself. retryHintInterceptor (outside retry) puts a slot into the context,
-// retryInfoRecorder (inside retry) stores each failed attempt's RetryInfo
-// delay in it, and backoff waits at least that long.
-type retryHintKey struct{}
-
-func retryHintInterceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	return invoker(context.WithValue(ctx, retryHintKey{}, new(atomic.Int64)), method, req, reply, cc, opts...)
+// retryInterceptor retries calls failing with UNAVAILABLE or
+// RESOURCE_EXHAUSTED (see WithRetry). It is not go-grpc-middleware's: that
+// one's backoff sees neither the error's RetryInfo nor whether the pause
+// fits before the deadline.
+func retryInterceptor(maxAttempts uint, base, maxDelay time.Duration) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		for attempt := uint(1); ; attempt++ {
+			err := invoker(ctx, method, req, reply, cc, opts...)
+			if c := status.Code(err); c != codes.Unavailable && c != codes.ResourceExhausted || attempt >= maxAttempts || ctx.Err() != nil {
+				return err
+			}
+			d := backoff(base, maxDelay, attempt, err)
+			// Sleeping past the deadline would only swap idem's answer for
+			// the caller's deadline, and keep fail-open from running.
+			if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
+				return err
+			}
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return status.FromContextError(ctx.Err()).Err()
+			case <-t.C:
+			}
+		}
+	}
 }
 
-func retryInfoRecorder(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	err := invoker(ctx, method, req, reply, cc, opts...)
-	if slot, ok := ctx.Value(retryHintKey{}).(*atomic.Int64); ok {
-		d, _ := retryDelayOf(err)
-		slot.Store(int64(d))
+// backoff is the pause after the attempt-th failure, err: base·2^(n-1)
+// with ±20% jitter, at most maxDelay, and not shorter than err's RetryInfo.
+func backoff(base, maxDelay time.Duration, attempt uint, err error) time.Duration {
+	d := base << min(attempt-1, 30)
+	if d > maxDelay || d <= 0 {
+		d = maxDelay
 	}
-	return err
-}
-
-func backoff(base, maxDelay time.Duration) retry.BackoffFunc {
-	return func(ctx context.Context, attempt uint) time.Duration {
-		d := base << min(attempt-1, 30)
-		if d > maxDelay || d <= 0 {
-			d = maxDelay
-		}
-		d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
-		if slot, ok := ctx.Value(retryHintKey{}).(*atomic.Int64); ok {
-			d = max(d, time.Duration(slot.Load()))
-		}
-		return d
+	d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	if ri, ok := retryDelayOf(err); ok {
+		d = max(d, ri)
 	}
+	return d
 }
 
 // callerGone marks errors caused by the caller's own context, which must not
@@ -397,6 +408,15 @@ func breakerInterceptor(s gobreaker.Settings) grpc.UnaryClientInterceptor {
 	}
 	cb := gobreaker.NewCircuitBreaker[struct{}](s)
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		switch method {
+		case idemv1.IdempotencyService_Reserve_FullMethodName, idemv1.IdempotencyService_BatchReserve_FullMethodName,
+			idemv1.IdempotencyService_Lookup_FullMethodName:
+		default:
+			// Calls on a reservation already held always go out: refusing
+			// a Complete or ExtendLease loses the result or lets the lease
+			// lapse, and the command runs again.
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}
 		_, err := cb.Execute(func() (struct{}, error) {
 			err := invoker(ctx, method, req, reply, cc, opts...)
 			if err != nil && ctx.Err() != nil {

@@ -163,16 +163,28 @@ func TestClientRetries(t *testing.T) {
 	}
 }
 
-// The server asks for a one-hour pause; the default backoff (milliseconds)
-// would have retried long before the caller's deadline, RetryInfo wins.
+// The server asks for a pause longer than the default backoff
+// (milliseconds): RetryInfo wins. A pause past the caller's deadline is not
+// taken; the caller gets idem's error at once, not its own deadline.
 func TestClientRetryHonoursRetryInfo(t *testing.T) {
-	f := &flakyIdem{failures: []error{withRetryInfo(codes.Unavailable, time.Hour)}}
+	f := &flakyIdem{failures: []error{withRetryInfo(codes.Unavailable, 200*time.Millisecond), nil}}
 	c := startFlaky(t, f, client.WithRetry(5, time.Millisecond, 5*time.Millisecond), client.WithoutBreaker())
+	start := time.Now()
+	if _, err := c.Reserve(testCtx(t), &idemv1.ReserveRequest{Namespace: "ns", Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Errorf("retried after %v, want at least the RetryInfo delay", d)
+	}
+
+	f = &flakyIdem{failures: []error{withRetryInfo(codes.Unavailable, time.Hour)}}
+	c = startFlaky(t, f, client.WithRetry(5, time.Millisecond, 5*time.Millisecond), client.WithoutBreaker())
 	ctx, cancel := context.WithTimeout(testCtx(t), 300*time.Millisecond)
 	defer cancel()
 	_, err := c.Reserve(ctx, &idemv1.ReserveRequest{Namespace: "ns", Key: "k"})
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Reserve() error = %v, want the caller's deadline", err)
+	var e *client.Error
+	if !errors.As(err, &e) || !errors.Is(err, client.ErrUnavailable) || e.RetryDelay != time.Hour || ctx.Err() != nil {
+		t.Errorf("Reserve() error = %v (ctx %v), want idem's UNAVAILABLE with its RetryInfo before the deadline", err, ctx.Err())
 	}
 	if got := f.calls.Load(); got != 1 {
 		t.Errorf("attempts = %d, want 1 (waiting out RetryInfo)", got)

@@ -123,8 +123,9 @@ func startIdem(t testing.TB, cfg idemConfig) *idemEnv {
 		}
 		return h(ctx, req)
 	}
-	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{count}, cfg.serverExtra...)...))
-	srv.Register(gs)
+	// idemd's own gRPC server (codec, message limits), so remote and Local
+	// answers can be compared.
+	gs := server.NewGRPCServer(srv, grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{count}, cfg.serverExtra...)...))
 	serve(t, l, gs)
 	opts := append([]client.Option{client.WithInsecure(), client.WithDialOptions(l.dial...)}, cfg.clientOpts...)
 	c, err := client.New(l.target, opts...)
