@@ -219,6 +219,11 @@ func withDefaults[T interface {
 		return req
 	}
 	cl := proto.Clone(req).(T)
+	if m := cl.ProtoReflect(); !m.IsValid() {
+		// A nil request: an empty one with the defaults, as gRPC would
+		// send a nil request empty.
+		cl = m.Type().New().Interface().(T)
+	}
 	set(cl, t, ns)
 	return cl
 }

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -123,5 +124,19 @@ func TestBreakerLetsHoldersFinish(t *testing.T) {
 	a.call(ctx, "cmd", unaryReq("x"))
 	if n := ts.calls.Load(); n != 1 {
 		t.Errorf("handler runs = %d, want 1", n)
+	}
+}
+
+// A nil request with the client's default namespace is sent as an empty
+// request with that namespace, as gRPC sends a nil request empty, instead
+// of panicking.
+func TestNilRequestTakesDefaults(t *testing.T) {
+	e := startIdem(t, idemConfig{remote: true, clientOpts: []client.Option{client.WithNamespace("ns")}})
+	_, err := e.client.Reserve(context.Background(), nil)
+	if !errors.Is(err, client.ErrInvalidArgument) {
+		t.Fatalf("Reserve(nil) error = %v, want ErrInvalidArgument (the key is missing)", err)
+	}
+	if !strings.Contains(err.Error(), "key") || strings.Contains(err.Error(), "namespace") {
+		t.Errorf("Reserve(nil) error = %v, want only the key named", err)
 	}
 }
