@@ -380,9 +380,9 @@ func TestHealthNotServingAtStartWhenStoreIsDown(t *testing.T) {
 	}
 }
 
-func TestReflectionListsServices(t *testing.T) {
-	e := newEnv(t)
-	ctx := testContext(t)
+// listServices opens a reflection stream and asks it for the services.
+func listServices(ctx context.Context, t *testing.T, e *testEnv) (reflectionpb.ServerReflection_ServerReflectionInfoClient, *reflectionpb.ServerReflectionResponse) {
+	t.Helper()
 	stream, err := reflectionpb.NewServerReflectionClient(e.conn).ServerReflectionInfo(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -392,8 +392,14 @@ func TestReflectionListsServices(t *testing.T) {
 	}
 	resp, err := stream.Recv()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("reflection answer = %v", err)
 	}
+	return stream, resp
+}
+
+func TestReflectionListsServices(t *testing.T) {
+	e := newEnv(t)
+	stream, resp := listServices(testContext(t), t, e)
 	stream.CloseSend()
 	var names []string
 	for _, s := range resp.GetListServicesResponse().GetService() {
@@ -406,30 +412,20 @@ func TestReflectionListsServices(t *testing.T) {
 	}
 }
 
-// TestHealthWatchEndsAtClose: a health Watch stream (a load balancer's)
-// gets NOT_SERVING at Close and then ends, or GracefulStop would wait for
-// it until the shutdown timeout and cut every other call off.
 // A reflection stream a tool keeps open ends at Close too, so it does not
 // hold GracefulStop for the whole shutdown timeout.
 func TestReflectionStreamEndsAtClose(t *testing.T) {
 	e := newEnv(t)
-	ctx := testContext(t)
-	stream, err := reflectionpb.NewServerReflectionClient(e.conn).ServerReflectionInfo(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := stream.Recv(); err != nil {
-		t.Fatalf("reflection answer = %v", err)
-	}
+	stream, _ := listServices(testContext(t), t, e)
 	e.svc.Close()
 	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
 		t.Errorf("reflection stream after Close = %v, want it to end with UNAVAILABLE", err)
 	}
 }
 
+// TestHealthWatchEndsAtClose: a health Watch stream (a load balancer's)
+// gets NOT_SERVING at Close and then ends, or GracefulStop would wait for
+// it until the shutdown timeout and cut every other call off.
 func TestHealthWatchEndsAtClose(t *testing.T) {
 	e := newEnv(t)
 	ctx := testContext(t)
