@@ -143,3 +143,31 @@ func TestJSONFieldsAlwaysPresent(t *testing.T) {
 		t.Errorf("an OK result's code = %q, want 0", got)
 	}
 }
+
+// TestListShowsLease: an operator deciding on a force-release needs the
+// lease of an IN_PROGRESS record; other states have none to show.
+func TestListShowsLease(t *testing.T) {
+	ctx := testContext(t)
+	addr := startServer(t)
+	mustRun(ctx, t, addr, "reserve", "ns", "held", "--lease", "90s")
+	mustRun(ctx, t, addr, "reserve", "ns", "done")
+	mustRun(ctx, t, addr, "complete", "ns", "done", "1")
+	out := mustRun(ctx, t, addr, "list", "ns")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], " LEASE ") {
+		t.Fatalf("list =\n%s\nwant a LEASE column and two rows", out)
+	}
+	lease := field(t, mustRun(ctx, t, addr, "lookup", "ns", "held"), "lease expires")
+	for _, l := range lines[1:] {
+		switch f := strings.Fields(l); f[1] {
+		case "held":
+			if f[6] != lease {
+				t.Errorf("held's LEASE = %s, want %s", f[6], lease)
+			}
+		case "done":
+			if f[6] != "-" {
+				t.Errorf("done's LEASE = %s, want -", f[6])
+			}
+		}
+	}
+}

@@ -140,10 +140,17 @@ func writeRecord(w io.Writer, rec *idemv1.Record, extra ...[2]string) {
 func writeRecords(w io.Writer, recs []*idemv1.Record) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	defer tw.Flush()
-	fmt.Fprintln(tw, "NAMESPACE\tKEY\tSTATE\tTOKEN\tATTEMPTS\tCREATED\tEXPIRES")
+	// LEASE is when an IN_PROGRESS record's holder loses it: what an
+	// operator checks before a force-release (a lease already past is
+	// taken over by the next Reserve anyway).
+	fmt.Fprintln(tw, "NAMESPACE\tKEY\tSTATE\tTOKEN\tATTEMPTS\tCREATED\tLEASE\tEXPIRES")
 	for _, r := range recs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", word(r.GetNamespace()), word(r.GetKey()), stateName(r.GetState()), r.GetToken(), r.GetAttempts(),
-			fmtTime(r.GetCreatedAt()), fmtTime(r.GetExpiresAt()))
+		lease := "-"
+		if r.GetState() == idemv1.RecordState_RECORD_STATE_IN_PROGRESS {
+			lease = fmtTime(r.GetLeaseExpiresAt())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", word(r.GetNamespace()), word(r.GetKey()), stateName(r.GetState()), r.GetToken(), r.GetAttempts(),
+			fmtTime(r.GetCreatedAt()), lease, fmtTime(r.GetExpiresAt()))
 	}
 }
 
