@@ -73,7 +73,9 @@
 // fingerprint is SHA-256 over the method and the deterministic protobuf
 // encoding of the request (WithFingerprintExclude leaves named fields out),
 // and the lease is the time to the call's deadline plus a second, clamped by
-// WithLease. Then, by Reserve outcome:
+// WithLease (when the method's namespace caps leases below that, idem's
+// default lease for the namespace, which the heartbeat keeps extending).
+// Then, by Reserve outcome:
 //
 //   - RESERVED: the handler runs with the fencing token in its context
 //     (TokenFromContext); a heartbeat extends the lease every half lease
@@ -88,7 +90,11 @@
 //     is logged and reported as EventCompleteFailed (WithEventHook,
 //     WithCounters).
 //   - COMPLETED: the stored response or error is replayed with header
-//     idempotency-replayed: true; the handler does not run.
+//     idempotency-replayed: true; the handler does not run. Where idem's
+//     policy for the namespace stores outcome codes only (store_results:
+//     false), an error replays as its bare code and a success as
+//     ALREADY_EXISTS with reason IDEMPOTENCY_RESULT_NOT_STORED
+//     (ReasonResultNotStored), unless the response type has no fields.
 //   - IN_PROGRESS: Reserve waits up to WithWait for the other attempt, then
 //     the call fails ABORTED with RetryInfo.
 //   - MISMATCH: FAILED_PRECONDITION, ErrorInfo reason IDEMPOTENCY_KEY_REUSED.

@@ -33,6 +33,11 @@ const (
 	metaStream = "idem-stream"
 )
 
+// ReasonResultNotStored: a call with this key already succeeded, and its
+// response was not kept (idem's policy for the method stores only outcome
+// codes, store_results: false), so it cannot be replayed.
+const ReasonResultNotStored = "IDEMPOTENCY_RESULT_NOT_STORED"
+
 // UnaryServerInterceptor deduplicates unary calls through svc, exactly as
 // DESIGN.md §5 says: the key from the idempotency-key metadata, the full
 // method as namespace, a SHA-256 fingerprint of method and request, a lease
@@ -261,6 +266,9 @@ type attempt struct {
 	key    string
 	token  uint64
 	lease  time.Duration
+	// nsLease: the lease is the namespace's default, which the heartbeat
+	// asks for again by naming none.
+	nsLease bool
 
 	stopHB context.CancelFunc
 	hbDone chan struct{}
@@ -284,13 +292,23 @@ func (g *guard) begin(ctx context.Context, method, key string, fp []byte) (*atte
 		req.Wait = durationpb.New(wait)
 	}
 	resp, err := g.svc.Reserve(ctx, req)
+	nsLease := false
+	if err != nil && badField(err, "lease_ttl") {
+		// The method's namespace caps leases below what the deadline asks
+		// for: take its default lease and let the heartbeat extend it.
+		req.LeaseTtl, nsLease = nil, true
+		resp, err = g.svc.Reserve(ctx, req)
+	}
 	if err != nil {
 		return nil, nil, g.reserveFailed(ctx, method, key, err)
 	}
 	rec := resp.GetRecord()
 	switch resp.GetOutcome() {
 	case idemv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED:
-		return &attempt{g: g, method: method, key: key, token: rec.GetToken(), lease: lease}, nil, nil
+		if nsLease {
+			lease = max(time.Until(rec.GetLeaseExpiresAt().AsTime()), o.leaseMin, time.Second)
+		}
+		return &attempt{g: g, method: method, key: key, token: rec.GetToken(), lease: lease, nsLease: nsLease}, nil, nil
 	case idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED:
 		res := rec.GetResult()
 		if res == nil {
@@ -309,6 +327,27 @@ func (g *guard) begin(ctx context.Context, method, key string, fp []byte) (*atte
 			&errdetails.ErrorInfo{Reason: ReasonKeyReused, Domain: ErrorDomain, Metadata: map[string]string{"key": key}})
 	}
 	return nil, nil, status.Errorf(codes.Internal, "idem: unexpected reserve outcome %v", resp.GetOutcome())
+}
+
+// badField reports an INVALID_ARGUMENT whose BadRequest names field.
+func badField(err error, field string) bool {
+	if !errors.Is(err, ErrInvalidArgument) {
+		return false
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				if v.GetField() == field {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func (g *guard) reserveFailed(ctx context.Context, method, key string, err error) error {
@@ -370,9 +409,11 @@ func (a *attempt) heartbeat(ctx context.Context, cancelHandler context.CancelCau
 			return
 		case <-t.Chan():
 		}
-		_, err := a.g.svc.ExtendLease(ctx, &idemv1.ExtendLeaseRequest{
-			Tenant: o.tenant, Namespace: a.method, Key: a.key, Token: a.token, LeaseTtl: durationpb.New(a.lease),
-		})
+		req := &idemv1.ExtendLeaseRequest{Tenant: o.tenant, Namespace: a.method, Key: a.key, Token: a.token}
+		if !a.nsLease {
+			req.LeaseTtl = durationpb.New(a.lease)
+		}
+		_, err := a.g.svc.ExtendLease(ctx, req)
 		if err == nil || ctx.Err() != nil {
 			continue
 		}
@@ -488,10 +529,39 @@ func resultSize(r *idemv1.Result) int {
 func replayedHeader() metadata.MD { return metadata.Pairs(ReplayedHeader, "true") }
 
 func storedStatus(r *idemv1.Result) error {
+	if responseNotStored(r) {
+		return statusWith(codes.AlreadyExists, "idem: a call with this idempotency key already succeeded; its response was not stored (store_results: false), so it cannot be replayed",
+			&errdetails.ErrorInfo{Reason: ReasonResultNotStored, Domain: ErrorDomain})
+	}
 	if r.GetCode() == 0 {
 		return nil
 	}
 	return status.ErrorProto(&spb.Status{Code: r.GetCode(), Message: r.GetMessage(), Details: r.GetDetails()})
+}
+
+// responseNotStored reports a success stored as its code alone: the
+// interceptors always record a success with its type or stream metadata.
+func responseNotStored(r *idemv1.Result) bool {
+	return r.GetCode() == 0 && len(r.GetMetadata()) == 0 && len(r.GetBody()) == 0
+}
+
+// emptyResponse is the method's response when its type has no fields, so
+// a success without a stored response still replays exactly; nil otherwise.
+func emptyResponse(fullMethod string) proto.Message {
+	name := strings.Replace(strings.TrimPrefix(fullMethod, "/"), "/", ".", 1)
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
+	if err != nil {
+		return nil
+	}
+	md, ok := d.(protoreflect.MethodDescriptor)
+	if !ok || md.Output().Fields().Len() != 0 {
+		return nil
+	}
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
+	if err != nil {
+		return nil
+	}
+	return mt.New().Interface()
 }
 
 func newStored(r *idemv1.Result) (proto.Message, error) {
@@ -505,6 +575,11 @@ func newStored(r *idemv1.Result) (proto.Message, error) {
 func (g *guard) replayUnary(ctx context.Context, method, key string, r *idemv1.Result) (any, error) {
 	_ = grpc.SetHeader(ctx, replayedHeader())
 	g.o.report(ctx, Event{Kind: EventReplayed, Method: method, Key: key})
+	if responseNotStored(r) {
+		if m := emptyResponse(method); m != nil {
+			return m, nil
+		}
+	}
 	if err := storedStatus(r); err != nil {
 		return nil, err
 	}

@@ -20,6 +20,8 @@ import (
 
 	"github.com/idemhq/idem/client"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+	"github.com/idemhq/idem/server"
+	"github.com/idemhq/idem/storage/memory"
 )
 
 var transports = []struct {
@@ -801,5 +803,121 @@ func TestFailOpenWhenStoreClosed(t *testing.T) {
 	_, err, _ := a.call(ctx, "u", unaryReq("x"))
 	if got := ts.calls.Load(); got != 1 || err != nil {
 		t.Errorf("handler runs = %d, err = %v; want the handler to run", got, err)
+	}
+}
+
+// TestReplayWithoutStoredResponse: in a namespace whose policy keeps only
+// outcome codes (store_results: false), a replay of a successful call has
+// no response to give. It must say so, not fail as a corrupt record nor
+// answer an empty success; a response type without fields replays exactly.
+func TestReplayWithoutStoredResponse(t *testing.T) {
+	ctx := testCtx(t)
+	store := memory.New(memory.WithLogger(quiet))
+	t.Cleanup(func() { store.Close() })
+	codesOnly := server.Policy{StoreResults: false}
+	srv, err := server.New(store, server.WithLogger(quiet), server.WithNamespacePolicies(map[string]server.Policy{
+		testgrpc.TestService_UnaryCall_FullMethodName:           codesOnly,
+		testgrpc.TestService_StreamingOutputCall_FullMethodName: codesOnly,
+		testgrpc.TestService_EmptyCall_FullMethodName:           codesOnly,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	a := startAppWith(t, appConfig{}, client.Local(srv))
+	wantNotStored := func(what string, err error) {
+		t.Helper()
+		if status.Code(err) != codes.AlreadyExists || reasonOf(err) != client.ReasonResultNotStored {
+			t.Errorf("%s = %v (reason %q), want ALREADY_EXISTS/%s", what, err, reasonOf(err), client.ReasonResultNotStored)
+		}
+	}
+
+	if _, err, replayed := a.call(ctx, "u1", unaryReq("x")); err != nil || replayed {
+		t.Fatalf("first call = %v, replayed %v", err, replayed)
+	}
+	got, err, replayed := a.call(ctx, "u1", unaryReq("x"))
+	if !replayed {
+		t.Errorf("retry not replayed (%q, %v)", got, err)
+	}
+	wantNotStored("unary replay", err)
+
+	req := &testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 1}}}
+	recv := func() (int, error) {
+		s, err := a.tc.StreamingOutputCall(client.WithKey(ctx, "s1"), req)
+		if err != nil {
+			return 0, err
+		}
+		n := 0
+		for {
+			if _, err := s.Recv(); err == io.EOF {
+				return n, nil
+			} else if err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	if n, err := recv(); n != 1 || err != nil {
+		t.Fatalf("first stream = %d messages, %v", n, err)
+	}
+	n, err := recv()
+	if n != 0 {
+		t.Errorf("stream replay sent %d messages, want none", n)
+	}
+	wantNotStored("stream replay", err)
+	if runs := a.ts.calls.Load(); runs != 2 {
+		t.Errorf("handlers ran %d times, want once per key (2)", runs)
+	}
+
+	// A response without fields is all there is to replay.
+	intercept := client.UnaryServerInterceptor(client.Local(srv), client.WithLogger(quiet))
+	info := &grpc.UnaryServerInfo{FullMethod: testgrpc.TestService_EmptyCall_FullMethodName}
+	runs := 0
+	h := func(context.Context, any) (any, error) { runs++; return &testgrpc.Empty{}, nil }
+	ictx := metadata.NewIncomingContext(ctx, metadata.Pairs(client.MetadataKey, "e1"))
+	for i := range 2 {
+		resp, err := intercept(ictx, &testgrpc.Empty{}, info, h)
+		if _, ok := resp.(*testgrpc.Empty); !ok || err != nil {
+			t.Errorf("EmptyCall %d = %T, %v; want *Empty", i, resp, err)
+		}
+	}
+	if runs != 1 {
+		t.Errorf("EmptyCall handler ran %d times, want 1", runs)
+	}
+}
+
+// TestNamespaceMaxLeaseBelowDeadline: a method whose namespace caps leases
+// below the lease a long deadline asks for still runs, once, on the
+// namespace's default lease, and its heartbeat extends that lease.
+func TestNamespaceMaxLeaseBelowDeadline(t *testing.T) {
+	store := memory.New(memory.WithLogger(quiet))
+	t.Cleanup(func() { store.Close() })
+	srv, err := server.New(store, server.WithLogger(quiet), server.WithNamespacePolicies(map[string]server.Policy{
+		testgrpc.TestService_UnaryCall_FullMethodName: {DefaultLease: time.Second, MaxLease: 10 * time.Second, StoreResults: true},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	rs := &recordingService{Service: client.Local(srv), extended: make(chan *idemv1.ExtendLeaseResponse, 10)}
+	ts := &testService{unary: func(ctx context.Context, n int64, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+		select { // one heartbeat, at half the namespace's 1s lease
+		case <-rs.extended:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return &testgrpc.SimpleResponse{Username: fmt.Sprintf("run-%d", n)}, nil
+	}}
+	a := startAppWith(t, appConfig{ts: ts}, rs)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := range 2 {
+		got, err, replayed := a.call(ctx, "k", unaryReq("x"))
+		if err != nil || replayed != (i > 0) {
+			t.Errorf("call %d = %q, %v, replayed %v; want success, replayed on the retry", i, got, err, replayed)
+		}
+	}
+	if n := ts.calls.Load(); n != 1 {
+		t.Errorf("handler ran %d times, want 1", n)
 	}
 }

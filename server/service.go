@@ -129,12 +129,15 @@ func (s *Service) scope(ctx context.Context, v *violations, tenant, namespace st
 	return scope{tenant: t, store: st, pol: pol.normalize(*l)}, nil
 }
 
-// storedResult applies the namespace's policy to a result about to be stored.
-func storedResult(pol Policy, r *storage.Result) *storage.Result {
-	if pol.StoreResults || r == nil {
-		return r
+// checkResult validates the part of a result the namespace stores: with
+// StoreResults off only its code, so a large or odd response is not refused
+// for bytes that are dropped anyway (a refused Complete lets the command run
+// again).
+func (sc scope) checkResult(v *violations, field string, r *idemv1.Result) *storage.Result {
+	if !sc.pol.StoreResults && r != nil {
+		r = &idemv1.Result{Code: r.GetCode()}
 	}
-	return &storage.Result{Code: r.Code}
+	return v.checkResult(field, r, sc.pol.MaxResultSize)
 }
 
 // Reserve implements idemv1.IdempotencyServiceServer.
@@ -180,13 +183,13 @@ func (s *Service) Complete(ctx context.Context, req *idemv1.CompleteRequest) (*i
 	}
 	s.checkKey(&v, "key", req.GetKey())
 	v.checkToken("token", req.GetToken())
-	res := v.checkResult("result", req.GetResult(), sc.pol.MaxResultSize)
+	res := sc.checkResult(&v, "result", req.GetResult())
 	ret := v.checkDuration("retention", req.GetRetention(), l.MinRetention, sc.pol.MaxRetention, sc.pol.DefaultRetention)
 	if err := v.err(); err != nil {
 		return nil, err
 	}
 	id := storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: req.GetKey()}
-	rec, err := sc.store.Complete(ctx, storage.CompleteParams{ID: id, Token: req.GetToken(), Result: storedResult(sc.pol, res), Retention: ret})
+	rec, err := sc.store.Complete(ctx, storage.CompleteParams{ID: id, Token: req.GetToken(), Result: res, Retention: ret})
 	if err != nil {
 		return nil, s.Status(ctx, method, err)
 	}
@@ -418,11 +421,11 @@ func (s *Service) BatchComplete(ctx context.Context, req *idemv1.BatchCompleteRe
 	out, err := runBatch(ctx, s, method, len(items), func(i int) string { return items[i].GetKey() },
 		func(i int, v *violations) storage.CompleteParams {
 			v.checkToken(fmt.Sprintf("items[%d].token", i), items[i].GetToken())
-			res := v.checkResult(fmt.Sprintf("items[%d].result", i), items[i].GetResult(), sc.pol.MaxResultSize)
+			res := sc.checkResult(v, fmt.Sprintf("items[%d].result", i), items[i].GetResult())
 			return storage.CompleteParams{
 				ID:        storage.ID{Tenant: sc.tenant, Namespace: req.GetNamespace(), Key: items[i].GetKey()},
 				Token:     items[i].GetToken(),
-				Result:    storedResult(sc.pol, res),
+				Result:    res,
 				Retention: ret,
 			}
 		}, sc.store.BatchComplete, func(r storage.CompleteResult) error { return r.Err })

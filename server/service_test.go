@@ -231,7 +231,7 @@ func TestTenantFunc(t *testing.T) {
 
 func TestNamespacePolicies(t *testing.T) {
 	e := newEnv(t, WithNamespacePolicies(map[string]Policy{
-		"short": {DefaultLease: 5 * time.Second, MaxLease: 10 * time.Second, MaxRetention: time.Hour, MaxResultSize: 4},
+		"short": {DefaultLease: 5 * time.Second, MaxLease: 10 * time.Second, MaxRetention: time.Hour, MaxResultSize: 4, StoreResults: true},
 		"codes": {StoreResults: false},
 	}))
 	ctx := testContext(t)
@@ -263,6 +263,44 @@ func TestNamespacePolicies(t *testing.T) {
 	}
 	if got := c.GetRecord().GetResult(); got.GetCode() != 7 || len(got.GetBody()) != 0 {
 		t.Errorf("stored result = %v, want code 7 and no body", got)
+	}
+}
+
+// TestCodesOnlyNamespace: a namespace that keeps only result codes refuses
+// no result for its size (nothing but the code is stored, and a refused
+// Complete leaves the command to run again), and compares a repeated
+// Complete by code alone.
+func TestCodesOnlyNamespace(t *testing.T) {
+	e := newEnv(t, WithNamespacePolicies(map[string]Policy{"codes": {StoreResults: false, MaxResultSize: 4}}))
+	ctx := testContext(t)
+	big := &idemv1.Result{Code: 5, Message: "not found", Body: []byte("a body over four bytes")}
+	for _, k := range []string{"k", "b"} {
+		if _, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: "codes", Key: k}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 2 { // the retry of an identical Complete succeeds too
+		c, err := e.idem.Complete(ctx, &idemv1.CompleteRequest{Namespace: "codes", Key: "k", Token: 1, Result: big})
+		if err != nil {
+			t.Fatalf("Complete %d error = %v", i, err)
+		}
+		if got := c.GetRecord().GetResult(); got.GetCode() != 5 || got.GetMessage() != "" || len(got.GetBody()) != 0 {
+			t.Errorf("stored result = %v, want code 5 alone", got)
+		}
+	}
+	if _, err := e.idem.Complete(ctx, &idemv1.CompleteRequest{Namespace: "codes", Key: "k", Token: 1, Result: &idemv1.Result{Code: 5, Body: []byte("other")}}); err != nil {
+		t.Errorf("Complete(same code, other body) error = %v, want success: only the code is compared", err)
+	}
+	_, err := e.idem.Complete(ctx, &idemv1.CompleteRequest{Namespace: "codes", Key: "k", Token: 1, Result: &idemv1.Result{Code: 6}})
+	if status.Code(err) != codes.FailedPrecondition || errorInfo(err).GetReason() != ReasonLeaseLost {
+		t.Errorf("Complete(other code) error = %v, want LEASE_LOST", err)
+	}
+	b, err := e.idem.BatchComplete(ctx, &idemv1.BatchCompleteRequest{Namespace: "codes", Items: []*idemv1.BatchCompleteRequest_Item{{Key: "b", Token: 1, Result: big}}})
+	if err != nil || b.GetResults()[0].GetError() != nil {
+		t.Fatalf("BatchComplete = %v, %v; want the item completed", b, err)
+	}
+	if got := b.GetResults()[0].GetRecord().GetResult(); got.GetCode() != 5 || len(got.GetBody()) != 0 {
+		t.Errorf("batch stored result = %v, want code 5 alone", got)
 	}
 }
 
