@@ -131,7 +131,10 @@ type Policy struct {
 	MaxResultSize    int
 	// StoreResults false keeps only the result's code: replays learn that
 	// the command ran and how it ended, not its response (for namespaces
-	// whose responses are large or sensitive).
+	// whose responses are large or sensitive). Its zero value is false, so
+	// start from Limits.DefaultPolicy, whose StoreResults is true, and
+	// narrow it, rather than from Policy{}; policy files and
+	// --namespace-policy default it to true.
 	StoreResults bool
 }
 
