@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -40,9 +41,9 @@ func Register(scheme string, o Opener) {
 // Open opens the store a URL names, e.g. "pebble://./idem-data",
 // "memory://", "postgres://host/db", "redis://host:6379/0".
 func Open(ctx context.Context, rawURL string, opts OpenOptions) (Store, error) {
-	u, err := url.Parse(rawURL)
+	u, err := ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("idem: store URL: %w", redact(err))
+		return nil, err
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -64,12 +65,50 @@ func Open(ctx context.Context, rawURL string, opts OpenOptions) (Store, error) {
 	return o(ctx, u, opts)
 }
 
-// redact drops the URL from a parse error, since it may hold a password.
-func redact(err error) error {
-	if ue, ok := err.(*url.Error); ok {
-		return ue.Err
+// ParseURL parses a store URL and refuses what a backend would read other
+// than meant: a '#' (unescaped in a password or path, it cuts the URL
+// short) and a parameter given twice (backends keep one of them). Its
+// errors never quote the URL, which may hold a password.
+func ParseURL(rawURL string) (*url.URL, error) {
+	if strings.Contains(rawURL, "#") {
+		return nil, errors.New("idem: store URL contains '#'; escape it as %23 in a password or path")
 	}
-	return err
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("idem: store URL: %s", redact(rawURL, err))
+	}
+	if err := CheckParams(u); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// CheckParams refuses a URL query naming a parameter twice.
+func CheckParams(u *url.URL) error {
+	var twice []string
+	for k, vs := range u.Query() {
+		if len(vs) > 1 {
+			twice = append(twice, k)
+		}
+	}
+	if len(twice) > 0 {
+		sort.Strings(twice)
+		return fmt.Errorf("idem: store URL parameter %s is given more than once", strings.Join(twice, ", "))
+	}
+	return nil
+}
+
+// redact drops the URL from a parse error. Parts of a password can still
+// show in what url.Parse quotes (a port, an escape), so with credentials
+// in the URL only a hint is kept.
+func redact(rawURL string, err error) string {
+	if strings.Contains(rawURL, "@") {
+		return "cannot be parsed (percent-encode reserved characters in the user name and password)"
+	}
+	if ue, ok := err.(*url.Error); ok {
+		err = ue.Err
+	}
+	return err.Error()
 }
 
 // Redacted returns the URL with any password replaced, for logs and errors.
@@ -80,8 +119,28 @@ func Redacted(rawURL string) string {
 	if err != nil {
 		return "(unparsable URL)"
 	}
-	if _, has := u.User.Password(); !has {
+	_, has := u.User.Password()
+	q, inQuery := redactQuery(u.RawQuery)
+	if !has && !inQuery {
 		return rawURL
 	}
+	u.RawQuery = q
 	return u.Redacted()
+}
+
+// redactQuery hides the values of password parameters (pgx reads password
+// and sslpassword), keeping the rest of the query as written.
+func redactQuery(raw string) (string, bool) {
+	parts := strings.Split(raw, "&")
+	found := false
+	for i, p := range parts {
+		k, _, _ := strings.Cut(p, "=")
+		if uk, err := url.QueryUnescape(k); err == nil {
+			k = uk
+		}
+		if strings.HasSuffix(strings.ToLower(k), "password") {
+			parts[i], found = url.QueryEscape(k)+"=xxxxx", true
+		}
+	}
+	return strings.Join(parts, "&"), found
 }

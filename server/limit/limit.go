@@ -2,6 +2,7 @@ package limit
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -120,7 +121,9 @@ func New(cfg Config, opts ...Option) *Limiter {
 		cfg.RetryAfter = d.RetryAfter
 	}
 	if cfg.TenantBurst <= 0 {
-		cfg.TenantBurst = int(math.Max(1, math.Ceil(cfg.TenantRate)))
+		// Capped: converting a float above MaxInt to int gives a negative
+		// burst, which refuses every call.
+		cfg.TenantBurst = int(min(math.Max(1, math.Ceil(cfg.TenantRate)), math.MaxInt32))
 	}
 	l := &Limiter{cfg: cfg, clock: clockwork.NewRealClock(), tenantOf: defaultTenant}
 	for _, o := range opts {
@@ -179,10 +182,20 @@ func (l *Limiter) release() {
 	}
 }
 
+// maxBucketKey bounds the tenant names the buckets keep.
+const maxBucketKey = 128
+
 // allow takes one token from tenant's bucket, or says how long until one is due.
 func (l *Limiter) allow(tenant string) error {
 	if l.cfg.TenantRate <= 0 {
 		return nil
+	}
+	if len(tenant) > maxBucketKey {
+		// The name is not validated yet and may be as long as a request;
+		// keep its digest, which still gives it a bucket of its own. The
+		// NUL keeps digests apart from printable names.
+		sum := sha256.Sum256([]byte(tenant))
+		tenant = "\x00" + string(sum[:])
 	}
 	now := l.clock.Now()
 	l.mu.Lock()

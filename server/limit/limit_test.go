@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -311,5 +312,44 @@ func TestRegisterFlags(t *testing.T) {
 	want := Config{MaxInflight: 10, TenantRate: 2.5, TenantBurst: 4, MaxTenants: 7, RetryAfter: DefaultConfig().RetryAfter}
 	if c != want {
 		t.Errorf("parsed config = %+v, want %+v", c, want)
+	}
+}
+
+// A rate above what an int holds must still admit: the default burst,
+// ceil(rate), used to overflow to a negative burst that refused every call.
+func TestHugeTenantRateAdmits(t *testing.T) {
+	l := New(Config{TenantRate: 1e19}, WithClock(clockwork.NewFakeClock()))
+	for i := range 3 {
+		done, err := l.Admit(context.Background(), "/idem.v1.IdempotencyService/Reserve", &idemv1.ReserveRequest{Tenant: "a"})
+		if err != nil {
+			d, _ := retryDelay(err)
+			t.Fatalf("call %d at rate 1e19 error = %v (RetryInfo %v), want admitted", i, err, d)
+		}
+		done()
+	}
+}
+
+// Tenant names reach the limiter before validation, so they can be as long
+// as a request: the buckets kept must not hold them whole.
+func TestLongTenantNamesAreNotKept(t *testing.T) {
+	l := New(Config{TenantRate: 1, MaxTenants: 4}, WithClock(clockwork.NewFakeClock()))
+	long := func(i int) string { return fmt.Sprint(i, strings.Repeat("x", 1<<20)) }
+	for i := range 4 {
+		done, err := l.Admit(context.Background(), "/idem.v1.IdempotencyService/Reserve", &idemv1.ReserveRequest{Tenant: long(i)})
+		if err != nil {
+			t.Fatalf("first call of tenant %d error = %v", i, err)
+		}
+		done()
+	}
+	kept := 0
+	for _, k := range l.buckets.Keys() {
+		kept += len(k)
+	}
+	if kept > 4*maxBucketKey {
+		t.Errorf("buckets hold %d bytes of tenant names, want at most %d", kept, 4*maxBucketKey)
+	}
+	// A long name still has its own bucket.
+	if _, err := l.Admit(context.Background(), "/idem.v1.IdempotencyService/Reserve", &idemv1.ReserveRequest{Tenant: long(0)}); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("second call of a long tenant at rate 1 burst 1 error = %v, want ResourceExhausted", err)
 	}
 }

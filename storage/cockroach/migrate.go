@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net/url"
 	"path"
 	"strconv"
 	"strings"
@@ -17,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+
+	"github.com/idemhq/idem/storage"
 )
 
 // Schema errors Open and Migrate return, wrapped with the details.
@@ -133,9 +134,9 @@ func Migrate(ctx context.Context, rawURL string, logger *slog.Logger) error {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	u, err := url.Parse(rawURL)
+	u, err := storage.ParseURL(rawURL)
 	if err != nil {
-		return errors.New("idem: store URL cannot be parsed")
+		return err
 	}
 	cfg, err := parseConfig(u)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/idemhq/idem/storage"
 )
 
 // URL query parameters read by idem and removed before the URL reaches pgx.
@@ -73,6 +75,9 @@ func parseConfig(u *url.URL) (*config, error) {
 		sweepBatch:    defaultSweepBatch,
 		coalesce:      defaultCoalesce,
 	}
+	if err := storage.CheckParams(u); err != nil {
+		return nil, err
+	}
 	stmtTimeout := defaultStatementTimeout
 	q := u.Query()
 	dur := func(name string, dst *time.Duration) error {
@@ -136,7 +141,7 @@ func parseConfig(u *url.URL) (*config, error) {
 	if err != nil {
 		// pgx's parse errors can quote the connection string; keep only
 		// what cannot hold a password.
-		return nil, fmt.Errorf("idem: store URL %s is not a valid PostgreSQL connection URL", u.Redacted())
+		return nil, fmt.Errorf("idem: store URL %s is not a valid PostgreSQL connection URL", storage.Redacted(u.String()))
 	}
 	if !q.Has("pool_max_conns") {
 		pc.MaxConns = defaultPoolMaxConns

@@ -76,9 +76,9 @@ type Store struct {
 // PostgreSQL, starts the expiry sweeper. URL parameters are described at
 // ParamStatementTimeout and below; the rest go to pgx.
 func Open(ctx context.Context, rawURL string, logger *slog.Logger) (*Store, error) {
-	u, err := url.Parse(rawURL)
+	u, err := storage.ParseURL(rawURL)
 	if err != nil {
-		return nil, errors.New("idem: store URL cannot be parsed")
+		return nil, err
 	}
 	cfg, err := parseConfig(u)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,6 +132,28 @@ func TestOpenByURL(t *testing.T) {
 			}
 			if err := s.Ping(context.Background()); err != nil {
 				t.Errorf("Ping() error = %v", err)
+			}
+		})
+	}
+}
+
+// TestParseConfigRefuses checks that a bad URL is refused naming what is
+// wrong and never echoing a password, in the URL's user info or its query.
+func TestParseConfigRefuses(t *testing.T) {
+	for _, tc := range []struct{ url, want string }{
+		{"postgres://u@db/idem?password=s3cret&sslmode=bogus", "password=xxxxx"},
+		{"postgres://u:s3cret@db/idem?sslpassword=s3cret&sslmode=bogus", "sslpassword=xxxxx"},
+		{"postgres://u:s3cret@db/idem?statement_timeout=1s&statement_timeout=2s", "statement_timeout"},
+		{"postgres://u:s3cret@db/idem?sslmode=disable&sslmode=require", "sslmode"},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			u, err := url.Parse(tc.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = parseConfig(u)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("parseConfig() error = %v, want one naming %q without the password", err, tc.want)
 			}
 		})
 	}

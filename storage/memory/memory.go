@@ -28,7 +28,7 @@ func init() {
 
 // open serves URLs of the form memory://[?shards=N&sweep_interval=D].
 func open(ctx context.Context, u *url.URL, o storage.OpenOptions) (storage.Store, error) {
-	if u.Host != "" || (u.Path != "" && u.Path != "/") || u.Opaque != "" {
+	if u.Host != "" || (u.Path != "" && u.Path != "/") || u.Opaque != "" || u.User != nil {
 		return nil, fmt.Errorf("idem: memory store URL takes no host or path, got %q", u.Redacted())
 	}
 	opts := []Option{WithClock(o.Clock), WithLogger(o.Logger)}

@@ -61,6 +61,8 @@ func TestOpenURL(t *testing.T) {
 		{"memory://?shards=x", "shards"},
 		{"memory://?sweep_interval=-1s", "sweep_interval"},
 		{"memory://?bogus=1", "unknown parameter"},
+		{"memory://u:pw@", "takes no host"},
+		{"memory://?shards=4&shards=8", "shards"},
 	} {
 		t.Run(tc.url, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

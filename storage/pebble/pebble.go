@@ -7,9 +7,11 @@ import (
 	"hash/maphash"
 	"io"
 	"log/slog"
+	"maps"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,15 +33,17 @@ func init() {
 			return nil, err
 		}
 		opts := []Option{WithLogger(o.Logger), WithClock(o.Clock)}
-		if v := u.Query().Get("coalesce"); v != "" {
+		q := u.Query()
+		if v := q.Get("coalesce"); q.Has("coalesce") {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 || n > 1000 {
 				return nil, fmt.Errorf("idem: pebble store URL: coalesce must be a count from 0 (off) to 1000, got %q", v)
 			}
 			opts = append(opts, WithCoalesce(n))
 		}
-		if v := Sync(u.Query().Get("sync")); v != "" {
-			if err := v.check(); err != nil {
+		if v := Sync(q.Get("sync")); q.Has("sync") {
+			// An empty sync= is a typo, not the default.
+			if err := v.check(); err != nil || v == "" {
 				return nil, fmt.Errorf("idem: pebble store URL: %w", err)
 			}
 			opts = append(opts, WithSync(v))
@@ -59,11 +63,19 @@ func dirFromURL(u *url.URL) (string, error) {
 	if dir == "" {
 		return "", errors.New("idem: pebble store URL names no directory (want pebble://PATH, e.g. pebble://./idem-data)")
 	}
+	// No shell expands ~ inside a URL; it would make a directory named ~.
+	if dir == "~" || strings.HasPrefix(dir, "~/") {
+		return "", fmt.Errorf("idem: pebble store URL path %q starts with ~, which is not expanded; give the home directory's path", dir)
+	}
 	q := u.Query()
 	q.Del("coalesce")
 	q.Del("sync")
-	if len(q) > 0 || u.User != nil {
-		return "", errors.New("idem: pebble store URL takes a path and at most coalesce=N and sync=io_uring|fdatasync (want pebble://PATH)")
+	if len(q) > 0 {
+		names := slices.Sorted(maps.Keys(q))
+		return "", fmt.Errorf("idem: pebble store URL: unknown parameter %s (have coalesce=N, sync=io_uring|fdatasync)", strings.Join(names, ", "))
+	}
+	if u.User != nil {
+		return "", errors.New("idem: pebble store URL takes a path and no user (want pebble://PATH)")
 	}
 	return dir, nil
 }

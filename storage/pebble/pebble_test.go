@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -98,13 +99,24 @@ func TestOpenURL(t *testing.T) {
 			}
 		})
 	}
-	for _, bad := range []string{"pebble://", "pebble://./data?cache=1", "pebble://./data?coalesce=-1", "pebble://./data?coalesce=x", "pebble://./data?sync=fsync"} {
+	for bad, want := range map[string]string{
+		"pebble://": "", "pebble://./data?cache=1": "cache", "pebble://./data?coalesce=-1": "coalesce",
+		"pebble://./data?coalesce=x": "coalesce", "pebble://./data?sync=fsync": "fsync",
+		// An empty value is a typo, not "the default".
+		"pebble://./data?coalesce=": "coalesce", "pebble://./data?sync=": "sync",
+		"pebble://./data?coalesce=1&colesce=2": "colesce",
+		// No shell expands ~ inside a URL: it would be a directory named ~.
+		"pebble://~/data": "~", "pebble:~/data": "~",
+	} {
 		if s, err := storage.Open(ctx, bad, storage.OpenOptions{}); err == nil {
 			s.Close()
 			t.Errorf("Open(%s) error = nil, want an error", bad)
-		} else if !strings.HasPrefix(err.Error(), "idem: pebble store URL") {
-			t.Errorf("Open(%s) error = %q, want it to start with \"idem: pebble store URL\"", bad, err)
+		} else if !strings.HasPrefix(err.Error(), "idem: pebble store URL") || !strings.Contains(err.Error(), want) {
+			t.Errorf("Open(%s) error = %q, want it to start with \"idem: pebble store URL\" and name %q", bad, err, want)
 		}
+	}
+	if _, err := os.Stat("~"); err == nil {
+		t.Errorf("a directory named ~ was created")
 	}
 }
 

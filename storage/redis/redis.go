@@ -98,6 +98,10 @@ func open(ctx context.Context, u *url.URL, oo storage.OpenOptions) (storage.Stor
 		}
 		o.Coalesce = n
 	}
+	if q.Has("db") && strings.Trim(u.Path, "/") != "" {
+		// go-redis would let db= override the path's database.
+		return nil, errors.New("idem: redis store URL names its database twice, in the path and as db=; keep one")
+	}
 	retries := q.Has("max_retries")
 	q.Del("coalesce")
 	q.Del("key_prefix")

@@ -391,6 +391,9 @@ func TestOpenOptions(t *testing.T) {
 		{"bad timeout", "redis://127.0.0.1:1/0?wait_replicas=1&wait_timeout=soon", "wait_timeout"},
 		{"brace in prefix", "redis://127.0.0.1:1/0?key_prefix=a%7Bb", "key prefix"},
 		{"unknown option", "redis://127.0.0.1:1/0?colour=blue", "colour"},
+		// go-redis lets db= override the path's database silently.
+		{"db in path and query", "redis://127.0.0.1:1/1?db=2", "db"},
+		{"db twice", "redis://127.0.0.1:1?db=1&db=2", "db"},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"time"
 
@@ -146,8 +147,15 @@ func (d *decoder) result() *storage.Result {
 	}
 	if n := d.count(2); n > 0 {
 		res.Metadata = make(map[string]string, n)
-		for range n {
+		prev := ""
+		for i := range n {
 			k := d.string()
+			// Append writes keys sorted and once each; anything else would
+			// decode to a result whose bytes differ from the stored ones.
+			if d.err == nil && i > 0 && k <= prev {
+				d.fail(fmt.Errorf("metadata key %q out of order", k))
+			}
+			prev = k
 			res.Metadata[k] = d.string()
 		}
 	}
@@ -235,7 +243,8 @@ func (d *decoder) uvarint() uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
+	// An overlong spelling is damage: Append writes the shortest.
+	if n <= 0 || n != uvarintLen(v) {
 		d.fail(errors.New("bad uvarint"))
 		return 0
 	}
@@ -248,13 +257,18 @@ func (d *decoder) varint() int64 {
 		return 0
 	}
 	v, n := binary.Varint(d.b)
-	if n <= 0 {
+	if n <= 0 || n != uvarintLen(zigzag(v)) {
 		d.fail(errors.New("bad varint"))
 		return 0
 	}
 	d.b = d.b[n:]
 	return v
 }
+
+func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
+
+// zigzag is binary.AppendVarint's mapping of v to the uvarint it writes.
+func zigzag(v int64) uint64 { return uint64(v<<1) ^ uint64(v>>63) }
 
 // raw returns the next length-prefixed bytes, aliasing the input.
 func (d *decoder) raw() []byte {
