@@ -16,17 +16,18 @@
 // It has one typed method per RPC (Reserve, Complete, Release, ExtendLease,
 // Checkpoint, Lookup, BatchReserve, BatchComplete), taking the idemv1
 // request types. Calls failing with UNAVAILABLE or RESOURCE_EXHAUSTED are
-// retried (go-grpc-middleware retry) with exponential backoff and ±20%
-// jitter, waiting at least the server's google.rpc.RetryInfo delay
-// (WithRetry). Every idem call is idempotent by design, so retrying is safe;
-// a Reserve whose first answer was lost in transit sees its own reservation
-// as IN_PROGRESS until the lease ends. A circuit breaker (sony/gobreaker)
-// opens after repeated UNAVAILABLE or idem-side timeouts, so a down idem
-// fails fast with ErrUnavailable instead of stalling every caller
-// (WithBreaker, WithoutBreaker). With WithCache, COMPLETED records seen in
-// Reserve or Complete answers are kept in a bounded LRU and a Reserve with the
-// same tenant, namespace, key and fingerprint is answered from it until the
-// record's expires_at: completed records are immutable until they expire.
+// retried with exponential backoff and ±20% jitter, waiting at least the
+// server's google.rpc.RetryInfo delay, and not at all when the pause would
+// outlast the call's deadline (WithRetry). Every idem call is idempotent by
+// design, so retrying is safe; a Reserve whose first answer was lost in
+// transit sees its own reservation as IN_PROGRESS until the lease ends. A
+// circuit breaker (sony/gobreaker) opens after repeated UNAVAILABLE or
+// idem-side timeouts, so a down idem fails fast with ErrUnavailable instead
+// of stalling every caller (WithBreaker, WithoutBreaker). With WithCache,
+// COMPLETED records seen in Reserve, Complete or BatchComplete answers are
+// kept in a bounded LRU and a Reserve with the same tenant, namespace, key
+// and fingerprint is answered from it until the record's expires_at:
+// completed records are immutable until they expire.
 //
 // Package client/idemtest runs a real in-process idem for the tests of
 // services that use this package.
@@ -46,9 +47,12 @@
 //     the error text), the ErrorInfo reason and the RetryInfo delay, and
 //     wrapping the sentinel of package idem the server mapped from, also
 //     exported here: ErrNotFound (NOT_FOUND), ErrLeaseLost
-//     (FAILED_PRECONDITION, reason LEASE_LOST), ErrInvalidArgument,
-//     ErrUnavailable (UNAVAILABLE, an idem-side DEADLINE_EXCEEDED, or the
-//     open circuit breaker), ErrResourceExhausted, ErrPermissionDenied,
+//     (FAILED_PRECONDITION, reason LEASE_LOST), ErrNotInProgress
+//     (FAILED_PRECONDITION, reason NOT_IN_PROGRESS: an admin ForceRelease
+//     of a completed record), ErrInvalidArgument, ErrUnavailable
+//     (UNAVAILABLE, an idem-side DEADLINE_EXCEEDED, or the open circuit
+//     breaker), ErrClosed (UNAVAILABLE, reason STORE_CLOSED: idemd's
+//     store was closed), ErrResourceExhausted, ErrPermissionDenied,
 //     ErrUnauthenticated. errors.Is(err, client.ErrLeaseLost) holds, and
 //     status.FromError(err) still returns the original status.
 //

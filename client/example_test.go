@@ -42,7 +42,7 @@ func (f *flakyOnce) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*
 // The chain order on both sides. Client: the idempotency interceptor
 // outside (before) retry, so every attempt carries the key it chose once.
 // Server: authentication (none here) outside idem, idem outside recovery,
-// so a panic releases the key before recovery turns it into an error.
+// so recovery turns a panic into a transient error and idem releases the key.
 func ExampleUnaryClientInterceptor() {
 	store := memory.New()
 	defer store.Close()
