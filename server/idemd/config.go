@@ -137,8 +137,10 @@ func (c Config) Validate() error {
 	if c.Store == "" {
 		errs = append(errs, errors.New("--store is empty"))
 	}
-	if _, err := c.Limits(); err != nil {
+	if l, err := c.Limits(); err != nil {
 		errs = append(errs, err)
+	} else {
+		errs = append(errs, c.Policies.within(l)...)
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, errors.New("--shutdown-timeout is negative"))
@@ -169,6 +171,39 @@ func (p Policies) String() string {
 			ns, pol.DefaultLease, pol.MaxLease, pol.DefaultRetention, pol.MaxRetention, pol.MaxResultSize, pol.StoreResults)
 	}
 	return strings.Join(parts, ";")
+}
+
+// within reports each value that would widen the server's limits, as a
+// policy file's does: a policy may narrow them, never widen them, and
+// clamping the value quietly would hide the operator's mistake.
+func (p Policies) within(l server.Limits) []error {
+	names := make([]string, 0, len(p))
+	for ns := range p {
+		names = append(names, ns)
+	}
+	sort.Strings(names)
+	var errs []error
+	for _, ns := range names {
+		pol := p[ns]
+		for _, c := range []struct {
+			key      string
+			v, limit time.Duration
+			flag     string
+		}{
+			{"default-lease", pol.DefaultLease, l.MaxLease, "--max-lease"},
+			{"max-lease", pol.MaxLease, l.MaxLease, "--max-lease"},
+			{"default-retention", pol.DefaultRetention, l.MaxRetention, "--max-retention"},
+			{"max-retention", pol.MaxRetention, l.MaxRetention, "--max-retention"},
+		} {
+			if c.v > c.limit {
+				errs = append(errs, fmt.Errorf("--namespace-policy %s: %s=%v is above %s (%v); a policy may narrow the limits, never widen them", ns, c.key, c.v, c.flag, c.limit))
+			}
+		}
+		if pol.MaxResultSize > l.MaxResultBytes {
+			errs = append(errs, fmt.Errorf("--namespace-policy %s: max-result-bytes=%d is above --max-result-bytes (%d); a policy may narrow the limits, never widen them", ns, pol.MaxResultSize, l.MaxResultBytes))
+		}
+	}
+	return errs
 }
 
 // Set implements flag.Value: "NS=key=value,…", several separated by ';'.

@@ -98,3 +98,30 @@ func TestBadValues(t *testing.T) {
 		t.Error("Validate() of zero max result bytes and negative timeout = nil, want an error")
 	}
 }
+
+// A --namespace-policy value above the server's limit is refused, as the
+// same value in a policy file is, instead of being clamped quietly.
+func TestNamespacePolicyCannotWiden(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string // "" for valid
+	}{
+		{[]string{"--namespace-policy", "pay=max-lease=1h"}, ""},
+		{[]string{"--namespace-policy", "pay=max-lease=2h"}, "pay: max-lease=2h0m0s is above --max-lease (1h0m0s)"},
+		{[]string{"--max-lease", "3h", "--namespace-policy", "pay=max-lease=2h"}, ""},
+		{[]string{"--namespace-policy", "pay=default-retention=800h"}, "pay: default-retention=800h0m0s is above --max-retention"},
+		{[]string{"--namespace-policy", "pay=max-result-bytes=2097152"}, "pay: max-result-bytes=2097152 is above --max-result-bytes (1048576)"},
+	} {
+		c, err := parse(t, tt.args, nil)
+		if err != nil {
+			t.Fatalf("%v: parse: %v", tt.args, err)
+		}
+		err = c.Validate()
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%v: Validate() = %v, want nil", tt.args, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%v: Validate() = %v, want an error containing %q", tt.args, err, tt.want)
+		}
+	}
+}
