@@ -422,7 +422,9 @@ type ReserveRequest struct {
 	Fingerprint []byte `protobuf:"bytes,4,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	// How long the caller holds the key before another attempt may take over.
 	LeaseTtl *durationpb.Duration `protobuf:"bytes,5,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
-	// How long the record is kept.
+	// How long the record is kept until a Complete stores a result: at
+	// least the lease, and a takeover never shortens it. A Complete's own
+	// retention then decides how long the completed record is kept.
 	Retention *durationpb.Duration `protobuf:"bytes,6,opt,name=retention,proto3" json:"retention,omitempty"`
 	// When the key is held by another attempt, wait up to this long for it to finish.
 	Wait          *durationpb.Duration `protobuf:"bytes,7,opt,name=wait,proto3" json:"wait,omitempty"`
@@ -562,13 +564,15 @@ func (x *ReserveResponse) GetRecord() *Record {
 }
 
 type CompleteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Key           string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
-	Token         uint64                 `protobuf:"varint,4,opt,name=token,proto3" json:"token,omitempty"`
-	Result        *Result                `protobuf:"bytes,5,opt,name=result,proto3" json:"result,omitempty"`
-	Retention     *durationpb.Duration   `protobuf:"bytes,6,opt,name=retention,proto3" json:"retention,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Tenant    string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Key       string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	Token     uint64                 `protobuf:"varint,4,opt,name=token,proto3" json:"token,omitempty"`
+	Result    *Result                `protobuf:"bytes,5,opt,name=result,proto3" json:"result,omitempty"`
+	// How long the completed record, and so its replay, is kept from now
+	// (default: the namespace's default retention).
+	Retention     *durationpb.Duration `protobuf:"bytes,6,opt,name=retention,proto3" json:"retention,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
