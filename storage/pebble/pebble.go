@@ -549,7 +549,11 @@ func (s *Store) batch(ctx context.Context, ids []storage.ID, decide func(i int, 
 	pending := map[string]*storage.Record{}
 	for i, key := range keys {
 		cur, ok := pending[string(key)]
-		if !ok {
+		if ok {
+			// Coalesced calls of one record share a batch: each answer
+			// must be its caller's own.
+			cur = cur.Clone()
+		} else {
 			var err error
 			if cur, err = s.get(key); err != nil {
 				return err
