@@ -248,17 +248,26 @@ func (a *Authenticator) Authenticate(ctx context.Context, method string) (contex
 		// The log line must not show the tenant the request claims.
 		logging.AddFields(ctx, logging.Fields{"tenant", ""})
 		a.onReject("unauthenticated")
-		a.log.InfoContext(ctx, "credentials refused", "method", method, "why", why)
+		a.log.InfoContext(ctx, "credentials refused", "method", method, "why", why, "peer", peerAddr(ctx))
 		return ctx, statusErr(codes.Unauthenticated, errRefused.Error(), reasonUnauthenticated)
 	}
 	// The logging interceptor, further out, reports who called.
 	logging.AddFields(ctx, logging.Fields{"tenant", id.Tenant, "subject", id.Subject})
 	if strings.HasPrefix(method, adminPrefix) && id.Role != RoleAdmin {
 		a.onReject("permission_denied")
-		a.log.InfoContext(ctx, "admin call refused to client role", "method", method, "tenant", id.Tenant, "subject", id.Subject)
+		a.log.InfoContext(ctx, "admin call refused to client role", "method", method, "tenant", id.Tenant, "subject", id.Subject, "peer", peerAddr(ctx))
 		return ctx, statusErr(codes.PermissionDenied, idem.ErrPermissionDenied.Error(), reasonPermissionDenied)
 	}
 	return NewContext(ctx, id), nil
+}
+
+// peerAddr is where a call came from: for a refused credential often the
+// only clue to who sent it.
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
 }
 
 // identify returns the caller's identity, or why it has none (for the log).

@@ -198,7 +198,12 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	for _, f := range setup.Started {
 		f(svc, gs)
 	}
-	attrs := []any{"addr", lis.Addr().String(), "store", storage.Redacted(cfg.Store), "version", Version()}
+	// The limits in force, as extensions may have changed them.
+	l := svc.Limits()
+	attrs := []any{"addr", lis.Addr().String(), "store", storage.Redacted(cfg.Store), "version", Version(),
+		"default_lease", l.DefaultLease.String(), "max_lease", l.MaxLease.String(),
+		"default_retention", l.DefaultRetention.String(), "max_retention", l.MaxRetention.String(),
+		"max_result_bytes", l.MaxResultBytes}
 	if setup.Dialect != "" {
 		attrs = append(attrs, "dialect", setup.Dialect)
 	}

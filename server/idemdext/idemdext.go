@@ -58,7 +58,7 @@ func (e *Extension) Setup(ctx context.Context, s *idemd.Setup) error {
 	if err != nil {
 		return err
 	}
-	stop, err := observe.SetupTracing(ctx, "idemd", idemd.Version())
+	stop, err := observe.SetupTracing(ctx, "idemd", idemd.Version(), s.Logger)
 	if err != nil {
 		return err
 	}

@@ -33,14 +33,25 @@ func AuditUnaryServerInterceptor(l *slog.Logger) grpc.UnaryServerInterceptor {
 			slog.String("action", strings.TrimPrefix(info.FullMethod, adminPrefix)),
 			slog.Time("at", start.UTC()),
 			slog.String("code", status.Code(err).String()))
-		if id, ok := auth.FromContext(ctx); ok {
+		id, authed := auth.FromContext(ctx)
+		if authed {
 			attrs = append(attrs, slog.String("who", id.Subject), slog.String("who_tenant", id.Tenant), slog.String("role", string(id.Role)))
 		}
 		if p, ok := peer.FromContext(ctx); ok {
 			attrs = append(attrs, slog.String("peer", p.Addr.String()))
 		}
 		if r, ok := req.(tenanted); ok {
-			attrs = append(attrs, slog.String("tenant", r.GetTenant()))
+			// An empty tenant is the caller's own (server.DefaultTenant
+			// without authentication); log the one acted on.
+			t := r.GetTenant()
+			switch {
+			case t != "":
+			case authed:
+				t = id.Tenant
+			default:
+				t = "default"
+			}
+			attrs = append(attrs, slog.String("tenant", t))
 		}
 		if r, ok := req.(namespaced); ok {
 			attrs = append(attrs, slog.String("namespace", r.GetNamespace()))

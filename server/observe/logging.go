@@ -13,6 +13,8 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 )
 
 // NewLogger returns a JSON slog logger writing to w at level.
@@ -123,8 +125,9 @@ func adapter(l *slog.Logger) logging.Logger {
 
 // UnaryServerInterceptor logs every finished unary call except health
 // checks: grpc.service, grpc.method, grpc.code, latency_ms, trace_id,
-// tenant (the caller's, once auth ran), namespace and key_hash. Place it
-// outside the auth interceptor so refused calls are logged too.
+// tenant (the caller's, once auth ran), namespace, key_hash and a
+// Reserve's outcome. Place it outside the auth interceptor so refused
+// calls are logged too.
 func UnaryServerInterceptor(l *slog.Logger) grpc.UnaryServerInterceptor {
 	inner := logging.UnaryServerInterceptor(adapter(l), loggingOptions()...)
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -135,7 +138,19 @@ func UnaryServerInterceptor(l *slog.Logger) grpc.UnaryServerInterceptor {
 			ctx = logging.InjectFields(ctx, f)
 		}
 		ctx = withCallLog(ctx, req)
-		return inner(ctx, req, info, handler)
+		return inner(ctx, req, info, withOutcome(handler))
+	}
+}
+
+// withOutcome adds a Reserve's answer to its log line: IN_PROGRESS and
+// MISMATCH are OK calls, and the line would not tell them from RESERVED.
+func withOutcome(handler grpc.UnaryHandler) grpc.UnaryHandler {
+	return func(ctx context.Context, req any) (any, error) {
+		resp, err := handler(ctx, req)
+		if r, ok := resp.(*idemv1.ReserveResponse); ok && err == nil {
+			logging.AddFields(ctx, logging.Fields{"outcome", strings.TrimPrefix(r.GetOutcome().String(), "RESERVE_OUTCOME_")})
+		}
+		return resp, err
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -368,7 +369,7 @@ func TestLoggingInterceptor(t *testing.T) {
 	prev := otel.GetTracerProvider()
 	otel.SetTracerProvider(tp)
 	defer func() { otel.SetTracerProvider(prev); _ = tp.Shutdown(ctx) }()
-	shutdown, err := SetupTracing(ctx, "idemd", "test") // no endpoint: propagation only
+	shutdown, err := SetupTracing(ctx, "idemd", "test", slog.New(slog.DiscardHandler)) // no endpoint: propagation only
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,7 +425,7 @@ func TestSetupTracingExportsOnlyWithEndpoint(t *testing.T) {
 
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
 	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
-	if _, err := SetupTracing(ctx, "idemd", "test"); err != nil {
+	if _, err := SetupTracing(ctx, "idemd", "test", slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := otel.GetTracerProvider().(*sdktrace.TracerProvider); ok {
@@ -432,7 +433,7 @@ func TestSetupTracingExportsOnlyWithEndpoint(t *testing.T) {
 	}
 
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
-	shutdown, err := SetupTracing(ctx, "idemd", "test")
+	shutdown, err := SetupTracing(ctx, "idemd", "test", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("SetupTracing() error = %v", err)
 	}

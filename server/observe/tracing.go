@@ -3,6 +3,7 @@ package observe
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -25,9 +26,15 @@ func TracingEnabled() bool {
 // TracingEnabled, a tracer provider exporting spans over OTLP/gRPC (the
 // exporter reads the standard OTEL_EXPORTER_OTLP_* variables; resource
 // attributes come from OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES).
+// OTel's errors (a failed export) are logged to log at WARN.
 // The returned shutdown flushes pending spans; call it on exit.
-func SetupTracing(ctx context.Context, service, version string) (shutdown func(context.Context) error, err error) {
+func SetupTracing(ctx context.Context, service, version string, log *slog.Logger) (shutdown func(context.Context) error, err error) {
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	// OTel's default handler prints plain text to the standard logger, in
+	// the middle of idemd's JSON lines.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Warn("tracing error", "err", err)
+	}))
 	if !TracingEnabled() {
 		return func(context.Context) error { return nil }, nil
 	}

@@ -1,0 +1,224 @@
+package observe
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+	"github.com/idemhq/idem/server"
+	"github.com/idemhq/idem/server/auth"
+	"github.com/idemhq/idem/storage/memory"
+)
+
+// logLines parses every JSON line of out.
+func logLines(t *testing.T, out string) []map[string]any {
+	t.Helper()
+	var lines []map[string]any
+	for _, s := range strings.Split(strings.TrimSpace(out), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(s), &m); err != nil {
+			t.Fatalf("log line is not JSON: %v: %s", err, s)
+		}
+		lines = append(lines, m)
+	}
+	return lines
+}
+
+// The answer of a Reserve is what an operator looks for first; the key,
+// fingerprint and result never appear.
+func TestCallLogOutcome(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	mem := memory.New()
+	defer mem.Close()
+	svc, err := server.New(mem, server.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	var buf syncBuffer
+	l := NewLogger(&buf, slog.LevelInfo)
+	lis := listen(t)
+	gs := server.NewGRPCServer(svc, grpc.ChainUnaryInterceptor(UnaryServerInterceptor(l)))
+	go func() { _ = gs.Serve(lis) }()
+	defer gs.Stop()
+	c := idemv1.NewIdempotencyServiceClient(dialBuf(t, lis))
+
+	const key, fp, body = "raw-key-4711", "fingerprint-secret", "result-body-secret"
+	reserve := func(fp string) {
+		t.Helper()
+		if _, err := c.Reserve(ctx, &idemv1.ReserveRequest{Namespace: "ns", Key: key, Fingerprint: []byte(fp), LeaseTtl: durationpb.New(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reserve(fp)
+	reserve(fp)
+	reserve("other")
+	if _, err := c.Complete(ctx, &idemv1.CompleteRequest{Namespace: "ns", Key: key, Token: 1, Result: &idemv1.Result{Body: []byte(body)}}); err != nil {
+		t.Fatal(err)
+	}
+	reserve(fp)
+
+	out := buf.String()
+	for _, secret := range []string{key, fp, body} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log contains %q: %s", secret, out)
+		}
+	}
+	var got []string
+	for _, line := range logLines(t, out) {
+		if line["grpc.method"] == "Reserve" {
+			o, _ := line["outcome"].(string)
+			got = append(got, o)
+		}
+	}
+	want := []string{"RESERVED", "IN_PROGRESS", "MISMATCH", "COMPLETED"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("Reserve log lines have outcome %q, want %q", got, want)
+	}
+}
+
+// An unreachable collector must not write plain-text lines into idemd's
+// JSON log (OTel's default error handler prints to the standard logger).
+func TestTracingErrorsGoToLog(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	var std bytes.Buffer
+	prevOut, prevFlags := log.Writer(), log.Flags()
+	log.SetOutput(&std)
+	defer func() { log.SetOutput(prevOut); log.SetFlags(prevFlags) }()
+	prevHandler := otel.GetErrorHandler()
+	defer otel.SetErrorHandler(prevHandler)
+
+	var buf syncBuffer
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+	shutdown, err := SetupTracing(ctx, "idemd", "test", NewLogger(&buf, slog.LevelInfo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(ctx)
+	otel.Handle(errors.New("traces export: connection refused"))
+	if std.Len() > 0 {
+		t.Errorf("OTel error went to the standard logger: %q", std.String())
+	}
+	lines := logLines(t, buf.String())
+	if len(lines) != 1 || lines[0]["level"] != "WARN" || !strings.Contains(lines[0]["err"].(string), "connection refused") {
+		t.Errorf("log = %s, want one WARN line with the error", buf.String())
+	}
+}
+
+// Spans carry the caller's trace and the method, never keys, fingerprints
+// or results.
+func TestSpansCarryNoPayload(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(tp)
+	defer func() { otel.SetTracerProvider(prev); _ = tp.Shutdown(ctx) }()
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+
+	mem := memory.New()
+	defer mem.Close()
+	svc, err := server.New(mem, server.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	lis := listen(t)
+	gs := server.NewGRPCServer(svc, StatsHandler())
+	go func() { _ = gs.Serve(lis) }()
+	defer gs.Stop()
+	c := idemv1.NewIdempotencyServiceClient(dialBuf(t, lis))
+
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	cctx := metadata.AppendToOutgoingContext(ctx, "traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	const key, fp, body = "raw-key-4711", "fingerprint-secret", "result-body-secret"
+	if _, err := c.Reserve(cctx, &idemv1.ReserveRequest{Namespace: "ns", Key: key, Fingerprint: []byte(fp)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Complete(cctx, &idemv1.CompleteRequest{Namespace: "ns", Key: key, Token: 2, Result: &idemv1.Result{Body: []byte(body)}}); err == nil {
+		t.Fatal("Complete with a wrong token succeeded")
+	}
+	spans := rec.Ended()
+	if len(spans) != 2 {
+		t.Fatalf("recorded %d spans, want 2", len(spans))
+	}
+	for _, s := range spans {
+		if s.SpanContext().TraceID().String() != traceID || s.SpanKind() != trace.SpanKindServer {
+			t.Errorf("span %s: trace %s kind %v, want the caller's trace %s, server", s.Name(), s.SpanContext().TraceID(), s.SpanKind(), traceID)
+		}
+		var all strings.Builder
+		all.WriteString(s.Name() + " " + s.Status().Description)
+		for _, a := range s.Attributes() {
+			all.WriteString(" " + string(a.Key) + "=" + a.Value.Emit())
+		}
+		for _, e := range s.Events() {
+			all.WriteString(" " + e.Name)
+			for _, a := range e.Attributes {
+				all.WriteString(" " + string(a.Key) + "=" + a.Value.Emit())
+			}
+		}
+		for _, secret := range []string{key, fp, body} {
+			if strings.Contains(all.String(), secret) {
+				t.Errorf("span %s carries %q: %s", s.Name(), secret, all.String())
+			}
+		}
+	}
+}
+
+// The audit line names the tenant acted on, not what the request left
+// empty (the caller's own tenant).
+func TestAuditLine(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	var buf syncBuffer
+	audit := AuditUnaryServerInterceptor(NewLogger(&buf, slog.LevelInfo))
+	info := &grpc.UnaryServerInfo{FullMethod: idemv1.AdminService_DeleteKey_FullMethodName}
+	const key = "raw-key-4711"
+	req := &idemv1.DeleteKeyRequest{Namespace: "ns", Key: key}
+	handler := func(context.Context, any) (any, error) { return &idemv1.DeleteKeyResponse{}, nil }
+
+	id := auth.Identity{Tenant: "acme", Role: auth.RoleAdmin, Subject: "token:ops"}
+	if _, err := audit(auth.NewContext(ctx, id), req, info, handler); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := audit(ctx, req, info, handler); err != nil { // no authentication
+		t.Fatal(err)
+	}
+	if strings.Contains(buf.String(), key) {
+		t.Errorf("audit log contains the raw key: %s", buf.String())
+	}
+	lines := logLines(t, buf.String())
+	if len(lines) != 2 {
+		t.Fatalf("audit log has %d lines, want 2: %s", len(lines), buf.String())
+	}
+	want := map[string]any{"msg": "audit", "action": "DeleteKey", "code": "OK", "who": "token:ops", "who_tenant": "acme", "role": "admin",
+		"tenant": "acme", "namespace": "ns", "key_hash": HashKey(key)}
+	for k, v := range want {
+		if lines[0][k] != v {
+			t.Errorf("audit field %s = %v, want %v", k, lines[0][k], v)
+		}
+	}
+	if lines[1]["tenant"] != "default" {
+		t.Errorf("audit field tenant without authentication = %v, want default", lines[1]["tenant"])
+	}
+}
