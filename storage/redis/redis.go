@@ -156,6 +156,10 @@ func New(ctx context.Context, c goredis.UniversalClient, o Options) (*Store, err
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	// go-redis prints its own notices (a dropped pool connection) as plain
+	// text on stderr, between idemd's JSON lines. Its logger is one per
+	// process, so the last store opened names it.
+	goredis.SetLogger(redisLog{o.Logger})
 	s := &Store{c: c, opts: o}
 	if o.Coalesce > 0 {
 		s.calls = &coalesce.Coalescer[*call, error]{Slots: o.Coalesce, Max: coalesceMax, Run: s.runCalls}
@@ -888,4 +892,11 @@ func recordOrErr(id storage.ID, token uint64, res any) (*storage.Record, error) 
 		return nil, storage.ErrLeaseLost
 	}
 	return nil, fmt.Errorf("idem: redis: unexpected script reply code %d", code)
+}
+
+// redisLog sends go-redis's notices to slog at WARN.
+type redisLog struct{ l *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	r.l.WarnContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
 }
