@@ -149,7 +149,7 @@ func WithClock(c clockwork.Clock) Option {
 }
 
 // New connects to the idemd at target (a gRPC target such as
-// "dns:///idem.internal:7070"). The connection is made lazily.
+// "dns:///idem.internal:50051"). The connection is made lazily.
 func New(target string, opts ...Option) (*Client, error) {
 	o := defaultClientOptions()
 	for _, opt := range opts {

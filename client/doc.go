@@ -6,7 +6,7 @@
 //
 // New connects to an idemd:
 //
-//	c, err := client.New("dns:///idem.internal:7070",
+//	c, err := client.New("dns:///idem.internal:50051",
 //		client.WithTLSConfig(tlsCfg),           // default: TLS with system roots; WithInsecure for plaintext
 //		client.WithBearerToken(token),          // per-RPC "authorization: Bearer …"
 //		client.WithTenant("acme"),              // fills requests whose tenant is empty

@@ -4,7 +4,7 @@
 // The server knows nothing about any database. It validates every request
 // field against its Limits and the namespace's Policy before a store sees
 // it, resolves the tenant, maps store errors to gRPC statuses in one place
-// (see Status), waits for in-progress keys when a Reserve asks to, and
+// (see [Service.Status]), waits for in-progress keys when a Reserve asks to, and
 // reports the store's health through the standard gRPC health service.
 //
 // NewGRPCServer wires a Service, the health service and server reflection

@@ -35,7 +35,7 @@ const (
 	// ParamCoalesce is how many batches of concurrent Reserves (and, apart,
 	// of Completes) may be in flight at once; calls beyond them wait for
 	// the next batch and share its statement. "0" sends every call on its
-	// own. Default 4.
+	// own. Default 1.
 	ParamCoalesce = "coalesce"
 	// ParamMultiRegion ("true") makes Migrate apply the CockroachDB
 	// multi-region layout (REGIONAL BY ROW, home region from the tenant name).
