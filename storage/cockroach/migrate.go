@@ -202,7 +202,7 @@ func Migrate(ctx context.Context, rawURL string, logger *slog.Logger) error {
 			return fmt.Errorf("idem: applying %s migrations to %s: %w", set.dir, cfg.where, err)
 		}
 		for _, r := range results {
-			logger.Info("idem: applied migration", "store", cfg.where, "set", set.dir, "version", r.Source.Version, "file", path.Base(r.Source.Path), "took", r.Duration)
+			logger.Info("idem: applied migration", "store", cfg.where, "set", set.dir, "version", r.Source.Version, "file", path.Base(r.Source.Path), "took", r.Duration.String())
 		}
 	}
 	logger.Info("idem: store schema is up to date", "store", cfg.where, "dialect", dialect)
