@@ -157,7 +157,8 @@ func New(ctx context.Context, c goredis.UniversalClient, o Options) (*Store, err
 		o.Logger = slog.Default()
 	}
 	// go-redis prints its own notices (a dropped pool connection) as plain
-	// text on stderr, between idemd's JSON lines. Its logger is one per
+	// text on stderr, between idemd's JSON lines. idem reports store
+	// trouble itself, so they are debug lines. Its logger is one per
 	// process, so the last store opened names it.
 	goredis.SetLogger(redisLog{o.Logger})
 	s := &Store{c: c, opts: o}
@@ -894,9 +895,9 @@ func recordOrErr(id storage.ID, token uint64, res any) (*storage.Record, error) 
 	return nil, fmt.Errorf("idem: redis: unexpected script reply code %d", code)
 }
 
-// redisLog sends go-redis's notices to slog at WARN.
+// redisLog sends go-redis's notices to slog at DEBUG.
 type redisLog struct{ l *slog.Logger }
 
 func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
-	r.l.WarnContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
+	r.l.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
 }
