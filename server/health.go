@@ -26,8 +26,13 @@ var healthServices = []string{
 }
 
 // HealthServer is the gRPC health service the Service keeps up to date:
-// SERVING while every store answers Ping, NOT_SERVING otherwise and after
-// Close.
+// SERVING while a store answers Ping, NOT_SERVING when every store fails
+// and after Close. With one store that is the usual "the store answers";
+// with a policy resolver routing namespaces to several stores, one store
+// that fails fails only its own namespaces (UNAVAILABLE), and is logged,
+// but does not take the replica out of its load balancer: that would take
+// the namespaces of the stores that still answer down with it, on every
+// replica at once when the failed store is a shared one.
 func (s *Service) HealthServer() *health.Server { return s.health }
 
 func (s *Service) runHealth() {
@@ -55,10 +60,12 @@ func (s *Service) checkHealth() {
 		cancel()
 	}
 	var errs []error
+	stores := 0
 	if len(failed) > 0 {
 		// A policy reload may have dropped, and closed, a store while it
 		// was pinged: only the stores the server still routes to count.
 		for _, st := range s.stores() {
+			stores++
 			if err, ok := failed[st]; ok {
 				errs = append(errs, err)
 			}
@@ -71,11 +78,14 @@ func (s *Service) checkHealth() {
 	}
 	st := healthpb.HealthCheckResponse_SERVING
 	if err := errors.Join(errs...); err != nil {
-		st = healthpb.HealthCheckResponse_NOT_SERVING
-		if s.healthy.Swap(false) {
-			s.opts.logger.Warn("store unhealthy", "err", err)
+		if len(errs) == stores {
+			st = healthpb.HealthCheckResponse_NOT_SERVING
 		}
-	} else if !s.healthy.Swap(true) {
+		// Logged again when another store fails too (or one recovers).
+		if prev := s.failing.Swap(int64(len(errs))); s.healthy.Swap(false) || prev != int64(len(errs)) {
+			s.opts.logger.Warn("store unhealthy", "err", err, "failed_stores", len(errs), "stores", stores, "serving", st == healthpb.HealthCheckResponse_SERVING)
+		}
+	} else if s.failing.Store(0); !s.healthy.Swap(true) {
 		s.opts.logger.Info("store healthy")
 	}
 	s.health.SetServingStatus("", st)

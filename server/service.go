@@ -28,6 +28,7 @@ type Service struct {
 	waiting  atomic.Int64
 	health   *health.Server
 	healthy  atomic.Bool
+	failing  atomic.Int64 // stores whose last ping failed, for the log
 
 	done      chan struct{}
 	stop      context.CancelFunc
