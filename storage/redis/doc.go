@@ -12,7 +12,12 @@
 //   - wait_replicas=N: after every write, WAIT for N replicas, sent on the
 //     same connection in the same round trip; a write not acknowledged by N
 //     replicas within wait_timeout fails with storage.ErrUnavailable. Unset
-//     means no WAIT.
+//     means no WAIT. Since the WAIT leaves before the script's answer is
+//     known, every call that may write waits: Reserve (a replay of a
+//     completed key too), Complete, Release, ExtendLease, Checkpoint,
+//     Delete, ForceRelease and the batches. While fewer than N replicas
+//     answer, those all fail after wait_timeout; Lookup, List, Stats and
+//     Ping (so idemd's health) still answer.
 //   - wait_timeout (default 1s): how long each WAIT may block.
 //   - coalesce (default 2): pipelines of concurrent calls in flight at
 //     once; 0 sends each call on its own (see Operations).
