@@ -77,15 +77,15 @@ func (s *Service) checkHealth() {
 	default:
 	}
 	st := healthpb.HealthCheckResponse_SERVING
-	if err := errors.Join(errs...); err != nil {
-		if len(errs) == stores {
-			st = healthpb.HealthCheckResponse_NOT_SERVING
-		}
-		// Logged again when another store fails too (or one recovers).
-		if prev := s.failing.Swap(int64(len(errs))); s.healthy.Swap(false) || prev != int64(len(errs)) {
-			s.opts.logger.Warn("store unhealthy", "err", err, "failed_stores", len(errs), "stores", stores, "serving", st == healthpb.HealthCheckResponse_SERVING)
-		}
-	} else if s.failing.Store(0); !s.healthy.Swap(true) {
+	if len(errs) > 0 && len(errs) == stores {
+		st = healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	// Logged when the number of failing stores changes.
+	n := int64(len(errs))
+	switch prev := s.failing.Swap(n); {
+	case n > 0 && prev != n:
+		s.opts.logger.Warn("store unhealthy", "err", errors.Join(errs...), "failed_stores", n, "stores", stores, "serving", st == healthpb.HealthCheckResponse_SERVING)
+	case n == 0 && prev != 0:
 		s.opts.logger.Info("store healthy")
 	}
 	s.health.SetServingStatus("", st)

@@ -27,8 +27,9 @@ type Service struct {
 	notifier *notifier
 	waiting  atomic.Int64
 	health   *health.Server
-	healthy  atomic.Bool
-	failing  atomic.Int64 // stores whose last ping failed, for the log
+	// failing is how many stores failed the last health check (-1 before
+	// the first), so a change is logged once.
+	failing atomic.Int64
 
 	done      chan struct{}
 	stop      context.CancelFunc
@@ -72,6 +73,7 @@ func New(store storage.Store, opts ...Option) (*Service, error) {
 		s.resolver = &StaticResolver{Store: store, Default: lim.DefaultPolicy(), Namespaces: o.policies}
 	}
 	s.bg, s.stop = context.WithCancel(context.Background())
+	s.failing.Store(-1)
 	s.checkHealth()
 	s.wg.Add(1)
 	go s.runHealth()
