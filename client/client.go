@@ -359,7 +359,7 @@ func retryInterceptor(maxAttempts uint, base, maxDelay time.Duration) grpc.Unary
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		for attempt := uint(1); ; attempt++ {
 			err := invoker(ctx, method, req, reply, cc, opts...)
-			if c := status.Code(err); c != codes.Unavailable && c != codes.ResourceExhausted || attempt >= maxAttempts || ctx.Err() != nil {
+			if !retryable(err) || attempt >= maxAttempts || ctx.Err() != nil {
 				return err
 			}
 			d := backoff(base, maxDelay, attempt, err)
@@ -377,6 +377,20 @@ func retryInterceptor(maxAttempts uint, base, maxDelay time.Duration) grpc.Unary
 			}
 		}
 	}
+}
+
+// retryable: UNAVAILABLE, or idemd shedding load (RESOURCE_EXHAUSTED with
+// RetryInfo). gRPC's own RESOURCE_EXHAUSTED (a message over a size limit)
+// fails the same way every time.
+func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable:
+		return true
+	case codes.ResourceExhausted:
+		_, ok := retryDelayOf(err)
+		return ok
+	}
+	return false
 }
 
 // backoff is the pause after the attempt-th failure, err: base·2^(n-1)

@@ -10,10 +10,12 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/sony/gobreaker/v2"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/idemhq/idem/client"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
@@ -139,4 +141,36 @@ func TestNilRequestTakesDefaults(t *testing.T) {
 	if !strings.Contains(err.Error(), "key") || strings.Contains(err.Error(), "namespace") {
 		t.Errorf("Reserve(nil) error = %v, want only the key named", err)
 	}
+}
+
+// RESOURCE_EXHAUSTED is retried only when idemd sheds load (it sends
+// RetryInfo); gRPC's own, for a message over a size limit, would fail the
+// same way on every attempt.
+func TestResourceExhaustedRetriedOnlyWithRetryInfo(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		err   error
+		calls int64
+	}{
+		{"without RetryInfo", status.Error(codes.ResourceExhausted, "grpc: received message larger than max"), 1},
+		{"with RetryInfo", statusWithRetry(codes.ResourceExhausted, time.Millisecond), 3},
+	} {
+		e := startIdem(t, idemConfig{remote: true,
+			clientOpts: []client.Option{client.WithRetry(3, time.Millisecond, 10*time.Millisecond), client.WithoutBreaker()},
+			serverExtra: []grpc.UnaryServerInterceptor{func(context.Context, any, *grpc.UnaryServerInfo, grpc.UnaryHandler) (any, error) {
+				return nil, tc.err
+			}}})
+		_, _ = e.client.Reserve(testCtx(t), &idemv1.ReserveRequest{Namespace: "ns", Key: "k"})
+		if n := e.reserves.Load(); n != tc.calls {
+			t.Errorf("%s: idemd saw %d Reserves, want %d", tc.name, n, tc.calls)
+		}
+	}
+}
+
+func statusWithRetry(c codes.Code, d time.Duration) error {
+	st, err := status.New(c, "shedding load").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(d)})
+	if err != nil {
+		panic(err)
+	}
+	return st.Err()
 }

@@ -135,6 +135,10 @@ type guard struct {
 	o      *serverOptions
 	svc    Service
 	levels sync.Map // full method -> bool (pass through)
+	// nsLease holds the methods whose namespace caps leases below what
+	// their deadlines ask for: their Reserves name no lease, so they take
+	// the namespace's default instead of being refused first each time.
+	nsLease sync.Map // full method -> struct{}
 }
 
 func (g *guard) passThrough(ctx context.Context, method string) bool {
@@ -284,7 +288,11 @@ func (g *guard) begin(ctx context.Context, method, key string, fp []byte) (*atte
 	if dl, ok := ctx.Deadline(); ok {
 		wait = min(wait, time.Until(dl)-10*time.Millisecond)
 	}
-	req := &idemv1.ReserveRequest{Tenant: o.tenant, Namespace: method, Key: key, Fingerprint: fp, LeaseTtl: durationpb.New(lease)}
+	_, nsLease := g.nsLease.Load(method)
+	req := &idemv1.ReserveRequest{Tenant: o.tenant, Namespace: method, Key: key, Fingerprint: fp}
+	if !nsLease {
+		req.LeaseTtl = durationpb.New(lease)
+	}
 	if o.retention > 0 {
 		req.Retention = durationpb.New(o.retention)
 	}
@@ -292,10 +300,10 @@ func (g *guard) begin(ctx context.Context, method, key string, fp []byte) (*atte
 		req.Wait = durationpb.New(wait)
 	}
 	resp, err := g.svc.Reserve(ctx, req)
-	nsLease := false
-	if err != nil && badField(err, "lease_ttl") {
+	if err != nil && !nsLease && badField(err, "lease_ttl") {
 		// The method's namespace caps leases below what the deadline asks
 		// for: take its default lease and let the heartbeat extend it.
+		g.nsLease.Store(method, struct{}{})
 		req.LeaseTtl, nsLease = nil, true
 		resp, err = g.svc.Reserve(ctx, req)
 	}
@@ -306,7 +314,9 @@ func (g *guard) begin(ctx context.Context, method, key string, fp []byte) (*atte
 	switch resp.GetOutcome() {
 	case idemv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED:
 		if nsLease {
-			lease = max(time.Until(rec.GetLeaseExpiresAt().AsTime()), o.leaseMin, time.Second)
+			// The heartbeat ticks at half of it, so it must not exceed
+			// the lease the record has.
+			lease = max(time.Until(rec.GetLeaseExpiresAt().AsTime()), 100*time.Millisecond)
 		}
 		return &attempt{g: g, method: method, key: key, token: rec.GetToken(), lease: lease, nsLease: nsLease}, nil, nil
 	case idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED:

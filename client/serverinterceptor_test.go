@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -465,6 +466,12 @@ func TestLeaseTakeoverLateComplete(t *testing.T) {
 type recordingService struct {
 	client.Service
 	extended chan *idemv1.ExtendLeaseResponse
+	reserves atomic.Int64
+}
+
+func (r *recordingService) Reserve(ctx context.Context, req *idemv1.ReserveRequest) (*idemv1.ReserveResponse, error) {
+	r.reserves.Add(1)
+	return r.Service.Reserve(ctx, req)
 }
 
 func (r *recordingService) ExtendLease(ctx context.Context, req *idemv1.ExtendLeaseRequest) (*idemv1.ExtendLeaseResponse, error) {
@@ -919,5 +926,13 @@ func TestNamespaceMaxLeaseBelowDeadline(t *testing.T) {
 	}
 	if n := ts.calls.Load(); n != 1 {
 		t.Errorf("handler ran %d times, want 1", n)
+	}
+	// Once refused, the method's Reserves name no lease: one Reserve a call.
+	before := rs.reserves.Load()
+	if _, err, _ := a.call(ctx, "k", unaryReq("x")); err != nil {
+		t.Fatal(err)
+	}
+	if n := rs.reserves.Load() - before; n != 1 {
+		t.Errorf("a later call sent %d Reserves, want 1", n)
 	}
 }

@@ -44,13 +44,10 @@ func AuditUnaryServerInterceptor(l *slog.Logger) grpc.UnaryServerInterceptor {
 			// An empty tenant is the caller's own (server.DefaultTenant
 			// without authentication); log the one acted on.
 			t := r.GetTenant()
-			switch {
-			case t != "":
-			case authed:
+			if t == "" && authed {
 				t = id.Tenant
-			default:
-				t = "default"
 			}
+			t = tenantOrDefault(t)
 			attrs = append(attrs, slog.String("tenant", t))
 		}
 		if r, ok := req.(namespaced); ok {

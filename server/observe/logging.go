@@ -68,16 +68,21 @@ type callLog struct {
 	started         bool
 }
 
+// tenantOrDefault is the tenant a request acts on without authentication:
+// an empty one means server.DefaultTenant.
+func tenantOrDefault(t string) string {
+	if t == "" {
+		return "default"
+	}
+	return t
+}
+
 // withCallLog remembers the tenant a request names, for the log line of a
 // call that authentication did not handle.
 func withCallLog(ctx context.Context, req any) context.Context {
 	cl := &callLog{}
 	if r, ok := req.(tenanted); ok {
-		// Without authentication an empty tenant means server.DefaultTenant.
-		cl.requestedTenant, cl.hasTenant = r.GetTenant(), true
-		if cl.requestedTenant == "" {
-			cl.requestedTenant = "default"
-		}
+		cl.requestedTenant, cl.hasTenant = tenantOrDefault(r.GetTenant()), true
 	}
 	return context.WithValue(ctx, callLogKey{}, cl)
 }
@@ -138,7 +143,10 @@ func UnaryServerInterceptor(l *slog.Logger) grpc.UnaryServerInterceptor {
 			ctx = logging.InjectFields(ctx, f)
 		}
 		ctx = withCallLog(ctx, req)
-		return inner(ctx, req, info, withOutcome(handler))
+		if info.FullMethod == idemv1.IdempotencyService_Reserve_FullMethodName {
+			handler = withOutcome(handler)
+		}
+		return inner(ctx, req, info, handler)
 	}
 }
 
