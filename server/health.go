@@ -111,7 +111,7 @@ func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
 	// instead of gRPC's 4 MiB default refusing it as RESOURCE_EXHAUSTED, a
 	// code clients retry.
 	opts = append([]grpc.ServerOption{
-		grpc.MaxRecvMsgSize(MaxRequestBytes(svc.opts.limits)),
+		grpc.MaxRecvMsgSize(maxRequestBytes(svc.opts.limits)),
 		grpc.NumStreamWorkers(uint32(max(256, 32*runtime.GOMAXPROCS(0)))),
 		grpc.ForceServerCodecV2(codec.Codec{}),
 		grpc.ChainStreamInterceptor(reflectionUntilClose(svc.done)),
@@ -123,12 +123,12 @@ func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
 	return srv
 }
 
-// MaxRequestBytes is the largest request idemd reads under limits l:
+// maxRequestBytes is the largest request idemd reads under limits l:
 // gRPC's 4 MiB default, or room for a result of l.MaxResultBytes with
 // the framing of its entries (each counts at least
 // idem.ResultEntryMinBytes and is framed in fewer), whichever is more.
 // A BatchComplete whose results add up to more must be split.
-func MaxRequestBytes(l Limits) int {
+func maxRequestBytes(l Limits) int {
 	return max(4<<20, 2*l.MaxResultBytes+64<<10)
 }
 

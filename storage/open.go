@@ -77,14 +77,14 @@ func ParseURL(rawURL string) (*url.URL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("idem: store URL: %s", redact(rawURL, err))
 	}
-	if err := CheckParams(u); err != nil {
+	if err := checkParams(u); err != nil {
 		return nil, err
 	}
 	return u, nil
 }
 
-// CheckParams refuses a URL query naming a parameter twice.
-func CheckParams(u *url.URL) error {
+// checkParams refuses a URL query naming a parameter twice.
+func checkParams(u *url.URL) error {
 	var twice []string
 	for k, vs := range u.Query() {
 		if len(vs) > 1 {

@@ -75,9 +75,8 @@ func parseConfig(u *url.URL) (*config, error) {
 		sweepBatch:    defaultSweepBatch,
 		coalesce:      defaultCoalesce,
 	}
-	if err := storage.CheckParams(u); err != nil {
-		return nil, err
-	}
+	// Open and Migrate took u from storage.ParseURL, which refuses
+	// repeated parameters.
 	stmtTimeout := defaultStatementTimeout
 	q := u.Query()
 	dur := func(name string, dst *time.Duration) error {

@@ -95,5 +95,5 @@ func TestBatchReserveRerunErrorKeepsAppliedItems(t *testing.T) {
 		}
 		return
 	}
-	t.Log("interleaving not hit")
+	t.Skip("the re-run never lost its race in 10 rounds: nothing was checked")
 }
