@@ -18,9 +18,6 @@ import (
 // IDEM_STRESS=5m runs it for five minutes.
 func TestStress(t *testing.T) {
 	d := storagetest.StressDuration(t, 2*time.Second)
-	if testing.Short() && d > time.Second {
-		d = time.Second
-	}
 	clock := clockwork.NewFakeClockAt(time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC))
 	s := New(WithClock(clock), WithShards(4), WithSweepInterval(20*time.Millisecond))
 	defer s.Close()

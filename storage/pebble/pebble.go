@@ -43,7 +43,7 @@ func init() {
 		}
 		if v := Sync(q.Get("sync")); q.Has("sync") {
 			// An empty sync= is a typo, not the default.
-			if err := v.check(); err != nil || v == "" {
+			if err := v.check(); err != nil {
 				return nil, fmt.Errorf("idem: pebble store URL: %w", err)
 			}
 			opts = append(opts, WithSync(v))

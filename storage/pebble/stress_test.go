@@ -20,9 +20,6 @@ import (
 // IDEM_STRESS=5m runs each case for five minutes.
 func TestStress(t *testing.T) {
 	d := storagetest.StressDuration(t, 2*time.Second)
-	if testing.Short() && d > time.Second {
-		d = time.Second
-	}
 	for _, co := range []int{1, 0} {
 		t.Run(fmt.Sprintf("coalesce=%d", co), func(t *testing.T) {
 			clock := clockwork.NewFakeClockAt(epoch)

@@ -118,7 +118,6 @@ func (s *Store) sweepChunk(entries [][]byte, now time.Time) (deleted, skipped in
 			s.locks[i].Unlock()
 		}
 	}()
-	keys := make([][]byte, 0, len(entries))
 	kept := make([][]byte, 0, len(entries))
 	for _, e := range entries {
 		key := e[9:]
@@ -130,7 +129,6 @@ func (s *Store) sweepChunk(entries [][]byte, now time.Time) (deleted, skipped in
 			}
 			held[i] = true
 		}
-		keys = append(keys, key)
 		kept = append(kept, e)
 	}
 	entries = kept
@@ -141,8 +139,8 @@ func (s *Store) sweepChunk(entries [][]byte, now time.Time) (deleted, skipped in
 	b := s.db.NewBatch()
 	defer b.Close()
 	gone := map[string]bool{}
-	for i, entry := range entries {
-		key := keys[i]
+	for _, entry := range entries {
+		key := entry[9:]
 		if gone[string(key)] {
 			_ = b.Delete(entry, nil)
 			continue

@@ -38,11 +38,15 @@ type StressConfig struct {
 	Sweep func() error
 }
 
-// StressDuration returns IDEM_STRESS when set, else short.
+// StressDuration returns IDEM_STRESS when set, else short (at most 1 s
+// under -short).
 func StressDuration(t *testing.T, short time.Duration) time.Duration {
 	t.Helper()
 	v := os.Getenv(StressEnv)
 	if v == "" {
+		if testing.Short() {
+			return min(short, time.Second)
+		}
 		return short
 	}
 	d, err := time.ParseDuration(v)
