@@ -401,7 +401,7 @@ func (a *attempt) start(ctx context.Context) context.Context {
 	// may still be doing its work, and a lapsed lease would let the
 	// caller's retry take the key over and do it again. It ends when the
 	// handler returns (stop).
-	hbCtx, stop := context.WithCancel(context.WithoutCancel(hctx))
+	hbCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopHB = func() { stop(); cancel(nil) }
 	a.hbDone = make(chan struct{})
 	go a.heartbeat(hbCtx, cancel)

@@ -389,15 +389,13 @@ func (c *Consumer) run(ctx context.Context, refs []ref, fn func(ctx context.Cont
 	}
 	hctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
-	stop := make(chan struct{})
 	// The heartbeat outlives ctx: fn may still be finishing its work after
 	// a shutdown or rebalance ends ctx, and a lapsed lease would let a
 	// redelivery elsewhere do it again. It ends when fn returns.
-	hbctx, hbcancel := context.WithCancel(context.WithoutCancel(hctx))
-	wg.Go(func() { c.heartbeat(hbctx, cancel, stop, refs) })
+	hbctx, hbcancel := context.WithCancel(context.WithoutCancel(ctx))
+	wg.Go(func() { c.heartbeat(hbctx, cancel, refs) })
 	defer func() {
 		// Deferred so that a panicking fn does not leave the heartbeat running.
-		close(stop)
 		hbcancel()
 		wg.Wait()
 		cancel(nil)
@@ -409,7 +407,7 @@ func (c *Consumer) run(ctx context.Context, refs []ref, fn func(ctx context.Cont
 	return err
 }
 
-func (c *Consumer) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, stop <-chan struct{}, refs []ref) {
+func (c *Consumer) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, refs []ref) {
 	t := c.o.clock.NewTicker(c.o.heartbeat)
 	defer t.Stop()
 	// A lost lease cancels fn, but fn may still be working on the other
@@ -418,8 +416,6 @@ func (c *Consumer) heartbeat(ctx context.Context, cancel context.CancelCauseFunc
 	live := slices.Clone(refs)
 	for len(live) > 0 {
 		select {
-		case <-stop:
-			return
 		case <-ctx.Done():
 			return
 		case <-t.Chan():
