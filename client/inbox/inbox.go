@@ -173,21 +173,15 @@ func runOnce(ctx context.Context, db DB, txo pgx.TxOptions, try func(pgx.Tx) err
 	if err != nil {
 		return fmt.Errorf("idem: inbox: begin: %w", err)
 	}
-	defer func() {
-		// A panicking fn must not leave the transaction open: its marker's
-		// row lock would block every redelivery, and the pool would never
-		// get the connection back. (crdbpgx.ExecuteTx does the same.)
-		if p := recover(); p != nil {
-			rollback(ctx, tx)
-			panic(p)
-		}
-	}()
+	// Whatever ends the attempt (an error, a failed commit, a panicking fn)
+	// must not leave the transaction open: its marker's row lock would
+	// block every redelivery, and the pool would never get the connection
+	// back. After a commit, the rollback does nothing.
+	defer rollback(ctx, tx)
 	if err := try(tx); err != nil {
-		rollback(ctx, tx)
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
-		rollback(ctx, tx)
 		return fmt.Errorf("idem: inbox: commit: %w", err)
 	}
 	return nil
