@@ -155,14 +155,21 @@ func (g *guard) passThrough(ctx context.Context, method string) bool {
 
 // safeByDeclaration reports whether the method's proto declares it free of
 // side effects or idempotent, so deduplicating it buys nothing.
-func safeByDeclaration(fullMethod string) bool {
+// methodDescriptor is the registered descriptor of a gRPC full method
+// ("/pkg.Service/Method"), or nil.
+func methodDescriptor(fullMethod string) protoreflect.MethodDescriptor {
 	name := strings.Replace(strings.TrimPrefix(fullMethod, "/"), "/", ".", 1)
 	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
 	if err != nil {
-		return false
+		return nil
 	}
-	md, ok := d.(protoreflect.MethodDescriptor)
-	if !ok {
+	md, _ := d.(protoreflect.MethodDescriptor)
+	return md
+}
+
+func safeByDeclaration(fullMethod string) bool {
+	md := methodDescriptor(fullMethod)
+	if md == nil {
 		return false
 	}
 	mo, ok := md.Options().(*descriptorpb.MethodOptions)
@@ -558,13 +565,8 @@ func responseNotStored(r *idemv1.Result) bool {
 // emptyResponse is the method's response when its type has no fields, so
 // a success without a stored response still replays exactly; nil otherwise.
 func emptyResponse(fullMethod string) proto.Message {
-	name := strings.Replace(strings.TrimPrefix(fullMethod, "/"), "/", ".", 1)
-	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
-	if err != nil {
-		return nil
-	}
-	md, ok := d.(protoreflect.MethodDescriptor)
-	if !ok || md.Output().Fields().Len() != 0 {
+	md := methodDescriptor(fullMethod)
+	if md == nil || md.Output().Fields().Len() != 0 {
 		return nil
 	}
 	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
