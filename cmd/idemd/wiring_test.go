@@ -96,6 +96,10 @@ func TestTokensAuthenticateAndConfineCallers(t *testing.T) {
 			_, err := conn.Reserve(as(tokA), &idemv1.ReserveRequest{Tenant: "tenant-b", Namespace: "ns", Key: "k"})
 			return err
 		}, codes.PermissionDenied},
+		{"admin call without token", func() error {
+			_, err := admin.Stats(ctx, &idemv1.StatsRequest{Tenant: "tenant-b"})
+			return err
+		}, codes.Unauthenticated},
 		{"admin call with client token", func() error {
 			_, err := admin.Stats(as(tokA), &idemv1.StatsRequest{})
 			return err
@@ -115,9 +119,32 @@ func TestTokensAuthenticateAndConfineCallers(t *testing.T) {
 	if code := d.stop(ctx, t); code != 0 {
 		t.Errorf("exit code = %d, want 0", code)
 	}
-	// The admin call was audited, the refused one logged.
-	if logField(d.stderr.String(), "audit", "action") != "Stats" {
-		t.Errorf("no audit line for Stats in:\n%s", d.stderr)
+	// Every admin call was audited, refused or not; the unauthenticated
+	// one without the tenant it claimed.
+	var audits []map[string]any
+	for _, line := range strings.Split(d.stderr.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "audit" {
+			audits = append(audits, rec)
+		}
+	}
+	want := []map[string]any{
+		{"action": "Stats", "code": "Unauthenticated", "who": nil, "tenant": nil},
+		{"action": "Stats", "code": "PermissionDenied", "who": "token:a-api", "tenant": "tenant-a"},
+		{"action": "Stats", "code": "OK", "who": "token:a-ops", "tenant": "tenant-a"},
+	}
+	if len(audits) != len(want) {
+		t.Fatalf("%d audit lines, want %d:\n%s", len(audits), len(want), d.stderr)
+	}
+	for i, w := range want {
+		for k, v := range w {
+			if audits[i][k] != v {
+				t.Errorf("audit line %d: %s = %v, want %v", i, k, audits[i][k], v)
+			}
+		}
+		if audits[i]["peer"] == nil {
+			t.Errorf("audit line %d has no peer", i)
+		}
 	}
 	if logField(d.stderr.String(), "credentials refused", "method") == "" {
 		t.Errorf("no log line for the refused credentials in:\n%s", d.stderr)

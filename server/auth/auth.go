@@ -253,6 +253,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, method string) (contex
 	}
 	// The logging interceptor, further out, reports who called.
 	logging.AddFields(ctx, logging.Fields{"tenant", id.Tenant, "subject", id.Subject})
+	fillCallerSlot(ctx, id)
 	if strings.HasPrefix(method, adminPrefix) && id.Role != RoleAdmin {
 		a.onReject("permission_denied")
 		a.log.InfoContext(ctx, "admin call refused to client role", "method", method, "tenant", id.Tenant, "subject", id.Subject, "peer", peerAddr(ctx))

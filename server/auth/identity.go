@@ -43,3 +43,25 @@ func FromContext(ctx context.Context) (Identity, bool) {
 	id, ok := ctx.Value(identityKey{}).(Identity)
 	return id, ok
 }
+
+type callerSlot struct {
+	id Identity
+	ok bool
+}
+
+type callerSlotKey struct{}
+
+// WithCallerSlot returns ctx with room for the caller Authenticate finds,
+// and a function that reads it once the call is over. The audit log sits
+// outside the auth interceptor, so that it sees the calls auth refuses,
+// and never sees the context auth passes inward.
+func WithCallerSlot(ctx context.Context) (context.Context, func() (Identity, bool)) {
+	s := &callerSlot{}
+	return context.WithValue(ctx, callerSlotKey{}, s), func() (Identity, bool) { return s.id, s.ok }
+}
+
+func fillCallerSlot(ctx context.Context, id Identity) {
+	if s, ok := ctx.Value(callerSlotKey{}).(*callerSlot); ok {
+		s.id, s.ok = id, true
+	}
+}

@@ -77,8 +77,8 @@ func (e *Extension) Setup(ctx context.Context, s *idemd.Setup) error {
 		s.StreamInterceptors = append(s.StreamInterceptors, observe.StreamServerInterceptor(s.Logger))
 	}
 	s.UnaryInterceptors = append(s.UnaryInterceptors,
+		observe.AuditUnaryServerInterceptor(s.Logger), // outside auth: refused admin calls are audited too
 		a.UnaryServerInterceptor(),
-		observe.AuditUnaryServerInterceptor(s.Logger),
 		lim.UnaryServerInterceptor())
 	if m != nil {
 		s.UnaryInterceptors = append(s.UnaryInterceptors, m.UnaryServerInterceptor())
