@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/idemhq/idem"
+	"github.com/idemhq/idem/internal/logthrottle"
 )
 
 // Method prefixes the interceptors treat specially.
@@ -64,6 +65,7 @@ type Authenticator struct {
 	clock    clockwork.Clock
 	log      *slog.Logger
 	onReject func(string)
+	quiet    *logthrottle.Throttle // refusal lines, which a misconfigured client can send at any rate
 
 	tls   atomic.Pointer[tls.Config] // nil without TLS
 	table atomic.Pointer[table]
@@ -86,6 +88,7 @@ func New(cfg Config, opts ...Option) (*Authenticator, error) {
 	for _, o := range opts {
 		o(a)
 	}
+	a.quiet = logthrottle.New(logthrottle.DefaultBurst, logthrottle.DefaultWindow, a.clock.Now)
 	if err := a.Reload(); err != nil {
 		return nil, err
 	}
@@ -248,7 +251,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, method string) (contex
 		// The log line must not show the tenant the request claims.
 		logging.AddFields(ctx, logging.Fields{"tenant", ""})
 		a.onReject("unauthenticated")
-		a.log.InfoContext(ctx, "credentials refused", "method", method, "why", why, "peer", peerAddr(ctx))
+		a.logRefusal(ctx, "credentials refused", "method", method, "why", why, "peer", peerAddr(ctx))
 		return ctx, statusErr(codes.Unauthenticated, errRefused.Error(), reasonUnauthenticated)
 	}
 	// The logging interceptor, further out, reports who called.
@@ -256,10 +259,24 @@ func (a *Authenticator) Authenticate(ctx context.Context, method string) (contex
 	fillCallerSlot(ctx, id)
 	if strings.HasPrefix(method, adminPrefix) && id.Role != RoleAdmin {
 		a.onReject("permission_denied")
-		a.log.InfoContext(ctx, "admin call refused to client role", "method", method, "tenant", id.Tenant, "subject", id.Subject, "peer", peerAddr(ctx))
+		a.logRefusal(ctx, "admin call refused to client role", "method", method, "tenant", id.Tenant, "subject", id.Subject, "peer", peerAddr(ctx))
 		return ctx, statusErr(codes.PermissionDenied, idem.ErrPermissionDenied.Error(), reasonPermissionDenied)
 	}
 	return NewContext(ctx, id), nil
+}
+
+// logRefusal writes a refusal line unless too many of its kind were
+// written this second; the next one written counts those left out
+// (idem_rejected_total counts them all).
+func (a *Authenticator) logRefusal(ctx context.Context, msg string, args ...any) {
+	ok, leftOut := a.quiet.Allow(msg)
+	if !ok {
+		return
+	}
+	if leftOut > 0 {
+		args = append(args, "suppressed", leftOut)
+	}
+	a.log.InfoContext(ctx, msg, args...)
 }
 
 // peerAddr is where a call came from: for a refused credential often the

@@ -12,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+
+	"github.com/idemhq/idem/internal/logthrottle"
 )
 
 // A refusal line says where the call came from (an unknown token has no
@@ -64,5 +67,55 @@ func TestRefusalLogNamesPeerNotToken(t *testing.T) {
 		if m["peer"] != from.String() {
 			t.Errorf("%s: peer = %v, want %s", m["msg"], m["peer"], from)
 		}
+	}
+}
+
+// A client hammering idemd with a revoked token gets a few refusal lines a
+// second, not one per call; the next line written says how many were left
+// out.
+func TestRefusalLinesAreThrottled(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, line, err := MintToken("acme", RoleClient, time.Time{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(path, []byte(line+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	cfg := DefaultConfig()
+	cfg.TokensFile = path
+	clk := clockwork.NewFakeClock()
+	rejected := 0
+	a, err := New(cfg, WithClock(clk), WithLogger(slog.New(slog.NewJSONHandler(&buf, nil))), WithRejectHook(func(string) { rejected++ }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	refuse := func(n int) {
+		for range n {
+			cctx := metadata.NewIncomingContext(ctx, metadata.Pairs("authorization", "Bearer idem_revoked"))
+			if _, err := a.Authenticate(cctx, "/idem.v1.IdempotencyService/Reserve"); err == nil {
+				t.Fatal("Authenticate accepted an unknown token")
+			}
+		}
+	}
+	refuse(100)
+	clk.Advance(time.Second)
+	refuse(1)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if want := logthrottle.DefaultBurst + 1; len(lines) != want {
+		t.Fatalf("log has %d lines for 101 refusals, want %d", len(lines), want)
+	}
+	var last map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+		t.Fatal(err)
+	}
+	if want := float64(100 - logthrottle.DefaultBurst); last["suppressed"] != want {
+		t.Errorf("last line's suppressed = %v, want %v", last["suppressed"], want)
+	}
+	if rejected != 101 {
+		t.Errorf("reject hook called %d times, want 101 (the metric counts every refusal)", rejected)
 	}
 }
