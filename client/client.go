@@ -285,11 +285,51 @@ func (c *Client) Lookup(ctx context.Context, req *idemv1.LookupRequest) (*idemv1
 	return resp, mapError(ctx, err)
 }
 
-// BatchReserve reserves up to 1,000 keys of one namespace.
+// BatchReserve reserves up to 1,000 keys of one namespace. idemd bounds
+// the size of its answer and answers the records past the bound with a
+// RESOURCE_EXHAUSTED item error; BatchReserve asks for those again one by
+// one with Reserve, so the answer is whole. An item whose Reserve fails
+// carries that error instead; once ctx ends, the items not yet asked keep
+// theirs, and the answer is still returned (it holds the reservations made).
 func (c *Client) BatchReserve(ctx context.Context, req *idemv1.BatchReserveRequest) (*idemv1.BatchReserveResponse, error) {
 	req = withDefaults(c, req, func(r *idemv1.BatchReserveRequest, t, ns string) { r.Tenant, r.Namespace = t, ns })
 	resp, err := c.rpc.BatchReserve(ctx, req)
-	return resp, mapError(ctx, err)
+	if err != nil {
+		return nil, mapError(ctx, err)
+	}
+	fillBatchReserve(ctx, c.Reserve, req, resp)
+	return resp, nil
+}
+
+// fillBatchReserve replaces the items of resp that idemd left out for the
+// answer's size with reserve's answers. Those records are unchanged by the
+// batch (RESERVED items are never left out), so asking again is safe; it
+// goes one key at a time, as each answer may be as large as a result.
+func fillBatchReserve(ctx context.Context, reserve func(context.Context, *idemv1.ReserveRequest) (*idemv1.ReserveResponse, error),
+	req *idemv1.BatchReserveRequest, resp *idemv1.BatchReserveResponse) {
+	items := req.GetItems()
+	for i, r := range resp.GetResults() {
+		if codes.Code(r.GetError().GetCode()) != codes.ResourceExhausted || i >= len(items) {
+			continue
+		}
+		one, err := reserve(ctx, &idemv1.ReserveRequest{
+			Tenant:      req.GetTenant(),
+			Namespace:   req.GetNamespace(),
+			Key:         items[i].GetKey(),
+			Fingerprint: items[i].GetFingerprint(),
+			LeaseTtl:    req.GetLeaseTtl(),
+			Retention:   req.GetRetention(),
+		})
+		switch {
+		case ctx.Err() != nil && err != nil:
+			return
+		case err != nil:
+			st := status.Convert(err)
+			resp.Results[i] = &idemv1.BatchReserveResponse_Result{Error: &idemv1.ItemError{Code: int32(st.Code()), Message: st.Message()}}
+		default:
+			resp.Results[i] = &idemv1.BatchReserveResponse_Result{Outcome: one.GetOutcome(), Record: one.GetRecord()}
+		}
+	}
 }
 
 // BatchComplete completes up to 1,000 keys of one namespace.

@@ -49,8 +49,15 @@ func (l local) Lookup(ctx context.Context, req *idemv1.LookupRequest) (*idemv1.L
 	return call(ctx, l.srv.Lookup, req)
 }
 
+// BatchReserve fills in the items past the answer's budget as
+// Client.BatchReserve does.
 func (l local) BatchReserve(ctx context.Context, req *idemv1.BatchReserveRequest) (*idemv1.BatchReserveResponse, error) {
-	return call(ctx, l.srv.BatchReserve, req)
+	resp, err := call(ctx, l.srv.BatchReserve, req)
+	if err != nil {
+		return nil, err
+	}
+	fillBatchReserve(ctx, l.Reserve, req, resp)
+	return resp, nil
 }
 
 func (l local) BatchComplete(ctx context.Context, req *idemv1.BatchCompleteRequest) (*idemv1.BatchCompleteResponse, error) {

@@ -17,7 +17,7 @@ const (
 
 // DeleteKey implements idemv1.AdminServiceServer.
 func (s *Service) DeleteKey(ctx context.Context, req *idemv1.DeleteKeyRequest) (*idemv1.DeleteKeyResponse, error) {
-	rec, err := s.adminKeyOp(ctx, idemv1.AdminService_DeleteKey_FullMethodName, req, storage.Store.Delete)
+	rec, err := s.adminKeyOp(ctx, idemv1.AdminService_DeleteKey_FullMethodName, req, boundedStore.Delete)
 	if err != nil {
 		return nil, err
 	}
@@ -26,7 +26,7 @@ func (s *Service) DeleteKey(ctx context.Context, req *idemv1.DeleteKeyRequest) (
 
 // ForceRelease implements idemv1.AdminServiceServer.
 func (s *Service) ForceRelease(ctx context.Context, req *idemv1.ForceReleaseRequest) (*idemv1.ForceReleaseResponse, error) {
-	rec, err := s.adminKeyOp(ctx, idemv1.AdminService_ForceRelease_FullMethodName, req, storage.Store.ForceRelease)
+	rec, err := s.adminKeyOp(ctx, idemv1.AdminService_ForceRelease_FullMethodName, req, boundedStore.ForceRelease)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +57,7 @@ func (s *Service) keyScope(ctx context.Context, method string, req keyRequest) (
 
 // adminKeyOp validates an admin request for one record, applies op to it,
 // and wakes the record's waiters: whatever op did, it no longer holds them.
-func (s *Service) adminKeyOp(ctx context.Context, method string, req keyRequest, op func(storage.Store, context.Context, storage.ID) (*storage.Record, error)) (*idemv1.Record, error) {
+func (s *Service) adminKeyOp(ctx context.Context, method string, req keyRequest, op func(boundedStore, context.Context, storage.ID) (*storage.Record, error)) (*idemv1.Record, error) {
 	sc, id, err := s.keyScope(ctx, method, req)
 	if err != nil {
 		return nil, err
@@ -149,9 +149,12 @@ func (s *Service) Stats(ctx context.Context, req *idemv1.StatsRequest) (*idemv1.
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	stores := []storage.Store{sc.store}
+	stores := []boundedStore{sc.store}
 	if req.GetNamespace() == "" {
-		stores = s.stores()
+		stores = stores[:0]
+		for _, st := range s.stores() {
+			stores = append(stores, s.bounded(st))
+		}
 	}
 	var rows []storage.StatsRow
 	for _, st := range stores {

@@ -221,6 +221,7 @@ type options struct {
 	retryDelay     time.Duration
 	pollMin        time.Duration
 	pollMax        time.Duration
+	storeTimeout   time.Duration
 }
 
 func defaultOptions() options {
@@ -236,6 +237,7 @@ func defaultOptions() options {
 		retryDelay:     time.Second,
 		pollMin:        10 * time.Millisecond,
 		pollMax:        250 * time.Millisecond,
+		storeTimeout:   DefaultStoreTimeout,
 	}
 }
 
@@ -333,3 +335,15 @@ func WithWaitPolling(minInterval, maxInterval time.Duration) Option {
 		}
 	}
 }
+
+// WithStoreTimeout bounds each store operation a call makes (default
+// DefaultStoreTimeout; 0 turns the bound off). A Reserve that waits makes
+// several, each bounded, while the wait itself stays bounded by its wait
+// and deadline. The bound is for callers without a deadline of their own
+// facing a store that stopped answering: the operation it ends answers
+// UNAVAILABLE with RetryInfo, naming the bound (as idemd's --store-timeout).
+// A caller's deadline or cancellation that comes first answers
+// DEADLINE_EXCEEDED or CANCELED as without it. Stats, whose count takes
+// longer the more records there are, is bounded only for callers without
+// a deadline.
+func WithStoreTimeout(d time.Duration) Option { return func(o *options) { o.storeTimeout = d } }

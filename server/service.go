@@ -10,7 +10,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
+	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/idemhq/idem/internal/logthrottle"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 	"github.com/idemhq/idem/storage"
 )
@@ -30,6 +32,9 @@ type Service struct {
 	// failing is how many stores failed the last health check (-1 before
 	// the first), so a change is logged once.
 	failing atomic.Int64
+	// quiet throttles the per-call warnings (store trouble, internal
+	// errors), which an outage would otherwise write for every call.
+	quiet *logthrottle.Throttle
 
 	done      chan struct{}
 	stop      context.CancelFunc
@@ -61,7 +66,11 @@ func New(store storage.Store, opts ...Option) (*Service, error) {
 	if o.maxWaiters < 0 {
 		return nil, fmt.Errorf("idem: max waiters is negative (%d)", o.maxWaiters)
 	}
+	if o.storeTimeout < 0 {
+		return nil, fmt.Errorf("idem: store timeout is negative (%v)", o.storeTimeout)
+	}
 	s := &Service{
+		quiet:    logthrottle.New(logthrottle.DefaultBurst, logthrottle.DefaultWindow, o.clock.Now),
 		opts:     o,
 		store:    store,
 		resolver: o.resolver,
@@ -105,7 +114,7 @@ func (s *Service) Limits() Limits { return s.opts.limits }
 // scope is what a request's tenant and namespace resolve to.
 type scope struct {
 	tenant string
-	store  storage.Store
+	store  boundedStore
 	pol    Policy
 }
 
@@ -119,7 +128,7 @@ func (s *Service) scope(ctx context.Context, v *violations, tenant, namespace st
 	v.checkText("tenant", tenant, l.MaxTenantBytes, false)
 	v.checkText("namespace", namespace, l.MaxNamespaceBytes, nsRequired)
 	if len(*v) > n {
-		return scope{store: s.store, pol: l.DefaultPolicy()}, nil
+		return scope{store: s.bounded(s.store), pol: l.DefaultPolicy()}, nil
 	}
 	t, err := s.opts.tenant(ctx, tenant)
 	if err != nil {
@@ -129,7 +138,7 @@ func (s *Service) scope(ctx context.Context, v *violations, tenant, namespace st
 	if st == nil {
 		st = s.store
 	}
-	return scope{tenant: t, store: st, pol: pol.normalize(*l)}, nil
+	return scope{tenant: t, store: s.bounded(st), pol: pol.normalize(*l)}, nil
 }
 
 // checkResult validates the part of a result the namespace stores: with
@@ -394,6 +403,9 @@ func (s *Service) BatchReserve(ctx context.Context, req *idemv1.BatchReserveRequ
 		return nil, err
 	}
 	results := make([]*idemv1.BatchReserveResponse_Result, len(out))
+	// RESERVED items and errors are counted first and always answered: a
+	// dropped RESERVED item would leave its key held for a whole lease.
+	used := 0
 	for i, it := range out {
 		res := &idemv1.BatchReserveResponse_Result{Error: it.err}
 		if it.err == nil {
@@ -401,8 +413,40 @@ func (s *Service) BatchReserve(ctx context.Context, req *idemv1.BatchReserveRequ
 			res.Record = reserveRecord(it.r.Outcome, it.r.Record)
 		}
 		results[i] = res
+		if it.err != nil || it.r.Outcome == storage.OutcomeReserved {
+			used += itemSize(res)
+		}
+	}
+	// The others, which changed nothing, share what is left in request
+	// order; an item that does not fit is answered with an error instead.
+	budget := batchAnswerBytes(*l)
+	for i, it := range out {
+		if it.err != nil || it.r.Outcome == storage.OutcomeReserved {
+			continue
+		}
+		if n := itemSize(results[i]); used+n <= budget {
+			used += n
+			continue
+		}
+		results[i] = &idemv1.BatchReserveResponse_Result{Error: &idemv1.ItemError{
+			Code:    int32(codes.ResourceExhausted),
+			Message: fmt.Sprintf("idem: the answer's %d-byte budget is spent: Reserve or Lookup this key on its own (this left its record unchanged; asking again is safe)", budget),
+		}}
+		used += itemSize(results[i])
 	}
 	return &idemv1.BatchReserveResponse{Results: results}, nil
+}
+
+// batchAnswerBytes bounds a BatchReserve answer to what idemd reads in a
+// request: 1,000 keys completed with large results would otherwise make
+// one call build (and gRPC encode again) up to a GiB. A record alone
+// always fits (a result and a checkpoint, each at most MaxResultBytes),
+// and at the default limits it is 4 MiB, gRPC's default receive limit.
+func batchAnswerBytes(l Limits) int { return maxRequestBytes(l) }
+
+// itemSize is what r adds to a BatchReserveResponse: its bytes and their framing.
+func itemSize(r *idemv1.BatchReserveResponse_Result) int {
+	return protowire.SizeTag(1) + protowire.SizeBytes(r.SizeVT())
 }
 
 // BatchComplete implements idemv1.IdempotencyServiceServer, with the same

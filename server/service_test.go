@@ -1,10 +1,14 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/idemhq/idem"
+	"github.com/idemhq/idem/internal/logthrottle"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 	"github.com/idemhq/idem/storage"
 )
@@ -481,4 +486,57 @@ func TestHealthWatchEndsAtClose(t *testing.T) {
 	if _, err := w.Recv(); status.Code(err) != codes.Unavailable {
 		t.Errorf("Watch after NOT_SERVING = %v, want the stream to end with UNAVAILABLE", err)
 	}
+}
+
+// A store outage makes every call fail; the log gets a few lines of each
+// kind a second, and the next line written says how many were left out.
+func TestStoreTroubleLinesAreThrottled(t *testing.T) {
+	var buf syncBuffer
+	e := newEnv(t, WithLogger(slog.New(slog.NewJSONHandler(&buf, nil))))
+	ctx := testContext(t)
+	e.store.setReserveErr(fmt.Errorf("%w: dial tcp 10.0.0.7:5432: refused", idem.ErrUnavailable))
+	defer e.store.setReserveErr(nil)
+	reserve := func(n int) {
+		for range n {
+			if _, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: testNS, Key: "k"}); status.Code(err) != codes.Unavailable {
+				t.Fatalf("Reserve() = %v, want UNAVAILABLE", err)
+			}
+		}
+	}
+	reserve(50)
+	e.clock.Advance(time.Second)
+	reserve(1)
+	var lines []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m["msg"] == "store unavailable" {
+			lines = append(lines, m)
+		}
+	}
+	if want := logthrottle.DefaultBurst + 1; len(lines) != want {
+		t.Fatalf("%d store-unavailable lines for 51 failed calls, want %d:\n%s", len(lines), want, buf.String())
+	}
+	if want := float64(50 - logthrottle.DefaultBurst); lines[len(lines)-1]["suppressed"] != want {
+		t.Errorf("last line's suppressed = %v, want %v", lines[len(lines)-1]["suppressed"], want)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

@@ -42,10 +42,24 @@ const internalMessage = "idem: internal error"
 // DEADLINE_EXCEEDED or CANCELED, and anything else is logged and becomes
 // INTERNAL without internals.
 func (s *Service) Status(ctx context.Context, method string, err error) error {
-	return mapError(ctx, s.opts.logger, s.opts.retryDelay, method, err)
+	return mapError(ctx, s.logCall, s.opts.retryDelay, method, err)
 }
 
-func mapError(ctx context.Context, log *slog.Logger, retry time.Duration, method string, err error) error {
+// logCall writes a line about one call's trouble, unless too many of its
+// kind were written this second; the next one written counts those left
+// out (the metrics count every call).
+func (s *Service) logCall(ctx context.Context, level slog.Level, msg string, args ...any) {
+	ok, leftOut := s.quiet.Allow(msg)
+	if !ok {
+		return
+	}
+	if leftOut > 0 {
+		args = append(args, "suppressed", leftOut)
+	}
+	s.opts.logger.Log(ctx, level, msg, args...)
+}
+
+func mapError(ctx context.Context, log func(context.Context, slog.Level, string, ...any), retry time.Duration, method string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -53,6 +67,7 @@ func mapError(ctx context.Context, log *slog.Logger, retry time.Duration, method
 	if errors.As(err, &se) {
 		return se.GRPCStatus().Err()
 	}
+	var timeout *storeTimeoutError
 	// Store messages of these kinds describe the caller's own record; for
 	// the transient kinds the message may name hosts or SQL, so the caller
 	// gets the sentinel's text and the log gets the rest.
@@ -69,11 +84,15 @@ func mapError(ctx context.Context, log *slog.Logger, retry time.Duration, method
 		return withInfo(codes.PermissionDenied, err.Error(), ReasonPermissionDenied, 0)
 	case errors.Is(err, idem.ErrUnauthenticated):
 		return withInfo(codes.Unauthenticated, err.Error(), ReasonUnauthenticated, 0)
+	case errors.As(err, &timeout):
+		// Its message names only the bound, never the store.
+		log(ctx, slog.LevelWarn, "store timed out", "method", method, "timeout", timeout.d.String(), "err", timeout.cause)
+		return withInfo(codes.Unavailable, timeout.Error(), ReasonUnavailable, retry)
 	case errors.Is(err, idem.ErrClosed):
-		log.WarnContext(ctx, "store closed", "method", method, "err", err)
+		log(ctx, slog.LevelWarn, "store closed", "method", method, "err", err)
 		return withInfo(codes.Unavailable, idem.ErrClosed.Error(), ReasonClosed, retry)
 	case errors.Is(err, idem.ErrUnavailable):
-		log.WarnContext(ctx, "store unavailable", "method", method, "err", err)
+		log(ctx, slog.LevelWarn, "store unavailable", "method", method, "err", err)
 		return withInfo(codes.Unavailable, idem.ErrUnavailable.Error(), ReasonUnavailable, retry)
 	case errors.Is(err, idem.ErrResourceExhausted):
 		return withInfo(codes.ResourceExhausted, idem.ErrResourceExhausted.Error(), ReasonResourceExhausted, retry)
@@ -82,7 +101,7 @@ func mapError(ctx context.Context, log *slog.Logger, retry time.Duration, method
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "idem: call canceled")
 	}
-	log.ErrorContext(ctx, "internal error", "method", method, "err", err)
+	log(ctx, slog.LevelError, "internal error", "method", method, "err", err)
 	return status.Error(codes.Internal, internalMessage)
 }
 

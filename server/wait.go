@@ -119,7 +119,7 @@ func (n *notifier) size() int {
 // exponential backoff (and at the lease's end, when a takeover becomes
 // possible) for changes made by other replicas. When the wait ends it
 // answers with the outcome at that moment.
-func (s *Service) reserve(ctx context.Context, st storage.Store, p storage.ReserveParams, wait time.Duration) (storage.Outcome, *storage.Record, error) {
+func (s *Service) reserve(ctx context.Context, st boundedStore, p storage.ReserveParams, wait time.Duration) (storage.Outcome, *storage.Record, error) {
 	if wait <= 0 {
 		return st.Reserve(ctx, p)
 	}

@@ -93,6 +93,8 @@ func TestStartErrorsExitTwoWithOneLine(t *testing.T) {
 		{"inconsistent limits", nil, []string{"--store", "memory://", "--default-lease", "2h"}, "idemd: lease limits"},
 		{"bad log level", nil, []string{"--log-level", "loud"}, `idemd: invalid value "loud" for flag -log-level`},
 		{"bad namespace policy", nil, []string{"--namespace-policy", "ns=max-lease=-1s"}, "idemd: invalid value"},
+		{"negative store timeout", nil, []string{"--store", "memory://", "--store-timeout", "-1s"}, "idemd: --store-timeout is negative"},
+		{"negative store timeout from env", []string{"IDEM_STORE_TIMEOUT=-5s"}, []string{"--store", "memory://"}, "idemd: --store-timeout is negative"},
 		{"unknown store scheme", nil, []string{"--store", "bogus://x"}, `idemd: cannot open store bogus://x: store URL scheme "bogus" is not supported`},
 		{"stray argument", nil, []string{"serve", "extra"}, `idemd: unexpected argument "extra"`},
 		{"unknown command", nil, []string{"frobnicate"}, `idemd: unknown command "frobnicate"`},

@@ -43,6 +43,9 @@ type Config struct {
 	LogLevel        slog.Level
 	ShutdownTimeout time.Duration
 	HealthInterval  time.Duration
+	// StoreTimeout bounds each store operation (server.WithStoreTimeout);
+	// 0 turns the bound off.
+	StoreTimeout time.Duration
 }
 
 // DefaultConfig is idemd's configuration without flags: loopback, the
@@ -62,6 +65,7 @@ func DefaultConfig() Config {
 		LogLevel:         slog.LevelInfo,
 		ShutdownTimeout:  30 * time.Second,
 		HealthInterval:   5 * time.Second,
+		StoreTimeout:     server.DefaultStoreTimeout,
 	}
 }
 
@@ -84,6 +88,7 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn, error")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long shutdown waits for in-flight calls before cutting them off")
 	fs.DurationVar(&c.HealthInterval, "health-interval", c.HealthInterval, "how often the store is pinged for the health service")
+	fs.DurationVar(&c.StoreTimeout, "store-timeout", c.StoreTimeout, "longest one store operation may take before the call answers UNAVAILABLE (0: no bound)")
 }
 
 // EnvName is the environment variable of a flag: IDEM_ and the flag's name
@@ -150,6 +155,9 @@ func (c Config) Validate() error {
 	}
 	if c.HealthInterval <= 0 {
 		errs = append(errs, errors.New("--health-interval must be positive"))
+	}
+	if c.StoreTimeout < 0 {
+		errs = append(errs, errors.New("--store-timeout is negative"))
 	}
 	return errors.Join(errs...)
 }

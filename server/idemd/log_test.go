@@ -49,7 +49,7 @@ func TestServingLineStatesLimits(t *testing.T) {
 	want := map[string]string{
 		"store": "memory://", "version": Version(),
 		"default_lease": "30s", "max_lease": "10m0s", "default_retention": "24h0m0s", "max_retention": "720h0m0s",
-		"max_result_bytes": "4096",
+		"max_result_bytes": "4096", "store_timeout": "10s",
 	}
 	for k, v := range want {
 		if got[k] != v {

@@ -159,6 +159,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 		server.WithLimits(limits),
 		server.WithNamespacePolicies(cfg.Policies),
 		server.WithHealthCheck(cfg.HealthInterval, 0),
+		server.WithStoreTimeout(cfg.StoreTimeout),
 	}, setup.ServiceOptions...)
 	svc, err := server.New(setup.Store, opts...)
 	if err != nil {
@@ -203,7 +204,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	attrs := []any{"addr", lis.Addr().String(), "store", storage.Redacted(cfg.Store), "version", Version(),
 		"default_lease", l.DefaultLease.String(), "max_lease", l.MaxLease.String(),
 		"default_retention", l.DefaultRetention.String(), "max_retention", l.MaxRetention.String(),
-		"max_result_bytes", l.MaxResultBytes}
+		"max_result_bytes", l.MaxResultBytes, "store_timeout", cfg.StoreTimeout.String()}
 	if setup.Dialect != "" {
 		attrs = append(attrs, "dialect", setup.Dialect)
 	}

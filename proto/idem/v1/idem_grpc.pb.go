@@ -55,6 +55,12 @@ type IdempotencyServiceClient interface {
 	// Lookup reads a record without changing it.
 	Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error)
 	// BatchReserve reserves up to 1,000 keys of one namespace at once.
+	// The answer is bounded in size (the largest request the server reads:
+	// 4 MiB, or twice its result limit plus 64 KiB when that is more).
+	// RESERVED items are always answered in full; the other items share the
+	// rest in request order, and one whose record does not fit gets the
+	// item error RESOURCE_EXHAUSTED instead. Its record is unchanged by the
+	// batch: Reserve or Lookup that key on its own (Go's client.New does).
 	BatchReserve(ctx context.Context, in *BatchReserveRequest, opts ...grpc.CallOption) (*BatchReserveResponse, error)
 	// BatchComplete completes up to 1,000 keys of one namespace at once.
 	BatchComplete(ctx context.Context, in *BatchCompleteRequest, opts ...grpc.CallOption) (*BatchCompleteResponse, error)
@@ -174,6 +180,12 @@ type IdempotencyServiceServer interface {
 	// Lookup reads a record without changing it.
 	Lookup(context.Context, *LookupRequest) (*LookupResponse, error)
 	// BatchReserve reserves up to 1,000 keys of one namespace at once.
+	// The answer is bounded in size (the largest request the server reads:
+	// 4 MiB, or twice its result limit plus 64 KiB when that is more).
+	// RESERVED items are always answered in full; the other items share the
+	// rest in request order, and one whose record does not fit gets the
+	// item error RESOURCE_EXHAUSTED instead. Its record is unchanged by the
+	// batch: Reserve or Lookup that key on its own (Go's client.New does).
 	BatchReserve(context.Context, *BatchReserveRequest) (*BatchReserveResponse, error)
 	// BatchComplete completes up to 1,000 keys of one namespace at once.
 	BatchComplete(context.Context, *BatchCompleteRequest) (*BatchCompleteResponse, error)

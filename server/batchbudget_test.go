@@ -1,0 +1,153 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+	"github.com/idemhq/idem/storage"
+)
+
+// bigBody is a result body close to the default 1 MiB limit: five of them
+// are past a BatchReserve answer's budget.
+var bigBody = bytes.Repeat([]byte{'r'}, 1000<<10)
+
+func completeKey(ctx context.Context, t *testing.T, e *testEnv, key string, body []byte) {
+	t.Helper()
+	r, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: testNS, Key: key, Fingerprint: []byte("fp")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.idem.Complete(ctx, &idemv1.CompleteRequest{Namespace: testNS, Key: key, Token: r.GetRecord().GetToken(), Result: &idemv1.Result{Body: body}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func wantBudgetSpent(t *testing.T, key string, r *idemv1.BatchReserveResponse_Result, budget int) {
+	t.Helper()
+	if c := codes.Code(r.GetError().GetCode()); c != codes.ResourceExhausted {
+		t.Errorf("%s: item error code = %v (outcome %v), want ResourceExhausted", key, c, r.GetOutcome())
+		return
+	}
+	msg := r.GetError().GetMessage()
+	if !strings.Contains(msg, fmt.Sprintf("%d-byte budget is spent", budget)) || !strings.Contains(msg, "Reserve or Lookup this key on its own") {
+		t.Errorf("%s: item error message = %q, want it to name the %d-byte budget and Reserve or Lookup", key, msg, budget)
+	}
+	if r.GetRecord() != nil {
+		t.Errorf("%s: item answered with an error also carries a record", key)
+	}
+}
+
+// A BatchReserve answer is bounded: the records that changed nothing
+// (COMPLETED, IN_PROGRESS, MISMATCH) share the budget in request order, an
+// item past it gets RESOURCE_EXHAUSTED instead of its record, and RESERVED
+// items are answered wherever they stand. The records left out are unchanged.
+func TestBatchReserveAnswerBudget(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	budget := batchAnswerBytes(e.svc.Limits())
+	for i := range 6 {
+		completeKey(ctx, t, e, fmt.Sprint("c", i), bigBody)
+	}
+	if _, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: testNS, Key: "busy", Fingerprint: []byte("fp")}); err != nil {
+		t.Fatal(err)
+	}
+	completeKey(ctx, t, e, "other", []byte("small"))
+	before := map[string]*storage.Record{}
+	for _, k := range []string{"c4", "c5", "busy", "other"} {
+		before[k], _ = e.store.Lookup(ctx, storageID(k))
+	}
+
+	keys := []string{"c0", "c1", "fresh-a", "c2", "c3", "c4", "busy", "c5", "fresh-b", "other"}
+	var items []*idemv1.BatchReserveRequest_Item
+	for _, k := range keys {
+		fp := []byte("fp")
+		if k == "other" {
+			fp = []byte("another request") // MISMATCH
+		}
+		items = append(items, &idemv1.BatchReserveRequest_Item{Key: k, Fingerprint: fp})
+	}
+	resp, err := e.idem.BatchReserve(ctx, &idemv1.BatchReserveRequest{Namespace: testNS, Items: items})
+	if err != nil {
+		t.Fatalf("BatchReserve() error = %v", err)
+	}
+	if n := proto.Size(resp); n > budget {
+		t.Errorf("answer is %d bytes, want at most the %d-byte budget", n, budget)
+	}
+	res := resp.GetResults()
+	for i, k := range keys {
+		r := res[i]
+		switch k {
+		case "c0", "c1", "c2", "c3":
+			if r.GetError() != nil || r.GetOutcome() != idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED || !bytes.Equal(r.GetRecord().GetResult().GetBody(), bigBody) {
+				t.Errorf("%s: %v %v, want COMPLETED with its whole result", k, r.GetOutcome(), r.GetError())
+			}
+		case "fresh-a", "fresh-b":
+			if r.GetError() != nil || r.GetOutcome() != idemv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED || r.GetRecord().GetToken() != 1 {
+				t.Errorf("%s: %v %v, want RESERVED with its token", k, r.GetOutcome(), r.GetError())
+			}
+		case "c4", "c5":
+			wantBudgetSpent(t, k, r, budget)
+		case "busy":
+			// Small records still fit after a large one did not.
+			if r.GetError() != nil || r.GetOutcome() != idemv1.ReserveOutcome_RESERVE_OUTCOME_IN_PROGRESS {
+				t.Errorf("%s: %v %v, want IN_PROGRESS", k, r.GetOutcome(), r.GetError())
+			}
+		case "other":
+			if r.GetError() != nil || r.GetOutcome() != idemv1.ReserveOutcome_RESERVE_OUTCOME_MISMATCH {
+				t.Errorf("%s: %v %v, want MISMATCH", k, r.GetOutcome(), r.GetError())
+			}
+		}
+	}
+	for k, rec := range before {
+		after, err := e.store.Lookup(ctx, storageID(k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertUnchanged(t, []*storage.Record{rec}, []*storage.Record{after})
+	}
+}
+
+// RESERVED items carry the token of a reservation just made: they are
+// answered in full even when they alone are past the budget (takeovers
+// carrying large checkpoints), and the budget they use is gone for the rest.
+func TestBatchReserveAnswersEveryReservation(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	budget := batchAnswerBytes(e.svc.Limits())
+	var items []*idemv1.BatchReserveRequest_Item
+	completeKey(ctx, t, e, "done", []byte("small"))
+	items = append(items, &idemv1.BatchReserveRequest_Item{Key: "done", Fingerprint: []byte("fp")})
+	for i := range 5 {
+		key := fmt.Sprint("t", i)
+		r, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: testNS, Key: key, Fingerprint: []byte("fp")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok := r.GetRecord().GetToken()
+		if _, err := e.idem.Checkpoint(ctx, &idemv1.CheckpointRequest{Namespace: testNS, Key: key, Token: tok, Phase: "p", Data: bigBody}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.idem.Release(ctx, &idemv1.ReleaseRequest{Namespace: testNS, Key: key, Token: tok}); err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, &idemv1.BatchReserveRequest_Item{Key: key, Fingerprint: []byte("fp")})
+	}
+	resp, err := e.idem.BatchReserve(ctx, &idemv1.BatchReserveRequest{Namespace: testNS, Items: items})
+	if err != nil {
+		t.Fatalf("BatchReserve() error = %v", err)
+	}
+	res := resp.GetResults()
+	wantBudgetSpent(t, "done", res[0], budget)
+	for i, r := range res[1:] {
+		if r.GetError() != nil || r.GetOutcome() != idemv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED || r.GetRecord().GetToken() != 2 || !bytes.Equal(r.GetRecord().GetCheckpoint().GetData(), bigBody) {
+			t.Errorf("t%d: %v %v token %d, want RESERVED (takeover, token 2) with its checkpoint", i, r.GetOutcome(), r.GetError(), r.GetRecord().GetToken())
+		}
+	}
+}
