@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/idemhq/idem"
+	"github.com/idemhq/idem/internal/keyhash"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 )
 
@@ -367,6 +368,9 @@ func badField(err error, field string) bool {
 	return false
 }
 
+// The log lines of this file name a key only as idemd does (key_hash), so
+// they can be matched with idemd's: keys often carry personal data, and
+// these lines land in the service's own logs.
 func (g *guard) reserveFailed(ctx context.Context, method, key string, err error) error {
 	if ctx.Err() != nil {
 		return status.FromContextError(ctx.Err()).Err()
@@ -382,16 +386,16 @@ func (g *guard) reserveFailed(ctx context.Context, method, key string, err error
 		// idem answered and refused (a credential it does not accept, a
 		// tenant it does not serve): failing open would turn
 		// deduplication off unnoticed until the configuration is fixed.
-		g.o.logger.ErrorContext(ctx, "idem refused the reservation; refusing call", "method", method, "key", key, "err", err)
+		g.o.logger.ErrorContext(ctx, "idem refused the reservation; refusing call", "method", method, keyhash.Slog(key), "err", err)
 		return statusWith(codes.Unavailable, "idem: idempotency store refused the call",
 			&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Second)})
 	}
 	if g.o.failOpen(method) {
-		g.o.logger.WarnContext(ctx, "idem unreachable; running handler without deduplication", "method", method, "key", key, "err", err)
+		g.o.logger.WarnContext(ctx, "idem unreachable; running handler without deduplication", "method", method, keyhash.Slog(key), "err", err)
 		g.o.report(ctx, Event{Kind: EventFailOpen, Method: method, Key: key, Err: err})
 		return errFailOpen
 	}
-	g.o.logger.WarnContext(ctx, "idem unreachable; refusing call", "method", method, "key", key, "err", err)
+	g.o.logger.WarnContext(ctx, "idem unreachable; refusing call", "method", method, keyhash.Slog(key), "err", err)
 	return statusWith(codes.Unavailable, "idem: idempotency store unavailable",
 		&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Second)})
 }
@@ -434,7 +438,7 @@ func (a *attempt) heartbeat(ctx context.Context, cancelHandler context.CancelCau
 		if err == nil || ctx.Err() != nil {
 			continue
 		}
-		o.logger.WarnContext(ctx, "idem lease heartbeat failed", "method", a.method, "key", a.key, "token", a.token, "err", err)
+		o.logger.WarnContext(ctx, "idem lease heartbeat failed", "method", a.method, keyhash.Slog(a.key), "token", a.token, "err", err)
 		o.report(ctx, Event{Kind: EventHeartbeatFailed, Method: a.method, Key: a.key, Err: err})
 		if errors.Is(err, ErrLeaseLost) || errors.Is(err, ErrNotFound) {
 			// Another attempt owns the key now; this one's work would be
@@ -464,7 +468,13 @@ func (a *attempt) release(ctx context.Context, why string) {
 	o := a.g.o
 	_, err := a.g.svc.Release(cctx, &idemv1.ReleaseRequest{Tenant: o.tenant, Namespace: a.method, Key: a.key, Token: a.token})
 	if err != nil {
-		o.logger.WarnContext(ctx, "idem release failed", "method", a.method, "key", a.key, "token", a.token, "why", why, "err", err)
+		// LEASE_LOST or NOT_FOUND: another attempt took the key over, or it
+		// expired; this process holds nothing that could block a retry.
+		lvl := slog.LevelWarn
+		if errors.Is(err, ErrLeaseLost) || errors.Is(err, ErrNotFound) {
+			lvl = slog.LevelInfo
+		}
+		o.logger.Log(ctx, lvl, "idem release failed", "method", a.method, keyhash.Slog(a.key), "token", a.token, "why", why, "err", err)
 		o.report(ctx, Event{Kind: EventReleaseFailed, Method: a.method, Key: a.key, Err: err})
 	}
 }
@@ -478,7 +488,7 @@ func (a *attempt) finish(ctx context.Context, res *idemv1.Result, herr error) {
 		return
 	}
 	if n := resultSize(res); n > o.maxResult || res == nil {
-		o.logger.WarnContext(ctx, "idem result too large to store; not cached", "method", a.method, "key", a.key, "size", n, "limit", o.maxResult)
+		o.logger.WarnContext(ctx, "idem result too large to store; not cached", "method", a.method, keyhash.Slog(a.key), "size", n, "limit", o.maxResult)
 		o.report(ctx, Event{Kind: EventResultTooLarge, Method: a.method, Key: a.key})
 		a.release(ctx, "result too large")
 		return
@@ -491,7 +501,7 @@ func (a *attempt) finish(ctx context.Context, res *idemv1.Result, herr error) {
 	}
 	if _, err := a.g.svc.Complete(cctx, req); err != nil {
 		o.logger.ErrorContext(ctx, "idem complete failed after the handler ran; result not stored",
-			slog.String("method", a.method), slog.String("key", a.key), slog.Uint64("token", a.token), slog.Any("err", err))
+			slog.String("method", a.method), keyhash.Slog(a.key), slog.Uint64("token", a.token), slog.Any("err", err))
 		o.report(ctx, Event{Kind: EventCompleteFailed, Method: a.method, Key: a.key, Err: err})
 	}
 }

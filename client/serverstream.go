@@ -146,8 +146,9 @@ func (s *recordingStream) result(herr error) *idemv1.Result {
 		r.Metadata[metaType] = s.typeName
 	}
 	if herr != nil {
-		p := status.Convert(herr).Proto()
-		r.Code, r.Message, r.Details = p.GetCode(), p.GetMessage(), p.GetDetails()
+		// As for unary calls: the message made valid UTF-8, or idem refuses it.
+		e := resultOf(nil, herr)
+		r.Code, r.Message, r.Details = e.GetCode(), e.GetMessage(), e.GetDetails()
 	}
 	return r
 }

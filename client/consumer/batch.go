@@ -103,7 +103,7 @@ func (c *Consumer) batch(ctx context.Context, ns string, msgs []Message, results
 		i := uniq[k]
 		id := msgs[i].ID
 		if e := r.GetError(); e != nil {
-			results[i] = Result{Outcome: Errored, Err: fmt.Errorf("idem: consumer: reserve %q: %w", id, itemError(e))}
+			results[i] = Result{Outcome: Errored, Err: fmt.Errorf("idem: consumer: reserve %s: %w", msgRef(ns, id), itemError(e))}
 			continue
 		}
 		switch r.GetOutcome() {
@@ -118,9 +118,9 @@ func (c *Consumer) batch(ctx context.Context, ns string, msgs []Message, results
 		case idemv1.ReserveOutcome_RESERVE_OUTCOME_IN_PROGRESS:
 			results[i] = c.inFlight(r.GetRecord())
 		case idemv1.ReserveOutcome_RESERVE_OUTCOME_MISMATCH:
-			results[i] = Result{Outcome: Mismatch, Err: fmt.Errorf("%w: %q", ErrMismatch, id)}
+			results[i] = Result{Outcome: Mismatch, Err: fmt.Errorf("%w: %s", ErrMismatch, msgRef(ns, id))}
 		default:
-			results[i] = Result{Outcome: Errored, Err: fmt.Errorf("idem: consumer: reserve %q: unknown outcome %v", id, r.GetOutcome())}
+			results[i] = Result{Outcome: Errored, Err: fmt.Errorf("idem: consumer: reserve %s: unknown outcome %v", msgRef(ns, id), r.GetOutcome())}
 		}
 	}
 
@@ -148,7 +148,7 @@ func (c *Consumer) batch(ctx context.Context, ns string, msgs []Message, results
 		if !bytes.Equal(msgs[i].Fingerprint, msgs[j].Fingerprint) {
 			// The same ID for another payload, as a later batch would
 			// find it: reported, not acked as a duplicate.
-			results[i] = Result{Outcome: Mismatch, Err: fmt.Errorf("%w: %q", ErrMismatch, msgs[i].ID)}
+			results[i] = Result{Outcome: Mismatch, Err: fmt.Errorf("%w: %s", ErrMismatch, msgRef(ns, msgs[i].ID))}
 			continue
 		}
 		switch r := results[j]; r.Outcome {
@@ -191,7 +191,7 @@ func (c *Consumer) finishBatch(ctx context.Context, ns string, fresh []Message, 
 		case err != nil:
 			results[idx[k]] = Result{Outcome: Errored, Token: m.Token, Err: fmt.Errorf("idem: consumer: batch complete: %w", err)}
 		case resp.GetResults()[n].GetError() != nil:
-			results[idx[k]] = Result{Outcome: Errored, Token: m.Token, Err: fmt.Errorf("idem: consumer: complete %q: %w", m.ID, itemError(resp.GetResults()[n].GetError()))}
+			results[idx[k]] = Result{Outcome: Errored, Token: m.Token, Err: fmt.Errorf("idem: consumer: complete %s: %w", msgRef(ns, m.ID), itemError(resp.GetResults()[n].GetError()))}
 		case errs[k] != nil:
 			results[idx[k]] = Result{Outcome: Failed, Token: m.Token}
 		default:

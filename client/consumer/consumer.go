@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/idemhq/idem"
 	"github.com/idemhq/idem/client"
+	"github.com/idemhq/idem/internal/keyhash"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 )
 
@@ -285,7 +287,7 @@ func (c *Consumer) handle(ctx context.Context, namespace, msgID string, fingerpr
 		LeaseTtl: dur(c.o.lease), Retention: dur(c.o.retention), Wait: dur(c.o.wait),
 	})
 	if err != nil {
-		return Result{Outcome: Errored, Err: fmt.Errorf("idem: consumer: reserve %q: %w", msgID, err)}
+		return Result{Outcome: Errored, Err: fmt.Errorf("idem: consumer: reserve %s: %w", msgRef(ns, msgID), err)}
 	}
 	switch resp.GetOutcome() {
 	case idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED:
@@ -293,10 +295,10 @@ func (c *Consumer) handle(ctx context.Context, namespace, msgID string, fingerpr
 	case idemv1.ReserveOutcome_RESERVE_OUTCOME_IN_PROGRESS:
 		return c.inFlight(resp.GetRecord())
 	case idemv1.ReserveOutcome_RESERVE_OUTCOME_MISMATCH:
-		return Result{Outcome: Mismatch, Err: fmt.Errorf("%w: %q", ErrMismatch, msgID)}
+		return Result{Outcome: Mismatch, Err: fmt.Errorf("%w: %s", ErrMismatch, msgRef(ns, msgID))}
 	case idemv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED:
 	default:
-		return Result{Outcome: Errored, Err: fmt.Errorf("idem: consumer: reserve %q: unknown outcome %v", msgID, resp.GetOutcome())}
+		return Result{Outcome: Errored, Err: fmt.Errorf("idem: consumer: reserve %s: unknown outcome %v", msgRef(ns, msgID), resp.GetOutcome())}
 	}
 	token := resp.GetRecord().GetToken()
 	ref := []ref{{ns: ns, key: msgID, token: token}}
@@ -313,7 +315,7 @@ func (c *Consumer) handle(ctx context.Context, namespace, msgID string, fingerpr
 		Result: resultOf(fnErr), Retention: dur(c.o.retention),
 	})
 	if err != nil {
-		return Result{Outcome: Errored, Token: token, Err: fmt.Errorf("idem: consumer: complete %q: %w", msgID, err)}
+		return Result{Outcome: Errored, Token: token, Err: fmt.Errorf("idem: consumer: complete %s: %w", msgRef(ns, msgID), err)}
 	}
 	if fnErr != nil {
 		return Result{Outcome: Failed, Token: token}
@@ -331,7 +333,9 @@ func resultOf(err error) *idemv1.Result {
 	if err == nil {
 		return &idemv1.Result{}
 	}
-	return &idemv1.Result{Code: 2, Message: err.Error()}
+	// idem stores only UTF-8; a refused Complete would leave the message to
+	// be redelivered and run again.
+	return &idemv1.Result{Code: 2, Message: strings.ToValidUTF8(err.Error(), "\uFFFD")}
 }
 
 // finishContext outlives the caller's cancellation: work that finished must
@@ -358,14 +362,21 @@ func (c *Consumer) release(ctx context.Context, r ref, fnErr error) Result {
 	if err != nil && !errors.Is(err, idem.ErrLeaseLost) && !errors.Is(err, idem.ErrNotFound) {
 		// The record stays IN_PROGRESS until its lease ends; the redelivery
 		// takes over then.
-		return Result{Outcome: Errored, Token: r.token, Err: fmt.Errorf("idem: consumer: release %q after handler error (%w): %w", r.key, fnErr, err)}
+		return Result{Outcome: Errored, Token: r.token, Err: fmt.Errorf("idem: consumer: release %s after handler error (%w): %w", msgRef(r.ns, r.key), fnErr, err)}
 	}
-	return Result{Outcome: Released, Token: r.token, Err: fmt.Errorf("idem: consumer: handler failed for %q, released for redelivery: %w", r.key, fnErr)}
+	return Result{Outcome: Released, Token: r.token, Err: fmt.Errorf("idem: consumer: handler failed for %s, released for redelivery: %w", msgRef(r.ns, r.key), fnErr)}
 }
 
 type ref struct {
 	ns, key string
 	token   uint64
+}
+
+// msgRef names a message in errors, which end up in logs (the adapters'
+// observers, a JetStream termination reason): by the hash idemd logs its
+// key under, never the id itself, which may carry personal data.
+func msgRef(ns, id string) string {
+	return fmt.Sprintf("namespace %q %s %s", ns, keyhash.Attr, keyhash.Of(id))
 }
 
 // run calls fn while a heartbeat extends the leases of refs. When a lease is
@@ -426,7 +437,7 @@ func (c *Consumer) heartbeat(ctx context.Context, cancel context.CancelCauseFunc
 				Tenant: c.o.tenant, Namespace: r.ns, Key: r.key, Token: r.token, LeaseTtl: dur(c.o.lease),
 			})
 			if errors.Is(err, idem.ErrLeaseLost) || errors.Is(err, idem.ErrNotFound) {
-				cancel(fmt.Errorf("%w: %q", idem.ErrLeaseLost, r.key))
+				cancel(fmt.Errorf("%w: %s", idem.ErrLeaseLost, msgRef(r.ns, r.key)))
 				continue
 			}
 			// Other errors: the lease still runs; the next tick tries again.

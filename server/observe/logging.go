@@ -2,8 +2,6 @@ package observe
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"log/slog"
 	"strings"
@@ -14,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
+	"github.com/idemhq/idem/internal/keyhash"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 )
 
@@ -24,10 +23,9 @@ func NewLogger(w io.Writer, level slog.Level) *slog.Logger {
 
 // HashKey is how a key appears in logs: the first 12 hex digits of its
 // SHA-256, enough to correlate lines about one key without revealing it.
-func HashKey(key string) string {
-	sum := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(sum[:6])
-}
+// The interceptors and consumers in users' services log the same
+// (internal/keyhash), so their lines match idemd's.
+func HashKey(key string) string { return keyhash.Of(key) }
 
 const healthPrefix = "/grpc.health.v1.Health/"
 

@@ -1,0 +1,113 @@
+package natsjs_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/idemhq/idem/client/consumer"
+	"github.com/idemhq/idem/client/natsjs"
+	"github.com/idemhq/idem/server/observe"
+)
+
+// reasons records the reasons messages are terminated with: JetStream
+// (2.10.4 and later) publishes them in an advisory that monitoring keeps.
+type reasons struct {
+	mu  sync.Mutex
+	got []string
+}
+
+type reasonConsumer struct {
+	jetstream.Consumer
+	r *reasons
+}
+
+func (c reasonConsumer) Fetch(n int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
+	b, err := c.Consumer.Fetch(n, opts...)
+	if err != nil {
+		return nil, err
+	}
+	msgs := make(chan jetstream.Msg)
+	go func() {
+		defer close(msgs)
+		for m := range b.Messages() {
+			msgs <- reasonMsg{Msg: m, r: c.r}
+		}
+	}()
+	return reasonBatch{MessageBatch: b, msgs: msgs}, nil
+}
+
+type reasonBatch struct {
+	jetstream.MessageBatch
+	msgs chan jetstream.Msg
+}
+
+func (b reasonBatch) Messages() <-chan jetstream.Msg { return b.msgs }
+
+type reasonMsg struct {
+	jetstream.Msg
+	r *reasons
+}
+
+func (m reasonMsg) TermWithReason(reason string) error {
+	m.r.mu.Lock()
+	m.r.got = append(m.r.got, reason)
+	m.r.mu.Unlock()
+	return m.Msg.TermWithReason(reason)
+}
+
+// TestTerminationReasonHidesMessageID: a mismatched message is terminated
+// with a reason that names it as idemd's logs do (key_hash), never by its
+// id, which may carry personal data.
+func TestTerminationReasonHidesMessageID(t *testing.T) {
+	const id = "order-4711/alice@example.com"
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	js, stream, subject := newStream(ctx, t)
+	// One order id published twice with different payloads: the second is a mismatch.
+	for _, data := range []string{"a", "b"} {
+		m := nats.NewMsg(subject)
+		m.Header.Set("Order-Id", id)
+		m.Data = []byte(data)
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jc, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r reasons
+	terminated := make(chan struct{})
+	c := natsjs.New(consumer.New(newIdem(t)), reasonConsumer{Consumer: jc, r: &r}, natsjs.WithNamespace("ns"), natsjs.WithBatch(10, 100*time.Millisecond),
+		natsjs.WithMessageID(func(m jetstream.Msg) (string, error) { return m.Headers().Get("Order-Id"), nil }),
+		natsjs.WithFingerprint(func(m jetstream.Msg) []byte { return m.Data() }),
+		natsjs.WithObserver(func(_ jetstream.Msg, res consumer.Result) {
+			if res.Outcome == consumer.Mismatch {
+				close(terminated) // settled right after the observer
+			}
+		}))
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(rctx, func(context.Context, jetstream.Msg) error { return nil }) }()
+	select {
+	case <-terminated:
+	case <-ctx.Done():
+		t.Fatal("the mismatch was never settled")
+	}
+	stop()
+	<-done
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.got) != 1 {
+		t.Fatalf("terminated %d messages (%q), want the mismatch", len(r.got), r.got)
+	}
+	if reason := r.got[0]; strings.Contains(reason, "alice@example.com") || !strings.Contains(reason, observe.HashKey(id)) {
+		t.Errorf("termination reason = %q, want key_hash %s and not the id", reason, observe.HashKey(id))
+	}
+}
