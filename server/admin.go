@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"strings"
 
+	"google.golang.org/protobuf/encoding/protowire"
+
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 	"github.com/idemhq/idem/storage"
 )
@@ -111,12 +113,25 @@ func (s *Service) ListKeys(ctx context.Context, req *idemv1.ListKeysRequest) (*i
 	if err != nil {
 		return nil, s.Status(ctx, method, err)
 	}
-	resp := &idemv1.ListKeysResponse{Records: make([]*idemv1.Record, len(recs))}
-	for i, r := range recs {
-		resp.Records[i] = recordToProto(r, true)
+	// A page ends early where its records would pass what idemd reads in
+	// a request (1,000 records with 1 MiB results would be a GiB); the
+	// next page starts after the last record answered. A record alone
+	// always fits.
+	resp := &idemv1.ListKeysResponse{Records: make([]*idemv1.Record, 0, len(recs))}
+	budget, used, last := maxRequestBytes(s.opts.limits), 0, ""
+	for _, r := range recs {
+		pr := recordToProto(r, true)
+		n := protowire.SizeTag(1) + protowire.SizeBytes(pr.SizeVT())
+		if used+n > budget && len(resp.Records) > 0 {
+			more = true
+			break
+		}
+		used += n
+		resp.Records = append(resp.Records, pr)
+		last = r.Key
 	}
-	if more && len(recs) > 0 {
-		resp.NextPageToken = encodePageToken(recs[len(recs)-1].Key)
+	if more && len(resp.Records) > 0 {
+		resp.NextPageToken = encodePageToken(last)
 	}
 	return resp, nil
 }

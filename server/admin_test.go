@@ -1,13 +1,16 @@
 package server
 
 import (
+	"bytes"
 	"encoding/base64"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 )
@@ -35,5 +38,52 @@ func TestListKeysRefusesForgedPageToken(t *testing.T) {
 	// A token ListKeys made still works.
 	if _, err := e.admin.ListKeys(ctx, &idemv1.ListKeysRequest{Namespace: testNS, PageToken: forge(strings.Repeat("k", 256))}); err != nil {
 		t.Errorf("ListKeys() with a well-formed token error = %v", err)
+	}
+}
+
+// ListKeys of records with large results ends a page where its answer
+// would pass what idemd reads in a request, and the pages still list every
+// record once, in order.
+func TestListKeysPagesByBytes(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	big := bytes.Repeat([]byte{'r'}, 1000<<10)
+	var want []string
+	for i := range 7 {
+		key := fmt.Sprint("big-", i)
+		if _, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: testNS, Key: key}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.idem.Complete(ctx, &idemv1.CompleteRequest{Namespace: testNS, Key: key, Token: 1, Result: &idemv1.Result{Body: big}}); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, key)
+	}
+	budget := maxRequestBytes(e.svc.Limits())
+	var got []string
+	var pages int
+	for tok := ""; ; pages++ {
+		resp, err := e.admin.ListKeys(ctx, &idemv1.ListKeysRequest{Namespace: testNS, PageToken: tok})
+		if err != nil {
+			t.Fatalf("ListKeys() error = %v", err)
+		}
+		if n := proto.Size(resp); n > budget {
+			t.Errorf("page %d is %d bytes, over the %d-byte bound", pages, n, budget)
+		}
+		for _, r := range resp.GetRecords() {
+			got = append(got, r.GetKey())
+			if !bytes.Equal(r.GetResult().GetBody(), big) {
+				t.Errorf("%s: result of %d bytes, want the whole one", r.GetKey(), len(r.GetResult().GetBody()))
+			}
+		}
+		if tok = resp.GetNextPageToken(); tok == "" {
+			break
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("pages listed %q, want %q", got, want)
+	}
+	if pages < 1 {
+		t.Errorf("one page for %d records of 1000 KiB; the bound did not end it", len(want))
 	}
 }

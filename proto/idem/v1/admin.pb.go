@@ -131,7 +131,10 @@ type ListKeysRequest struct {
 	Tenant    string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	KeyPrefix string                 `protobuf:"bytes,3,opt,name=key_prefix,json=keyPrefix,proto3" json:"key_prefix,omitempty"`
-	// At most 1,000; 0 means 100.
+	// At most 1,000; 0 means 100. A page holds fewer where its records
+	// would pass the size of the largest request the server reads (4 MiB,
+	// or twice its result limit plus 64 KiB when that is more); follow
+	// next_page_token.
 	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// From a previous response's next_page_token.
 	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
