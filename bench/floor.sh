@@ -25,7 +25,7 @@ declare -A migrate=([postgres]=--migrate)
 for name in memory pebble postgres redis; do
 	echo "== $name: Reserve (new keys), floor = Health/Check"
 	flags=()
-	if [ -n "${migrate[$name]:-}" ] && "$IDEMD" -h 2>&1 | grep -q -- '-migrate'; then
+	if [ -n "${migrate[$name]:-}" ] && "$IDEMD" -h 2>&1 | grep -- '-migrate' >/dev/null; then
 		flags+=(--migrate)
 	fi
 	if ! start_idemd "${stores[$name]}" "${flags[@]+"${flags[@]}"}"; then

@@ -19,7 +19,7 @@ store="$PG_URL&search_path=$schema&pool_max_conns=$BENCH_CONCURRENCY"
 flags=()
 if "$IDEMD" -h 2>&1 | grep -q '^Usage:.*migrate'; then
 	"$IDEMD" migrate --store "$store" >"$TMP/migrate.log" 2>&1 || { cat "$TMP/migrate.log"; exit 1; }
-elif "$IDEMD" -h 2>&1 | grep -q -- '-migrate'; then
+elif "$IDEMD" -h 2>&1 | grep -- '-migrate' >/dev/null; then
 	flags+=(--migrate)
 fi
 if ! start_idemd "$store" "${flags[@]+"${flags[@]}"}"; then

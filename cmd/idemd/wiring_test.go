@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -210,6 +211,9 @@ func TestPolicyStoreMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := startIdemd(ctx, t, "--store", "memory://", "--policy", policy, "--metrics-listen", "127.0.0.1:0")
+	if got := logField(d.stderr.String(), "policy loaded", "file"); got != policy {
+		t.Errorf("policy loaded file = %q, want %q; log:\n%s", got, policy, d.stderr)
+	}
 	addr := logField(d.stderr.String(), "idemd serving", "metrics_addr")
 	c := client(t, d.addr)
 	for _, ns := range []string{"notify.email", "notify.email", "orders"} {
@@ -228,7 +232,22 @@ func TestPolicyStoreMetrics(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+	// SIGHUP reloads the policy; without credentials there are none to
+	// reload, and the log says nothing about them.
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(d.stderr.String(), `"msg":"policy reloaded"`) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no policy reload logged after SIGHUP:\n%s", d.stderr)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 	d.stop(ctx, t)
+	if strings.Contains(d.stderr.String(), "credentials reloaded") {
+		t.Errorf("SIGHUP without credentials logged a credentials reload:\n%s", d.stderr)
+	}
 }
 
 func TestServiceMetrics(t *testing.T) {

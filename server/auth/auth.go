@@ -200,6 +200,11 @@ func (a *Authenticator) Watch(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-hup:
+			// idemd's SIGHUP also reloads its policy; without credentials
+			// there is nothing here to reload or to report.
+			if !a.Enabled() {
+				continue
+			}
 		case <-tick:
 			if !a.changed() {
 				continue

@@ -120,6 +120,7 @@ func Load(ctx context.Context, o Options) (*Resolver, error) {
 		return nil, err
 	}
 	r.cur.Store(g)
+	r.opts.Logger.Info("policy loaded", "file", r.opts.Path, "patterns", g.rules, "stores", len(g.refs))
 	return r, nil
 }
 
@@ -255,6 +256,38 @@ func (r *Resolver) build(ctx context.Context) (*generation, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// Each new URL is opened once, all of them together: a SQL store
+	// retries its connection for up to connect_retry, and patterns naming
+	// the same unreachable store must not each wait that long in turn.
+	type opening struct {
+		rule Rule
+		st   storage.Store
+		err  error
+	}
+	var openings []*opening
+	seen := map[string]bool{}
+	for _, rule := range f.Rules {
+		if rule.Store == "" || seen[rule.Store] {
+			continue
+		}
+		seen[rule.Store] = true
+		if _, ok := r.open[rule.Store]; !ok {
+			openings = append(openings, &opening{rule: rule})
+		}
+	}
+	var owg sync.WaitGroup
+	for _, o := range openings {
+		owg.Add(1)
+		go func() {
+			defer owg.Done()
+			o.st, o.err = storage.Open(ctx, o.rule.Store, r.opts.Open)
+		}()
+	}
+	owg.Wait()
+	opened := map[string]*opening{}
+	for _, o := range openings {
+		opened[o.rule.Store] = o
+	}
 	byURL := map[string]*storeRef{}
 	var refs []*storeRef
 	var fresh []*storeRef
@@ -268,11 +301,14 @@ func (r *Resolver) build(ctx context.Context) (*generation, error) {
 		}
 		ref, ok := r.open[rule.Store]
 		if !ok {
-			st, err := storage.Open(ctx, rule.Store, r.opts.Open)
-			if err != nil {
-				problems = append(problems, Problem{Line: rule.Line, Msg: fmt.Sprintf("%q: cannot open store %s: %s", rule.Pattern, storage.Redacted(rule.Store), strings.TrimPrefix(err.Error(), "idem: "))})
+			o := opened[rule.Store]
+			if o.err != nil {
+				if o.rule.Line == rule.Line { // reported once, at its first pattern
+					problems = append(problems, Problem{Line: rule.Line, Msg: fmt.Sprintf("%q: cannot open store %s: %s", rule.Pattern, storage.Redacted(rule.Store), strings.TrimPrefix(o.err.Error(), "idem: "))})
+				}
 				continue
 			}
+			st := o.st
 			if r.opts.Instrument != nil {
 				st = r.opts.Instrument(rule.Store, st)
 			}

@@ -112,7 +112,7 @@ func prepareDir(dir string) (string, error) {
 	}
 	for _, e := range ents {
 		if !pebbleFile(e.Name()) {
-			return "", fmt.Errorf("idem: pebble store at %s: directory is not empty and is not a pebble store (found %q); refusing to use it", dir, e.Name())
+			return "", fmt.Errorf("idem: pebble store at %s: directory holds %q, which is not a pebble store's file; refusing to use it (the store needs a directory of its own: move that file or pick another directory)", dir, e.Name())
 		}
 	}
 	path, err := filepath.Abs(dir)

@@ -162,7 +162,7 @@ func TestOpenRefuses(t *testing.T) {
 		{"non-empty directory that is not a store", func(t *testing.T, dir string) string {
 			os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("hello"), 0o600)
 			return dir
-		}, "is not a pebble store"},
+		}, `holds "notes.txt", which is not a pebble store's file`},
 		{"pebble store of someone else", func(t *testing.T, dir string) string {
 			db, err := pebbledb.Open(dir, &pebbledb.Options{Logger: quietLogger{}})
 			if err != nil {
