@@ -17,7 +17,7 @@ CLEANUPS+=("psql '$PG_URL' -qc 'DROP SCHEMA $schema CASCADE' >/dev/null 2>&1")
 # One connection per caller, as pgbench has (pgx defaults to max(4, cores)).
 store="$PG_URL&search_path=$schema&pool_max_conns=$BENCH_CONCURRENCY"
 flags=()
-if "$IDEMD" -h 2>&1 | grep -q '^Usage:.*migrate'; then
+if "$IDEMD" -h 2>&1 | grep '^Usage:.*migrate' >/dev/null; then
 	"$IDEMD" migrate --store "$store" >"$TMP/migrate.log" 2>&1 || { cat "$TMP/migrate.log"; exit 1; }
 elif "$IDEMD" -h 2>&1 | grep -- '-migrate' >/dev/null; then
 	flags+=(--migrate)
