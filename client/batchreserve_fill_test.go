@@ -33,19 +33,7 @@ func TestBatchReserveFillsItemsPastTheBudget(t *testing.T) {
 		return h(ctx, req)
 	}
 	ie := startIdem(t, idemConfig{remote: true, serverExtra: []grpc.UnaryServerInterceptor{capture}})
-	big := bytes.Repeat([]byte{'r'}, 1000<<10)
-	var items []*idemv1.BatchReserveRequest_Item
-	for i := range 6 {
-		key := fmt.Sprint("big-", i)
-		r, err := ie.svc.Reserve(ctx, &idemv1.ReserveRequest{Namespace: "ns", Key: key, Fingerprint: []byte("fp")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ie.svc.Complete(ctx, &idemv1.CompleteRequest{Namespace: "ns", Key: key, Token: r.GetRecord().GetToken(), Result: &idemv1.Result{Body: big}}); err != nil {
-			t.Fatal(err)
-		}
-		items = append(items, &idemv1.BatchReserveRequest_Item{Key: key, Fingerprint: []byte("fp")})
-	}
+	big, items := completeBig(ctx, t, ie, 6)
 	items = append(items, &idemv1.BatchReserveRequest_Item{Key: "fresh", Fingerprint: []byte("fp")})
 	// Its server-side answer leaves two records out.
 	direct, err := ie.server.BatchReserve(ctx, &idemv1.BatchReserveRequest{Tenant: "default", Namespace: "ns", Items: items[:6]})
@@ -97,9 +85,26 @@ func TestBatchReserveFillsItemsPastTheBudget(t *testing.T) {
 func TestLocalBatchReserveFillsItemsPastTheBudget(t *testing.T) {
 	ctx := testCtx(t)
 	ie := startIdem(t, idemConfig{})
+	big, items := completeBig(ctx, t, ie, 6)
+	resp, err := client.Local(ie.server).BatchReserve(ctx, &idemv1.BatchReserveRequest{Namespace: "ns", Items: items})
+	if err != nil {
+		t.Fatalf("BatchReserve() error = %v", err)
+	}
+	for i, r := range resp.GetResults() {
+		if r.GetError() != nil || r.GetOutcome() != idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED || !bytes.Equal(r.GetRecord().GetResult().GetBody(), big) {
+			t.Errorf("big-%d: %v %v, want COMPLETED with its whole result", i, r.GetOutcome(), r.GetError())
+		}
+	}
+}
+
+// completeBig completes n keys big-0… with results of 1000 KiB, so that
+// six of them pass a BatchReserve answer's 4 MiB bound, and returns the
+// result and the batch items that ask for them.
+func completeBig(ctx context.Context, t *testing.T, ie *idemEnv, n int) ([]byte, []*idemv1.BatchReserveRequest_Item) {
+	t.Helper()
 	big := bytes.Repeat([]byte{'r'}, 1000<<10)
 	var items []*idemv1.BatchReserveRequest_Item
-	for i := range 6 {
+	for i := range n {
 		key := fmt.Sprint("big-", i)
 		r, err := ie.svc.Reserve(ctx, &idemv1.ReserveRequest{Namespace: "ns", Key: key, Fingerprint: []byte("fp")})
 		if err != nil {
@@ -110,13 +115,5 @@ func TestLocalBatchReserveFillsItemsPastTheBudget(t *testing.T) {
 		}
 		items = append(items, &idemv1.BatchReserveRequest_Item{Key: key, Fingerprint: []byte("fp")})
 	}
-	resp, err := client.Local(ie.server).BatchReserve(ctx, &idemv1.BatchReserveRequest{Namespace: "ns", Items: items})
-	if err != nil {
-		t.Fatalf("BatchReserve() error = %v", err)
-	}
-	for i, r := range resp.GetResults() {
-		if r.GetError() != nil || r.GetOutcome() != idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED || !bytes.Equal(r.GetRecord().GetResult().GetBody(), big) {
-			t.Errorf("big-%d: %v %v, want COMPLETED with its whole result", i, r.GetOutcome(), r.GetError())
-		}
-	}
+	return big, items
 }
