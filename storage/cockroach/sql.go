@@ -150,10 +150,11 @@ WHERE r.tenant = $2::TEXT AND r.namespace = $3::TEXT AND r.expires_at > n.t
 AND r.idem_key%[1]s > $4::TEXT AND left(r.idem_key, length($5::TEXT)) = $5::TEXT
 ORDER BY r.idem_key%[1]s LIMIT $6::BIGINT`
 
-// sqlStats: $1 offset, $2 tenant and $3 namespace, each empty for all.
+// sqlStats: $1 offset, $2 tenant, $3 namespace or empty for all. The empty
+// tenant is a tenant like any other, never "all tenants".
 const sqlStats = `WITH ` + nowCTE + `
 SELECT r.namespace, r.state, count(*) FROM idem_records AS r, n
-WHERE ($2::TEXT = '' OR r.tenant = $2::TEXT) AND ($3::TEXT = '' OR r.namespace = $3::TEXT) AND r.expires_at > n.t
+WHERE r.tenant = $2::TEXT AND ($3::TEXT = '' OR r.namespace = $3::TEXT) AND r.expires_at > n.t
 GROUP BY r.namespace, r.state`
 
 // sqlSweep deletes up to $2 expired rows. SKIP LOCKED lets every replica

@@ -181,12 +181,24 @@ type row struct {
 	now     time.Time
 }
 
+// badRow is a row of a batch statement whose columns were read but whose
+// record could not be decoded (a damaged result or checkpoint): an answer
+// for its own item only, since the statement applied the others.
+type badRow struct {
+	id  storage.ID
+	err error
+}
+
 // errDecode marks errors of reading a row, which a retry cannot cure.
 type errDecode struct{ err error }
 
 func (e errDecode) Error() string { return e.err.Error() }
 func (e errDecode) Unwrap() error { return e.err }
 
+func (b badRow) Error() string { return b.err.Error() }
+func (b badRow) Unwrap() error { return b.err }
+
+// scanRow reads one row; a record it cannot decode is a badRow error.
 func scanRow(rows pgx.Rows, id storage.ID, withID bool) (row, error) {
 	var (
 		r                          row
@@ -210,11 +222,11 @@ func scanRow(rows pgx.Rows, id storage.ID, withID bool) (row, error) {
 	}
 	result, err := decodeResult(res)
 	if err != nil {
-		return r, errDecode{err}
+		return r, badRow{id, errDecode{err}}
 	}
 	checkpoint, err := decodeCheckpoint(cp)
 	if err != nil {
-		return r, errDecode{err}
+		return r, badRow{id, errDecode{err}}
 	}
 	if fp == nil {
 		fp = []byte{}
@@ -239,9 +251,15 @@ func scanRow(rows pgx.Rows, id storage.ID, withID bool) (row, error) {
 }
 
 // query runs one statement and hands each row to fn, retrying serialization
-// failures, deadlocks and statements that never reached the server.
-func (s *Store) query(ctx context.Context, sql string, args []any, fn func(pgx.Rows) error) error {
-	return s.retry(ctx, func() error { return s.queryOnce(ctx, sql, args, fn) })
+// failures, deadlocks and statements that never reached the server. A try
+// can fail after some of its rows arrived (a serialization failure at
+// commit, after RETURNING; CockroachDB streaming past its result buffer),
+// so reset runs before each try to drop what fn kept of the last one.
+func (s *Store) query(ctx context.Context, sql string, args []any, reset func(), fn func(pgx.Rows) error) error {
+	return s.retry(ctx, func() error {
+		reset()
+		return s.queryOnce(ctx, sql, args, fn)
+	})
 }
 
 // retry runs fn, the whole of one round trip, again after serialization
@@ -326,7 +344,7 @@ func (s *Store) mapErr(ctx context.Context, err error) error {
 
 // one runs a statement that answers at most one row.
 func (s *Store) one(ctx context.Context, sql string, args []any, id storage.ID) (r row, ok bool, err error) {
-	err = s.query(ctx, sql, args, func(rows pgx.Rows) error {
+	err = s.query(ctx, sql, args, func() { r, ok = row{}, false }, func(rows pgx.Rows) error {
 		var err error
 		r, err = scanRow(rows, id, false)
 		ok = true
@@ -508,49 +526,73 @@ func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, err
 	return r.rec, nil
 }
 
-// batchRows runs a batch statement and indexes its rows by ID.
-func (s *Store) batchRows(ctx context.Context, sql string, args []any) (map[storage.ID]row, error) {
-	got := map[storage.ID]row{}
-	err := s.query(ctx, sql, args, func(rows pgx.Rows) error {
+// batchRows runs a batch statement and indexes its rows by ID; a row it
+// cannot decode is that item's error in bad, not the whole call's.
+func (s *Store) batchRows(ctx context.Context, sql string, args []any) (got map[storage.ID]row, bad map[storage.ID]error, err error) {
+	reset := func() { got, bad = map[storage.ID]row{}, map[storage.ID]error{} }
+	err = s.query(ctx, sql, args, reset, func(rows pgx.Rows) error {
 		r, err := scanRow(rows, storage.ID{}, true)
+		var b badRow
+		if errors.As(err, &b) {
+			bad[b.id] = b.err
+			return nil
+		}
 		if err != nil {
 			return err
 		}
 		got[r.rec.ID] = r
 		return nil
 	})
-	return got, err
+	return got, bad, err
 }
 
 // order returns the item indexes sorted by ID, so concurrent batches lock
-// rows in the same order and do not deadlock each other.
+// rows in the same order and do not deadlock each other. Items of one ID
+// keep their order.
 func order(n int, id func(int) storage.ID) []int {
 	idx := make([]int, n)
 	for i := range idx {
 		idx[i] = i
 	}
-	slices.SortFunc(idx, func(a, b int) int {
+	slices.SortStableFunc(idx, func(a, b int) int {
 		x, y := id(a), id(b)
 		return strings.Compare(x.Tenant+"\x00"+x.Namespace+"\x00"+x.Key, y.Tenant+"\x00"+y.Namespace+"\x00"+y.Key)
 	})
 	return idx
 }
 
+// firsts splits pending (as order sorts it) into the first item of each ID,
+// which one statement can take, and the repeats, which wait for a later
+// round: a statement cannot touch one row twice, and each repeat must see
+// what the item before it did, as with single calls in a row.
+func firsts(pending []int, id func(int) storage.ID) (run, wait []int) {
+	for j, i := range pending {
+		if j > 0 && id(pending[j-1]) == id(i) {
+			wait = append(wait, i)
+			continue
+		}
+		run = append(run, i)
+	}
+	return run, wait
+}
+
 func (s *Store) BatchReserve(ctx context.Context, items []storage.ReserveParams) ([]storage.ReserveResult, error) {
 	out := make([]storage.ReserveResult, len(items))
-	pending := order(len(items), func(i int) storage.ID { return items[i].ID })
-	for try := 0; len(pending) > 0; try++ {
-		n := len(pending)
+	id := func(i int) storage.ID { return items[i].ID }
+	pending := order(len(items), id)
+	for round, reruns := 0, 0; len(pending) > 0; round++ {
+		run, wait := firsts(pending, id)
+		n := len(run)
 		tenants, namespaces, keys := make([]string, n), make([]string, n), make([]string, n)
 		fps, leases, holds := make([][]byte, n), make([]int64, n), make([]int64, n)
-		for j, i := range pending {
+		for j, i := range run {
 			p := items[i]
 			tenants[j], namespaces[j], keys[j] = p.Tenant, p.Namespace, p.Key
 			fps[j], leases[j], holds[j] = fingerprint(p.Fingerprint), micros(p.LeaseTTL), micros(max(p.Retention, p.LeaseTTL))
 		}
-		got, err := s.batchRows(ctx, sqlBatchReserve, []any{s.offset.Load(), tenants, namespaces, keys, fps, leases, holds})
+		got, bad, err := s.batchRows(ctx, sqlBatchReserve, []any{s.offset.Load(), tenants, namespaces, keys, fps, leases, holds})
 		if err != nil {
-			if try == 0 {
+			if round == 0 {
 				return nil, err
 			}
 			// Earlier rounds committed their items: answer those, and
@@ -560,8 +602,12 @@ func (s *Store) BatchReserve(ctx context.Context, items []storage.ReserveParams)
 			}
 			return out, nil
 		}
-		var next []int
-		for _, i := range pending {
+		again := make(map[int]bool, len(wait))
+		for _, i := range wait {
+			again[i] = true
+		}
+		stale := false
+		for _, i := range run {
 			r, ok := got[items[i].ID]
 			switch {
 			case ok && r.applied:
@@ -573,53 +619,68 @@ func (s *Store) BatchReserve(ctx context.Context, items []storage.ReserveParams)
 					out[i] = storage.ReserveResult{Outcome: o, Record: answer}
 					continue
 				}
+			case bad[items[i].ID] != nil:
+				out[i] = storage.ReserveResult{Err: bad[items[i].ID]}
+				continue
 			}
-			next = append(next, i)
+			again[i], stale = true, true
 		}
-		if len(next) > 0 {
-			if err := s.rerun(ctx, try); err != nil {
-				for _, i := range next {
+		pending = slices.DeleteFunc(pending, func(i int) bool { return !again[i] })
+		if stale {
+			if err := s.rerun(ctx, reruns); err != nil {
+				for _, i := range pending {
 					out[i] = storage.ReserveResult{Err: err}
 				}
 				return out, nil
 			}
+			reruns++
 		}
-		pending = next
 	}
 	return out, nil
 }
 
 func (s *Store) BatchComplete(ctx context.Context, items []storage.CompleteParams) ([]storage.CompleteResult, error) {
 	out := make([]storage.CompleteResult, len(items))
-	pending := order(len(items), func(i int) storage.ID { return items[i].ID })
-	for try := 0; len(pending) > 0; try++ {
+	id := func(i int) storage.ID { return items[i].ID }
+	pending := order(len(items), id)
+	type answer struct {
+		r   *row
+		err error // the record could not be decoded
+	}
+	for round, reruns := 0, 0; len(pending) > 0; round++ {
+		run, wait := firsts(pending, id)
 		off := s.offset.Load()
-		got := make([]*row, len(pending))
+		got := make([]answer, len(run))
 		err := s.retry(ctx, func() error {
 			// A new batch each try: pgx binds a sent batch's queries to
 			// the statements prepared on its connection, and a retry may
 			// get another connection.
 			batch := &pgx.Batch{}
-			for _, i := range pending {
+			for _, i := range run {
 				p := items[i]
 				batch.Queue(sqlComplete, off, p.Tenant, p.Namespace, p.Key, int64(p.Token), resultBytes(p.Result), micros(p.Retention))
 			}
 			br := s.pool.SendBatch(ctx, batch)
-			for j, i := range pending {
+			for j, i := range run {
 				rows, err := br.Query()
 				if err != nil {
 					br.Close()
 					return err
 				}
-				got[j] = nil
+				got[j] = answer{}
 				for rows.Next() {
 					r, err := scanRow(rows, items[i].ID, false)
-					if err != nil {
+					var b badRow
+					switch {
+					case errors.As(err, &b):
+						got[j] = answer{err: b.err}
+					case err != nil:
 						rows.Close()
 						br.Close()
 						return err
+					default:
+						got[j] = answer{r: &r}
 					}
-					got[j] = &r
 				}
 				rows.Close()
 				if err := rows.Err(); err != nil {
@@ -630,7 +691,7 @@ func (s *Store) BatchComplete(ctx context.Context, items []storage.CompleteParam
 			return br.Close()
 		})
 		if err != nil {
-			if try == 0 {
+			if round == 0 {
 				return nil, err
 			}
 			for _, i := range pending {
@@ -638,10 +699,16 @@ func (s *Store) BatchComplete(ctx context.Context, items []storage.CompleteParam
 			}
 			return out, nil
 		}
-		var next []int
-		for j, i := range pending {
-			r := got[j]
+		again := make(map[int]bool, len(wait))
+		for _, i := range wait {
+			again[i] = true
+		}
+		stale := false
+		for j, i := range run {
+			r := got[j].r
 			switch {
+			case got[j].err != nil:
+				out[i] = storage.CompleteResult{Err: got[j].err}
 			case r == nil:
 				out[i] = storage.CompleteResult{Err: storage.ErrNotFound}
 			case r.applied:
@@ -649,28 +716,29 @@ func (s *Store) BatchComplete(ctx context.Context, items []storage.CompleteParam
 			default:
 				write, answer, err := storage.ApplyComplete(r.rec, items[i], r.now)
 				if write != nil {
-					next = append(next, i)
+					again[i], stale = true, true
 					continue
 				}
 				out[i] = storage.CompleteResult{Record: answer, Err: err}
 			}
 		}
-		if len(next) > 0 {
-			if err := s.rerun(ctx, try); err != nil {
-				for _, i := range next {
+		pending = slices.DeleteFunc(pending, func(i int) bool { return !again[i] })
+		if stale {
+			if err := s.rerun(ctx, reruns); err != nil {
+				for _, i := range pending {
 					out[i] = storage.CompleteResult{Err: err}
 				}
 				return out, nil
 			}
+			reruns++
 		}
-		pending = next
 	}
 	return out, nil
 }
 
 func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Record, bool, error) {
 	var recs []*storage.Record
-	err := s.query(ctx, s.sqlList, []any{s.offset.Load(), p.Tenant, p.Namespace, p.After, p.KeyPrefix, p.Limit + 1}, func(rows pgx.Rows) error {
+	err := s.query(ctx, s.sqlList, []any{s.offset.Load(), p.Tenant, p.Namespace, p.After, p.KeyPrefix, p.Limit + 1}, func() { recs = nil }, func(rows pgx.Rows) error {
 		r, err := scanRow(rows, storage.ID{}, true)
 		if err != nil {
 			return err
@@ -689,7 +757,7 @@ func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Reco
 
 func (s *Store) Stats(ctx context.Context, tenant, namespace string) ([]storage.StatsRow, error) {
 	var out []storage.StatsRow
-	err := s.query(ctx, sqlStats, []any{s.offset.Load(), tenant, namespace}, func(rows pgx.Rows) error {
+	err := s.query(ctx, sqlStats, []any{s.offset.Load(), tenant, namespace}, func() { out = nil }, func(rows pgx.Rows) error {
 		var r storage.StatsRow
 		var state int32
 		if err := rows.Scan(&r.Namespace, &state, &r.Count); err != nil {

@@ -340,7 +340,8 @@ func (s *Store) exec(ctx context.Context, write bool, calls ...*call) error {
 // when the calls write and the store waits for replicas. A call that met
 // NOSCRIPT (Redis restarted or SCRIPT FLUSH) did not run; its script is
 // loaded again and the call re-sent once. The returned error is for the
-// whole pipeline (connection lost, WAIT not satisfied); per-call errors
+// whole pipeline (connection lost before the first reply, or with WAIT in
+// it; WAIT not satisfied); per-call errors, the lost replies' included,
 // are in each call.
 func (s *Store) send(ctx context.Context, write bool, calls ...*call) error {
 	if s.closed.Load() {
@@ -360,10 +361,26 @@ func (s *Store) send(ctx context.Context, write bool, calls ...*call) error {
 		if write && s.opts.WaitReplicas >= 0 {
 			wait = pipe.Do(ctx, "wait", s.opts.WaitReplicas, s.opts.WaitTimeout.Milliseconds())
 		}
-		_, _ = pipe.Exec(ctx)
+		// go-redis stamps a connection failure on every call of the
+		// pipeline, those it had read the replies of too.
+		_, perr := pipe.Exec(ctx)
+		lost := perr != nil && !isRedisError(perr)
+		if lost && (wait != nil || cmds[0].Val() == nil) {
+			return s.mapErr(ctx, perr)
+		}
 		var again []*call
 		for i, cmd := range cmds {
 			err := cmd.Err()
+			if lost {
+				// A script has written by the time Redis answers it, so a
+				// call answered before the failure stands; the others may
+				// or may not have run. (Under WAIT none is confirmed.)
+				if cmd.Val() == nil {
+					pending[i].res, pending[i].err = nil, s.mapErr(ctx, perr)
+					continue
+				}
+				err = nil
+			}
 			if err != nil && !isRedisError(err) {
 				return s.mapErr(ctx, err)
 			}

@@ -300,6 +300,39 @@ func testAdmin(t *testing.T, h Harness) {
 func testIsolation(t *testing.T, h Harness) {
 	t.Run("TenantsAndNamespaces", func(t *testing.T) { testTenantsAndNamespaces(t, h) })
 	t.Run("LongestIDs", func(t *testing.T) { testLongestIDs(t, h) })
+	t.Run("EmptyTenant", func(t *testing.T) {
+		// The empty tenant is a tenant like any other, not "every tenant":
+		// its List and Stats see its records alone, and others' never see it.
+		e := newEnv(t, h)
+		mine, empty := e.id("k"), storage.ID{Tenant: "", Namespace: e.ns, Key: "k"}
+		e.mustReserve(rp(mine, "fp", ttl, retention), storage.OutcomeReserved)
+		e.mustReserve(rp(storage.ID{Tenant: e.tenant, Namespace: e.ns + "/other", Key: "k"}, "fp", ttl, retention), storage.OutcomeReserved)
+		e.mustReserve(rp(empty, "fp", ttl, retention), storage.OutcomeReserved)
+		e.complete(empty, 1, nil, retention)
+		for _, tc := range []struct {
+			tenant string
+			want   []storage.StatsRow
+		}{
+			{"", []storage.StatsRow{{Namespace: e.ns, State: storage.StateCompleted, Count: 1}}},
+			{e.tenant, []storage.StatsRow{{Namespace: e.ns, State: storage.StateInProgress, Count: 1}, {Namespace: e.ns + "/other", State: storage.StateInProgress, Count: 1}}},
+		} {
+			for _, ns := range []string{"", e.ns} {
+				want := tc.want
+				if ns != "" {
+					want = want[:1]
+				}
+				got, err := e.s.Stats(e.ctx, tc.tenant, ns)
+				if err != nil || !slices.Equal(got, want) {
+					t.Fatalf("Stats(%q, %q) = %+v, %v; want %+v", tc.tenant, ns, got, err, want)
+				}
+			}
+			recs, _, err := e.s.List(e.ctx, storage.ListParams{Tenant: tc.tenant, Namespace: e.ns, Limit: 10})
+			if err != nil || len(recs) != 1 || recs[0].Tenant != tc.tenant {
+				t.Fatalf("List(tenant %q) = %d records, %v; want its one record", tc.tenant, len(recs), err)
+			}
+		}
+	})
+
 	t.Run("NoSeparatorCollisions", func(t *testing.T) {
 		// Backends that join ID parts into one key must do so unambiguously.
 		e := newEnv(t, h)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -252,6 +253,92 @@ func testRace(t *testing.T, h Harness) {
 			case got.Token != uint64(1+tk):
 				t.Fatalf("Lookup(%s) token = %d, want %d", id.Key, got.Token, 1+tk)
 			}
+		}
+	})
+
+	t.Run("ListPagesWhileWriting", func(t *testing.T) {
+		// Pages walked while keys between the pages' keys come and go, and
+		// the walked records themselves change state: every record that
+		// existed throughout is listed exactly once, in key order.
+		e := newEnv(t, h)
+		const stable = 40
+		for i := range stable {
+			e.mustReserve(rp(e.id(fmt.Sprintf("s%03d", i)), "fp", ttl, retention), storage.OutcomeReserved)
+		}
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var problems []error
+		var writes atomic.Int64
+		for w := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(w), 7))
+				for n := 0; ; n++ {
+					select {
+					case <-done:
+						return
+					default:
+					}
+					i := rng.IntN(stable)
+					var err error
+					switch rng.IntN(5) {
+					case 0, 1: // a key before, between or after the stable ones
+						_, _, err = e.s.Reserve(e.ctx, rp(e.id(fmt.Sprintf("s%03d-%d", i-1+rng.IntN(3), rng.IntN(4))), "fp", ttl, retention))
+					case 2:
+						_, err = e.s.Delete(e.ctx, e.id(fmt.Sprintf("s%03d-%d", i, rng.IntN(4))))
+					case 3:
+						_, err = e.s.Checkpoint(e.ctx, e.id(fmt.Sprintf("s%03d", i)), 1, storage.Checkpoint{Phase: fmt.Sprint(n)})
+					default:
+						_, err = e.s.Complete(e.ctx, storage.CompleteParams{ID: e.id(fmt.Sprintf("s%03d", i)), Token: 1, Result: &storage.Result{}, Retention: retention})
+					}
+					if err != nil && !errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrLeaseLost) {
+						mu.Lock()
+						problems = append(problems, err)
+						mu.Unlock()
+					}
+					writes.Add(1)
+				}
+			}()
+		}
+		for round := range 5 {
+			// Each round starts once the writers have moved on.
+			for writes.Load() < int64(50*round) && e.ctx.Err() == nil {
+				runtime.Gosched()
+			}
+			var got []string
+			p := storage.ListParams{Tenant: e.tenant, Namespace: e.ns, Limit: 1 + round}
+			for pages := 0; ; pages++ {
+				recs, more, err := e.s.List(e.ctx, p)
+				if err != nil {
+					t.Fatalf("List(%+v) error = %v", p, err)
+				}
+				for _, r := range recs {
+					got = append(got, r.Key)
+				}
+				if !more || pages > 10*stable {
+					break
+				}
+				p.After = recs[len(recs)-1].Key
+			}
+			var seen []string
+			for i, k := range got {
+				if i > 0 && k <= got[i-1] {
+					t.Fatalf("round %d: List pages = %q: %q after %q, want strictly increasing keys", round, got, k, got[i-1])
+				}
+				if len(k) == 4 {
+					seen = append(seen, k)
+				}
+			}
+			if len(seen) != stable {
+				t.Fatalf("round %d: List pages hold %d of the %d records that existed throughout: %q", round, len(seen), stable, seen)
+			}
+		}
+		close(done)
+		wg.Wait()
+		for _, err := range problems {
+			t.Error(err)
 		}
 	})
 
