@@ -37,8 +37,9 @@
 //
 // Batch calls apply the same rules per item, in order, and report per-item
 // errors in their results; the returned error is for the whole call (the
-// store is unreachable, the context ended). The server guarantees that the
-// IDs in one batch are distinct.
+// store is unreachable, the context ended). The server refuses batches
+// naming one key twice; a store given one anyway applies the repeats in
+// order, each seeing what the one before it did.
 //
 // Admin calls: Delete removes a record in any state (ErrNotFound when
 // absent) and returns it as it was; ForceRelease turns IN_PROGRESS into

@@ -5,13 +5,13 @@
 // The file is YAML: a "namespaces" mapping from pattern to policy.
 //
 //	namespaces:
-//	  /payments.v1.Payments/Charge:   # exact namespace
+//	  /payments.v1.PaymentsService/Charge:  # exact namespace
 //	    max_lease: 2m
-//	  payments.*:                     # namespaces starting with "payments."
+//	  /payments.*:                          # namespaces starting with "/payments."
 //	    store: postgres://idem@db/idem
 //	    default_retention: 7d
 //	    max_retention: 7d
-//	  default:                        # every other namespace
+//	  default:                              # every other namespace
 //	    store: pebble:///var/lib/idem
 //
 // An exact pattern beats the longest matching prefix, which beats default.
