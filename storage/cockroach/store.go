@@ -144,6 +144,12 @@ func connect(ctx context.Context, cfg *config, logger *slog.Logger) (*pgxpool.Po
 			logger.Info("idem: connected to store", "store", cfg.where, "dialect", dialect, "version", version)
 			return pool, dialect, version, nil
 		}
+		if refusedLogin(err) {
+			// A wrong password, role or database does not heal with retries;
+			// a deployment restarts the process if it was a race.
+			pool.Close()
+			return nil, "", "", fmt.Errorf("idem: %s refused the login: %s", cfg.where, oneLine(err))
+		}
 		if ctx.Err() != nil || time.Now().Add(backoff).After(deadline) {
 			pool.Close()
 			if ctx.Err() != nil {
@@ -158,6 +164,14 @@ func connect(ctx context.Context, cfg *config, logger *slog.Logger) (*pgxpool.Po
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
+}
+
+// refusedLogin reports whether the database answered and refused this
+// login: SQLSTATE class 28 (invalid authorization: password, role, a
+// pg_hba rule) or 3D000 (no such database).
+func refusedLogin(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "28") || pe.Code == "3D000")
 }
 
 // Dialect is DialectCockroach or DialectPostgres, as detected at connect.
