@@ -113,16 +113,16 @@ func (s *Service) ListKeys(ctx context.Context, req *idemv1.ListKeysRequest) (*i
 	if err != nil {
 		return nil, s.Status(ctx, method, err)
 	}
-	// A page ends early where its records would pass what idemd reads in
-	// a request (1,000 records with 1 MiB results would be a GiB); the
-	// next page starts after the last record answered. A record alone
-	// always fits.
+	// A page ends early where its records, and the token that would follow
+	// them, would pass what idemd reads in a request (1,000 records with
+	// 1 MiB results would be a GiB); the next page starts after the last
+	// record answered. A record alone always fits.
 	resp := &idemv1.ListKeysResponse{Records: make([]*idemv1.Record, 0, len(recs))}
 	budget, used, last := maxRequestBytes(s.opts.limits), 0, ""
 	for _, r := range recs {
 		pr := recordToProto(r, true)
 		n := protowire.SizeTag(1) + protowire.SizeBytes(pr.SizeVT())
-		if used+n > budget && len(resp.Records) > 0 {
+		if used+n+pageTokenSize(r.Key) > budget && len(resp.Records) > 0 {
 			more = true
 			break
 		}
@@ -138,6 +138,11 @@ func (s *Service) ListKeys(ctx context.Context, req *idemv1.ListKeysRequest) (*i
 
 func encodePageToken(after string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(pageTokenPrefix + after))
+}
+
+// pageTokenSize is what a next_page_token after key adds to a ListKeysResponse.
+func pageTokenSize(key string) int {
+	return protowire.SizeTag(2) + protowire.SizeBytes(base64.RawURLEncoding.EncodedLen(len(pageTokenPrefix)+len(key)))
 }
 
 func decodePageToken(tok string) (string, bool) {

@@ -10,9 +10,11 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+	"github.com/idemhq/idem/storage"
 )
 
 // A page token is opaque but comes back from the caller: one that does not
@@ -85,5 +87,53 @@ func TestListKeysPagesByBytes(t *testing.T) {
 	}
 	if pages < 1 {
 		t.Errorf("one page for %d records of 1000 KiB; the bound did not end it", len(want))
+	}
+}
+
+// A page's next_page_token fits in its bound too: records that fill the
+// page to a few bytes, then one more, whose token must not push the
+// answer past it.
+func TestListKeysPageTokenFitsTheBound(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	budget := maxRequestBytes(e.svc.Limits())
+	listSize := func(r *storage.Record) int {
+		return protowire.SizeTag(1) + protowire.SizeBytes(recordToProto(r, true).SizeVT())
+	}
+	keys := []string{"k0", "k1", "k2", "k3"}
+	for _, k := range keys {
+		completeKey(ctx, t, e, k, bigBody)
+	}
+	used := 0
+	var rec *storage.Record
+	for _, k := range keys {
+		var err error
+		if rec, err = e.store.Lookup(ctx, storageID(k)); err != nil {
+			t.Fatal(err)
+		}
+		used += listSize(rec)
+	}
+	n := bodyFor(t, budget-used-2, func(n int) int { return listSize(withBody(rec, "k4", n)) })
+	completeKey(ctx, t, e, "k4", make([]byte, n))
+	completeKey(ctx, t, e, "k5", []byte("small"))
+
+	var got []string
+	for tok, page := "", 0; ; page++ {
+		resp, err := e.admin.ListKeys(ctx, &idemv1.ListKeysRequest{Namespace: testNS, PageToken: tok})
+		if err != nil {
+			t.Fatalf("ListKeys() error = %v", err)
+		}
+		if size := proto.Size(resp); size > budget {
+			t.Errorf("page %d is %d bytes, over the %d-byte bound", page, size, budget)
+		}
+		for _, r := range resp.GetRecords() {
+			got = append(got, r.GetKey())
+		}
+		if tok = resp.GetNextPageToken(); tok == "" {
+			break
+		}
+	}
+	if want := append(keys, "k4", "k5"); !slices.Equal(got, want) {
+		t.Errorf("pages listed %q, want %q", got, want)
 	}
 }

@@ -151,3 +151,121 @@ func TestBatchReserveAnswersEveryReservation(t *testing.T) {
 		}
 	}
 }
+
+// bodyFor returns the body length n at which size(n) is want; size grows
+// by one a body byte within a varint class.
+func bodyFor(t *testing.T, want int, size func(n int) int) int {
+	t.Helper()
+	n := max(0, want-size(0))
+	for range 4 {
+		n += want - size(n)
+	}
+	if got := size(n); got != want {
+		t.Fatalf("test setup: no body length gives size %d (got %d at %d)", want, got, n)
+	}
+	return n
+}
+
+// withBody is rec with its key and result body replaced.
+func withBody(rec *storage.Record, key string, n int) *storage.Record {
+	r := rec.Clone()
+	r.Key = key
+	r.Result.Body = make([]byte, n)
+	return r
+}
+
+// The items answered with RESOURCE_EXHAUSTED instead of their record fit
+// in the budget too: records that fill it to a few bytes, then one that does
+// not fit, whose error must not push the answer past it.
+func TestBatchReserveRefusalsFitTheBudget(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	budget := batchAnswerBytes(e.svc.Limits())
+	keys := []string{"c0", "c1", "c2", "c3"}
+	for _, k := range keys {
+		completeKey(ctx, t, e, k, bigBody)
+	}
+	used := 0
+	var rec *storage.Record
+	for _, k := range keys {
+		var err error
+		if rec, err = e.store.Lookup(ctx, storageID(k)); err != nil {
+			t.Fatal(err)
+		}
+		used += itemSize(&idemv1.BatchReserveResponse_Result{Outcome: idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED, Record: reserveRecord(storage.OutcomeCompleted, rec)})
+	}
+	n := bodyFor(t, budget-used-4, func(n int) int {
+		return itemSize(&idemv1.BatchReserveResponse_Result{Outcome: idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED, Record: reserveRecord(storage.OutcomeCompleted, withBody(rec, "c4", n))})
+	})
+	completeKey(ctx, t, e, "c4", make([]byte, n))
+	completeKey(ctx, t, e, "c5", bigBody)
+
+	var items []*idemv1.BatchReserveRequest_Item
+	for _, k := range append(keys, "c4", "c5") {
+		items = append(items, &idemv1.BatchReserveRequest_Item{Key: k, Fingerprint: []byte("fp")})
+	}
+	resp, err := e.idem.BatchReserve(ctx, &idemv1.BatchReserveRequest{Namespace: testNS, Items: items})
+	if err != nil {
+		t.Fatalf("BatchReserve() error = %v", err)
+	}
+	if got := proto.Size(resp); got > budget {
+		t.Errorf("answer is %d bytes, want at most the %d-byte budget", got, budget)
+	}
+	for i, r := range resp.GetResults() {
+		if i < len(keys) && (r.GetError() != nil || !bytes.Equal(r.GetRecord().GetResult().GetBody(), bigBody)) {
+			t.Errorf("%s: %v %v, want COMPLETED with its whole result", items[i].GetKey(), r.GetOutcome(), r.GetError())
+		}
+	}
+	wantBudgetSpent(t, "c5", resp.GetResults()[5], budget)
+}
+
+// A BatchComplete answer is bounded like a BatchReserve's. Its results are
+// the ones the request carried, but each completed record also carries its
+// checkpoint, which the request does not: 1,000 keys holding 1 MiB
+// checkpoints would make one small request build a GiB answer. Every item
+// is still completed; one whose record does not fit is answered without it.
+func TestBatchCompleteAnswerBudget(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	budget := batchAnswerBytes(e.svc.Limits())
+	var items []*idemv1.BatchCompleteRequest_Item
+	for i := range 6 {
+		key := fmt.Sprint("k", i)
+		r, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: testNS, Key: key, Fingerprint: []byte("fp")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok := r.GetRecord().GetToken()
+		if _, err := e.idem.Checkpoint(ctx, &idemv1.CheckpointRequest{Namespace: testNS, Key: key, Token: tok, Phase: "p", Data: bigBody}); err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, &idemv1.BatchCompleteRequest_Item{Key: key, Token: tok, Result: &idemv1.Result{Body: []byte("ok")}})
+	}
+	// Twice: the second, a retry of the first, answers the same records.
+	for try := range 2 {
+		resp, err := e.idem.BatchComplete(ctx, &idemv1.BatchCompleteRequest{Namespace: testNS, Items: items})
+		if err != nil {
+			t.Fatalf("BatchComplete() try %d error = %v", try, err)
+		}
+		if got := proto.Size(resp); got > budget {
+			t.Errorf("try %d: answer is %d bytes, want at most the %d-byte budget", try, got, budget)
+		}
+		for i, r := range resp.GetResults() {
+			if r.GetError() != nil {
+				t.Errorf("try %d: %s: error %v, want completed", try, items[i].GetKey(), r.GetError())
+			}
+			if rec := r.GetRecord(); rec != nil && (rec.GetState() != idemv1.RecordState_RECORD_STATE_COMPLETED || string(rec.GetResult().GetBody()) != "ok" || !bytes.Equal(rec.GetCheckpoint().GetData(), bigBody)) {
+				t.Errorf("try %d: %s: answered with a partial record", try, items[i].GetKey())
+			}
+		}
+		if resp.GetResults()[0].GetRecord() == nil {
+			t.Errorf("try %d: the first item is answered without its record, which fits", try)
+		}
+	}
+	for _, it := range items {
+		rec, err := e.store.Lookup(ctx, storageID(it.GetKey()))
+		if err != nil || rec.State != storage.StateCompleted {
+			t.Errorf("%s: stored %+v, %v, want COMPLETED", it.GetKey(), rec, err)
+		}
+	}
+}

@@ -403,8 +403,18 @@ func (s *Service) BatchReserve(ctx context.Context, req *idemv1.BatchReserveRequ
 		return nil, err
 	}
 	results := make([]*idemv1.BatchReserveResponse_Result, len(out))
+	budget := batchAnswerBytes(*l)
+	refusal := func() *idemv1.BatchReserveResponse_Result {
+		return &idemv1.BatchReserveResponse_Result{Error: &idemv1.ItemError{
+			Code:    int32(codes.ResourceExhausted),
+			Message: fmt.Sprintf("idem: the answer's %d-byte budget is spent: Reserve or Lookup this key on its own (this left its record unchanged; asking again is safe)", budget),
+		}}
+	}
+	refused := itemSize(refusal())
 	// RESERVED items and errors are counted first and always answered: a
 	// dropped RESERVED item would leave its key held for a whole lease.
+	// The others, which changed nothing, are counted as refused, so that
+	// the refusals fit too.
 	used := 0
 	for i, it := range out {
 		res := &idemv1.BatchReserveResponse_Result{Error: it.err}
@@ -415,24 +425,20 @@ func (s *Service) BatchReserve(ctx context.Context, req *idemv1.BatchReserveRequ
 		results[i] = res
 		if it.err != nil || it.r.Outcome == storage.OutcomeReserved {
 			used += itemSize(res)
+		} else {
+			used += refused
 		}
 	}
-	// The others, which changed nothing, share what is left in request
-	// order; an item that does not fit is answered with an error instead.
-	budget := batchAnswerBytes(*l)
+	// They get their records in request order while these fit.
 	for i, it := range out {
 		if it.err != nil || it.r.Outcome == storage.OutcomeReserved {
 			continue
 		}
-		if n := itemSize(results[i]); used+n <= budget {
+		if n := itemSize(results[i]) - refused; used+n <= budget {
 			used += n
 			continue
 		}
-		results[i] = &idemv1.BatchReserveResponse_Result{Error: &idemv1.ItemError{
-			Code:    int32(codes.ResourceExhausted),
-			Message: fmt.Sprintf("idem: the answer's %d-byte budget is spent: Reserve or Lookup this key on its own (this left its record unchanged; asking again is safe)", budget),
-		}}
-		used += itemSize(results[i])
+		results[i] = refusal()
 	}
 	return &idemv1.BatchReserveResponse{Results: results}, nil
 }
@@ -480,15 +486,35 @@ func (s *Service) BatchComplete(ctx context.Context, req *idemv1.BatchCompleteRe
 		return nil, err
 	}
 	results := make([]*idemv1.BatchCompleteResponse_Result, len(out))
+	used := 0
 	for i, it := range out {
-		res := &idemv1.BatchCompleteResponse_Result{Error: it.err}
+		results[i] = &idemv1.BatchCompleteResponse_Result{Error: it.err}
+		used += completeItemSize(results[i])
 		if it.err == nil {
-			res.Record = recordToProto(it.r.Record, true)
 			s.notifier.notify(it.p.ID)
 		}
-		results[i] = res
+	}
+	// Records are answered in request order while they fit the budget of
+	// BatchReserve's answer: each carries its checkpoint, which the request
+	// did not, so a small request could otherwise ask for a GiB. A
+	// completed item past the budget is answered without its record.
+	budget := batchAnswerBytes(*l)
+	for i, it := range out {
+		if it.err != nil {
+			continue
+		}
+		res := &idemv1.BatchCompleteResponse_Result{Record: recordToProto(it.r.Record, true)}
+		if n := completeItemSize(res) - completeItemSize(results[i]); used+n <= budget {
+			results[i] = res
+			used += n
+		}
 	}
 	return &idemv1.BatchCompleteResponse{Results: results}, nil
+}
+
+// completeItemSize is what r adds to a BatchCompleteResponse.
+func completeItemSize(r *idemv1.BatchCompleteResponse_Result) int {
+	return protowire.SizeTag(1) + protowire.SizeBytes(r.SizeVT())
 }
 
 func invalidItem(v violations) *idemv1.ItemError {

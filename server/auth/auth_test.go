@@ -433,6 +433,11 @@ func TestParseTable(t *testing.T) {
 		{"regional tenant", h + " tenant=us-east1/acme role=client", ""},
 		{"tenant with space", "cert:x tenant=a\tb role=client", "key=value"},
 		{"expires on cert line", "cert:x tenant=a role=client expires=2030-01-01T00:00:00Z", "unknown field"},
+		// The API refuses these tenants in requests; a credential must not
+		// carry them to the store either.
+		{"tenant with a control character", h + " tenant=a\x01b role=client", "non-printable"},
+		{"tenant with an invisible character", h + " tenant=a\u200bb role=client", "non-printable"},
+		{"tenant not UTF-8", h + " tenant=a\xffb role=client", "UTF-8"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -536,5 +541,16 @@ func TestRegisterFlags(t *testing.T) {
 		TenantURIPrefix: "spiffe://corp/t/", TenantFromCN: true, ReloadInterval: time.Minute, Insecure: true}
 	if c != want {
 		t.Errorf("parsed config = %+v, want %+v", c, want)
+	}
+}
+
+// A certificate's CN becomes a tenant only when the API would accept it as one.
+func TestTenantFromCNRefusesNonPrintable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	f := newFixture(t, "", func(c *Config) { c.TokensFile = ""; c.TenantFromCN = true })
+	_, _, cert := f.ca.issue(t, leafOpts{cn: "tenant\x7fcn"})
+	if got, err := lookup(ctx, f.dial(t, &cert, nil), "", ""); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("Lookup() with a CN holding DEL = %q, %v, want UNAUTHENTICATED", got, err)
 	}
 }

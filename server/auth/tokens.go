@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // MaxTenantLen is the longest tenant a credential may name, as in the API's limits.
@@ -61,6 +63,15 @@ func checkTenant(t string) error {
 		return fmt.Errorf("idem: tenant longer than %d bytes", MaxTenantLen)
 	case strings.ContainsAny(t, " \t\r\n=#"):
 		return fmt.Errorf("idem: tenant %q contains a space, '=' or '#'", t)
+	case !utf8.ValidString(t):
+		return fmt.Errorf("idem: tenant %q is not valid UTF-8", t)
+	}
+	// The API refuses such a tenant in a request; from a credential it
+	// would reach the store unchecked.
+	for _, r := range t {
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("idem: tenant %q has a non-printable character %U", t, r)
+		}
 	}
 	return nil
 }

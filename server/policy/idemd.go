@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -95,6 +96,10 @@ func (e *extension) Setup(ctx context.Context, s *idemd.Setup) error {
 	stop := make(chan struct{})
 	stopped := make(chan struct{})
 	started := false // Started and Shutdown run on Serve's goroutine
+	// A reload in flight at shutdown is abandoned: opening a store that does
+	// not answer may take the reload's whole minute, past the shutdown's
+	// deadline, and holds the lock Close needs.
+	reloads, abandon := context.WithCancel(context.Background())
 	s.Started = append(s.Started, func(*server.Service, *grpc.Server) {
 		started = true
 		hup := make(chan os.Signal, 1)
@@ -105,7 +110,7 @@ func (e *extension) Setup(ctx context.Context, s *idemd.Setup) error {
 			for {
 				select {
 				case <-hup:
-					rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+					rctx, cancel := context.WithTimeout(reloads, time.Minute)
 					_ = r.Reload(rctx) // logged by Reload
 					cancel()
 				case <-stop:
@@ -115,9 +120,14 @@ func (e *extension) Setup(ctx context.Context, s *idemd.Setup) error {
 		}()
 	})
 	s.Shutdown = append(s.Shutdown, func(ctx context.Context) error {
+		abandon()
 		if started {
 			close(stop)
-			<-stopped
+			select {
+			case <-stopped:
+			case <-ctx.Done():
+				return fmt.Errorf("idem: policy reload still running at shutdown: %w", ctx.Err())
+			}
 		}
 		return r.Close(ctx)
 	})

@@ -3,7 +3,9 @@ package policy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -17,6 +19,7 @@ import (
 
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 	"github.com/idemhq/idem/server/idemd"
+	"github.com/idemhq/idem/storage"
 )
 
 func TestIdemdRefusesABadPolicy(t *testing.T) {
@@ -127,6 +130,67 @@ func TestIdemdReloadsOnSIGHUP(t *testing.T) {
 		t.Errorf("Reserve(lease 90s) after reloading max_lease 2m = %v, want success", err)
 	}
 	stop()
+	if err := <-done; err != nil {
+		t.Errorf("Serve() = %v, want a clean shutdown", err)
+	}
+}
+
+// The opens of policyhang:// stores each report that they started, block
+// until their context ends, as a SQL store's open retries an unreachable
+// server, and report how that context ended.
+var (
+	hangingStarted = make(chan struct{}, 1)
+	hangingOpens   = make(chan error, 1)
+)
+
+func init() {
+	storage.Register("policyhang", func(ctx context.Context, u *url.URL, _ storage.OpenOptions) (storage.Store, error) {
+		hangingStarted <- struct{}{}
+		<-ctx.Done()
+		hangingOpens <- ctx.Err()
+		return nil, errors.New("idem: cannot connect to " + u.Host)
+	})
+}
+
+// A reload still opening a store when idemd shuts down is abandoned: the
+// open's context is canceled, rather than the shutdown waiting out the
+// reload's minute, far past --shutdown-timeout.
+func TestIdemdShutdownAbandonsReload(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "p.yaml")
+	writePolicy(t, path, "namespaces:\n  a.*:\n    max_lease: 1m\n")
+	cfg := idemd.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Store = "memory://"
+	h := &servingHandler{addr: make(chan string, 1), reloaded: make(chan struct{}, 1)}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- idemd.Serve(sctx, cfg, slog.New(h), &extension{path: path, pingTimeout: time.Second}) }()
+	select {
+	case <-h.addr:
+	case err := <-done:
+		t.Fatalf("Serve() = %v before serving", err)
+	}
+	writePolicy(t, path, "namespaces:\n  a.*:\n    store: policyhang://db\n")
+	if err := syscall.Kill(syscall.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-hangingStarted:
+	case <-ctx.Done():
+		t.Fatal("no reload opened the store after SIGHUP")
+	}
+	stop() // while the reload opens the store
+	select {
+	case err := <-hangingOpens:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the reload's open ended with %v, want it canceled by the shutdown", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the reload's open was still running long after the shutdown began")
+	}
 	if err := <-done; err != nil {
 		t.Errorf("Serve() = %v, want a clean shutdown", err)
 	}

@@ -1618,9 +1618,11 @@ func (x *BatchCompleteRequest_Item) GetResult() *Result {
 }
 
 type BatchCompleteResponse_Result struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Record        *Record                `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
-	Error         *ItemError             `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The completed record; unset, with error unset too, for an item
+	// completed past the answer's size bound.
+	Record        *Record    `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	Error         *ItemError `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

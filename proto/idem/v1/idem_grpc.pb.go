@@ -63,6 +63,10 @@ type IdempotencyServiceClient interface {
 	// batch: Reserve or Lookup that key on its own (Go's client.New does).
 	BatchReserve(ctx context.Context, in *BatchReserveRequest, opts ...grpc.CallOption) (*BatchReserveResponse, error)
 	// BatchComplete completes up to 1,000 keys of one namespace at once.
+	// Its answer has the same bound as BatchReserve's: completed items get
+	// their records in request order while they fit, and a completed item
+	// past the bound is answered with neither record nor error (it is
+	// completed all the same; Lookup it for the record).
 	BatchComplete(ctx context.Context, in *BatchCompleteRequest, opts ...grpc.CallOption) (*BatchCompleteResponse, error)
 }
 
@@ -188,6 +192,10 @@ type IdempotencyServiceServer interface {
 	// batch: Reserve or Lookup that key on its own (Go's client.New does).
 	BatchReserve(context.Context, *BatchReserveRequest) (*BatchReserveResponse, error)
 	// BatchComplete completes up to 1,000 keys of one namespace at once.
+	// Its answer has the same bound as BatchReserve's: completed items get
+	// their records in request order while they fit, and a completed item
+	// past the bound is answered with neither record nor error (it is
+	// completed all the same; Lookup it for the record).
 	BatchComplete(context.Context, *BatchCompleteRequest) (*BatchCompleteResponse, error)
 	mustEmbedUnimplementedIdempotencyServiceServer()
 }
