@@ -1,6 +1,7 @@
 package observe
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -263,14 +264,14 @@ type Swepter interface{ Swept() uint64 }
 type sweptCollector struct {
 	desc    *prometheus.Desc
 	mu      sync.Mutex
-	sources map[string][]func() uint64
+	sources map[string][]*func() uint64
 	pushed  map[string]*atomic.Uint64
 }
 
 func newSweptCollector() *sweptCollector {
 	return &sweptCollector{
 		desc:    prometheus.NewDesc(NameRecordsSwept, "Expired records physically deleted by a store's sweeper.", []string{"store"}, nil),
-		sources: map[string][]func() uint64{},
+		sources: map[string][]*func() uint64{},
 		pushed:  map[string]*atomic.Uint64{},
 	}
 }
@@ -286,10 +287,26 @@ func (c *sweptCollector) counter(store string) *atomic.Uint64 {
 	return n
 }
 
-func (c *sweptCollector) addSource(store string, f func() uint64) {
+// addSource adds a store's counter; the returned func, for when that store
+// is closed, keeps its last count in the total and lets the store go (a
+// policy reload replaces stores, and each would stay reachable otherwise).
+func (c *sweptCollector) addSource(store string, f func() uint64) (remove func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.sources[store] = append(c.sources[store], f)
+	src := &f
+	c.sources[store] = append(c.sources[store], src)
+	return func() {
+		last := f()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.sources[store] = slices.DeleteFunc(c.sources[store], func(g *func() uint64) bool { return g == src })
+		n, ok := c.pushed[store]
+		if !ok {
+			n = new(atomic.Uint64)
+			c.pushed[store] = n
+		}
+		n.Add(last)
+	}
 }
 
 func (c *sweptCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
@@ -300,7 +317,7 @@ func (c *sweptCollector) Collect(ch chan<- prometheus.Metric) {
 	totals := map[string]uint64{}
 	for store, fs := range c.sources {
 		for _, f := range fs {
-			totals[store] += f()
+			totals[store] += (*f)()
 		}
 	}
 	for store, n := range c.pushed {
@@ -323,7 +340,8 @@ type Filterer interface {
 type filterCollector struct {
 	bytes, answered *prometheus.Desc
 	mu              sync.Mutex
-	sources         map[string][]func() (int64, uint64)
+	sources         map[string][]*func() (int64, uint64)
+	answeredGone    map[string]uint64 // answered by stores since closed
 }
 
 func newFilterCollector() *filterCollector {
@@ -332,14 +350,25 @@ func newFilterCollector() *filterCollector {
 			"Memory of a store's in-memory key filter (pebble's presence filter, outside the Go heap).", []string{"store"}, nil),
 		answered: prometheus.NewDesc(NameFilterAnswered,
 			"Reads of keys a store's key filter knew were never stored, answered without reading the store.", []string{"store"}, nil),
-		sources: map[string][]func() (int64, uint64){},
+		sources:      map[string][]*func() (int64, uint64){},
+		answeredGone: map[string]uint64{},
 	}
 }
 
-func (c *filterCollector) addSource(store string, f func() (int64, uint64)) {
+// addSource adds a store's filter; the returned func, for when that store
+// is closed, drops its memory from the gauge and keeps its count.
+func (c *filterCollector) addSource(store string, f func() (int64, uint64)) (remove func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.sources[store] = append(c.sources[store], f)
+	src := &f
+	c.sources[store] = append(c.sources[store], src)
+	return func() {
+		_, last := f()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.sources[store] = slices.DeleteFunc(c.sources[store], func(g *func() (int64, uint64)) bool { return g == src })
+		c.answeredGone[store] += last
+	}
 }
 
 func (c *filterCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -350,11 +379,18 @@ func (c *filterCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *filterCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for store, fs := range c.sources {
+	stores := map[string]bool{}
+	for store := range c.sources {
+		stores[store] = true
+	}
+	for store := range c.answeredGone {
+		stores[store] = true
+	}
+	for store := range stores {
 		var bytes int64
-		var answered uint64
-		for _, f := range fs {
-			b, a := f()
+		answered := c.answeredGone[store]
+		for _, f := range c.sources[store] {
+			b, a := (*f)()
 			bytes += b
 			answered += a
 		}

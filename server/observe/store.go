@@ -3,6 +3,7 @@ package observe
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +42,9 @@ type instrumented struct {
 	storage.Store
 	dur  [numOps]prometheus.Observer
 	errs [numOps]prometheus.Counter
+	// forget lets the metrics go of the store once it is closed.
+	forget     []func()
+	forgetOnce sync.Once
 }
 
 var _ storage.Store = (*instrumented)(nil)
@@ -58,12 +62,12 @@ func InstrumentStore(name string, s storage.Store, m *Metrics) storage.Store {
 	}
 	w := &instrumented{Store: s}
 	if sw, ok := s.(Swepter); ok {
-		m.swept.addSource(name, sw.Swept)
+		w.forget = append(w.forget, m.swept.addSource(name, sw.Swept))
 	} else {
 		m.swept.counter(name) // export a zero, so the series exists
 	}
 	if f, ok := s.(Filterer); ok {
-		m.filter.addSource(name, f.FilterStats)
+		w.forget = append(w.forget, m.filter.addSource(name, f.FilterStats))
 	}
 	for op := range numOps {
 		w.dur[op] = m.storeOp.WithLabelValues(name, StoreOps[op])
@@ -180,6 +184,12 @@ func (w *instrumented) Ping(ctx context.Context) error {
 }
 
 func (w *instrumented) Close() error {
+	// Before the store closes: a closed store's filter memory is gone.
+	w.forgetOnce.Do(func() {
+		for _, f := range w.forget {
+			f()
+		}
+	})
 	start := time.Now()
 	err := w.Store.Close()
 	w.done(opClose, start, err)
