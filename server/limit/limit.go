@@ -36,6 +36,10 @@ type Config struct {
 	// TenantBurst is how many calls a tenant may make at once above its
 	// rate (--tenant-burst); 0 means max(1, TenantRate).
 	TenantBurst int
+	// TenantMaxInflight bounds the calls one tenant has in flight at once
+	// (--tenant-max-inflight), so that one tenant's waiting Reserves or slow
+	// store cannot take every slot of MaxInflight.
+	TenantMaxInflight int
 	// MaxTenants bounds the per-tenant buckets kept; default 10,000.
 	MaxTenants int
 	// RetryAfter is the RetryInfo delay of an in-flight refusal; default 50 ms.
@@ -60,6 +64,9 @@ func (c Config) Validate() error {
 	if c.TenantBurst < 0 {
 		errs = append(errs, fmt.Errorf("idem: --tenant-burst %d is negative (0: the rate, at least 1)", c.TenantBurst))
 	}
+	if c.TenantMaxInflight < 0 {
+		errs = append(errs, fmt.Errorf("idem: --tenant-max-inflight %d is negative (0: unbounded)", c.TenantMaxInflight))
+	}
 	if c.MaxTenants < 0 {
 		errs = append(errs, fmt.Errorf("idem: --max-tenants %d is negative", c.MaxTenants))
 	}
@@ -72,6 +79,7 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.MaxInflight, "max-inflight", c.MaxInflight, "calls served at once by this replica; more are refused with RESOURCE_EXHAUSTED (0: unbounded)")
 	fs.Float64Var(&c.TenantRate, "tenant-rate", c.TenantRate, "calls per second each tenant may make to this replica (0: unlimited)")
 	fs.IntVar(&c.TenantBurst, "tenant-burst", c.TenantBurst, "calls a tenant may make at once above its rate (0: the rate, at least 1)")
+	fs.IntVar(&c.TenantMaxInflight, "tenant-max-inflight", c.TenantMaxInflight, "calls one tenant may have in flight on this replica at once; more are refused with RESOURCE_EXHAUSTED (0: unbounded)")
 	fs.IntVar(&c.MaxTenants, "max-tenants", c.MaxTenants, "per-tenant rate buckets kept; the least recently active are dropped")
 }
 
@@ -109,6 +117,13 @@ type Limiter struct {
 
 	mu      sync.Mutex
 	buckets *simplelru.LRU[string, *rate.Limiter]
+
+	// Calls in flight per tenant, with TenantMaxInflight; a tenant leaves
+	// the map when its last call ends, so it holds at most one entry per
+	// call in flight.
+	tmu          sync.Mutex
+	tenantCalls  map[string]int
+	errTenantFly error
 }
 
 // New returns a Limiter for cfg.
@@ -135,6 +150,8 @@ func New(cfg Config, opts ...Option) *Limiter {
 	l.releaseFn, l.noop = l.release, func() {}
 	l.buckets, _ = simplelru.NewLRU[string, *rate.Limiter](cfg.MaxTenants, nil)
 	l.errInflight = exhausted("idem: too many calls in flight; retry later", "inflight", cfg.RetryAfter)
+	l.tenantCalls = map[string]int{}
+	l.errTenantFly = exhausted("idem: this tenant has too many calls in flight; retry later", "tenant_inflight", cfg.RetryAfter)
 	return l
 }
 
@@ -185,17 +202,45 @@ func (l *Limiter) release() {
 // maxBucketKey bounds the tenant names the buckets keep.
 const maxBucketKey = 128
 
+// tenantKey is the name a tenant's bucket and count are kept under. The
+// name is not validated yet and may be as long as a request; a long one
+// is kept as its digest, which still gives it an entry of its own. The
+// NUL keeps digests apart from printable names.
+func tenantKey(tenant string) string {
+	if len(tenant) > maxBucketKey {
+		sum := sha256.Sum256([]byte(tenant))
+		return "\x00" + string(sum[:])
+	}
+	return tenant
+}
+
+// enter counts a call of tenant in flight, or refuses it past
+// TenantMaxInflight; the caller must call leave after a nil error.
+func (l *Limiter) enter(tenant string) error {
+	l.tmu.Lock()
+	defer l.tmu.Unlock()
+	if l.tenantCalls[tenant] >= l.cfg.TenantMaxInflight {
+		l.metrics.Rejected(observe.RejectTenantInflight)
+		return l.errTenantFly
+	}
+	l.tenantCalls[tenant]++
+	return nil
+}
+
+func (l *Limiter) leave(tenant string) {
+	l.tmu.Lock()
+	defer l.tmu.Unlock()
+	if n := l.tenantCalls[tenant] - 1; n > 0 {
+		l.tenantCalls[tenant] = n
+	} else {
+		delete(l.tenantCalls, tenant)
+	}
+}
+
 // allow takes one token from tenant's bucket, or says how long until one is due.
 func (l *Limiter) allow(tenant string) error {
 	if l.cfg.TenantRate <= 0 {
 		return nil
-	}
-	if len(tenant) > maxBucketKey {
-		// The name is not validated yet and may be as long as a request;
-		// keep its digest, which still gives it a bucket of its own. The
-		// NUL keeps digests apart from printable names.
-		sum := sha256.Sum256([]byte(tenant))
-		tenant = "\x00" + string(sum[:])
 	}
 	now := l.clock.Now()
 	l.mu.Lock()
@@ -235,11 +280,32 @@ func (l *Limiter) Admit(ctx context.Context, method string, req any) (done func(
 	if err := l.acquire(); err != nil {
 		return nil, err
 	}
-	if err := l.allow(l.tenantOf(ctx, req)); err != nil {
+	if l.cfg.TenantRate <= 0 && l.cfg.TenantMaxInflight <= 0 {
+		return l.releaseFn, nil
+	}
+	tenant := tenantKey(l.tenantOf(ctx, req))
+	if err := l.allow(tenant); err != nil {
 		l.release()
 		return nil, err
 	}
-	return l.releaseFn, nil
+	if l.cfg.TenantMaxInflight <= 0 {
+		return l.releaseFn, nil
+	}
+	if err := l.enter(tenant); err != nil {
+		l.release()
+		return nil, err
+	}
+	return func() {
+		l.leave(tenant)
+		l.release()
+	}, nil
+}
+
+// tenantsInFlight is the number of tenants with calls in flight, for tests.
+func (l *Limiter) tenantsInFlight() int {
+	l.tmu.Lock()
+	defer l.tmu.Unlock()
+	return len(l.tenantCalls)
 }
 
 // UnaryServerInterceptor limits unary calls. Place it after the auth

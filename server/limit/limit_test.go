@@ -306,10 +306,10 @@ func TestRegisterFlags(t *testing.T) {
 	fs := flag.NewFlagSet("idemd", flag.ContinueOnError)
 	c := DefaultConfig()
 	RegisterFlags(fs, &c)
-	if err := fs.Parse([]string{"--max-inflight=10", "--tenant-rate=2.5", "--tenant-burst=4", "--max-tenants=7"}); err != nil {
+	if err := fs.Parse([]string{"--max-inflight=10", "--tenant-rate=2.5", "--tenant-burst=4", "--tenant-max-inflight=3", "--max-tenants=7"}); err != nil {
 		t.Fatal(err)
 	}
-	want := Config{MaxInflight: 10, TenantRate: 2.5, TenantBurst: 4, MaxTenants: 7, RetryAfter: DefaultConfig().RetryAfter}
+	want := Config{MaxInflight: 10, TenantRate: 2.5, TenantBurst: 4, TenantMaxInflight: 3, MaxTenants: 7, RetryAfter: DefaultConfig().RetryAfter}
 	if c != want {
 		t.Errorf("parsed config = %+v, want %+v", c, want)
 	}
@@ -351,5 +351,59 @@ func TestLongTenantNamesAreNotKept(t *testing.T) {
 	// A long name still has its own bucket.
 	if _, err := l.Admit(context.Background(), "/idem.v1.IdempotencyService/Reserve", &idemv1.ReserveRequest{Tenant: long(0)}); status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("second call of a long tenant at rate 1 burst 1 error = %v, want ResourceExhausted", err)
+	}
+}
+
+// One tenant's calls in flight are bounded apart from the replica's, so a
+// tenant whose Reserves wait (or whose store is slow) leaves room for the
+// others; a tenant's count goes when its last call ends.
+func TestTenantMaxInflight(t *testing.T) {
+	reg := observe.NewRegistry()
+	l := New(Config{MaxInflight: 10, TenantMaxInflight: 2}, WithClock(clockwork.NewFakeClock()), WithMetrics(reg.Metrics))
+	const method = "/idem.v1.IdempotencyService/Reserve"
+	admit := func(tenant string) (func(), error) {
+		return l.Admit(context.Background(), method, &idemv1.ReserveRequest{Tenant: tenant})
+	}
+	a1, err := admit("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := admit("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = admit("a")
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("third call of tenant a error = %v, want ResourceExhausted", err)
+	}
+	if d, ok := retryDelay(err); !ok || d != DefaultConfig().RetryAfter {
+		t.Errorf("refusal RetryInfo = %v, %v; want %v", d, ok, DefaultConfig().RetryAfter)
+	}
+	if !strings.Contains(status.Convert(err).Message(), "tenant has too many calls in flight") {
+		t.Errorf("refusal message = %q", status.Convert(err).Message())
+	}
+	b1, err := admit("b")
+	if err != nil {
+		t.Fatalf("tenant b while a is at its bound: %v", err)
+	}
+	if got := l.inflight.Load(); got != 3 {
+		t.Errorf("replica in flight = %d, want 3 (the refusal gave its slot back)", got)
+	}
+	a1()
+	a3, err := admit("a")
+	if err != nil {
+		t.Fatalf("tenant a after one call ended: %v", err)
+	}
+	for _, done := range []func(){a2, a3, b1} {
+		done()
+	}
+	if n := l.tenantsInFlight(); n != 0 {
+		t.Errorf("%d tenants kept after every call ended, want 0", n)
+	}
+	if got := rejected(t, reg, observe.RejectTenantInflight); got != 1 {
+		t.Errorf("idem_rejected_total{reason=tenant_inflight} = %v, want 1", got)
+	}
+	if err := (Config{TenantMaxInflight: -1}).Validate(); err == nil || !strings.Contains(err.Error(), "--tenant-max-inflight") {
+		t.Errorf("Validate(-1) = %v, want an error naming --tenant-max-inflight", err)
 	}
 }

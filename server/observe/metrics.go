@@ -80,6 +80,7 @@ const (
 const (
 	RejectInflight         = "inflight"
 	RejectRate             = "rate_limit"
+	RejectTenantInflight   = "tenant_inflight"
 	RejectUnauthenticated  = "unauthenticated"
 	RejectPermissionDenied = "permission_denied"
 	RejectWaiters          = "waiters"
@@ -162,7 +163,7 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 	for _, o := range opts {
 		o(m)
 	}
-	for _, r := range []string{RejectInflight, RejectRate, RejectUnauthenticated, RejectPermissionDenied, RejectWaiters} {
+	for _, r := range []string{RejectInflight, RejectRate, RejectTenantInflight, RejectUnauthenticated, RejectPermissionDenied, RejectWaiters} {
 		m.rejected.WithLabelValues(r) // export zeros, so rate() works from the first refusal
 	}
 	return m
