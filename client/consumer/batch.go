@@ -32,7 +32,10 @@ type Message struct {
 // Results are in the order of msgs; the error is set only when the whole
 // batch failed (idem unreachable), and then every result carries it. A
 // message id repeated inside the batch is handled once; its repeats are
-// duplicates.
+// duplicates; a repeat with another payload is a Mismatch, unless the
+// record holds a payload other than the first occurrence's, which may be
+// the repeat's: such repeats are reserved after the rest, in a batch of
+// their own (fn may then be called again).
 func (c *Consumer) HandleBatch(ctx context.Context, namespace string, msgs []Message, fn func(ctx context.Context, batch []Message) []error) ([]Result, error) {
 	results := make([]Result, len(msgs))
 	ns, err := c.namespace(namespace)
@@ -141,21 +144,47 @@ func (c *Consumer) batch(ctx context.Context, ns string, msgs []Message, results
 		c.finishBatch(ctx, ns, fresh, freshIdx, errs, results)
 	}
 
+	var again []int // repeats idem must be asked about
 	for i, j := range dupOf {
 		if j < 0 {
 			continue
 		}
+		r := results[j]
 		if !bytes.Equal(msgs[i].Fingerprint, msgs[j].Fingerprint) {
-			// The same ID for another payload, as a later batch would
-			// find it: reported, not acked as a duplicate.
-			results[i] = Result{Outcome: Mismatch, Err: fmt.Errorf("%w: %s", ErrMismatch, msgRef(ns, msgs[i].ID))}
+			switch {
+			case r.Outcome == Mismatch:
+				// The record holds a payload other than the first
+				// occurrence's, maybe this one's (completed, or in
+				// flight elsewhere): a Mismatch here would drop it.
+				again = append(again, i)
+			case r.Outcome == Errored && r.Token == 0:
+				// idem did not answer for the ID: the record may hold
+				// this payload, so retry it rather than drop it.
+				results[i] = r
+			default:
+				// The record holds the first occurrence's payload, as a
+				// later batch would find it: reported, not acked.
+				results[i] = Result{Outcome: Mismatch, Err: fmt.Errorf("%w: %s", ErrMismatch, msgRef(ns, msgs[i].ID))}
+			}
 			continue
 		}
-		switch r := results[j]; r.Outcome {
+		switch r.Outcome {
 		case Processed, Failed, Duplicate:
 			results[i] = Result{Outcome: Duplicate}
 		default:
 			results[i] = r
+		}
+	}
+	if len(again) > 0 {
+		// A batch of their own; its repeats are resolved the same way.
+		sub := make([]Message, len(again))
+		subResults := make([]Result, len(again))
+		for k, i := range again {
+			sub[k] = msgs[i]
+		}
+		_ = c.batch(ctx, ns, sub, subResults, fn) // its failure is in subResults
+		for k, i := range again {
+			results[i] = subResults[k]
 		}
 	}
 	return nil

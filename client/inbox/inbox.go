@@ -77,7 +77,9 @@ var dialects sync.Map // DB → Dialect
 // DetectDialect reports which database db talks to, asking once per db.
 func DetectDialect(ctx context.Context, db DB) (Dialect, error) {
 	// Only comparable handles can key the cache; others are asked each time.
-	cacheable := reflect.TypeOf(db).Comparable()
+	// The value, not the type: an interface field holding a slice makes a
+	// comparable type's value panic as a map key.
+	cacheable := reflect.ValueOf(db).Comparable()
 	if cacheable {
 		if d, ok := dialects.Load(db); ok {
 			return d.(Dialect), nil
