@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/idemhq/idem"
 	"github.com/idemhq/idem/client"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
@@ -106,6 +108,12 @@ func (c *Consumer) batch(ctx context.Context, ns string, msgs []Message, results
 		i := uniq[k]
 		id := msgs[i].ID
 		if e := r.GetError(); e != nil {
+			if codes.Code(e.GetCode()) == codes.InvalidArgument {
+				// The batch's own fields were valid (or the whole call
+				// would have failed): the item's key or fingerprint is not.
+				results[i] = Result{Outcome: Invalid, Err: fmt.Errorf("%w: %s: %w", ErrInvalidMessage, msgRef(ns, id), itemError(e))}
+				continue
+			}
 			results[i] = Result{Outcome: Errored, Err: fmt.Errorf("idem: consumer: reserve %s: %w", msgRef(ns, id), itemError(e))}
 			continue
 		}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/idemhq/idem"
@@ -40,6 +42,11 @@ const (
 	Mismatch
 	// Errored: idem could not be asked or could not record the outcome.
 	Errored
+	// Invalid: idem refused the message's id or fingerprint (too long, not
+	// printable UTF-8, ...); the handler did not run, and no redelivery can
+	// change that. Adapters stop (kafka) or terminate the message (natsjs)
+	// rather than retry it forever; give ids idem accepts (WithMessageID).
+	Invalid
 )
 
 func (o Outcome) String() string {
@@ -58,6 +65,8 @@ func (o Outcome) String() string {
 		return "mismatch"
 	case Errored:
 		return "errored"
+	case Invalid:
+		return "invalid"
 	}
 	return "unknown"
 }
@@ -85,6 +94,9 @@ var (
 	// ErrMismatch: the message id was already used for a different payload.
 	// Redelivering will not help; adapters terminate or skip the message.
 	ErrMismatch = errors.New("idem: consumer: message id reused with a different fingerprint")
+	// ErrInvalidMessage: idem refused the message's id or fingerprint.
+	// Redelivering will not help.
+	ErrInvalidMessage = errors.New("idem: consumer: idem refuses this message's id or fingerprint")
 )
 
 // InFlightPolicy says what to do with a message another attempt holds.
@@ -132,6 +144,7 @@ type Stats struct {
 	Failed     atomic.Int64 // handler failed permanently; completed with the error
 	Mismatches atomic.Int64 // id reused with a different fingerprint
 	Errors     atomic.Int64 // idem unreachable or the outcome not recorded
+	Invalid    atomic.Int64 // id or fingerprint refused by idem
 }
 
 func (s *Stats) count(o Outcome) {
@@ -150,6 +163,8 @@ func (s *Stats) count(o Outcome) {
 		s.Mismatches.Add(1)
 	case Errored:
 		s.Errors.Add(1)
+	case Invalid:
+		s.Invalid.Add(1)
 	}
 }
 
@@ -287,6 +302,9 @@ func (c *Consumer) handle(ctx context.Context, namespace, msgID string, fingerpr
 		LeaseTtl: dur(c.o.lease), Retention: dur(c.o.retention), Wait: dur(c.o.wait),
 	})
 	if err != nil {
+		if refusesMessage(err) {
+			return Result{Outcome: Invalid, Err: fmt.Errorf("%w: %s: %w", ErrInvalidMessage, msgRef(ns, msgID), err)}
+		}
 		return Result{Outcome: Errored, Err: fmt.Errorf("idem: consumer: reserve %s: %w", msgRef(ns, msgID), err)}
 	}
 	switch resp.GetOutcome() {
@@ -445,4 +463,31 @@ func (c *Consumer) heartbeat(ctx context.Context, cancel context.CancelCauseFunc
 		}
 		live = kept
 	}
+}
+
+// refusesMessage reports whether idem refused a Reserve for the message's
+// own fields (its id is the key, its payload's hash the fingerprint), not
+// for the consumer's configuration (namespace, lease), which every message
+// shares and an operator can fix.
+func refusesMessage(err error) bool {
+	if !errors.Is(err, idem.ErrInvalidArgument) {
+		return false
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	for _, d := range st.Details() {
+		br, ok := d.(*errdetails.BadRequest)
+		if !ok {
+			continue
+		}
+		for _, v := range br.GetFieldViolations() {
+			if f := v.GetField(); f != "key" && f != "fingerprint" {
+				return false
+			}
+		}
+		return len(br.GetFieldViolations()) > 0
+	}
+	return false
 }

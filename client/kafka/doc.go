@@ -14,7 +14,10 @@
 // that another group member still holds after a rebalance (whatever the
 // consumer's InFlightPolicy), is retried in place after a delay, and the poll loop does not move on (nor commit) until
 // every record of the poll is done. A record whose id was reused for another
-// payload (a fingerprint mismatch) is reported and skipped.
+// payload (a fingerprint mismatch) is reported and skipped. A record whose
+// id cannot be derived, or that idem refuses (consumer.Invalid), stops Run
+// with its position: retrying it would stall the partition for good, and
+// skipping it would lose it.
 //
 // The message id is "<topic>/<partition>/<offset>" by default, stable
 // across redeliveries and replays of one topic; WithHeaderID uses a

@@ -112,7 +112,8 @@ func New(idem *consumer.Consumer, cl *kgo.Client, opts ...Option) (*Consumer, er
 }
 
 // Run polls and handles records until ctx ends, then returns ctx's error
-// (or a fatal poll error). Offsets are committed after each poll's
+// (or a fatal poll error, or the error of a record whose message id cannot
+// be derived or that idem refuses, which no retry would get past). Offsets are committed after each poll's
 // outcomes are recorded; a poll in hand when ctx ends is not committed, so
 // its records come back to the group and are recognised as duplicates.
 func (c *Consumer) Run(ctx context.Context, handler func(ctx context.Context, r *kgo.Record) error) error {
@@ -191,6 +192,12 @@ func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record, handler func(
 		for i, r := range results {
 			if c.o.observe != nil {
 				c.o.observe(msgs[i].Value.(*kgo.Record), r)
+			}
+			if r.Outcome == consumer.Invalid {
+				// As for an id that cannot be derived: retrying would stall
+				// the partition for good, skipping would lose the record.
+				rec := msgs[i].Value.(*kgo.Record)
+				return fmt.Errorf("idem: kafka: record %s/%d/%d: %w", rec.Topic, rec.Partition, rec.Offset, r.Err)
 			}
 			// In flight is retried whatever the InFlightPolicy: Kafka cannot
 			// redeliver one record, so committing past it would lose it if

@@ -11,7 +11,10 @@
 // another attempt holds is nak'ed with a delay of about the holder's lease,
 // whatever the consumer's InFlightPolicy (an ack would ack the holder's
 // delivery too). While a batch runs, its messages are marked in progress
-// every half AckWait, as idem's heartbeat extends their leases.
+// every half AckWait, as idem's heartbeat extends their leases. A message
+// whose id was reused for another payload (a mismatch), whose id cannot be
+// derived, or that idem refuses (consumer.Invalid) is terminated, for the
+// stream's dead-letter handling.
 //
 // The message id is the Nats-Msg-Id header (the publisher's dedupe id), or,
 // for messages published without one, "<stream>:<stream sequence>", which

@@ -222,7 +222,8 @@ func (c *Consumer) settle(m jetstream.Msg, r consumer.Result) {
 		_ = m.NakWithDelay(d)
 	case r.Ack():
 		_ = m.Ack()
-	case r.Outcome == consumer.Mismatch:
+	case r.Outcome == consumer.Mismatch, r.Outcome == consumer.Invalid:
+		// Redelivery cannot help; the dead-letter policy takes it.
 		_ = m.TermWithReason(r.Err.Error())
 	default:
 		_ = m.NakWithDelay(c.o.nakDelay)

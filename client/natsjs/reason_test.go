@@ -111,3 +111,51 @@ func TestTerminationReasonHidesMessageID(t *testing.T) {
 		t.Errorf("termination reason = %q, want key_hash %s and not the id", reason, observe.HashKey(id))
 	}
 }
+
+// TestInvalidMessageIsTerminated: a message whose id idem refuses (longer
+// than its 256-byte key limit) is terminated, not nak'ed forever, and its
+// handler never runs.
+func TestInvalidMessageIsTerminated(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	js, stream, subject := newStream(ctx, t)
+	m := nats.NewMsg(subject)
+	m.Header.Set("Order-Id", strings.Repeat("o", 300))
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	jc, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r reasons
+	settled := make(chan struct{})
+	c := natsjs.New(consumer.New(newIdem(t)), reasonConsumer{Consumer: jc, r: &r}, natsjs.WithNamespace("ns"), natsjs.WithBatch(10, 100*time.Millisecond),
+		natsjs.WithMessageID(func(m jetstream.Msg) (string, error) { return m.Headers().Get("Order-Id"), nil }),
+		natsjs.WithObserver(func(_ jetstream.Msg, res consumer.Result) {
+			if res.Outcome == consumer.Invalid {
+				close(settled)
+			}
+		}))
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	ran := false
+	go func() {
+		done <- c.Run(rctx, func(context.Context, jetstream.Msg) error { ran = true; return nil })
+	}()
+	select {
+	case <-settled:
+	case <-ctx.Done():
+		t.Fatal("the invalid message was never settled")
+	}
+	stop()
+	<-done
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.got) != 1 || !strings.Contains(r.got[0], "refuses this message's id") {
+		t.Errorf("terminated with %q, want one termination for the refused id", r.got)
+	}
+	if ran {
+		t.Error("the handler ran for a message idem refused")
+	}
+}
