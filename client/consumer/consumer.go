@@ -449,12 +449,10 @@ func (c *Consumer) heartbeat(ctx context.Context, cancel context.CancelCauseFunc
 			return
 		case <-t.Chan():
 		}
+		lost := c.extendAll(ctx, live)
 		kept := live[:0]
-		for _, r := range live {
-			_, err := c.svc.ExtendLease(ctx, &idemv1.ExtendLeaseRequest{
-				Tenant: c.o.tenant, Namespace: r.ns, Key: r.key, Token: r.token, LeaseTtl: dur(c.o.lease),
-			})
-			if errors.Is(err, idem.ErrLeaseLost) || errors.Is(err, idem.ErrNotFound) {
+		for i, r := range live {
+			if lost[i] {
 				cancel(fmt.Errorf("%w: %s", idem.ErrLeaseLost, msgRef(r.ns, r.key)))
 				continue
 			}
@@ -463,6 +461,31 @@ func (c *Consumer) heartbeat(ctx context.Context, cancel context.CancelCauseFunc
 		}
 		live = kept
 	}
+}
+
+// heartbeatCalls is how many ExtendLease calls a batch's heartbeat makes at
+// once: one by one, 1,000 leases at a few ms a call would take a good part
+// of a lease, and the last ones could lapse before they are extended.
+const heartbeatCalls = 16
+
+// extendAll extends every lease of refs and reports which are lost.
+func (c *Consumer) extendAll(ctx context.Context, refs []ref) []bool {
+	lost := make([]bool, len(refs))
+	sem := make(chan struct{}, heartbeatCalls)
+	var wg sync.WaitGroup
+	for i, r := range refs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			_, err := c.svc.ExtendLease(ctx, &idemv1.ExtendLeaseRequest{
+				Tenant: c.o.tenant, Namespace: r.ns, Key: r.key, Token: r.token, LeaseTtl: dur(c.o.lease),
+			})
+			lost[i] = errors.Is(err, idem.ErrLeaseLost) || errors.Is(err, idem.ErrNotFound)
+		}()
+	}
+	wg.Wait()
+	return lost
 }
 
 // refusesMessage reports whether idem refused a Reserve for the message's
