@@ -328,6 +328,11 @@ func (s *Store) Lookup(ctx context.Context, id storage.ID) (*storage.Record, err
 	sh, tag := s.locate(k)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
+	// Again under the lock: Close may have emptied the shard since check,
+	// and an empty shard would answer ErrNotFound for a stored record.
+	if s.closed.Load() {
+		return nil, storage.ErrClosed
+	}
 	i, found := sh.t.find(tag, k)
 	if r := live(&sh.t, i, found, id, s.now()); r != nil {
 		return r, nil
@@ -373,6 +378,9 @@ func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, err
 	sh, tag := s.locate(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	if s.closed.Load() {
+		return nil, storage.ErrClosed
+	}
 	i, found := sh.t.find(tag, k)
 	if !found {
 		return nil, storage.ErrNotFound
@@ -415,6 +423,10 @@ func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Reco
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.RLock()
+		if s.closed.Load() {
+			sh.mu.RUnlock()
+			return nil, false, storage.ErrClosed
+		}
 		for _, sl := range sh.t.slots {
 			if sl.tag == 0 || sl.expires <= now.UnixNano() {
 				continue
@@ -452,6 +464,10 @@ func (s *Store) Stats(ctx context.Context, tenant, namespace string) ([]storage.
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.RLock()
+		if s.closed.Load() {
+			sh.mu.RUnlock()
+			return nil, storage.ErrClosed
+		}
 		now := s.now()
 		for i, sl := range sh.t.slots {
 			if sl.tag == 0 {

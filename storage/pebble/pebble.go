@@ -555,8 +555,13 @@ func (s *Store) batch(ctx context.Context, ids []storage.ID, decide func(i int, 
 			cur = cur.Clone()
 		} else {
 			var err error
-			if cur, err = s.get(key); err != nil {
+			if cur, err = s.get(key); errors.Is(err, storage.ErrUnavailable) {
 				return err
+			} else if err != nil {
+				// A damaged record fails its own item, not the callers
+				// coalesced with it, as on the SQL store.
+				answer(i, nil, err)
+				continue
 			}
 		}
 		write, ans, err := decide(i, cur, now)

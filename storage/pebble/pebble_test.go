@@ -463,7 +463,7 @@ func TestSweepRechecksUnderLock(t *testing.T) {
 	}
 	clock.Advance(2 * time.Minute)
 	now := s.now()
-	entries, err := s.dueEntries(ctx, now, 10)
+	entries, err := s.dueEntries(ctx, now, nil, 10)
 	if err != nil || len(entries) != 1 {
 		t.Fatalf("dueEntries() = %d entries, %v; want 1", len(entries), err)
 	}

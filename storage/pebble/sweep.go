@@ -2,8 +2,11 @@ package pebble
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"fmt"
 	"hash/maphash"
+	"slices"
 	"time"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
@@ -35,62 +38,73 @@ func (s *Store) Swept() uint64 { return s.swept.Load() }
 
 // Sweep deletes the records expired at the store clock's now, in steps of
 // the sweep batch size, and returns how many it deleted. The background
-// sweep calls it; tests call it to run one sweep synchronously.
+// sweep calls it; tests call it to run one sweep synchronously. Each step
+// starts after the entries the step before it read, so entries it had to
+// leave (a busy stripe, a record it cannot read) never hold it back; a
+// record it cannot read stays, with its entry, and is reported once the
+// rest are swept.
 func (s *Store) Sweep(ctx context.Context) (int, error) {
 	s.sweepM.Lock()
 	defer s.sweepM.Unlock()
 	total := 0
+	var from []byte
+	var unread error
 	for {
-		n, more, err := s.sweepStep(ctx)
+		n, next, bad, err := s.sweepStep(ctx, from)
 		total += n
-		if err != nil || !more {
-			return total, err
+		if unread == nil && bad != nil {
+			unread = fmt.Errorf("idem: pebble sweep skipped a record it cannot read: %w", bad)
 		}
+		if err != nil || next == nil {
+			return total, cmp.Or(err, unread)
+		}
+		from = next
 	}
 }
 
-// sweepStep finds up to one batch of expiry entries due at now and deletes
-// their records, each re-checked under its stripe lock: a takeover or an
-// ExtendLease may have pushed the record's expiry out since the entry was
-// read, and then only the stale entry goes.
-func (s *Store) sweepStep(ctx context.Context) (deleted int, more bool, err error) {
+// sweepStep finds up to one batch of expiry entries due at now, from the
+// entry from on, and deletes their records, each re-checked under its
+// stripe lock: a takeover or an ExtendLease may have pushed the record's
+// expiry out since the entry was read, and then only the stale entry goes.
+// next is where the following step starts, nil when no entries are left;
+// bad is the first record it could not read.
+func (s *Store) sweepStep(ctx context.Context, from []byte) (deleted int, next []byte, bad, err error) {
 	if err := s.enter(ctx); err != nil {
-		return 0, false, err
+		return 0, nil, nil, err
 	}
 	defer s.mu.RUnlock()
 	now := s.now()
-	entries, err := s.dueEntries(ctx, now, s.opts.sweepBatch)
+	entries, err := s.dueEntries(ctx, now, from, s.opts.sweepBatch)
 	if err != nil {
-		return 0, false, err
+		return 0, nil, nil, err
 	}
-	full := len(entries) == s.opts.sweepBatch
-	busy := 0
+	if len(entries) == s.opts.sweepBatch {
+		next = append(slices.Clone(entries[len(entries)-1]), 0)
+	}
 	for len(entries) > 0 {
 		chunk := entries[:min(sweepChunk, len(entries))]
 		entries = entries[len(chunk):]
-		n, skipped, err := s.sweepChunk(chunk, now)
+		n, unread, err := s.sweepChunk(chunk, now)
 		deleted += n
-		busy += skipped
 		s.swept.Add(uint64(n))
+		bad = cmp.Or(bad, unread)
 		if err != nil {
-			return deleted, false, err
+			return deleted, nil, bad, err
 		}
 		if err := ctx.Err(); err != nil {
-			return deleted, false, err
+			return deleted, nil, bad, err
 		}
 	}
-	// Entries skipped for a busy stripe come first again in the next
-	// step; a step that skipped all it found ends the sweep, which the
-	// next tick resumes.
-	return deleted, full && busy < s.opts.sweepBatch, nil
+	return deleted, next, bad, nil
 }
 
-// dueEntries returns up to limit expiry entries due at now, oldest first.
-func (s *Store) dueEntries(ctx context.Context, now time.Time, limit int) ([][]byte, error) {
-	it, err := s.db.NewIterWithContext(ctx, &pebbledb.IterOptions{
-		LowerBound: []byte{prefixExpiry},
-		UpperBound: expiryBound(now),
-	})
+// dueEntries returns up to limit expiry entries due at now, oldest first,
+// from the key from on (nil: the first).
+func (s *Store) dueEntries(ctx context.Context, now time.Time, from []byte, limit int) ([][]byte, error) {
+	if from == nil {
+		from = []byte{prefixExpiry}
+	}
+	it, err := s.db.NewIterWithContext(ctx, &pebbledb.IterOptions{LowerBound: from, UpperBound: expiryBound(now)})
 	if err != nil {
 		return nil, s.readErr(err)
 	}
@@ -106,12 +120,13 @@ func (s *Store) dueEntries(ctx context.Context, now time.Time, limit int) ([][]b
 
 // sweepChunk deletes the records of entries that are still expired at now,
 // holding their stripes for one unsynced commit, and returns how many it
-// deleted and how many entries it skipped. It never waits for a stripe: a
-// writer holds its stripe until its batch is synced, and a sweep waiting
-// for it while holding the stripes it already had would stall every
-// writer behind those. An entry whose stripe is busy is left for a later
-// sweep (an expired record reads as absent until then).
-func (s *Store) sweepChunk(entries [][]byte, now time.Time) (deleted, skipped int, err error) {
+// deleted. It never waits for a stripe: a writer holds its stripe until
+// its batch is synced, and a sweep waiting for it while holding the
+// stripes it already had would stall every writer behind those. An entry
+// whose stripe is busy is left for a later sweep (an expired record reads
+// as absent until then). So is a record that cannot be read (unread is the
+// first such error): it fails only itself, not the deletion of the rest.
+func (s *Store) sweepChunk(entries [][]byte, now time.Time) (deleted int, unread, err error) {
 	held := make(map[int]bool, len(entries))
 	defer func() {
 		for i := range held {
@@ -124,7 +139,6 @@ func (s *Store) sweepChunk(entries [][]byte, now time.Time) (deleted, skipped in
 		i := s.stripeOf(key)
 		if !held[i] {
 			if !s.locks[i].TryLock() {
-				skipped++
 				continue
 			}
 			held[i] = true
@@ -147,13 +161,14 @@ func (s *Store) sweepChunk(entries [][]byte, now time.Time) (deleted, skipped in
 		}
 		rec, err := s.get(key)
 		if err != nil {
-			return 0, skipped, err
+			unread = cmp.Or(unread, err)
+			continue
 		}
 		switch {
 		case rec == nil:
 		case !rec.Live(now):
 			if err := del(b, key, rec); err != nil {
-				return 0, skipped, s.writeErr(err)
+				return 0, unread, s.writeErr(err)
 			}
 			gone[string(key)] = true
 			deleted++
@@ -161,18 +176,18 @@ func (s *Store) sweepChunk(entries [][]byte, now time.Time) (deleted, skipped in
 		if rec == nil || !bytes.Equal(expiryKey(rec.ExpiresAt, key), entry) {
 			// An entry left behind by an earlier expiry of the record.
 			if err := b.Delete(entry, nil); err != nil {
-				return 0, skipped, s.writeErr(err)
+				return 0, unread, s.writeErr(err)
 			}
 		}
 	}
 	if b.Empty() {
-		return 0, skipped, nil
+		return 0, unread, nil
 	}
 	// Unsynced: a delete lost in a crash leaves an expired record, which
 	// reads as absent and the next sweep removes. A later synced commit
 	// makes it durable anyway, since the WAL is written in order.
 	if err := b.Commit(pebbledb.NoSync); err != nil {
-		return 0, skipped, s.writeErr(err)
+		return 0, unread, s.writeErr(err)
 	}
-	return deleted, skipped, nil
+	return deleted, unread, nil
 }
