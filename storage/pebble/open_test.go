@@ -376,32 +376,7 @@ func crashResult(i int) *storage.Result {
 // SIGKILL and reopens its store: every Complete that returned is there.
 func TestKilledWriterKeepsAcknowledgedWrites(t *testing.T) {
 	ctx := testCtx(t)
-	dir := t.TempDir()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCrashWriter$")
-	cmd.Env = append(os.Environ(), "IDEM_PEBBLE_CRASH_DIR="+dir)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(stdout)
-	var acked []string
-	for len(acked) < 300 {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			t.Fatalf("writer stopped after %d keys: %v", len(acked), err)
-		}
-		if strings.HasPrefix(line, "error:") {
-			t.Fatalf("writer: %s", line)
-		}
-		acked = append(acked, strings.TrimSpace(line))
-	}
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	cmd.Wait()
+	dir, acked := killWriter(t, 300)
 	s, err := Open(dir, WithSweepInterval(0))
 	if err != nil {
 		t.Fatalf("Open() after kill error = %v", err)
@@ -492,4 +467,37 @@ func TestGarbledCurrentStaysRefused(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(dir, "CURRENT")); string(b) != "garbage\n" {
 		t.Errorf("CURRENT = %q, want it untouched", b)
 	}
+}
+
+// killWriter runs TestCrashWriter in a child process on a fresh store,
+// kills it with SIGKILL once it has acknowledged n keys, and returns the
+// store's directory and those keys, in order.
+func killWriter(t *testing.T, n int) (dir string, acked []string) {
+	t.Helper()
+	dir = t.TempDir()
+	cmd := exec.CommandContext(testCtx(t), os.Args[0], "-test.run=^TestCrashWriter$")
+	cmd.Env = append(os.Environ(), "IDEM_PEBBLE_CRASH_DIR="+dir)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(stdout)
+	for len(acked) < n {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("writer stopped after %d keys: %v", len(acked), err)
+		}
+		if strings.HasPrefix(line, "error:") {
+			t.Fatalf("writer: %s", line)
+		}
+		acked = append(acked, strings.TrimSpace(line))
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	return dir, acked
 }

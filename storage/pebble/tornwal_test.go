@@ -1,11 +1,9 @@
 package pebble
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -48,32 +46,7 @@ func copyDir(t *testing.T, src string) string {
 // never a hole, never a record that does not decode.
 func TestTornLogTailOpens(t *testing.T) {
 	ctx := testCtx(t)
-	dir := t.TempDir()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCrashWriter$")
-	cmd.Env = append(os.Environ(), "IDEM_PEBBLE_CRASH_DIR="+dir)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(stdout)
-	var acked []string
-	for len(acked) < 300 {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			t.Fatalf("writer stopped after %d keys: %v", len(acked), err)
-		}
-		if strings.HasPrefix(line, "error:") {
-			t.Fatalf("writer: %s", line)
-		}
-		acked = append(acked, strings.TrimSpace(line))
-	}
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	cmd.Wait()
+	dir, acked := killWriter(t, 300)
 	logs := filesMatching(t, dir, ".log")
 	if len(logs) == 0 {
 		t.Fatal("the writer left no log")
