@@ -136,4 +136,13 @@ func (h harness) MakeBenchStore(ctx context.Context, b *testing.B) storage.Store
 	return s
 }
 
+// Damage stores id's record with a result no codec version reads.
+func (h harness) Damage(ctx context.Context, t *testing.T, st storage.Store, id storage.ID) {
+	t.Helper()
+	if _, err := st.(*Store).pool.Exec(ctx, `INSERT INTO idem_records (tenant, namespace, idem_key, fingerprint, state, token, attempts, result, created_at, lease_expires_at, completed_at, expires_at)
+		VALUES ($1, $2, $3, 'fp', 2, 1, 1, '\xdeadbeef'::BYTEA, now(), now() + interval '1 hour', now(), now() + interval '1 hour')`, id.Tenant, id.Namespace, id.Key); err != nil {
+		t.Fatal(err)
+	}
+}
+
 var pgHarness = harness{base: postgresURL}

@@ -25,50 +25,6 @@ func damage(t *testing.T, s *Store, id storage.ID) {
 	}
 }
 
-// TestDamagedRecordFailsOnlyItself: coalesced Reserves and Completes run
-// as one batch, so a record that cannot be decoded must fail its own item
-// only; failing the batch failed every caller coalesced with it, each
-// time they retried together (the SQL store answers the same way).
-func TestDamagedRecordFailsOnlyItself(t *testing.T) {
-	ctx := testCtx(t)
-	s := openTest(t, t.TempDir(), clockwork.NewFakeClockAt(epoch))
-	defer s.Close()
-	id := func(k string) storage.ID { return storage.ID{Tenant: "t", Namespace: "ns", Key: k} }
-	damage(t, s, id("b"))
-	rp := func(k string) storage.ReserveParams {
-		return storage.ReserveParams{ID: id(k), Fingerprint: []byte("fp"), LeaseTTL: time.Minute, Retention: time.Hour}
-	}
-	rs, err := s.BatchReserve(ctx, []storage.ReserveParams{rp("a"), rp("b"), rp("c")})
-	if err != nil {
-		t.Fatalf("BatchReserve() error = %v; want an answer per item", err)
-	}
-	if rs[1].Err == nil {
-		t.Errorf("BatchReserve() damaged item = %v, want an error", rs[1].Outcome)
-	}
-	for _, i := range []int{0, 2} {
-		if rs[i].Err != nil || rs[i].Outcome != storage.OutcomeReserved {
-			t.Fatalf("BatchReserve() item %d = %v, %v; want RESERVED (only item 1's record is damaged)", i, rs[i].Outcome, rs[i].Err)
-		}
-	}
-	cs, err := s.BatchComplete(ctx, []storage.CompleteParams{
-		{ID: id("a"), Token: 1, Retention: time.Hour}, {ID: id("b"), Token: 1, Retention: time.Hour}, {ID: id("c"), Token: 1, Retention: time.Hour},
-	})
-	if err != nil {
-		t.Fatalf("BatchComplete() error = %v; want an answer per item", err)
-	}
-	if cs[1].Err == nil {
-		t.Errorf("BatchComplete() damaged item = %+v, want an error", cs[1].Record)
-	}
-	for _, i := range []int{0, 2} {
-		if cs[i].Err != nil || cs[i].Record.State != storage.StateCompleted {
-			t.Errorf("BatchComplete() item %d = %+v, %v; want COMPLETED", i, cs[i].Record, cs[i].Err)
-		}
-		if r, err := s.Lookup(ctx, id([]string{"a", "b", "c"}[i])); err != nil || r.State != storage.StateCompleted {
-			t.Errorf("Lookup() item %d = %+v, %v; want it COMPLETED on disk", i, r, err)
-		}
-	}
-}
-
 // TestSweepPassesDamagedRecord: the sweep reads each due record before
 // deleting it. One it cannot decode stopped every sweep at that record,
 // the oldest due, so nothing expired was ever deleted again. It is left

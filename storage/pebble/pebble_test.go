@@ -41,6 +41,10 @@ func (harness) MakeBenchStore(ctx context.Context, b *testing.B) storage.Store {
 	return s
 }
 
+func (harness) Damage(ctx context.Context, t *testing.T, st storage.Store, id storage.ID) {
+	damage(t, st.(*Store), id)
+}
+
 func TestConformance(t *testing.T) {
 	storagetest.RunConformanceTests(t, harness{})
 }

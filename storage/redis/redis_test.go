@@ -111,6 +111,15 @@ func (harness) MakeBenchStore(ctx context.Context, b *testing.B) storage.Store {
 	return openTest(ctx, b, "")
 }
 
+// Damage stores bytes at id's record key that no record version decodes.
+func (harness) Damage(ctx context.Context, t *testing.T, st storage.Store, id storage.ID) {
+	t.Helper()
+	s := st.(*Store)
+	if err := s.c.Set(ctx, s.nsPrefix(id.Tenant, id.Namespace)+id.Key, "\x09\x09\x09", time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestConformance(t *testing.T) {
 	testenv.RedisURL(t) // skip (or fail under CI) once, not per subtest
 	storagetest.RunConformanceTests(t, harness{})

@@ -329,6 +329,7 @@ func runAll(t *testing.T, h Harness) {
 	t.Run("Admin", func(t *testing.T) { testAdmin(t, h) })
 	t.Run("Isolation", func(t *testing.T) { testIsolation(t, h) })
 	t.Run("Copies", func(t *testing.T) { testCopies(t, h) })
+	t.Run("Damaged", func(t *testing.T) { testDamaged(t, h) })
 	t.Run("Race", func(t *testing.T) { testRace(t, h) })
 	t.Run("Close", func(t *testing.T) { testClose(t, h) })
 }
