@@ -42,7 +42,8 @@
 // order, each seeing what the one before it did.
 //
 // Admin calls: Delete removes a record in any state (ErrNotFound when
-// absent) and returns it as it was; ForceRelease turns IN_PROGRESS into
+// absent) and returns it as it was (nil for a record the store cannot
+// decode, which it removes all the same: that frees the key); ForceRelease turns IN_PROGRESS into
 // RELEASED whatever the token (RELEASED stays as it is; COMPLETED is
 // ErrNotInProgress); List pages through live records of one namespace in key
 // order; Stats counts live records by namespace and state.

@@ -530,6 +530,10 @@ func (s *Store) Lookup(ctx context.Context, id storage.ID) (*storage.Record, err
 
 func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, error) {
 	r, ok, err := s.one(ctx, sqlDelete, []any{s.offset.Load(), id.Tenant, id.Namespace, id.Key}, id)
+	if b := (badRow{}); errors.As(err, &b) {
+		// The row is deleted; what it held could not be read.
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}

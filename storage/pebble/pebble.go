@@ -476,15 +476,25 @@ func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, err
 	s.pres.mu.RLock()
 	defer s.pres.mu.RUnlock()
 	cur, err := s.get(key)
-	if err != nil {
+	if errors.Is(err, storage.ErrUnavailable) {
 		return nil, err
 	}
-	if !cur.Live(s.now()) {
+	damaged := err != nil
+	if !damaged && !cur.Live(s.now()) {
 		return nil, storage.ErrNotFound
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
-	if err := del(b, key, cur); err != nil {
+	if damaged {
+		// Deleting a record that cannot be read is how an operator frees
+		// its key; its expiry entry, whose time is unknown, is dropped by
+		// the sweep when due (it finds no record).
+		err = b.Delete(key, nil)
+		cur = nil
+	} else {
+		err = del(b, key, cur)
+	}
+	if err != nil {
 		return nil, s.writeErr(err)
 	}
 	s.commits.Add(1)

@@ -640,6 +640,11 @@ func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, err
 	if err != nil {
 		return nil, err
 	}
+	// A record that could not be read is removed all the same, and
+	// answered without it.
+	if code, detail, _, err := parseReply(id, res); errors.Is(err, errCorrupt) || (err == nil && code == codeOK && detail == "damaged") {
+		return nil, nil
+	}
 	return recordOrErr(id, 0, res)
 }
 
@@ -867,6 +872,9 @@ func parseReply(id storage.ID, res any) (code int64, detail string, rec *storage
 			return 0, "", nil, errCorrupt
 		}
 		if rec, err = decodeRecord(id, v); err != nil {
+			if !errors.Is(err, errCorrupt) {
+				err = fmt.Errorf("%w: %w", errCorrupt, err)
+			}
 			return 0, "", nil, err
 		}
 	}

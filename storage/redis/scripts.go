@@ -156,9 +156,12 @@ if not r then return {1, ''} end
 return {0, '', r.v}
 `
 
+// Delete removes even a value load cannot read, answering {0, 'damaged'}:
+// deleting such a record is how an operator frees its key.
 const deleteSrc = prelude + `
-local r = load(KEYS[1])
+local ok, r = pcall(load, KEYS[1])
 redis.call('DEL', KEYS[1])
+if not ok then return {0, 'damaged'} end
 if not r then return {1, ''} end
 return {0, '', r.v}
 `

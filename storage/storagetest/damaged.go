@@ -48,4 +48,9 @@ func testDamaged(t *testing.T, h Harness) {
 			t.Errorf("Lookup() item %d = %+v, %v; want it COMPLETED", i, r, err)
 		}
 	}
+	// Deleting it frees the key: that is what an operator deletes it for.
+	if rec, err := e.s.Delete(e.ctx, b); err != nil || rec != nil {
+		t.Fatalf("Delete() of the damaged record = %+v, %v; want it removed, answered without a record", rec, err)
+	}
+	e.mustReserve(rp(b, "fp", ttl, retention), storage.OutcomeReserved)
 }

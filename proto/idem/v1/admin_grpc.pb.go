@@ -31,7 +31,9 @@ const (
 //
 // AdminService is for operators. Every call is written to the audit log.
 type AdminServiceClient interface {
-	// DeleteKey removes a record whatever its state.
+	// DeleteKey removes a record whatever its state. A record the store
+	// cannot read (damaged on disk) is removed too, and answered without a
+	// record: deleting it frees its key.
 	DeleteKey(ctx context.Context, in *DeleteKeyRequest, opts ...grpc.CallOption) (*DeleteKeyResponse, error)
 	// ListKeys pages through live records of a namespace, optionally by key prefix.
 	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
@@ -96,7 +98,9 @@ func (c *adminServiceClient) Stats(ctx context.Context, in *StatsRequest, opts .
 //
 // AdminService is for operators. Every call is written to the audit log.
 type AdminServiceServer interface {
-	// DeleteKey removes a record whatever its state.
+	// DeleteKey removes a record whatever its state. A record the store
+	// cannot read (damaged on disk) is removed too, and answered without a
+	// record: deleting it frees its key.
 	DeleteKey(context.Context, *DeleteKeyRequest) (*DeleteKeyResponse, error)
 	// ListKeys pages through live records of a namespace, optionally by key prefix.
 	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
