@@ -6,20 +6,21 @@
 //
 // The generated decoder does not check that string fields hold valid UTF-8,
 // as protobuf-go's does: idemd's request validation checks every string of
-// the data plane's requests instead, and names the field.
+// the data plane's requests instead, and names the field. Everything else
+// about the wire format it checks as protobuf-go does (see Unmarshal).
 package codec
 
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-
-	idemv1 "github.com/idemhq/idem/proto/idem/v1"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Name is the codec's name, the same as grpc's protobuf codec: the wire
@@ -79,65 +80,73 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 		return fallback.Unmarshal(data, v)
 	}
 	m.Reset()
-	var err error
+	var b []byte
 	if len(data) == 1 {
-		err = m.UnmarshalVT(data[0].ReadOnlyData())
+		b = data[0].ReadOnlyData()
 	} else {
 		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
-		err = m.UnmarshalVT(buf.ReadOnlyData())
-		buf.Free()
+		defer buf.Free()
+		b = buf.ReadOnlyData()
 	}
-	if err == nil {
-		// The generated decoder keeps unknown fields without checking
-		// them as protobuf-go does (a group closed by another field's
-		// end tag passes); refuse what protobuf-go would.
-		err = checkUnknown(v)
+	pm, isProto := v.(proto.Message)
+	if !isProto || !strings.HasSuffix(string(pm.ProtoReflect().Descriptor().Name()), "Request") {
+		// Answers come from idemd's own encoder; the check below costs a
+		// client more than the decoding itself.
+		return m.UnmarshalVT(b)
 	}
-	return err
-}
-
-// checkUnknown parses the unknown fields a decoded idem.v1 request, or a
-// message of idem.v1 inside it, kept, and fails where they are malformed.
-// Responses come from idemd's own encoder and are not checked.
-func checkUnknown(v any) error {
-	switch r := v.(type) {
-	case *idemv1.ReserveRequest, *idemv1.ReleaseRequest, *idemv1.ExtendLeaseRequest,
-		*idemv1.CheckpointRequest, *idemv1.LookupRequest:
-		return unknown(r.(proto.Message))
-	case *idemv1.CompleteRequest:
-		return errors.Join(unknown(r), unknown(r.GetResult()))
-	case *idemv1.BatchReserveRequest:
-		if err := unknown(r); err != nil {
-			return err
-		}
-		for _, it := range r.Items {
-			if err := unknown(it); err != nil {
-				return err
-			}
-		}
-	case *idemv1.BatchCompleteRequest:
-		if err := unknown(r); err != nil {
-			return err
-		}
-		for _, it := range r.Items {
-			if err := errors.Join(unknown(it), unknown(it.GetResult())); err != nil {
-				return err
-			}
-		}
+	// The generated decoder is laxer than protobuf-go in places (it keeps
+	// malformed unknown fields, truncates field numbers above 2^31 onto
+	// known ones, takes any 10th varint byte), and stricter in one (a
+	// known field with another wire type is an error, not an unknown
+	// field). Check the wire format first as protobuf-go does, and let
+	// protobuf-go decide whatever the generated decoder refuses.
+	if err := wellFormed(b, pm.ProtoReflect().Descriptor(), 0); err != nil {
+		return fmt.Errorf("codec: %T: %w", v, err)
+	}
+	if err := m.UnmarshalVT(b); err != nil {
+		m.Reset()
+		return proto.Unmarshal(b, pm)
 	}
 	return nil
 }
 
-func unknown(m proto.Message) error {
-	r := m.ProtoReflect()
-	if !r.IsValid() { // a nil message inside the request
-		return nil
+// maxDepth is protobuf-go's default recursion limit.
+const maxDepth = 10000
+
+// wellFormed checks b as protobuf-go's decoder does, apart from UTF-8 (left
+// to idemd's validation): every tag and varint well formed, every length
+// within b, every group closed by its own end tag, and the same recursively
+// for the known message fields (map entries, durations, timestamps, Any).
+func wellFormed(b []byte, md protoreflect.MessageDescriptor, depth int) error {
+	if depth > maxDepth {
+		return errors.New("exceeded maximum recursion depth")
 	}
-	b := r.GetUnknown()
+	fields := md.Fields()
 	for len(b) > 0 {
-		_, _, n := protowire.ConsumeField(b)
+		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return fmt.Errorf("codec: %T: unknown fields: %w", m, protowire.ParseError(n))
+			return protowire.ParseError(n)
+		}
+		if num > protowire.MaxValidNumber {
+			return fmt.Errorf("invalid field number %d", num)
+		}
+		b = b[n:]
+		if typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			b = b[n:]
+			if fd := fields.ByNumber(num); fd != nil && (fd.Kind() == protoreflect.MessageKind) {
+				if err := wellFormed(v, fd.Message(), depth+1); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return protowire.ParseError(n)
 		}
 		b = b[n:]
 	}
