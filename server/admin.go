@@ -118,10 +118,10 @@ func (s *Service) ListKeys(ctx context.Context, req *idemv1.ListKeysRequest) (*i
 	// 1 MiB results would be a GiB); the next page starts after the last
 	// record answered. A record alone always fits.
 	resp := &idemv1.ListKeysResponse{Records: make([]*idemv1.Record, 0, len(recs))}
-	budget, used, last := maxRequestBytes(s.opts.limits), 0, ""
+	budget, used, last := answerBytes(s.opts.limits), 0, ""
 	for _, r := range recs {
 		pr := recordToProto(r, true)
-		n := protowire.SizeTag(1) + protowire.SizeBytes(pr.SizeVT())
+		n := entrySize(pr)
 		if used+n+pageTokenSize(r.Key) > budget && len(resp.Records) > 0 {
 			more = true
 			break

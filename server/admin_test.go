@@ -10,7 +10,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
@@ -61,7 +60,7 @@ func TestListKeysPagesByBytes(t *testing.T) {
 		}
 		want = append(want, key)
 	}
-	budget := maxRequestBytes(e.svc.Limits())
+	budget := answerBytes(e.svc.Limits())
 	var got []string
 	var pages int
 	for tok := ""; ; pages++ {
@@ -96,23 +95,10 @@ func TestListKeysPagesByBytes(t *testing.T) {
 func TestListKeysPageTokenFitsTheBound(t *testing.T) {
 	e := newEnv(t)
 	ctx := testContext(t)
-	budget := maxRequestBytes(e.svc.Limits())
-	listSize := func(r *storage.Record) int {
-		return protowire.SizeTag(1) + protowire.SizeBytes(recordToProto(r, true).SizeVT())
-	}
+	budget := answerBytes(e.svc.Limits())
+	listSize := func(r *storage.Record) int { return entrySize(recordToProto(r, true)) }
 	keys := []string{"k0", "k1", "k2", "k3"}
-	for _, k := range keys {
-		completeKey(ctx, t, e, k, bigBody)
-	}
-	used := 0
-	var rec *storage.Record
-	for _, k := range keys {
-		var err error
-		if rec, err = e.store.Lookup(ctx, storageID(k)); err != nil {
-			t.Fatal(err)
-		}
-		used += listSize(rec)
-	}
+	used, rec := completeBig(ctx, t, e, keys, listSize)
 	n := bodyFor(t, budget-used-2, func(n int) int { return listSize(withBody(rec, "k4", n)) })
 	completeKey(ctx, t, e, "k4", make([]byte, n))
 	completeKey(ctx, t, e, "k5", []byte("small"))

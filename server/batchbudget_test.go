@@ -29,6 +29,21 @@ func completeKey(ctx context.Context, t *testing.T, e *testEnv, key string, body
 	}
 }
 
+// completeBig completes keys with bigBody and returns the bytes size says
+// their records take in an answer, and the last record.
+func completeBig(ctx context.Context, t *testing.T, e *testEnv, keys []string, size func(*storage.Record) int) (used int, last *storage.Record) {
+	t.Helper()
+	for _, k := range keys {
+		completeKey(ctx, t, e, k, bigBody)
+		var err error
+		if last, err = e.store.Lookup(ctx, storageID(k)); err != nil {
+			t.Fatal(err)
+		}
+		used += size(last)
+	}
+	return used, last
+}
+
 func wantBudgetSpent(t *testing.T, key string, r *idemv1.BatchReserveResponse_Result, budget int) {
 	t.Helper()
 	if c := codes.Code(r.GetError().GetCode()); c != codes.ResourceExhausted {
@@ -51,7 +66,7 @@ func wantBudgetSpent(t *testing.T, key string, r *idemv1.BatchReserveResponse_Re
 func TestBatchReserveAnswerBudget(t *testing.T) {
 	e := newEnv(t)
 	ctx := testContext(t)
-	budget := batchAnswerBytes(e.svc.Limits())
+	budget := answerBytes(e.svc.Limits())
 	for i := range 6 {
 		completeKey(ctx, t, e, fmt.Sprint("c", i), bigBody)
 	}
@@ -120,7 +135,7 @@ func TestBatchReserveAnswerBudget(t *testing.T) {
 func TestBatchReserveAnswersEveryReservation(t *testing.T) {
 	e := newEnv(t)
 	ctx := testContext(t)
-	budget := batchAnswerBytes(e.svc.Limits())
+	budget := answerBytes(e.svc.Limits())
 	var items []*idemv1.BatchReserveRequest_Item
 	completeKey(ctx, t, e, "done", []byte("small"))
 	items = append(items, &idemv1.BatchReserveRequest_Item{Key: "done", Fingerprint: []byte("fp")})
@@ -180,23 +195,13 @@ func withBody(rec *storage.Record, key string, n int) *storage.Record {
 func TestBatchReserveRefusalsFitTheBudget(t *testing.T) {
 	e := newEnv(t)
 	ctx := testContext(t)
-	budget := batchAnswerBytes(e.svc.Limits())
+	budget := answerBytes(e.svc.Limits())
+	replaySize := func(r *storage.Record) int {
+		return entrySize(&idemv1.BatchReserveResponse_Result{Outcome: idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED, Record: reserveRecord(storage.OutcomeCompleted, r)})
+	}
 	keys := []string{"c0", "c1", "c2", "c3"}
-	for _, k := range keys {
-		completeKey(ctx, t, e, k, bigBody)
-	}
-	used := 0
-	var rec *storage.Record
-	for _, k := range keys {
-		var err error
-		if rec, err = e.store.Lookup(ctx, storageID(k)); err != nil {
-			t.Fatal(err)
-		}
-		used += itemSize(&idemv1.BatchReserveResponse_Result{Outcome: idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED, Record: reserveRecord(storage.OutcomeCompleted, rec)})
-	}
-	n := bodyFor(t, budget-used-4, func(n int) int {
-		return itemSize(&idemv1.BatchReserveResponse_Result{Outcome: idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED, Record: reserveRecord(storage.OutcomeCompleted, withBody(rec, "c4", n))})
-	})
+	used, rec := completeBig(ctx, t, e, keys, replaySize)
+	n := bodyFor(t, budget-used-4, func(n int) int { return replaySize(withBody(rec, "c4", n)) })
 	completeKey(ctx, t, e, "c4", make([]byte, n))
 	completeKey(ctx, t, e, "c5", bigBody)
 
@@ -227,7 +232,7 @@ func TestBatchReserveRefusalsFitTheBudget(t *testing.T) {
 func TestBatchCompleteAnswerBudget(t *testing.T) {
 	e := newEnv(t)
 	ctx := testContext(t)
-	budget := batchAnswerBytes(e.svc.Limits())
+	budget := answerBytes(e.svc.Limits())
 	var items []*idemv1.BatchCompleteRequest_Item
 	for i := range 6 {
 		key := fmt.Sprint("k", i)

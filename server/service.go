@@ -403,14 +403,14 @@ func (s *Service) BatchReserve(ctx context.Context, req *idemv1.BatchReserveRequ
 		return nil, err
 	}
 	results := make([]*idemv1.BatchReserveResponse_Result, len(out))
-	budget := batchAnswerBytes(*l)
+	budget := answerBytes(*l)
 	refusal := func() *idemv1.BatchReserveResponse_Result {
 		return &idemv1.BatchReserveResponse_Result{Error: &idemv1.ItemError{
 			Code:    int32(codes.ResourceExhausted),
 			Message: fmt.Sprintf("idem: the answer's %d-byte budget is spent: Reserve or Lookup this key on its own (this left its record unchanged; asking again is safe)", budget),
 		}}
 	}
-	refused := itemSize(refusal())
+	refused := entrySize(refusal())
 	// RESERVED items and errors are counted first and always answered: a
 	// dropped RESERVED item would leave its key held for a whole lease.
 	// The others, which changed nothing, are counted as refused, so that
@@ -424,7 +424,7 @@ func (s *Service) BatchReserve(ctx context.Context, req *idemv1.BatchReserveRequ
 		}
 		results[i] = res
 		if it.err != nil || it.r.Outcome == storage.OutcomeReserved {
-			used += itemSize(res)
+			used += entrySize(res)
 		} else {
 			used += refused
 		}
@@ -434,7 +434,7 @@ func (s *Service) BatchReserve(ctx context.Context, req *idemv1.BatchReserveRequ
 		if it.err != nil || it.r.Outcome == storage.OutcomeReserved {
 			continue
 		}
-		if n := itemSize(results[i]) - refused; used+n <= budget {
+		if n := entrySize(results[i]) - refused; used+n <= budget {
 			used += n
 			continue
 		}
@@ -443,16 +443,18 @@ func (s *Service) BatchReserve(ctx context.Context, req *idemv1.BatchReserveRequ
 	return &idemv1.BatchReserveResponse{Results: results}, nil
 }
 
-// batchAnswerBytes bounds a BatchReserve answer to what idemd reads in a
-// request: 1,000 keys completed with large results would otherwise make
-// one call build (and gRPC encode again) up to a GiB. A record alone
-// always fits (a result and a checkpoint, each at most MaxResultBytes),
-// and at the default limits it is 4 MiB, gRPC's default receive limit.
-func batchAnswerBytes(l Limits) int { return maxRequestBytes(l) }
+// answerBytes bounds the answers that list many records (BatchReserve,
+// BatchComplete, ListKeys) to what idemd reads in a request: 1,000
+// records with large results would otherwise make one call build (and
+// gRPC encode again) up to a GiB. A record alone always fits (a result and
+// a checkpoint, each at most MaxResultBytes), and at the default limits it
+// is 4 MiB, gRPC's default receive limit.
+func answerBytes(l Limits) int { return maxRequestBytes(l) }
 
-// itemSize is what r adds to a BatchReserveResponse: its bytes and their framing.
-func itemSize(r *idemv1.BatchReserveResponse_Result) int {
-	return protowire.SizeTag(1) + protowire.SizeBytes(r.SizeVT())
+// entrySize is what m adds to an answer as an entry of its field 1 (the
+// results or records): its bytes and their framing.
+func entrySize(m interface{ SizeVT() int }) int {
+	return protowire.SizeTag(1) + protowire.SizeBytes(m.SizeVT())
 }
 
 // BatchComplete implements idemv1.IdempotencyServiceServer, with the same
@@ -489,7 +491,7 @@ func (s *Service) BatchComplete(ctx context.Context, req *idemv1.BatchCompleteRe
 	used := 0
 	for i, it := range out {
 		results[i] = &idemv1.BatchCompleteResponse_Result{Error: it.err}
-		used += completeItemSize(results[i])
+		used += entrySize(results[i])
 		if it.err == nil {
 			s.notifier.notify(it.p.ID)
 		}
@@ -498,23 +500,18 @@ func (s *Service) BatchComplete(ctx context.Context, req *idemv1.BatchCompleteRe
 	// BatchReserve's answer: each carries its checkpoint, which the request
 	// did not, so a small request could otherwise ask for a GiB. A
 	// completed item past the budget is answered without its record.
-	budget := batchAnswerBytes(*l)
+	budget := answerBytes(*l)
 	for i, it := range out {
 		if it.err != nil {
 			continue
 		}
 		res := &idemv1.BatchCompleteResponse_Result{Record: recordToProto(it.r.Record, true)}
-		if n := completeItemSize(res) - completeItemSize(results[i]); used+n <= budget {
+		if n := entrySize(res) - entrySize(results[i]); used+n <= budget {
 			results[i] = res
 			used += n
 		}
 	}
 	return &idemv1.BatchCompleteResponse{Results: results}, nil
-}
-
-// completeItemSize is what r adds to a BatchCompleteResponse.
-func completeItemSize(r *idemv1.BatchCompleteResponse_Result) int {
-	return protowire.SizeTag(1) + protowire.SizeBytes(r.SizeVT())
 }
 
 func invalidItem(v violations) *idemv1.ItemError {

@@ -68,46 +68,12 @@ func TestTerminationReasonHidesMessageID(t *testing.T) {
 	const id = "order-4711/alice@example.com"
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
-	js, stream, subject := newStream(ctx, t)
 	// One order id published twice with different payloads: the second is a mismatch.
-	for _, data := range []string{"a", "b"} {
-		m := nats.NewMsg(subject)
-		m.Header.Set("Order-Id", id)
-		m.Data = []byte(data)
-		if _, err := js.PublishMsg(ctx, m); err != nil {
-			t.Fatal(err)
-		}
+	got, _ := terminations(ctx, t, consumer.Mismatch, []string{id, id}, []string{"a", "b"})
+	if len(got) != 1 {
+		t.Fatalf("terminated %d messages (%q), want the mismatch", len(got), got)
 	}
-	jc, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r reasons
-	terminated := make(chan struct{})
-	c := natsjs.New(consumer.New(newIdem(t)), reasonConsumer{Consumer: jc, r: &r}, natsjs.WithNamespace("ns"), natsjs.WithBatch(10, 100*time.Millisecond),
-		natsjs.WithMessageID(func(m jetstream.Msg) (string, error) { return m.Headers().Get("Order-Id"), nil }),
-		natsjs.WithFingerprint(func(m jetstream.Msg) []byte { return m.Data() }),
-		natsjs.WithObserver(func(_ jetstream.Msg, res consumer.Result) {
-			if res.Outcome == consumer.Mismatch {
-				close(terminated) // settled right after the observer
-			}
-		}))
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- c.Run(rctx, func(context.Context, jetstream.Msg) error { return nil }) }()
-	select {
-	case <-terminated:
-	case <-ctx.Done():
-		t.Fatal("the mismatch was never settled")
-	}
-	stop()
-	<-done
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.got) != 1 {
-		t.Fatalf("terminated %d messages (%q), want the mismatch", len(r.got), r.got)
-	}
-	if reason := r.got[0]; strings.Contains(reason, "alice@example.com") || !strings.Contains(reason, observe.HashKey(id)) {
+	if reason := got[0]; strings.Contains(reason, "alice@example.com") || !strings.Contains(reason, observe.HashKey(id)) {
 		t.Errorf("termination reason = %q, want key_hash %s and not the id", reason, observe.HashKey(id))
 	}
 }
@@ -118,11 +84,29 @@ func TestTerminationReasonHidesMessageID(t *testing.T) {
 func TestInvalidMessageIsTerminated(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
+	got, ran := terminations(ctx, t, consumer.Invalid, []string{strings.Repeat("o", 300)}, []string{""})
+	if len(got) != 1 || !strings.Contains(got[0], "refuses this message's id") {
+		t.Errorf("terminated with %q, want one termination for the refused id", got)
+	}
+	if ran {
+		t.Error("the handler ran for a message idem refused")
+	}
+}
+
+// terminations publishes one message per id (with its Order-Id header and
+// data), consumes them with the ids and data as id and fingerprint until
+// one is settled with outcome, and returns the reasons messages were
+// terminated with and whether the handler ran.
+func terminations(ctx context.Context, t *testing.T, outcome consumer.Outcome, ids, data []string) (got []string, ran bool) {
+	t.Helper()
 	js, stream, subject := newStream(ctx, t)
-	m := nats.NewMsg(subject)
-	m.Header.Set("Order-Id", strings.Repeat("o", 300))
-	if _, err := js.PublishMsg(ctx, m); err != nil {
-		t.Fatal(err)
+	for i, id := range ids {
+		m := nats.NewMsg(subject)
+		m.Header.Set("Order-Id", id)
+		m.Data = []byte(data[i])
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
 	}
 	jc, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
 	if err != nil {
@@ -130,32 +114,28 @@ func TestInvalidMessageIsTerminated(t *testing.T) {
 	}
 	var r reasons
 	settled := make(chan struct{})
+	var once sync.Once
 	c := natsjs.New(consumer.New(newIdem(t)), reasonConsumer{Consumer: jc, r: &r}, natsjs.WithNamespace("ns"), natsjs.WithBatch(10, 100*time.Millisecond),
 		natsjs.WithMessageID(func(m jetstream.Msg) (string, error) { return m.Headers().Get("Order-Id"), nil }),
+		natsjs.WithFingerprint(func(m jetstream.Msg) []byte { return m.Data() }),
 		natsjs.WithObserver(func(_ jetstream.Msg, res consumer.Result) {
-			if res.Outcome == consumer.Invalid {
-				close(settled)
+			if res.Outcome == outcome {
+				once.Do(func() { close(settled) }) // settled right after the observer
 			}
 		}))
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	ran := false
 	go func() {
 		done <- c.Run(rctx, func(context.Context, jetstream.Msg) error { ran = true; return nil })
 	}()
 	select {
 	case <-settled:
 	case <-ctx.Done():
-		t.Fatal("the invalid message was never settled")
+		t.Fatalf("no message was settled %v", outcome)
 	}
 	stop()
 	<-done
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.got) != 1 || !strings.Contains(r.got[0], "refuses this message's id") {
-		t.Errorf("terminated with %q, want one termination for the refused id", r.got)
-	}
-	if ran {
-		t.Error("the handler ran for a message idem refused")
-	}
+	return r.got, ran
 }

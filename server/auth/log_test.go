@@ -24,21 +24,8 @@ import (
 func TestRefusalLogNamesPeerNotToken(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	tok, line, err := MintToken("acme", RoleClient, time.Time{}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(path, []byte(line+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	var buf bytes.Buffer
-	cfg := DefaultConfig()
-	cfg.TokensFile = path
-	a, err := New(cfg, WithLogger(slog.New(slog.NewJSONHandler(&buf, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok, a := loggedAuth(t, &buf)
 	from := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 40000}
 	const wrong = "idem_not-a-real-token-but-still-a-secret"
 	for _, c := range []struct{ token, method string }{
@@ -76,23 +63,10 @@ func TestRefusalLogNamesPeerNotToken(t *testing.T) {
 func TestRefusalLinesAreThrottled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, line, err := MintToken("acme", RoleClient, time.Time{}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(path, []byte(line+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	var buf bytes.Buffer
-	cfg := DefaultConfig()
-	cfg.TokensFile = path
 	clk := clockwork.NewFakeClock()
 	rejected := 0
-	a, err := New(cfg, WithClock(clk), WithLogger(slog.New(slog.NewJSONHandler(&buf, nil))), WithRejectHook(func(string) { rejected++ }))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, a := loggedAuth(t, &buf, WithClock(clk), WithRejectHook(func(string) { rejected++ }))
 	refuse := func(n int) {
 		for range n {
 			cctx := metadata.NewIncomingContext(ctx, metadata.Pairs("authorization", "Bearer idem_revoked"))
@@ -118,4 +92,25 @@ func TestRefusalLinesAreThrottled(t *testing.T) {
 	if rejected != 101 {
 		t.Errorf("reject hook called %d times, want 101 (the metric counts every refusal)", rejected)
 	}
+}
+
+// loggedAuth is an Authenticator with one client token of tenant acme (tok)
+// that logs JSON into buf.
+func loggedAuth(t *testing.T, buf *bytes.Buffer, opts ...Option) (tok string, a *Authenticator) {
+	t.Helper()
+	tok, line, err := MintToken("acme", RoleClient, time.Time{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(path, []byte(line+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.TokensFile = path
+	a, err = New(cfg, append([]Option{WithLogger(slog.New(slog.NewJSONHandler(buf, nil)))}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok, a
 }
