@@ -2,7 +2,10 @@ package cockroach
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"github.com/idemhq/idem/storage"
 )
 
 // sweepLoop deletes expired rows on PostgreSQL, which has no row-level TTL.
@@ -24,7 +27,7 @@ func (s *Store) sweepLoop(ctx context.Context) {
 		for ctx.Err() == nil {
 			n, err := s.sweepOnce(ctx)
 			if err != nil {
-				if ctx.Err() == nil {
+				if ctx.Err() == nil && !errors.Is(err, storage.ErrClosed) {
 					s.log.Warn("idem: sweeping expired records failed", "store", s.cfg.where, "err", err)
 				}
 				break
@@ -36,13 +39,20 @@ func (s *Store) sweepLoop(ctx context.Context) {
 	}
 }
 
-// sweepOnce deletes up to one batch of expired rows.
+// sweepOnce deletes up to one batch of expired rows. At REPEATABLE READ or
+// SERIALIZABLE the DELETE can lose a conflict with a live writer; it goes
+// through the retry loop like every other statement, since deleting rows
+// that are still expired again is harmless.
 func (s *Store) sweepOnce(ctx context.Context) (int64, error) {
-	tag, err := s.pool.Exec(ctx, sqlSweep, s.offset.Load(), s.cfg.sweepBatch)
+	var n int64
+	err := s.retry(ctx, func() error {
+		tag, err := s.pool.Exec(ctx, sqlSweep, s.offset.Load(), s.cfg.sweepBatch)
+		n = tag.RowsAffected()
+		return err
+	})
 	if err != nil {
-		return 0, s.mapErr(ctx, err)
+		return 0, err
 	}
-	n := tag.RowsAffected()
 	s.swept.Add(uint64(n))
 	return n, nil
 }

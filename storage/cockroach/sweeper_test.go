@@ -25,6 +25,33 @@ func reserveN(t *testing.T, s *Store, prefix string, n int, retention time.Durat
 func TestSweeper(t *testing.T) {
 	ctx := testCtx(t)
 	base := postgresURL(t)
+	t.Run("RetriesSerializationFailure", func(t *testing.T) {
+		// At REPEATABLE READ or SERIALIZABLE a sweep can lose a conflict
+		// with a live writer; it must try again, not wait a whole interval.
+		// A trigger fails the first DELETE as such a conflict would.
+		u := migratedURL(t, base)
+		s := openTest(t, u)
+		defer s.Close()
+		// A sequence, since the failed statement's writes roll back.
+		execSQL(t, u, `CREATE SEQUENCE sweep_tries`)
+		execSQL(t, u, `CREATE FUNCTION sweep_conflict() RETURNS trigger AS $$
+BEGIN
+	IF nextval('sweep_tries') = 1 THEN
+		RAISE EXCEPTION 'conflict made by the test' USING ERRCODE = 'serialization_failure';
+	END IF;
+	RETURN OLD;
+END $$ LANGUAGE plpgsql`)
+		execSQL(t, u, `CREATE TRIGGER sweep_conflict BEFORE DELETE ON idem_records FOR EACH ROW EXECUTE FUNCTION sweep_conflict()`)
+		reserveN(t, s, "old", 2, time.Hour)
+		offsetClock{s}.Advance(2 * time.Hour)
+		n, err := s.sweepOnce(ctx)
+		if err != nil || n != 2 {
+			t.Fatalf("sweepOnce() = %d, %v, want 2, nil after one serialization failure", n, err)
+		}
+		if tries := queryInt(t, u, `SELECT last_value FROM sweep_tries`); tries < 2 {
+			t.Fatalf("the trigger ran %d times, want a failed try and another: the test proves nothing", tries)
+		}
+	})
 	t.Run("BoundedBatches", func(t *testing.T) {
 		u := migratedURL(t, base)
 		s := openTest(t, u)
