@@ -112,6 +112,7 @@ func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
 	// code clients retry.
 	opts = append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxRequestBytes(svc.opts.limits)),
+		grpc.MaxConcurrentStreams(DefaultMaxStreams),
 		grpc.NumStreamWorkers(uint32(max(256, 32*runtime.GOMAXPROCS(0)))),
 		grpc.ForceServerCodecV2(codec.Codec{}),
 		grpc.ChainStreamInterceptor(reflectionUntilClose(svc.done)),
@@ -122,6 +123,12 @@ func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
 	reflection.Register(srv)
 	return srv
 }
+
+// DefaultMaxStreams bounds the calls one client connection has open at
+// once, so that one connection cannot make idemd hold a goroutine and
+// buffers for each of a million calls. A client past it queues its calls
+// rather than failing them.
+const DefaultMaxStreams = 1000
 
 // maxRequestBytes is the largest request idemd reads under limits l:
 // gRPC's 4 MiB default, or room for a result of l.MaxResultBytes with

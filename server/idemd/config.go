@@ -46,6 +46,9 @@ type Config struct {
 	// StoreTimeout bounds each store operation (server.WithStoreTimeout);
 	// 0 turns the bound off.
 	StoreTimeout time.Duration
+	// MaxStreams bounds the calls one client connection has open at once;
+	// clients queue calls past it. 0 turns the bound off.
+	MaxStreams uint
 }
 
 // DefaultConfig is idemd's configuration without flags: loopback, the
@@ -66,6 +69,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout:  30 * time.Second,
 		HealthInterval:   5 * time.Second,
 		StoreTimeout:     server.DefaultStoreTimeout,
+		MaxStreams:       server.DefaultMaxStreams,
 	}
 }
 
@@ -89,6 +93,7 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long shutdown waits for in-flight calls before cutting them off")
 	fs.DurationVar(&c.HealthInterval, "health-interval", c.HealthInterval, "how often the store is pinged for the health service")
 	fs.DurationVar(&c.StoreTimeout, "store-timeout", c.StoreTimeout, "longest one store operation may take before the call answers UNAVAILABLE (0: no bound)")
+	fs.UintVar(&c.MaxStreams, "max-streams", c.MaxStreams, "most calls one client connection may have open at once; clients queue the rest (0: no bound)")
 }
 
 // EnvName is the environment variable of a flag: IDEM_ and the flag's name
@@ -127,8 +132,40 @@ func (c Config) Limits() (server.Limits, error) {
 	l.DefaultRetention = c.DefaultRetention
 	l.MaxRetention = c.MaxRetention
 	l.MaxResultBytes = c.MaxResultBytes
-	if c.DefaultLease <= 0 || c.MaxLease <= 0 || c.DefaultRetention <= 0 || c.MaxRetention <= 0 || c.MaxResultBytes <= 0 {
-		return l, errors.New("lease, retention and result limits must be positive")
+	// Checked here, flag by flag, so the error names the flag to fix:
+	// server.Limits only knows its own field names.
+	var errs []error
+	if c.MaxResultBytes <= 0 {
+		errs = append(errs, fmt.Errorf("--max-result-bytes %d must be positive", c.MaxResultBytes))
+	}
+	for _, r := range []struct {
+		what                   string
+		def, max, min          time.Duration
+		defFlag, maxFlag, unit string
+	}{
+		{"lease", c.DefaultLease, c.MaxLease, l.MinLease, "--default-lease", "--max-lease", "lease"},
+		{"retention", c.DefaultRetention, c.MaxRetention, l.MinRetention, "--default-retention", "--max-retention", "retention"},
+	} {
+		n := len(errs)
+		for _, f := range []struct {
+			name string
+			v    time.Duration
+		}{{r.maxFlag, r.max}, {r.defFlag, r.def}} {
+			switch {
+			case f.v <= 0:
+				errs = append(errs, fmt.Errorf("%s %v must be positive", f.name, f.v))
+			case f.v < r.min:
+				errs = append(errs, fmt.Errorf("%s %v is below the shortest %s, %v", f.name, f.v, r.unit, r.min))
+			case f.v > server.MaxDuration:
+				errs = append(errs, fmt.Errorf("%s %v is beyond %v, the longest a record's times can run", f.name, f.v, server.MaxDuration))
+			}
+		}
+		if len(errs) == n && r.def > r.max {
+			errs = append(errs, fmt.Errorf("%s %v is above %s %v", r.defFlag, r.def, r.maxFlag, r.max))
+		}
+	}
+	if len(errs) > 0 {
+		return l, errors.Join(errs...)
 	}
 	return l.WithDefaults()
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -175,7 +176,12 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	if setup.Dialect != "" {
 		unary = append(unary, dialectHeader(setup.Dialect))
 	}
-	gopts := append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...)}, setup.ServerOptions...)
+	streams := uint32(math.MaxUint32)
+	if cfg.MaxStreams > 0 {
+		streams = uint32(min(cfg.MaxStreams, math.MaxUint32))
+	}
+	gopts := append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxConcurrentStreams(streams)}, setup.ServerOptions...)
 	gs := server.NewGRPCServer(svc, gopts...)
 
 	var httpSrv *http.Server
@@ -204,7 +210,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	attrs := []any{"addr", lis.Addr().String(), "store", storage.Redacted(cfg.Store), "version", Version(),
 		"default_lease", l.DefaultLease.String(), "max_lease", l.MaxLease.String(),
 		"default_retention", l.DefaultRetention.String(), "max_retention", l.MaxRetention.String(),
-		"max_result_bytes", l.MaxResultBytes, "store_timeout", cfg.StoreTimeout.String()}
+		"max_result_bytes", l.MaxResultBytes, "store_timeout", cfg.StoreTimeout.String(), "max_streams", cfg.MaxStreams}
 	if setup.Dialect != "" {
 		attrs = append(attrs, "dialect", setup.Dialect)
 	}
