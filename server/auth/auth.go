@@ -189,6 +189,11 @@ func (a *Authenticator) Watch(ctx context.Context) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	a.watch(ctx, hup)
+}
+
+// watch is Watch with the signals from hup.
+func (a *Authenticator) watch(ctx context.Context, hup <-chan os.Signal) {
 	var tick <-chan time.Time
 	if a.cfg.ReloadInterval > 0 {
 		t := a.clock.NewTicker(a.cfg.ReloadInterval)
@@ -200,9 +205,10 @@ func (a *Authenticator) Watch(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			// idemd's SIGHUP also reloads its policy; without credentials
-			// there is nothing here to reload or to report.
-			if !a.Enabled() {
+			// idemd's SIGHUP also reloads its policy; without TLS or
+			// credentials there is nothing here to reload or to report.
+			// TLS alone still has a certificate to rotate.
+			if !a.Enabled() && !a.cfg.TLS() {
 				continue
 			}
 		case <-tick:

@@ -71,7 +71,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("idem: --tls-client-ca needs --tls-cert and --tls-key")
 	}
 	if c.ReloadInterval < 0 {
-		return fmt.Errorf("idem: negative reload interval")
+		return fmt.Errorf("idem: --credentials-reload-interval %v is negative (0: only on SIGHUP)", c.ReloadInterval)
 	}
 	return nil
 }

@@ -139,12 +139,12 @@ func (c Config) Limits() (server.Limits, error) {
 		errs = append(errs, fmt.Errorf("--max-result-bytes %d must be positive", c.MaxResultBytes))
 	}
 	for _, r := range []struct {
-		what                   string
-		def, max, min          time.Duration
-		defFlag, maxFlag, unit string
+		unit             string
+		def, max, min    time.Duration
+		defFlag, maxFlag string
 	}{
-		{"lease", c.DefaultLease, c.MaxLease, l.MinLease, "--default-lease", "--max-lease", "lease"},
-		{"retention", c.DefaultRetention, c.MaxRetention, l.MinRetention, "--default-retention", "--max-retention", "retention"},
+		{"lease", c.DefaultLease, c.MaxLease, l.MinLease, "--default-lease", "--max-lease"},
+		{"retention", c.DefaultRetention, c.MaxRetention, l.MinRetention, "--default-retention", "--max-retention"},
 	} {
 		n := len(errs)
 		for _, f := range []struct {
@@ -153,15 +153,15 @@ func (c Config) Limits() (server.Limits, error) {
 		}{{r.maxFlag, r.max}, {r.defFlag, r.def}} {
 			switch {
 			case f.v <= 0:
-				errs = append(errs, fmt.Errorf("%s %v must be positive", f.name, f.v))
+				errs = append(errs, fmt.Errorf("%s limits: %s %v must be positive", r.unit, f.name, f.v))
 			case f.v < r.min:
-				errs = append(errs, fmt.Errorf("%s %v is below the shortest %s, %v", f.name, f.v, r.unit, r.min))
+				errs = append(errs, fmt.Errorf("%s limits: %s %v is below the shortest %s, %v", r.unit, f.name, f.v, r.unit, r.min))
 			case f.v > server.MaxDuration:
-				errs = append(errs, fmt.Errorf("%s %v is beyond %v, the longest a record's times can run", f.name, f.v, server.MaxDuration))
+				errs = append(errs, fmt.Errorf("%s limits: %s %v is beyond %v, the longest a record's times can run", r.unit, f.name, f.v, server.MaxDuration))
 			}
 		}
 		if len(errs) == n && r.def > r.max {
-			errs = append(errs, fmt.Errorf("%s %v is above %s %v", r.defFlag, r.def, r.maxFlag, r.max))
+			errs = append(errs, fmt.Errorf("%s limits: %s %v is above %s %v", r.unit, r.defFlag, r.def, r.maxFlag, r.max))
 		}
 	}
 	if len(errs) > 0 {
@@ -231,18 +231,29 @@ func (p Policies) within(l server.Limits) []error {
 	for _, ns := range names {
 		pol := p[ns]
 		for _, c := range []struct {
-			key      string
-			v, limit time.Duration
-			flag     string
+			key        string
+			v, lo, hi  time.Duration
+			flag, unit string
 		}{
-			{"default-lease", pol.DefaultLease, l.MaxLease, "--max-lease"},
-			{"max-lease", pol.MaxLease, l.MaxLease, "--max-lease"},
-			{"default-retention", pol.DefaultRetention, l.MaxRetention, "--max-retention"},
-			{"max-retention", pol.MaxRetention, l.MaxRetention, "--max-retention"},
+			{"default-lease", pol.DefaultLease, l.MinLease, l.MaxLease, "--max-lease", "lease"},
+			{"max-lease", pol.MaxLease, l.MinLease, l.MaxLease, "--max-lease", "lease"},
+			{"default-retention", pol.DefaultRetention, l.MinRetention, l.MaxRetention, "--max-retention", "retention"},
+			{"max-retention", pol.MaxRetention, l.MinRetention, l.MaxRetention, "--max-retention", "retention"},
 		} {
-			if c.v > c.limit {
-				errs = append(errs, fmt.Errorf("--namespace-policy %s: %s=%v is above %s (%v); a policy may narrow the limits, never widen them", ns, c.key, c.v, c.flag, c.limit))
+			switch {
+			case c.v > c.hi:
+				errs = append(errs, fmt.Errorf("--namespace-policy %s: %s=%v is above %s (%v); a policy may narrow the limits, never widen them", ns, c.key, c.v, c.flag, c.hi))
+			case c.v != 0 && c.v < c.lo:
+				// The server would serve the minimum instead.
+				errs = append(errs, fmt.Errorf("--namespace-policy %s: %s=%v is below the shortest %s, %v", ns, c.key, c.v, c.unit, c.lo))
 			}
+		}
+		// The server would clamp the default to the maximum quietly.
+		if pol.MaxLease != 0 && pol.DefaultLease > pol.MaxLease {
+			errs = append(errs, fmt.Errorf("--namespace-policy %s: default-lease=%v is above its max-lease=%v", ns, pol.DefaultLease, pol.MaxLease))
+		}
+		if pol.MaxRetention != 0 && pol.DefaultRetention > pol.MaxRetention {
+			errs = append(errs, fmt.Errorf("--namespace-policy %s: default-retention=%v is above its max-retention=%v", ns, pol.DefaultRetention, pol.MaxRetention))
 		}
 		if pol.MaxResultSize > l.MaxResultBytes {
 			errs = append(errs, fmt.Errorf("--namespace-policy %s: max-result-bytes=%d is above --max-result-bytes (%d); a policy may narrow the limits, never widen them", ns, pol.MaxResultSize, l.MaxResultBytes))
@@ -263,12 +274,22 @@ func (p Policies) Set(v string) error {
 		if !ok || ns == "" {
 			return fmt.Errorf("policy %q: want NAMESPACE=key=value,…", one)
 		}
+		// A repeat would replace the earlier value quietly, where a policy
+		// file refuses the same as overlapping.
+		if _, dup := p[ns]; dup {
+			return fmt.Errorf("policy of %q: namespace %q given twice", ns, ns)
+		}
 		pol := server.Policy{StoreResults: true}
+		seen := map[string]bool{}
 		for _, kv := range strings.Split(spec, ",") {
 			k, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
 			if !ok {
 				return fmt.Errorf("policy of %q: %q is not key=value", ns, kv)
 			}
+			if seen[k] {
+				return fmt.Errorf("policy of %q: %s given twice", ns, k)
+			}
+			seen[k] = true
 			var err error
 			dur := func(dst *time.Duration) {
 				var d time.Duration

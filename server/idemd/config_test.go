@@ -125,3 +125,69 @@ func TestNamespacePolicyCannotWiden(t *testing.T) {
 		}
 	}
 }
+
+// A limit flag that is out of range is named in the error, so the one
+// line idemd prints says which flag to fix.
+func TestLimitErrorsNameTheFlag(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--max-result-bytes", "0"}, []string{"--max-result-bytes 0 must be positive"}},
+		{[]string{"--default-lease=-1s"}, []string{"--default-lease -1s must be positive"}},
+		{[]string{"--default-retention", "0s", "--max-lease", "0s"}, []string{"--max-lease 0s must be positive", "--default-retention 0s must be positive"}},
+		{[]string{"--default-lease", "2h"}, []string{"--default-lease 2h0m0s is above --max-lease 1h0m0s"}},
+		{[]string{"--max-lease", "500ms"}, []string{"--max-lease 500ms is below the shortest lease, 1s"}},
+		{[]string{"--default-lease", "500ms"}, []string{"--default-lease 500ms is below the shortest lease, 1s"}},
+		{[]string{"--default-retention", "800h"}, []string{"--default-retention 800h0m0s is above --max-retention 720h0m0s"}},
+		{[]string{"--max-retention", "1000000h"}, []string{"--max-retention 1000000h0m0s is beyond"}},
+	} {
+		c, err := parse(t, tt.args, nil)
+		if err != nil {
+			t.Fatalf("%v: parse: %v", tt.args, err)
+		}
+		err = c.Validate()
+		for _, want := range tt.want {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%v: Validate() = %v, want an error containing %q", tt.args, err, want)
+			}
+		}
+	}
+}
+
+// A --namespace-policy that the server would serve differently from what
+// it says is refused, as the same policy in a policy file is: a default
+// above the policy's own maximum or a value below the server's minimum
+// would be clamped quietly, and a namespace or key given twice would keep
+// only its last value.
+func TestNamespacePolicyMeansWhatItSays(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--namespace-policy", "pay=default-lease=10m,max-lease=1m"}, "pay: default-lease=10m0s is above its max-lease=1m0s"},
+		{[]string{"--namespace-policy", "pay=default-retention=2h,max-retention=1h"}, "pay: default-retention=2h0m0s is above its max-retention=1h0m0s"},
+		{[]string{"--namespace-policy", "pay=max-lease=100ms"}, "pay: max-lease=100ms is below the shortest lease, 1s"},
+		{[]string{"--namespace-policy", "pay=default-retention=10ms"}, "pay: default-retention=10ms is below the shortest retention, 1s"},
+	} {
+		c, err := parse(t, tt.args, nil)
+		if err != nil {
+			t.Fatalf("%v: parse: %v", tt.args, err)
+		}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: Validate() = %v, want an error containing %q", tt.args, err, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--namespace-policy", "pay=max-lease=1m", "--namespace-policy", "pay=max-retention=1h"}, `namespace "pay" given twice`},
+		{[]string{"--namespace-policy", "pay=max-lease=1m;pay=max-retention=1h"}, `namespace "pay" given twice`},
+		{[]string{"--namespace-policy", "pay=max-lease=1m,max-lease=2m"}, `max-lease given twice`},
+	} {
+		if _, err := parse(t, tt.args, nil); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: parse error = %v, want one containing %q", tt.args, err, tt.want)
+		}
+	}
+}

@@ -284,14 +284,21 @@ func (l *Limiter) Admit(ctx context.Context, method string, req any) (done func(
 		return l.releaseFn, nil
 	}
 	tenant := tenantKey(l.tenantOf(ctx, req))
-	if err := l.allow(tenant); err != nil {
+	if l.cfg.TenantMaxInflight <= 0 {
+		if err := l.allow(tenant); err != nil {
+			l.release()
+			return nil, err
+		}
+		return l.releaseFn, nil
+	}
+	// The in-flight bound first: a call it refuses does no work and must
+	// not spend a token of the tenant's rate (its client retries soon).
+	if err := l.enter(tenant); err != nil {
 		l.release()
 		return nil, err
 	}
-	if l.cfg.TenantMaxInflight <= 0 {
-		return l.releaseFn, nil
-	}
-	if err := l.enter(tenant); err != nil {
+	if err := l.allow(tenant); err != nil {
+		l.leave(tenant)
 		l.release()
 		return nil, err
 	}

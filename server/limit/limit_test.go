@@ -407,3 +407,37 @@ func TestTenantMaxInflight(t *testing.T) {
 		t.Errorf("Validate(-1) = %v, want an error naming --tenant-max-inflight", err)
 	}
 }
+
+// A call refused because its tenant has too many calls in flight did no
+// work, so it must not spend the tenant's rate: clients retry such a
+// refusal after 50 ms, and each retry would otherwise empty the bucket
+// the tenant needs once its calls finish.
+func TestTenantInflightRefusalKeepsRate(t *testing.T) {
+	reg := observe.NewRegistry()
+	l := New(Config{TenantRate: 1, TenantBurst: 3, TenantMaxInflight: 1}, WithClock(clockwork.NewFakeClock()), WithMetrics(reg.Metrics))
+	const method = "/idem.v1.IdempotencyService/Reserve"
+	admit := func() (func(), error) {
+		return l.Admit(context.Background(), method, &idemv1.ReserveRequest{Tenant: "a"})
+	}
+	first, err := admit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, err := admit(); status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("call %d while tenant a is at its in-flight bound: error = %v, want ResourceExhausted", i+2, err)
+		}
+	}
+	first()
+	// Three tokens, one spent: the fake clock never refills the bucket.
+	for i := range 2 {
+		done, err := admit()
+		if err != nil {
+			t.Fatalf("call %d after the first ended: error = %v, want admitted (refused calls spent the rate)", i+1, err)
+		}
+		done()
+	}
+	if got := rejected(t, reg, observe.RejectRate); got != 0 {
+		t.Errorf("idem_rejected_total{reason=rate_limit} = %v, want 0", got)
+	}
+}

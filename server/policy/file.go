@@ -1,7 +1,10 @@
 package policy
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/url"
 	"os"
@@ -114,25 +117,43 @@ func deref(n *yaml.Node) *yaml.Node {
 	return n
 }
 
-func (p *parser) parse(data []byte) *File {
-	f := &File{Path: p.path}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		// yaml.v3's messages start "yaml: line N: …"; keep the line.
-		msg := strings.TrimPrefix(err.Error(), "yaml: ")
-		line := 0
-		if rest, ok := strings.CutPrefix(msg, "line "); ok {
-			if n, tail, ok := strings.Cut(rest, ": "); ok {
-				if l, err := strconv.Atoi(n); err == nil {
-					line, msg = l, tail
-				}
+// yamlError reports a YAML syntax error. yaml.v3's messages start
+// "yaml: line N: …"; keep the line.
+func (p *parser) yamlError(err error) {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if n, tail, ok := strings.Cut(rest, ": "); ok {
+			if l, err := strconv.Atoi(n); err == nil {
+				line, msg = l, tail
 			}
 		}
-		p.addf(line, "not valid YAML: %s", msg)
+	}
+	p.addf(line, "not valid YAML: %s", msg)
+}
+
+func (p *parser) parse(data []byte) *File {
+	f := &File{Path: p.path}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		p.yamlError(err)
 		return nil
 	}
 	if len(doc.Content) == 0 {
 		p.addf(0, "is empty (want a \"namespaces\" mapping)")
+		return nil
+	}
+	// yaml.Unmarshal would read the first document alone, and the
+	// patterns of any after a "---" would quietly route to default.
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		p.yamlError(err)
+		return nil
+	case len(next.Content) > 0:
+		p.addf(next.Content[0].Line, "a second YAML document; put every pattern under the first one's \"namespaces\"")
 		return nil
 	}
 	top := deref(doc.Content[0])

@@ -37,6 +37,9 @@ func TestParseErrors(t *testing.T) {
 		{"invalid YAML", "namespaces:\n  a: {\n", []string{"p.yaml:", "not valid YAML"}},
 		{"empty", "", []string{"p.yaml: is empty"}},
 		{"no namespaces", "{}\n", []string{"p.yaml:1: has no \"namespaces\" mapping"}},
+		// yaml.Unmarshal reads the first document alone: the patterns after
+		// "---" would route to default without a word.
+		{"second document", "namespaces:\n  a.*: {}\n---\nnamespaces:\n  b.*: {}\n", []string{"p.yaml:4: a second YAML document"}},
 		{"every problem at once", "namespaces:\n  a:\n    max_lease: x\n  b:\n    bogus: 1\n", []string{"p.yaml:3:", "p.yaml:5:"}},
 	}
 	for _, tt := range tests {

@@ -60,6 +60,10 @@ func (e *extension) Setup(ctx context.Context, s *idemd.Setup) error {
 	if e.path == "" {
 		return nil
 	}
+	// Load would quietly take its 5s default for these instead.
+	if e.pingTimeout <= 0 {
+		return fmt.Errorf("idem: --policy-ping-timeout %v must be positive", e.pingTimeout)
+	}
 	if len(s.Config.Policies) > 0 {
 		return errors.New("idem: --policy and --namespace-policy cannot be combined; move the namespace policies into the policy file")
 	}

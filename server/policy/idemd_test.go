@@ -34,6 +34,8 @@ func TestIdemdRefusesABadPolicy(t *testing.T) {
 		{"above the global max", "namespaces:\n  a.*:\n    max_lease: 2h\n", []string{"--max-lease", "90m"}, "p.yaml:3: \"a.*\": max_lease 2h0m0s is above the server's --max-lease 1h30m0s"},
 		{"unreachable store", "namespaces:\n  a.*:\n    store: redis://127.0.0.1:1/0?dial_timeout=200ms\n", nil, "p.yaml:2: \"a.*\":"},
 		{"with --namespace-policy", "namespaces:\n  a.*: {}\n", []string{"--namespace-policy", "x=max-lease=1m"}, "--policy and --namespace-policy cannot be combined"},
+		{"negative ping timeout", "namespaces:\n  a.*: {}\n", []string{"--policy-ping-timeout=-1s"}, "--policy-ping-timeout -1s must be positive"},
+		{"zero ping timeout", "namespaces:\n  a.*: {}\n", []string{"--policy-ping-timeout=0s"}, "--policy-ping-timeout 0s must be positive"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
