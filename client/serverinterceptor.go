@@ -95,7 +95,7 @@ func UnaryServerInterceptor(svc Service, opts ...InterceptorOption) grpc.UnarySe
 		resp, herr := handler(hctx, req)
 		finished = true
 		a.stop()
-		a.finish(ctx, resultOf(resp, herr), herr)
+		a.finish(ctx, resultOf(resp, herr), false, herr)
 		return resp, herr
 	}
 }
@@ -368,6 +368,32 @@ func badField(err error, field string) bool {
 	return false
 }
 
+// keyRefused reports an INVALID_ARGUMENT that names the key alone. Any
+// other field refused (tenant, retention, wait, fingerprint) comes from the
+// interceptor's configuration, and passing it on would tell the caller
+// that its request is wrong, with no line in the service's logs.
+func keyRefused(err error) bool {
+	if !errors.Is(err, ErrInvalidArgument) {
+		return false
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			vs := br.GetFieldViolations()
+			for _, v := range vs {
+				if v.GetField() != "key" {
+					return false
+				}
+			}
+			return len(vs) > 0
+		}
+	}
+	return false
+}
+
 // The log lines of this file name a key only as idemd does (key_hash), so
 // they can be matched with idemd's: keys often carry personal data, and
 // these lines land in the service's own logs.
@@ -375,7 +401,8 @@ func (g *guard) reserveFailed(ctx context.Context, method, key string, err error
 	if ctx.Err() != nil {
 		return status.FromContextError(ctx.Err()).Err()
 	}
-	if errors.Is(err, ErrInvalidArgument) {
+	if keyRefused(err) {
+		// The key is the caller's own input: its error is theirs to fix.
 		var e *Error
 		if errors.As(err, &e) && e.st != nil {
 			return e.st.Err()
@@ -479,18 +506,28 @@ func (a *attempt) release(ctx context.Context, why string) {
 	}
 }
 
-// finish stores res (or releases the key for transient codes and results
-// over the size limit). The caller's answer does not depend on it.
-func (a *attempt) finish(ctx context.Context, res *idemv1.Result, herr error) {
+// finish stores res, or releases the key for transient codes, results over
+// the size limit (tooLarge: a stream over its limits) and responses that
+// cannot be encoded (res nil). The caller's answer does not depend on it.
+func (a *attempt) finish(ctx context.Context, res *idemv1.Result, tooLarge bool, herr error) {
 	o := a.g.o
 	if o.transient[codeOf(herr)] {
 		a.release(ctx, "transient error")
 		return
 	}
-	if n := resultSize(res); n > o.maxResult || res == nil {
+	if n := resultSize(res); tooLarge || n > o.maxResult {
 		o.logger.WarnContext(ctx, "idem result too large to store; not cached", "method", a.method, keyhash.Slog(a.key), "size", n, "limit", o.maxResult)
 		o.report(ctx, Event{Kind: EventResultTooLarge, Method: a.method, Key: a.key})
 		a.release(ctx, "result too large")
+		return
+	}
+	if res == nil {
+		// Not a protobuf message, or one protobuf-go refuses (invalid
+		// UTF-8 in a string field): gRPC cannot send it either, and the
+		// caller got INTERNAL. Saying "too large" would send the reader
+		// after the wrong limit.
+		o.logger.WarnContext(ctx, "idem cannot encode the handler's response; not cached", "method", a.method, keyhash.Slog(a.key))
+		a.release(ctx, "response cannot be encoded")
 		return
 	}
 	cctx, cancel := a.cleanupCtx(ctx)

@@ -64,7 +64,8 @@ type recordingStream struct {
 	typeName  string
 	frames    []byte
 	count     int
-	overflown bool
+	overflown bool // not stored: too long, too large or not encodable
+	tooLarge  bool // overflown by WithMaxStreamMessages or WithMaxResultSize
 }
 
 func (s *recordingStream) Context() context.Context { return s.ctx.get() }
@@ -127,8 +128,12 @@ func (s *recordingStream) record(m any) {
 	}
 	s.count++
 	o := s.g.o
-	if !ok || err != nil || s.count > o.maxStreamMsgs || len(s.frames)+len(b) > o.maxResult {
+	if !ok || err != nil {
 		s.overflown, s.frames = true, nil
+		return
+	}
+	if s.count > o.maxStreamMsgs || len(s.frames)+len(b) > o.maxResult {
+		s.overflown, s.tooLarge, s.frames = true, true, nil
 		return
 	}
 	if s.typeName == "" {
@@ -195,7 +200,7 @@ func (g *guard) serverStream(srv any, ss grpc.ServerStream, method, key string, 
 		return s.answer
 	case modeReserved:
 		s.a.stop()
-		s.a.finish(base, s.result(herr), herr)
+		s.a.finish(base, s.result(herr), s.tooLarge, herr)
 	}
 	return herr
 }
@@ -219,7 +224,7 @@ func (s *dedupeStream) settle() {
 		s.pending = nil
 		s.ctx.set(s.base)
 		p.stop()
-		p.finish(s.base, &idemv1.Result{}, nil)
+		p.finish(s.base, &idemv1.Result{}, false, nil)
 	}
 }
 

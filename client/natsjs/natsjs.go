@@ -112,10 +112,16 @@ func New(idem *consumer.Consumer, js jetstream.Consumer, opts ...Option) *Consum
 }
 
 // Run fetches and handles messages until ctx ends, then returns ctx's error
-// (or the first fetch error). A batch in hand when ctx ends is left
+// (or the first fetch error, or at once an error when there is no
+// namespace: neither WithNamespace nor the consumer's name gave one). A batch in hand when ctx ends is left
 // unacknowledged: the work already done is recorded in idem, and
 // JetStream's redelivery after AckWait is recognised as duplicate.
 func (c *Consumer) Run(ctx context.Context, handler func(ctx context.Context, msg jetstream.Msg) error) error {
+	if c.o.namespace == "" {
+		// Every message would fail its Reserve and be nak'ed, for ever (or
+		// dropped, on a consumer without acks such as an ordered one).
+		return errors.New("idem: natsjs: no namespace: the consumer has no durable name or name yet (an ordered consumer); use WithNamespace")
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
