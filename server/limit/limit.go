@@ -63,6 +63,8 @@ func (c Config) Validate() error {
 	}
 	if c.TenantBurst < 0 {
 		errs = append(errs, fmt.Errorf("idem: --tenant-burst %d is negative (0: the rate, at least 1)", c.TenantBurst))
+	} else if c.TenantBurst > 0 && c.TenantRate == 0 {
+		errs = append(errs, fmt.Errorf("idem: --tenant-burst %d needs --tenant-rate: without a rate no tenant is limited", c.TenantBurst))
 	}
 	if c.TenantMaxInflight < 0 {
 		errs = append(errs, fmt.Errorf("idem: --tenant-max-inflight %d is negative (0: unbounded)", c.TenantMaxInflight))

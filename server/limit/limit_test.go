@@ -406,6 +406,13 @@ func TestTenantMaxInflight(t *testing.T) {
 	if err := (Config{TenantMaxInflight: -1}).Validate(); err == nil || !strings.Contains(err.Error(), "--tenant-max-inflight") {
 		t.Errorf("Validate(-1) = %v, want an error naming --tenant-max-inflight", err)
 	}
+	// A burst without a rate would be ignored: no bucket is kept.
+	if err := (Config{TenantBurst: 50}).Validate(); err == nil || !strings.Contains(err.Error(), "--tenant-rate") {
+		t.Errorf("Validate(burst without rate) = %v, want an error naming --tenant-rate", err)
+	}
+	if err := (Config{TenantBurst: 50, TenantRate: 10}).Validate(); err != nil {
+		t.Errorf("Validate(burst with rate) = %v", err)
+	}
 }
 
 // A call refused because its tenant has too many calls in flight did no
