@@ -7,6 +7,8 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -29,6 +31,11 @@ type Client struct {
 	rpc   idemv1.IdempotencyServiceClient
 	opts  clientOptions
 	cache *lru.Cache[cacheKey, cacheEntry]
+	// cacheBytes is the size of the cached answers, kept by the cache's
+	// eviction callback; cacheMu makes remember's replace-then-add one
+	// step, so that two callers remembering one key cannot count it twice.
+	cacheBytes atomic.Int64
+	cacheMu    sync.Mutex
 }
 
 var _ Service = (*Client)(nil)
@@ -49,6 +56,7 @@ type clientOptions struct {
 	breakerOn     bool
 	breaker       gobreaker.Settings
 	cacheSize     int
+	cacheBytes    int64
 	clock         clockwork.Clock
 }
 
@@ -58,6 +66,7 @@ func defaultClientOptions() clientOptions {
 		retryBase:     50 * time.Millisecond,
 		retryMaxDelay: 2 * time.Second,
 		breakerOn:     true,
+		cacheBytes:    DefaultCacheBytes,
 		breaker: gobreaker.Settings{
 			Name:    "idem",
 			Timeout: 5 * time.Second,
@@ -139,8 +148,21 @@ func WithoutBreaker() Option {
 // the record's expires_at (by this process's clock). Completed records are
 // immutable until they expire, so the only staleness is an operator deleting
 // one early.
+//
+// The cache also holds at most WithCacheBytes of answers (64 MiB by
+// default), evicting the least recently used; a record larger than that
+// is not cached.
 func WithCache(size int) Option {
 	return func(o *clientOptions) { o.cacheSize = size }
+}
+
+// DefaultCacheBytes is the cache's byte bound without WithCacheBytes.
+const DefaultCacheBytes = 64 << 20
+
+// WithCacheBytes bounds the bytes of answers WithCache keeps: results may
+// be up to 1 MiB each, so a bound in records alone can hold gigabytes.
+func WithCacheBytes(n int64) Option {
+	return func(o *clientOptions) { o.cacheBytes = n }
 }
 
 // WithClock sets the clock the cache reads expiry against (tests).
@@ -182,7 +204,7 @@ func New(target string, opts ...Option) (*Client, error) {
 	}
 	c := &Client{conn: conn, rpc: idemv1.NewIdempotencyServiceClient(conn), opts: o}
 	if o.cacheSize > 0 {
-		c.cache, err = lru.New[cacheKey, cacheEntry](o.cacheSize)
+		c.cache, err = lru.NewWithEvict(o.cacheSize, func(_ cacheKey, e cacheEntry) { c.cacheBytes.Add(-e.size) })
 		if err != nil {
 			conn.Close()
 			return nil, err
@@ -353,6 +375,7 @@ type cacheEntry struct {
 	fingerprint []byte
 	resp        *idemv1.ReserveResponse
 	expires     time.Time
+	size        int64
 }
 
 func (c *Client) cached(k cacheKey, fp []byte) (*idemv1.ReserveResponse, bool) {
@@ -376,8 +399,23 @@ func (c *Client) remember(k cacheKey, rec *idemv1.Record) {
 	}
 	// k names the tenant as the request did (maybe empty), not as the
 	// server resolved it, so the next request with the same name hits.
+	size := int64(proto.Size(rec) + len(k.tenant) + len(k.namespace) + len(k.key))
+	if size > c.opts.cacheBytes {
+		return
+	}
 	resp := &idemv1.ReserveResponse{Outcome: idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED, Record: proto.Clone(rec).(*idemv1.Record)}
-	c.cache.Add(k, cacheEntry{fingerprint: bytes.Clone(rec.GetFingerprint()), resp: resp, expires: rec.GetExpiresAt().AsTime()})
+	// Add does not call the eviction callback for a key it replaces, so
+	// the old entry goes first, through it.
+	c.cacheMu.Lock()
+	defer c.cacheMu.Unlock()
+	c.cache.Remove(k)
+	c.cacheBytes.Add(size)
+	c.cache.Add(k, cacheEntry{fingerprint: bytes.Clone(rec.GetFingerprint()), resp: resp, expires: rec.GetExpiresAt().AsTime(), size: size})
+	for c.cacheBytes.Load() > c.opts.cacheBytes {
+		if _, _, ok := c.cache.RemoveOldest(); !ok {
+			break
+		}
+	}
 }
 
 type bearer struct {
