@@ -2,6 +2,7 @@ package cockroach
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"strconv"
@@ -146,7 +147,14 @@ func parseConfig(u *url.URL) (*config, error) {
 		pc.MaxConns = defaultPoolMaxConns
 	}
 	if stmtTimeout > 0 {
-		pc.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(stmtTimeout.Milliseconds(), 10)
+		// The server takes whole milliseconds in an int4, and reads 0 as
+		// "no timeout": round up, and refuse what it would refuse at every
+		// login.
+		ms := (stmtTimeout + time.Millisecond - 1) / time.Millisecond
+		if ms > math.MaxInt32 {
+			return nil, fmt.Errorf("idem: store URL parameter %s=%v is longer than the server's limit of %v", ParamStatementTimeout, stmtTimeout, math.MaxInt32*time.Millisecond)
+		}
+		pc.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(int64(ms), 10)
 	}
 	if _, ok := pc.ConnConfig.RuntimeParams["application_name"]; !ok {
 		pc.ConnConfig.RuntimeParams["application_name"] = "idemd"

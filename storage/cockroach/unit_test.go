@@ -159,3 +159,30 @@ func TestParseConfigRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestStatementTimeoutBounds checks the statement_timeout idem hands the
+// server in milliseconds: a positive duration below 1ms must not become
+// "0", which means no timeout at all, and one past the server's int range
+// (about 24.8 days) is refused at parse time rather than by every login.
+func TestStatementTimeoutBounds(t *testing.T) {
+	for _, tc := range []struct{ value, want string }{
+		{"500us", "1"},
+		{"1500us", "2"},
+		{"2s", "2000"},
+		{"596h", "2145600000"},
+	} {
+		u, _ := url.Parse("postgres://db.example/idem?statement_timeout=" + tc.value)
+		c, err := parseConfig(u)
+		if err != nil {
+			t.Errorf("parseConfig(statement_timeout=%s) error = %v", tc.value, err)
+			continue
+		}
+		if got := c.pool.ConnConfig.RuntimeParams["statement_timeout"]; got != tc.want {
+			t.Errorf("parseConfig(statement_timeout=%s) statement_timeout = %q, want %q", tc.value, got, tc.want)
+		}
+	}
+	u, _ := url.Parse("postgres://db.example/idem?statement_timeout=1000h")
+	if _, err := parseConfig(u); err == nil || !strings.Contains(err.Error(), ParamStatementTimeout) {
+		t.Errorf("parseConfig(statement_timeout=1000h) error = %v, want one naming %s", err, ParamStatementTimeout)
+	}
+}

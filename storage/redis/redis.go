@@ -147,8 +147,10 @@ func New(ctx context.Context, c goredis.UniversalClient, o Options) (*Store, err
 	if o.KeyPrefix == "" || strings.ContainsAny(o.KeyPrefix, "{}") {
 		return nil, fmt.Errorf("idem: redis key prefix %q must be non-empty and free of '{' and '}'", o.KeyPrefix)
 	}
-	if o.WaitReplicas >= 0 && o.WaitTimeout <= 0 {
-		return nil, errors.New("idem: redis wait timeout must be positive when waiting for replicas")
+	// WAIT takes whole milliseconds and reads 0 as "block until the
+	// replicas answer".
+	if o.WaitReplicas >= 0 && o.WaitTimeout < time.Millisecond {
+		return nil, errors.New("idem: redis wait timeout must be at least 1ms when waiting for replicas")
 	}
 	if _, single := c.(*goredis.Client); o.WaitReplicas >= 0 && !single {
 		return nil, errors.New("idem: redis wait_replicas needs a single-node client, not a cluster or ring")
@@ -801,7 +803,15 @@ func (s *Store) Stats(ctx context.Context, tenant, namespace string) ([]storage.
 		state storage.State
 	}
 	counts := map[group]int64{}
+	// SCAN may name a key more than once, in one reply or across replies;
+	// count each record once.
+	seen := map[string]struct{}{}
 	err := s.scanKeys(ctx, prefix, func(keys []string) error {
+		keys = slices.DeleteFunc(keys, func(k string) bool {
+			_, dup := seen[k]
+			seen[k] = struct{}{}
+			return dup
+		})
 		return s.live(ctx, keys, func(key, val string) error {
 			ns, ok := namespaceOf(key[len(tp):])
 			if !ok {
