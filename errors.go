@@ -23,6 +23,10 @@ var (
 	ErrUnauthenticated = errors.New("idem: unauthenticated")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("idem: store closed")
+	// ErrDamaged: the store holds a record for the key that idem cannot
+	// decode (changed behind the store's back, or written by a newer idem).
+	// Calls on the key fail alike until an admin DeleteKey removes it.
+	ErrDamaged = errors.New("idem: stored record cannot be decoded")
 )
 
 // ErrNotInProgress: an operator asked to force-release a record that is not

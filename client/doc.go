@@ -53,7 +53,9 @@
 //     (UNAVAILABLE, an idem-side DEADLINE_EXCEEDED, or the open circuit
 //     breaker), ErrClosed (UNAVAILABLE, reason STORE_CLOSED: idemd's
 //     store was closed), ErrResourceExhausted, ErrPermissionDenied,
-//     ErrUnauthenticated. errors.Is(err, client.ErrLeaseLost) holds, and
+//     ErrUnauthenticated, ErrDamaged (DATA_LOSS, reason DAMAGED: the store
+//     holds a record for the key that idemd cannot decode; an admin
+//     DeleteKey removes it). errors.Is(err, client.ErrLeaseLost) holds, and
 //     status.FromError(err) still returns the original status.
 //
 // # Client interceptors
@@ -106,8 +108,10 @@
 //     WithKeyOptional lets the call through.
 //   - idem unreachable or shedding load: UNAVAILABLE with RetryInfo (fail
 //     closed), or, for methods chosen by WithFailOpen, the handler runs
-//     unprotected. Any other refusal (PERMISSION_DENIED, UNAUTHENTICATED…)
-//     fails closed on every method.
+//     unprotected. Any other refusal (PERMISSION_DENIED, UNAUTHENTICATED…,
+//     or INVALID_ARGUMENT for a setting of the interceptor such as a
+//     retention above idem's maximum) is logged and fails closed on every
+//     method; only a key idem refuses is the caller's INVALID_ARGUMENT.
 //
 // Methods whose proto declares idempotency_level NO_SIDE_EFFECTS or
 // IDEMPOTENT pass through, as do methods WithSelector rejects.

@@ -25,6 +25,7 @@ var (
 	ErrUnauthenticated   = idem.ErrUnauthenticated
 	ErrClosed            = idem.ErrClosed
 	ErrNotInProgress     = idem.ErrNotInProgress
+	ErrDamaged           = idem.ErrDamaged
 )
 
 // Reasons carried in google.rpc.ErrorInfo.
@@ -101,6 +102,8 @@ func sentinelFor(c codes.Code, reason string) error {
 		return ErrPermissionDenied
 	case codes.Unauthenticated:
 		return ErrUnauthenticated
+	case codes.DataLoss:
+		return ErrDamaged
 	}
 	return nil
 }

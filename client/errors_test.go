@@ -12,6 +12,7 @@ import (
 
 	"github.com/idemhq/idem"
 	"github.com/idemhq/idem/server"
+	"github.com/idemhq/idem/storage"
 	"github.com/idemhq/idem/storage/memory"
 )
 
@@ -40,6 +41,8 @@ func TestErrorsFromServerStatuses(t *testing.T) {
 		{"not found", fmt.Errorf("%w: ns/k", idem.ErrNotFound), ErrNotFound, "idem: record not found: ns/k"},
 		{"store closed", fmt.Errorf("pebble: closed: %w", idem.ErrClosed), ErrClosed, "idem: store closed"},
 		{"store unavailable", fmt.Errorf("dial tcp 10.0.0.1:5432: %w", idem.ErrUnavailable), ErrUnavailable, "idem: store unavailable"},
+		{"damaged", storage.Damaged(storage.ID{Tenant: "t", Namespace: "ns", Key: "k"}, errors.New("bad version 9")), ErrDamaged,
+			`idem: stored record cannot be decoded: key "k" in namespace "ns"; an admin DeleteKey removes it`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -129,6 +129,10 @@ func TestStoreErrorsMapToStatuses(t *testing.T) {
 		{fmt.Errorf("query: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "", false, "deadline"},
 		{context.Canceled, codes.Canceled, "", false, "cancel"},
 		{errBoom, codes.Internal, "", false, "idem: internal error"},
+		// The caller learns which of its records is damaged and what to do;
+		// the decoder's complaint (a path here) stays in the log.
+		{storage.Damaged(storage.ID{Tenant: "t", Namespace: testNS, Key: "k"}, errors.New("pebble store at /secret_table: bad version")),
+			codes.DataLoss, ReasonDamaged, false, `idem: stored record cannot be decoded: key "k" in namespace "` + testNS + `"; an admin DeleteKey removes it`},
 	}
 	e := newEnv(t)
 	for _, tt := range tests {

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/idemhq/idem"
+	"github.com/idemhq/idem/internal/keyhash"
+	"github.com/idemhq/idem/storage"
 )
 
 // ErrorDomain is the google.rpc.ErrorInfo domain of idem's errors.
@@ -30,6 +32,7 @@ const (
 	ReasonPermissionDenied  = "PERMISSION_DENIED"
 	ReasonUnauthenticated   = "UNAUTHENTICATED"
 	ReasonInvalidArgument   = "INVALID_ARGUMENT"
+	ReasonDamaged           = "DAMAGED"
 )
 
 // internalMessage is all a caller learns of an unexpected error.
@@ -68,6 +71,7 @@ func mapError(ctx context.Context, log func(context.Context, slog.Level, string,
 		return se.GRPCStatus().Err()
 	}
 	var timeout *storeTimeoutError
+	var damaged *storage.DamagedError
 	// Store messages of these kinds describe the caller's own record; for
 	// the transient kinds the message may name hosts or SQL, so the caller
 	// gets the sentinel's text and the log gets the rest.
@@ -84,6 +88,12 @@ func mapError(ctx context.Context, log func(context.Context, slog.Level, string,
 		return withInfo(codes.PermissionDenied, err.Error(), ReasonPermissionDenied, 0)
 	case errors.Is(err, idem.ErrUnauthenticated):
 		return withInfo(codes.Unauthenticated, err.Error(), ReasonUnauthenticated, 0)
+	case errors.As(err, &damaged):
+		// The message names the caller's own key; the log gets its hash
+		// and the decoder's complaint.
+		log(ctx, slog.LevelError, "stored record cannot be decoded", "method", method, "namespace", damaged.ID.Namespace,
+			keyhash.Slog(damaged.ID.Key), "err", damaged.Err)
+		return withInfo(codes.DataLoss, damaged.Public(), ReasonDamaged, 0)
 	case errors.As(err, &timeout):
 		// Its message names only the bound, never the store.
 		log(ctx, slog.LevelWarn, "store timed out", "method", method, "timeout", timeout.d.String(), "err", timeout.cause)

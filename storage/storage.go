@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -18,7 +19,29 @@ var (
 	ErrNotInProgress = idem.ErrNotInProgress
 	ErrUnavailable   = idem.ErrUnavailable
 	ErrClosed        = idem.ErrClosed
+	ErrDamaged       = idem.ErrDamaged
 )
+
+// DamagedError is a record the store holds but cannot decode. errors.Is
+// finds ErrDamaged in it. Its message names the key, for the tenant whose
+// key it is; Err, the decoder's complaint, may name files or hosts and
+// goes only to logs.
+type DamagedError struct {
+	ID  ID
+	Err error
+}
+
+// Damaged wraps a decoding failure of id's record.
+func Damaged(id ID, err error) error { return &DamagedError{ID: id, Err: err} }
+
+// Public is the message for the caller: which record, and what to do.
+func (e *DamagedError) Public() string {
+	return fmt.Sprintf("%v: key %q in namespace %q; an admin DeleteKey removes it", ErrDamaged, e.ID.Key, e.ID.Namespace)
+}
+
+func (e *DamagedError) Error() string        { return e.Public() + ": " + fmt.Sprint(e.Err) }
+func (e *DamagedError) Is(target error) bool { return target == ErrDamaged }
+func (e *DamagedError) Unwrap() error        { return e.Err }
 
 // ID identifies a record.
 type ID struct {

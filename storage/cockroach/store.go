@@ -236,11 +236,11 @@ func scanRow(rows pgx.Rows, id storage.ID, withID bool) (row, error) {
 	}
 	result, err := decodeResult(res)
 	if err != nil {
-		return r, badRow{id, errDecode{err}}
+		return r, badRow{id, storage.Damaged(id, errDecode{err})}
 	}
 	checkpoint, err := decodeCheckpoint(cp)
 	if err != nil {
-		return r, badRow{id, errDecode{err}}
+		return r, badRow{id, storage.Damaged(id, errDecode{err})}
 	}
 	if fp == nil {
 		fp = []byte{}

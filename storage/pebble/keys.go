@@ -52,6 +52,42 @@ func recordKey(id storage.ID) []byte {
 	return appendString(k, id.Key)
 }
 
+// parseRecordKey is recordKey's inverse, for naming a record whose value
+// cannot be decoded.
+func parseRecordKey(k []byte) (storage.ID, bool) {
+	if len(k) == 0 || k[0] != prefixRecord {
+		return storage.ID{}, false
+	}
+	k = k[1:]
+	var parts [3]string
+	for i := range parts {
+		var s []byte
+		for {
+			if len(k) < 2 && (len(k) == 0 || k[0] == 0) {
+				return storage.ID{}, false
+			}
+			if k[0] != 0 {
+				s, k = append(s, k[0]), k[1:]
+				continue
+			}
+			if k[1] == 0xFF {
+				s, k = append(s, 0), k[2:]
+				continue
+			}
+			if k[1] != 1 {
+				return storage.ID{}, false
+			}
+			k = k[2:]
+			break
+		}
+		parts[i] = string(s)
+	}
+	if len(k) != 0 {
+		return storage.ID{}, false
+	}
+	return storage.ID{Tenant: parts[0], Namespace: parts[1], Key: parts[2]}, true
+}
+
 // namespacePrefix is the common prefix of every record key of a namespace.
 func namespacePrefix(tenant, namespace string) []byte {
 	k := []byte{prefixRecord}

@@ -67,3 +67,24 @@ func TestExpiryKeyOrder(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseRecordKey: parseRecordKey inverts recordKey for any bytes, and
+// refuses what recordKey cannot make.
+func FuzzParseRecordKey(f *testing.F) {
+	f.Add("t", "ns", "k")
+	f.Add("", "", "")
+	f.Add("\x00", "\x00\xff", "\x00\x01")
+	f.Add("a\x00\x01b", "\xff", "\x01\x00")
+	f.Fuzz(func(t *testing.T, tenant, ns, key string) {
+		id := storage.ID{Tenant: tenant, Namespace: ns, Key: key}
+		k := recordKey(id)
+		if got, ok := parseRecordKey(k); !ok || got != id {
+			t.Fatalf("parseRecordKey(recordKey(%q)) = %q, %v", id, got, ok)
+		}
+		for _, bad := range [][]byte{k[:len(k)-1], append(slices.Clone(k), 'x'), append([]byte{prefixExpiry}, k[1:]...)} {
+			if got, ok := parseRecordKey(bad); ok {
+				t.Fatalf("parseRecordKey(%q) = %q, want a refusal", bad, got)
+			}
+		}
+	})
+}

@@ -305,9 +305,19 @@ func (s *Store) get(key []byte) (*storage.Record, error) {
 	defer closer.Close()
 	r, err := decodeRecord(v)
 	if err != nil {
-		return nil, fmt.Errorf("idem: pebble store at %s: %w", s.dir, err)
+		return nil, s.damaged(key, err)
 	}
 	return r, nil
+}
+
+// damaged is the error of the record at key whose value cannot be decoded.
+func (s *Store) damaged(key []byte, err error) error {
+	err = fmt.Errorf("idem: pebble store at %s: %w", s.dir, err)
+	id, ok := parseRecordKey(key)
+	if !ok {
+		return fmt.Errorf("%w (record key %q)", err, key)
+	}
+	return storage.Damaged(id, err)
 }
 
 func (s *Store) readErr(err error) error {
@@ -685,7 +695,8 @@ func (s *Store) list(ctx context.Context, p storage.ListParams) ([]*storage.Reco
 	for ok := it.First(); ok; ok = it.Next() {
 		r, err := decodeRecord(it.Value())
 		if err != nil {
-			return nil, false, fmt.Errorf("idem: pebble store at %s: %w", s.dir, err)
+			// Named, so that the operator can delete it.
+			return nil, false, s.damaged(it.Key(), err)
 		}
 		if !r.Live(now) {
 			continue
@@ -730,7 +741,7 @@ func (s *Store) Stats(ctx context.Context, tenant, namespace string) ([]storage.
 	for ok := it.First(); ok; ok = it.Next() {
 		r, err := decodeRecord(it.Value())
 		if err != nil {
-			return nil, fmt.Errorf("idem: pebble store at %s: %w", s.dir, err)
+			return nil, s.damaged(it.Key(), err)
 		}
 		if r.Live(now) {
 			counts[nsState{r.Namespace, r.State}]++

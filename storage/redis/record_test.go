@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -73,4 +74,37 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Fuzz(func(t *testing.T, v string) {
 		_, _ = decodeRecord(testID("k"), v) // must not panic
 	})
+}
+
+// A record of another layout version, even one struct.unpack reads, is
+// damaged to the scripts as to decodeRecord: acting on fields read with
+// the wrong layout could complete or take over the wrong record.
+func TestScriptsRefuseOtherVersion(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	s := openTest(ctx, t, "")
+	id := testID("v3")
+	// Version 3, IN_PROGRESS, token 1, lease and expiry far ahead.
+	src := `local HDR = '>BBI8I4I8I8I8I8I4c0I4c0'
+local far = 4102444800000000
+return redis.call('SET', KEYS[1], struct.pack(HDR, 3, 1, 1, 1, 1, far, 0, far, 2, 'fp', 0, ''), 'PX', 3600000)`
+	if err := s.c.Eval(ctx, src, []string{s.nsPrefix(id.Tenant, id.Namespace) + id.Key}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.BatchReserve(ctx, []storage.ReserveParams{{ID: id, Fingerprint: []byte("fp"), LeaseTTL: time.Minute, Retention: time.Hour}})
+	if err != nil || !errors.Is(rs[0].Err, storage.ErrDamaged) {
+		t.Errorf("BatchReserve() = %+v, %v; want the item ErrDamaged", rs, err)
+	}
+	if _, err := s.Complete(ctx, storage.CompleteParams{ID: id, Token: 1, Retention: time.Hour}); !errors.Is(err, storage.ErrDamaged) {
+		t.Errorf("Complete() error = %v, want ErrDamaged", err)
+	}
+	if _, err := s.Release(ctx, id, 1); !errors.Is(err, storage.ErrDamaged) {
+		t.Errorf("Release() error = %v, want ErrDamaged", err)
+	}
+	if _, _, err := s.List(ctx, storage.ListParams{Tenant: id.Tenant, Namespace: id.Namespace, Limit: 10}); !errors.Is(err, storage.ErrDamaged) {
+		t.Errorf("List() error = %v, want ErrDamaged", err)
+	}
+	if rec, err := s.Delete(ctx, id); err != nil || rec != nil {
+		t.Errorf("Delete() = %+v, %v; want it removed without a record", rec, err)
+	}
 }

@@ -452,6 +452,16 @@ func (s *Store) execOne(ctx context.Context, c *call) error {
 	return nil
 }
 
+// record runs a single-record script on id's record. Those scripts raise
+// damagedMark for a record they cannot read.
+func (s *Store) record(ctx context.Context, write bool, sc *goredis.Script, id storage.ID, extra ...any) (any, error) {
+	res, err := s.one(ctx, write, s.recordCall(sc, id, extra...))
+	if err != nil && strings.Contains(err.Error(), damagedMark) {
+		return nil, storage.Damaged(id, err)
+	}
+	return res, err
+}
+
 // one runs a single call and returns its reply. Concurrent calls share
 // pipelines: while one is in flight, calls queue and go together in the
 // next, in arrival order (Redis runs a pipeline's scripts one after the
@@ -559,7 +569,7 @@ func (s *Store) completeCall(p storage.CompleteParams) *call {
 
 // Release implements storage.Store.
 func (s *Store) Release(ctx context.Context, id storage.ID, token uint64) (*storage.Record, error) {
-	res, err := s.one(ctx, true, s.recordCall(releaseScript, id, token))
+	res, err := s.record(ctx, true, releaseScript, id, token)
 	if err != nil {
 		return nil, err
 	}
@@ -568,7 +578,7 @@ func (s *Store) Release(ctx context.Context, id storage.ID, token uint64) (*stor
 
 // ExtendLease implements storage.Store.
 func (s *Store) ExtendLease(ctx context.Context, id storage.ID, token uint64, ttl time.Duration) (*storage.Record, error) {
-	res, err := s.one(ctx, true, s.recordCall(extendScript, id, token, micros(ttl)))
+	res, err := s.record(ctx, true, extendScript, id, token, micros(ttl))
 	if err != nil {
 		return nil, err
 	}
@@ -577,7 +587,7 @@ func (s *Store) ExtendLease(ctx context.Context, id storage.ID, token uint64, tt
 
 // Checkpoint implements storage.Store.
 func (s *Store) Checkpoint(ctx context.Context, id storage.ID, token uint64, cp storage.Checkpoint) (*storage.Record, error) {
-	res, err := s.one(ctx, true, s.recordCall(checkpointScript, id, token, encodeCheckpoint(cp)))
+	res, err := s.record(ctx, true, checkpointScript, id, token, encodeCheckpoint(cp))
 	if err != nil {
 		return nil, err
 	}
@@ -586,7 +596,7 @@ func (s *Store) Checkpoint(ctx context.Context, id storage.ID, token uint64, cp 
 
 // Lookup implements storage.Store.
 func (s *Store) Lookup(ctx context.Context, id storage.ID) (*storage.Record, error) {
-	res, err := s.one(ctx, false, s.recordCall(lookupScript, id))
+	res, err := s.record(ctx, false, lookupScript, id)
 	if err != nil {
 		return nil, err
 	}
@@ -638,7 +648,7 @@ func (s *Store) BatchComplete(ctx context.Context, items []storage.CompleteParam
 
 // Delete implements storage.Store.
 func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, error) {
-	res, err := s.one(ctx, true, s.recordCall(deleteScript, id))
+	res, err := s.record(ctx, true, deleteScript, id)
 	if err != nil {
 		return nil, err
 	}
@@ -652,7 +662,7 @@ func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, err
 
 // ForceRelease implements storage.Store.
 func (s *Store) ForceRelease(ctx context.Context, id storage.ID) (*storage.Record, error) {
-	res, err := s.one(ctx, true, s.recordCall(forceReleaseScript, id))
+	res, err := s.record(ctx, true, forceReleaseScript, id)
 	if err != nil {
 		return nil, err
 	}
@@ -728,6 +738,9 @@ func (s *Store) live(ctx context.Context, keys []string, fn func(key, val string
 		for i := 0; i < len(rows); i += 2 {
 			n, _ := rows[i].(int64)
 			v, _ := rows[i+1].(string)
+			if n < 0 && int(-n) <= len(chunk) {
+				return s.damagedAt(chunk[-n-1], errCorrupt)
+			}
 			if n < 1 || int(n) > len(chunk) {
 				return errCorrupt
 			}
@@ -772,9 +785,10 @@ func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Reco
 			keys[i] = base + n
 		}
 		err := s.live(ctx, keys, func(key, val string) error {
-			rec, err := decodeRecord(storage.ID{Tenant: p.Tenant, Namespace: p.Namespace, Key: key[len(base):]}, val)
+			id := storage.ID{Tenant: p.Tenant, Namespace: p.Namespace, Key: key[len(base):]}
+			rec, err := decodeRecord(id, val)
 			if err != nil {
-				return err
+				return storage.Damaged(id, err)
 			}
 			recs = append(recs, rec)
 			return nil
@@ -813,13 +827,13 @@ func (s *Store) Stats(ctx context.Context, tenant, namespace string) ([]storage.
 			return dup
 		})
 		return s.live(ctx, keys, func(key, val string) error {
-			ns, ok := namespaceOf(key[len(tp):])
+			ns, k, ok := splitRecordKey(key[len(tp):])
 			if !ok {
 				return errCorrupt
 			}
-			rec, err := decodeRecord(storage.ID{Tenant: tenant, Namespace: ns}, val)
+			rec, err := decodeRecord(storage.ID{Tenant: tenant, Namespace: ns, Key: k}, val)
 			if err != nil {
-				return err
+				return storage.Damaged(storage.ID{Tenant: tenant, Namespace: ns, Key: k}, err)
 			}
 			counts[group{ns, rec.State}]++
 			return nil
@@ -836,17 +850,35 @@ func (s *Store) Stats(ctx context.Context, tenant, namespace string) ([]storage.
 	return rows, nil
 }
 
-// namespaceOf reads the namespace of "LEN:NS:KEY".
-func namespaceOf(rest string) (string, bool) {
+// splitRecordKey reads the namespace and key of "LEN:NS:KEY".
+func splitRecordKey(rest string) (ns, key string, ok bool) {
 	i := strings.IndexByte(rest, ':')
 	if i < 0 {
-		return "", false
+		return "", "", false
 	}
 	n, err := strconv.Atoi(rest[:i])
-	if err != nil || n < 0 || i+1+n > len(rest) {
-		return "", false
+	if err != nil || n < 0 || i+2+n > len(rest) || rest[i+1+n] != ':' {
+		return "", "", false
 	}
-	return rest[i+1 : i+1+n], true
+	return rest[i+1 : i+1+n], rest[i+2+n:], true
+}
+
+// damagedMark begins the error of a record the scripts cannot read.
+const damagedMark = "idem:damaged"
+
+// damagedAt is the error of the record at the Redis key k, which the
+// scripts could not read: named when k is a record key of this store.
+func (s *Store) damagedAt(k string, err error) error {
+	rest, ok := strings.CutPrefix(k, s.opts.KeyPrefix+":{t")
+	if ok {
+		var hexTenant string
+		hexTenant, rest, ok = strings.Cut(rest, "}:s:")
+		tenant, herr := hex.DecodeString(hexTenant)
+		if ns, key, kok := splitRecordKey(rest); ok && herr == nil && kok {
+			return storage.Damaged(storage.ID{Tenant: string(tenant), Namespace: ns, Key: key}, err)
+		}
+	}
+	return fmt.Errorf("%w (redis key %q)", err, k)
 }
 
 // Ping implements storage.Store.
@@ -874,6 +906,9 @@ func parseReply(id storage.ID, res any) (code int64, detail string, rec *storage
 	code, _ = a[0].(int64)
 	detail, _ = a[1].(string)
 	if code == codeFailed {
+		if strings.HasPrefix(detail, damagedMark) {
+			return 0, "", nil, storage.Damaged(id, errCorrupt)
+		}
 		return 0, "", nil, redisErr(detail)
 	}
 	if len(a) > 2 {
@@ -885,7 +920,7 @@ func parseReply(id storage.ID, res any) (code int64, detail string, rec *storage
 			if !errors.Is(err, errCorrupt) {
 				err = fmt.Errorf("%w: %w", errCorrupt, err)
 			}
-			return 0, "", nil, err
+			return 0, "", nil, storage.Damaged(id, err)
 		}
 	}
 	return code, detail, rec, nil

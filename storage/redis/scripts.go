@@ -36,11 +36,13 @@ local NOW = T[1] * 1000000 + T[2] + ARGV[1]
 local HDR = '>BBI8I4I8I8I8I8I4c0I4c0'
 
 -- load returns the record, nil when absent; expired is absent, whether or
--- not Redis deleted it yet.
+-- not Redis deleted it yet. A value it cannot read (damaged, or of another
+-- layout version) raises 'idem:damaged', which Go names per record.
 local function load(key)
   local v = redis.call('GET', key)
   if not v then return nil end
-  local _, s, t, a, c, l, d, e, f, r, pos = struct.unpack(HDR, v)
+  local ok, ver, s, t, a, c, l, d, e, f, r, pos = pcall(struct.unpack, HDR, v)
+  if not ok or ver ~= 2 then error({err = 'idem:damaged'}) end
   if e <= NOW then return nil end
   return {v = v, s = s, t = t, a = a, c = c, l = l, d = d, e = e, f = f, r = r, pos = pos}
 end
@@ -176,12 +178,16 @@ return {0, '', store(KEYS[1], 3, r.t, r.a, r.c, r.l, r.d, r.e, r.f, r.r, ckpt(r)
 
 // liveSrc answers which of KEYS (records of one tenant, so one slot) exist
 // at the script's now, for List and Stats: {i, record, i, record, …} with
-// i the 1-based position in KEYS.
+// i the 1-based position in KEYS, or -i and an empty string for a record load cannot
+// read.
 const liveSrc = prelude + `
 local out = {}
 for i, k in ipairs(KEYS) do
-  local r = load(k)
-  if r then
+  local ok, r = pcall(load, k)
+  if not ok then
+    out[#out + 1] = -i
+    out[#out + 1] = ''
+  elseif r then
     out[#out + 1] = i
     out[#out + 1] = r.v
   end

@@ -1,6 +1,9 @@
 package storagetest
 
 import (
+	"errors"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/idemhq/idem/storage"
@@ -23,8 +26,8 @@ func testDamaged(t *testing.T, h Harness) {
 	if err != nil {
 		t.Fatalf("BatchReserve() error = %v; want an answer per item", err)
 	}
-	if rs[1].Err == nil {
-		t.Errorf("BatchReserve() damaged item = %v, want an error", rs[1].Outcome)
+	if !namesDamaged(rs[1].Err, b) {
+		t.Errorf("BatchReserve() damaged item = %v, %v; want ErrDamaged naming key %q", rs[1].Outcome, rs[1].Err, b.Key)
 	}
 	for _, i := range []int{0, 2} {
 		if rs[i].Err != nil || rs[i].Outcome != storage.OutcomeReserved {
@@ -37,8 +40,11 @@ func testDamaged(t *testing.T, h Harness) {
 	if err != nil {
 		t.Fatalf("BatchComplete() error = %v; want an answer per item", err)
 	}
-	if cs[1].Err == nil {
-		t.Errorf("BatchComplete() damaged item = %+v, want an error", cs[1].Record)
+	if !namesDamaged(cs[1].Err, b) {
+		t.Errorf("BatchComplete() damaged item = %+v, %v; want ErrDamaged naming key %q", cs[1].Record, cs[1].Err, b.Key)
+	}
+	if _, err := e.s.Lookup(e.ctx, b); !namesDamaged(err, b) {
+		t.Errorf("Lookup() of the damaged record error = %v, want ErrDamaged naming key %q", err, b.Key)
 	}
 	for _, i := range []int{0, 2} {
 		if cs[i].Err != nil || cs[i].Record.State != storage.StateCompleted {
@@ -48,9 +54,25 @@ func testDamaged(t *testing.T, h Harness) {
 			t.Errorf("Lookup() item %d = %+v, %v; want it COMPLETED", i, r, err)
 		}
 	}
+	// Listing the namespace names the record, so the operator knows which
+	// key to delete; Stats counts it or names it too.
+	if _, _, err := e.s.List(e.ctx, storage.ListParams{Tenant: a.Tenant, Namespace: a.Namespace, Limit: 10}); !namesDamaged(err, b) {
+		t.Errorf("List() error = %v, want ErrDamaged naming key %q", err, b.Key)
+	}
+	if _, err := e.s.Stats(e.ctx, a.Tenant, a.Namespace); err != nil && !namesDamaged(err, b) {
+		t.Errorf("Stats() error = %v, want none or ErrDamaged naming key %q", err, b.Key)
+	}
 	// Deleting it frees the key: that is what an operator deletes it for.
 	if rec, err := e.s.Delete(e.ctx, b); err != nil || rec != nil {
 		t.Fatalf("Delete() of the damaged record = %+v, %v; want it removed, answered without a record", rec, err)
 	}
 	e.mustReserve(rp(b, "fp", ttl, retention), storage.OutcomeReserved)
+}
+
+// namesDamaged reports whether err is ErrDamaged about id's record, with a
+// message the caller can act on.
+func namesDamaged(err error, id storage.ID) bool {
+	var d *storage.DamagedError
+	return errors.As(err, &d) && errors.Is(err, storage.ErrDamaged) && d.ID == id &&
+		strings.Contains(d.Public(), strconv.Quote(id.Key))
 }
