@@ -230,6 +230,9 @@ func openLocked(dir, path string, lock *pebbledb.Lock, o *options, corruption *a
 	// successful DB's Close stops; owning the wrapper stops it on a refused
 	// open too.
 	base, ring := syncFS(dir, o)
+	if o.wrapFS != nil {
+		base = o.wrapFS(base)
+	}
 	fs, healthCloser := vfs.WithDiskHealthChecks(base, 5*time.Second, nil, func(info vfs.DiskSlowInfo) {
 		o.logger.Warn("idem: pebble disk is slow", "dir", dir, "op", info.OpType.String(), "path", info.Path, "duration", info.Duration)
 	})

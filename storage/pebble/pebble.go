@@ -18,6 +18,7 @@ import (
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/jonboulle/clockwork"
 
 	"github.com/idemhq/idem/storage"
@@ -123,6 +124,10 @@ type Store struct {
 	// each (nil: off).
 	co      *coalesce.Ops
 	commits atomic.Uint64 // synced commits of records, for tests
+
+	// deleting counts Deletes between their commit and the end of its
+	// sync: a scan that found nothing may have seen one (see syncSeen).
+	deleting atomic.Int64
 }
 
 type options struct {
@@ -135,6 +140,7 @@ type options struct {
 	coalesce      int
 	filterMinKeys int64
 	sync          Sync
+	wrapFS        func(vfs.FS) vfs.FS // tests: sees every file Pebble opens
 }
 
 // Sync is how the store waits for the disk.
@@ -508,7 +514,10 @@ func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, err
 		return nil, s.writeErr(err)
 	}
 	s.commits.Add(1)
-	if err := b.Commit(pebbledb.Sync); err != nil {
+	s.deleting.Add(1)
+	err = b.Commit(pebbledb.Sync)
+	s.deleting.Add(-1)
+	if err != nil {
 		return nil, s.writeErr(err)
 	}
 	return cur, nil
@@ -647,7 +656,9 @@ func (s *Store) BatchComplete(ctx context.Context, items []storage.CompleteParam
 // syncSeen makes durable every write a scan may have seen, before its
 // answer goes out. Pebble makes a batch readable before its sync ends, and
 // List and Stats read without the stripe locks that keep Lookup from such
-// writes; a synced write to the log after them syncs them too.
+// writes; a synced write to the log after them syncs them too. A scan
+// that found records syncs; so does one that found none while a Delete
+// was unsynced, since that Delete may be why it found none.
 func (s *Store) syncSeen() error {
 	if err := s.db.LogData(syncMark, pebbledb.Sync); err != nil {
 		return s.writeErr(err)
@@ -665,7 +676,8 @@ func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Reco
 	}
 	defer s.mu.RUnlock()
 	recs, more, err := s.list(ctx, p)
-	if err == nil && len(recs) > 0 {
+	// deleting is read after the scan: a Delete it saw counts until synced.
+	if err == nil && (len(recs) > 0 || s.deleting.Load() > 0) {
 		err = s.syncSeen()
 	}
 	if err != nil {
@@ -755,7 +767,7 @@ func (s *Store) Stats(ctx context.Context, tenant, namespace string) ([]storage.
 	if err := it.Error(); err != nil {
 		return nil, s.readErr(err)
 	}
-	if len(counts) > 0 {
+	if len(counts) > 0 || s.deleting.Load() > 0 {
 		if err := s.syncSeen(); err != nil {
 			return nil, err
 		}

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/jonboulle/clockwork"
 
 	"github.com/idemhq/idem/internal/testenv"
@@ -574,7 +577,8 @@ func TestSweepSkipsBusyStripes(t *testing.T) {
 
 // TestScansSyncWhatTheySaw: Pebble makes a batch readable before its sync
 // ends, and List and Stats read without stripe locks, so before answering
-// with records they sync the log; a scan that found nothing needs no sync.
+// with records they sync the log; a scan that found nothing, with no Delete
+// unsynced (TestEmptyScanWaitsForUnsyncedDelete), needs no sync.
 func TestScansSyncWhatTheySaw(t *testing.T) {
 	ctx := testCtx(t)
 	s, err := Open(t.TempDir(), WithSweepInterval(0))
@@ -615,5 +619,136 @@ func TestScansSyncWhatTheySaw(t *testing.T) {
 		if got := s.ring.syncs.Load() > before; got != tt.syncs || (n > 0) != tt.syncs {
 			t.Errorf("%s found %d and synced = %v, want synced = %v", tt.name, n, got, tt.syncs)
 		}
+	}
+}
+
+// holdFS holds the syncs of Pebble's log while gate is set, as a slow disk
+// would, and signals on held when a sync starts to wait.
+type holdFS struct {
+	vfs.FS
+	gate atomic.Pointer[chan struct{}]
+	held chan struct{}
+}
+
+func (fs *holdFS) wrap(name string, f vfs.File, err error) (vfs.File, error) {
+	if err != nil || !strings.HasSuffix(name, ".log") {
+		return f, err
+	}
+	return holdFile{File: f, fs: fs}, nil
+}
+
+func (fs *holdFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.Create(name, c)
+	return fs.wrap(name, f, err)
+}
+
+func (fs *holdFS) ReuseForWrite(oldname, newname string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.ReuseForWrite(oldname, newname, c)
+	return fs.wrap(newname, f, err)
+}
+
+type holdFile struct {
+	vfs.File
+	fs *holdFS
+}
+
+func (f holdFile) Sync() error     { f.wait(); return f.File.Sync() }
+func (f holdFile) SyncData() error { f.wait(); return f.File.SyncData() }
+
+func (f holdFile) wait() {
+	if g := f.fs.gate.Load(); g != nil {
+		select {
+		case f.fs.held <- struct{}{}:
+		default:
+		}
+		<-*g
+	}
+}
+
+// waitingIn reports true once a goroutine is inside the store method fn;
+// false if ctx ends first.
+func waitingIn(ctx context.Context, fn string) bool {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if strings.Contains(string(buf[:n]), "pebble.(*Store)."+fn+"(") {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// TestEmptyScanWaitsForUnsyncedDelete: a Delete's batch is readable before
+// its sync ends. A List or Stats that found nothing because of it answered
+// at once, without the sync that a scan finding records makes, so a crash
+// could then bring back a record the scan had reported gone. With a Delete
+// in flight, a scan syncs before answering.
+func TestEmptyScanWaitsForUnsyncedDelete(t *testing.T) {
+	id := storage.ID{Tenant: "t", Namespace: "ns", Key: "k"}
+	for _, tc := range []struct {
+		name string
+		scan func(ctx context.Context, s *Store) (int, error)
+	}{
+		{"List", func(ctx context.Context, s *Store) (int, error) {
+			recs, _, err := s.List(ctx, storage.ListParams{Tenant: "t", Namespace: "ns", Limit: 10})
+			return len(recs), err
+		}},
+		{"Stats", func(ctx context.Context, s *Store) (int, error) {
+			rows, err := s.Stats(ctx, "t", "")
+			return len(rows), err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			fs := &holdFS{held: make(chan struct{}, 1)}
+			s, err := Open(t.TempDir(), WithSweepInterval(0), withFS(func(base vfs.FS) vfs.FS { fs.FS = base; return fs }))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if _, _, err := s.Reserve(ctx, storage.ReserveParams{ID: id, Fingerprint: []byte("fp"), LeaseTTL: time.Minute, Retention: time.Hour}); err != nil {
+				t.Fatal(err)
+			}
+			gate := make(chan struct{})
+			fs.gate.Store(&gate)
+			release := sync.OnceFunc(func() { fs.gate.Store(nil); close(gate) })
+			defer release()
+			deleted := make(chan error, 1)
+			go func() { _, err := s.Delete(ctx, id); deleted <- err }()
+			select {
+			case <-fs.held:
+			case <-ctx.Done():
+				t.Fatal("the Delete's sync never started")
+			}
+			type answer struct {
+				n   int
+				err error
+			}
+			scanned := make(chan answer, 1)
+			go func() { n, err := tc.scan(ctx, s); scanned <- answer{n, err} }()
+			waiting := make(chan bool, 1)
+			wctx, stop := context.WithCancel(ctx)
+			defer stop()
+			go func() { waiting <- waitingIn(wctx, "syncSeen") }()
+			select {
+			case a := <-scanned:
+				t.Fatalf("%s answered %d (error = %v) while the Delete it saw was not yet synced; want it to sync first", tc.name, a.n, a.err)
+			case ok := <-waiting:
+				if !ok {
+					t.Fatalf("%s neither answered nor synced", tc.name)
+				}
+			}
+			release()
+			if err := <-deleted; err != nil {
+				t.Fatalf("Delete() error = %v", err)
+			}
+			if a := <-scanned; a.err != nil || a.n != 0 {
+				t.Errorf("%s after the Delete = %d, %v; want nothing", tc.name, a.n, a.err)
+			}
+		})
 	}
 }

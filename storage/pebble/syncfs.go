@@ -100,3 +100,7 @@ func (f ringFile) sync(datasync bool, direct func() error) error {
 	}
 	return err
 }
+
+// withFS wraps the file system Pebble writes through, so tests can hold
+// its syncs as a slow disk would.
+func withFS(wrap func(vfs.FS) vfs.FS) Option { return func(o *options) { o.wrapFS = wrap } }
