@@ -4,7 +4,7 @@
 # 10s; 4s in the scripts that run rounds), BENCH_ROUNDS (floor/idem rounds of a --floor bench, default 5: the
 # ratios reported are the medians), BENCH_CONCURRENCY (default 50),
 # BENCH_CONNS (default 2),
-# BENCH_OUT (where JSON/SVG results go, default a temp dir),
+# BENCH_OUT (where JSON/SVG results go, default a new temp dir kept after the run),
 # IDEM_BENCH_POSTGRES_URL, IDEM_BENCH_REDIS_URL.
 set -euo pipefail
 
@@ -16,7 +16,9 @@ BENCH_CONNS=${BENCH_CONNS:-2}
 PG_URL=${IDEM_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}
 REDIS_URL=${IDEM_BENCH_REDIS_URL:-redis://127.0.0.1:6379/0}
 TMP=$(mktemp -d -t idem-bench.XXXXXX)
-BENCH_OUT=${BENCH_OUT:-$TMP/out}
+# Not under $TMP: the exit removes that, and the scripts end by naming
+# where the results are.
+BENCH_OUT=${BENCH_OUT:-$(mktemp -d -t idem-bench-out.XXXXXX)}
 mkdir -p "$BENCH_OUT"
 IDEMD_PID=
 IDEMD_ADDR=

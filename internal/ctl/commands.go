@@ -115,11 +115,16 @@ func noArgs(pos []string) error {
 
 // call connects and runs f under the call deadline.
 func call[T any](ctx context.Context, r *invocation, f func(context.Context) (T, error)) (T, error) {
+	return callWithin(ctx, r, r.g.timeout, f)
+}
+
+// callWithin connects and runs f under a deadline d away.
+func callWithin[T any](ctx context.Context, r *invocation, d time.Duration, f func(context.Context) (T, error)) (T, error) {
 	var zero T
 	if err := r.connect(); err != nil {
 		return zero, err
 	}
-	cctx, cancel := context.WithTimeout(ctx, r.g.timeout)
+	cctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	return f(cctx)
 }
@@ -148,7 +153,7 @@ func reserveFlags(fs *flag.FlagSet) any {
 	fs.StringVar(&o.fingerprintHex, "fingerprint-hex", "", "fingerprint of the request, in hex")
 	fs.DurationVar(&o.lease, "lease", 0, "lease (default: the server's)")
 	fs.DurationVar(&o.retention, "retention", 0, "retention (default: the server's)")
-	fs.DurationVar(&o.wait, "wait", 0, "wait up to this long for an in-progress key to finish")
+	fs.DurationVar(&o.wait, "wait", 0, "wait up to this long for an in-progress key to finish (added to --timeout)")
 	return o
 }
 
@@ -167,7 +172,10 @@ func runReserve(ctx context.Context, r *invocation, pos []string, opts any) erro
 			return usagef("--fingerprint-hex: %v", err)
 		}
 	}
-	resp, err := call(ctx, r, func(ctx context.Context) (*idemv1.ReserveResponse, error) {
+	// The server may hold a waiting Reserve for all of --wait: that time
+	// comes on top of --timeout, or a long wait would end early, answering
+	// IN_PROGRESS at --timeout.
+	resp, err := callWithin(ctx, r, r.g.timeout+max(o.wait, 0), func(ctx context.Context) (*idemv1.ReserveResponse, error) {
 		return r.idem().Reserve(ctx, &idemv1.ReserveRequest{Tenant: r.g.tenant, Namespace: ns, Key: key, Fingerprint: fp,
 			LeaseTtl: optDuration(o.lease), Retention: optDuration(o.retention), Wait: optDuration(o.wait)})
 	})

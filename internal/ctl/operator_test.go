@@ -2,12 +2,19 @@ package ctl
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"net"
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 )
 
 // TestKeysAddressable: keys are printable text, spaces and quotes included;
@@ -169,5 +176,42 @@ func TestListShowsLease(t *testing.T) {
 				t.Errorf("done's LEASE = %s, want -", f[6])
 			}
 		}
+	}
+}
+
+// deadlineServer answers every Reserve IN_PROGRESS and reports how long
+// the call had left.
+type deadlineServer struct {
+	idemv1.UnimplementedIdempotencyServiceServer
+	left chan time.Duration
+}
+
+func (s *deadlineServer) Reserve(ctx context.Context, _ *idemv1.ReserveRequest) (*idemv1.ReserveResponse, error) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		d = time.Now().Add(time.Hour)
+	}
+	s.left <- time.Until(d)
+	return &idemv1.ReserveResponse{Outcome: idemv1.ReserveOutcome_RESERVE_OUTCOME_IN_PROGRESS}, nil
+}
+
+// TestReserveWaitOutlastsTimeout: the call's deadline was --timeout (10s)
+// alone, so --wait 25s answered IN_PROGRESS after 10s without a word.
+func TestReserveWaitOutlastsTimeout(t *testing.T) {
+	ctx := testContext(t)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &deadlineServer{left: make(chan time.Duration, 1)}
+	gs := grpc.NewServer()
+	idemv1.RegisterIdempotencyServiceServer(gs, srv)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = gs.Serve(lis) })
+	t.Cleanup(func() { gs.Stop(); wg.Wait() })
+
+	mustRun(ctx, t, lis.Addr().String(), "reserve", "ns", "k", "--wait", "25s")
+	if left := <-srv.left; left <= 25*time.Second {
+		t.Fatalf("Reserve --wait 25s reached the server with %v left, want more than the wait", left)
 	}
 }

@@ -263,6 +263,11 @@ func (r *runner) phase(ctx context.Context, name string, call callFunc) (*Phase,
 				intended := time.Now()
 				if period > 0 {
 					intended = start.Add(time.Duration(i) * period)
+					// A call due after the end is not waited for: the
+					// wait would stretch the phase and lower its rates.
+					if !end.IsZero() && !intended.Before(end) {
+						return
+					}
 					if !sleepUntil(ctx, intended) {
 						return
 					}

@@ -159,6 +159,27 @@ func TestOpenLoopKeepsSchedule(t *testing.T) {
 	}
 }
 
+// An open-loop phase ends at its duration: a caller holding a call due
+// after the end does not sleep until then, which stretched the phase (by
+// up to concurrency × period) and so lowered every rate it reported.
+func TestOpenLoopEndsAtDuration(t *testing.T) {
+	ctx := testContext(t)
+	_, conns := startServer(t, 1)
+	cfg := baseConfig(conns)
+	// One call an hour: only the first is due within the phase.
+	cfg.Rate, cfg.Count, cfg.Duration, cfg.Concurrency = 1.0/3600, 0, time.Millisecond, 4
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("the phase ran until the test's deadline (%v) waiting for calls due after its end", defaultTestTimeout)
+	}
+	if rep.Idem.Calls != 1 {
+		t.Fatalf("calls = %d, want the 1 due within the phase", rep.Idem.Calls)
+	}
+}
+
 func TestFloorAndServerCPU(t *testing.T) {
 	ctx := testContext(t)
 	_, conns := startServer(t, 1)

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/idemhq/idem/internal/testenv"
 )
 
 const benchDir = "../../bench"
@@ -19,6 +21,10 @@ const benchDir = "../../bench"
 func TestScriptsMedianIdemRate(t *testing.T) {
 	for _, tool := range []string{"bash", "python3"} {
 		if _, err := exec.LookPath(tool); err != nil {
+			// .ci/run installs both: CI must not pass by skipping this.
+			if testenv.InCI() {
+				t.Fatalf("no %s, and CI is set", tool)
+			}
 			t.Skipf("no %s", tool)
 		}
 	}
@@ -85,5 +91,27 @@ func TestPgbenchPayloadMatchesScript(t *testing.T) {
 	// The blob is the body and a little framing and metadata.
 	if payload > len(blob) || len(blob)-payload > 64 {
 		t.Errorf("--payload %d against pgbench's %d-byte stored result", payload, len(blob))
+	}
+}
+
+// The scripts end by naming where their results are; by default that was
+// inside the temp dir their exit removes, so the line named nothing.
+func TestScriptsKeepDefaultResults(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		if testenv.InCI() {
+			t.Fatal("no bash, and CI is set")
+		}
+		t.Skip("no bash")
+	}
+	tmp := t.TempDir()
+	cmd := exec.Command("bash", "-c", `unset BENCH_OUT; source "$1/lib.sh" && echo "$BENCH_OUT" > "$BENCH_OUT/report.json" && echo "$BENCH_OUT"`, "_", benchDir)
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("sourcing lib.sh: %v: %s", err, out)
+	}
+	dir := strings.TrimSpace(string(out))
+	if _, err := os.Stat(filepath.Join(dir, "report.json")); err != nil {
+		t.Fatalf("after the script's exit, its results in BENCH_OUT=%s: %v", dir, err)
 	}
 }
