@@ -274,8 +274,10 @@ func TestLimitsAtTheBoundary(t *testing.T) {
 	}
 	runLimitCases(t, e, [][2]string{{DefaultTenant, testNS}}, cases)
 
-	// None of the rejected calls above touched the held record.
-	rec, err := e.store.Lookup(ctx, storageID("held"))
+	// None of the rejected calls above touched the held record. A context
+	// of its own: the cases (each with one) can outlast the first under
+	// -race on a loaded machine.
+	rec, err := e.store.Lookup(testContext(t), storageID("held"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -580,4 +582,42 @@ func TestEmptyDetailsCountInNamespaceLimit(t *testing.T) {
 	if err != nil || rec.State != storage.StateInProgress || rec.Result != nil {
 		t.Errorf("record = %+v, %v, want still IN_PROGRESS without a result", rec, err)
 	}
+}
+
+// TestBadTenantStillChecksNamespacePolicy: a malformed tenant must not hide
+// the fields over the namespace's own limits; the BadRequest names them
+// all, so the caller does not learn them one round trip at a time.
+func TestBadTenantStillChecksNamespacePolicy(t *testing.T) {
+	const ns = "short"
+	e := newEnv(t, WithNamespacePolicies(map[string]Policy{
+		ns:      {MaxLease: 10 * time.Second, MaxRetention: time.Hour, MaxResultSize: 4, StoreResults: true},
+		"codes": {MaxResultSize: 4, StoreResults: false},
+	}))
+	const bad = "t\x00"
+	cases := []limitCase{
+		{"reserve", func(ctx context.Context) error {
+			_, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Tenant: bad, Namespace: ns, Key: "k", LeaseTtl: durationpb.New(time.Minute), Retention: durationpb.New(2 * time.Hour)})
+			return err
+		}, []string{"tenant", "lease_ttl", "retention"}},
+		{"complete", func(ctx context.Context) error {
+			_, err := e.idem.Complete(ctx, &idemv1.CompleteRequest{Tenant: bad, Namespace: ns, Key: "k", Token: 1, Result: &idemv1.Result{Body: []byte("12345")}})
+			return err
+		}, []string{"tenant", "result"}},
+		{"checkpoint", func(ctx context.Context) error {
+			_, err := e.idem.Checkpoint(ctx, &idemv1.CheckpointRequest{Tenant: bad, Namespace: ns, Key: "k", Token: 1, Data: []byte("12345")})
+			return err
+		}, []string{"tenant", "data"}},
+		{"batch reserve", func(ctx context.Context) error {
+			_, err := e.idem.BatchReserve(ctx, &idemv1.BatchReserveRequest{Tenant: bad, Namespace: ns, LeaseTtl: durationpb.New(time.Minute), Items: []*idemv1.BatchReserveRequest_Item{{Key: "b"}}})
+			return err
+		}, []string{"tenant", "lease_ttl"}},
+		// A codes-only namespace drops the message (not UTF-8 here, sent
+		// with idem's codec, which does not check): it is no bad field.
+		{"complete in a codes-only namespace", func(ctx context.Context) error {
+			_, err := e.idem.Complete(ctx, &idemv1.CompleteRequest{Tenant: bad, Namespace: "codes", Key: "k", Token: 1, Result: &idemv1.Result{Message: "\xff"}},
+				grpc.ForceCodecV2(codec.Codec{}))
+			return err
+		}, []string{"tenant"}},
+	}
+	runLimitCases(t, e, [][2]string{{DefaultTenant, ns}, {DefaultTenant, "codes"}}, cases)
 }

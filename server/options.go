@@ -333,6 +333,9 @@ func WithWaitPolling(minInterval, maxInterval time.Duration) Option {
 		if maxInterval >= o.pollMin {
 			o.pollMax = maxInterval
 		}
+		// A minimum above the old maximum, given alone, raises it: the
+		// backoff would otherwise shrink to the old maximum after one poll.
+		o.pollMax = max(o.pollMax, o.pollMin)
 	}
 }
 

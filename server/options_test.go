@@ -32,3 +32,27 @@ func TestLimitsBeyondRecordTimes(t *testing.T) {
 		t.Errorf("WithDefaults() at MaxDuration error = %v", err)
 	}
 }
+
+// TestWaitPollingKeepsMaxAtLeastMin: a minimum above the default maximum
+// (250ms), given alone, must not leave the backoff capped below it, which
+// polled the store faster than the minimum asked for.
+func TestWaitPollingKeepsMaxAtLeastMin(t *testing.T) {
+	for _, tt := range []struct {
+		name             string
+		minIv, maxIv     time.Duration
+		wantMin, wantMax time.Duration
+	}{
+		{"min alone", time.Second, 0, time.Second, time.Second},
+		{"max below min", time.Second, 500 * time.Millisecond, time.Second, time.Second},
+		{"both", time.Second, 4 * time.Second, time.Second, 4 * time.Second},
+		{"max alone", 0, time.Second, 10 * time.Millisecond, time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o := defaultOptions()
+			WithWaitPolling(tt.minIv, tt.maxIv)(&o)
+			if o.pollMin != tt.wantMin || o.pollMax != tt.wantMax {
+				t.Errorf("WithWaitPolling(%v, %v) = [%v, %v], want [%v, %v]", tt.minIv, tt.maxIv, o.pollMin, o.pollMax, tt.wantMin, tt.wantMax)
+			}
+		})
+	}
+}

@@ -120,15 +120,25 @@ type scope struct {
 
 // scope checks tenant and namespace, resolves the tenant (which may refuse
 // the call) and picks the namespace's store and policy. With a bad tenant
-// or namespace it reports them in v and answers the server's default
-// policy, so the other fields are still checked.
+// or namespace it reports them in v and answers a policy to check the
+// other fields against: the namespace's when only the tenant is bad (its
+// narrower limits are bad fields too, and a codes-only namespace must not
+// refuse a result it drops), else the server's default.
 func (s *Service) scope(ctx context.Context, v *violations, tenant, namespace string, nsRequired bool) (scope, error) {
 	l := &s.opts.limits
 	n := len(*v)
 	v.checkText("tenant", tenant, l.MaxTenantBytes, false)
+	m := len(*v)
 	v.checkText("namespace", namespace, l.MaxNamespaceBytes, nsRequired)
+	nsBad := len(*v) > m
 	if len(*v) > n {
-		return scope{store: s.bounded(s.store), pol: l.DefaultPolicy()}, nil
+		pol := l.DefaultPolicy()
+		if !nsBad {
+			// The policy alone is used: nothing reaches a store.
+			_, p := s.resolver.Resolve(tenant, namespace)
+			pol = p.normalize(*l)
+		}
+		return scope{store: s.bounded(s.store), pol: pol}, nil
 	}
 	t, err := s.opts.tenant(ctx, tenant)
 	if err != nil {
