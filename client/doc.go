@@ -15,10 +15,12 @@
 //
 // It has one typed method per RPC (Reserve, Complete, Release, ExtendLease,
 // Checkpoint, Lookup, BatchReserve, BatchComplete), taking the idemv1
-// request types. Calls failing with UNAVAILABLE or RESOURCE_EXHAUSTED are
-// retried with exponential backoff and ±20% jitter, waiting at least the
-// server's google.rpc.RetryInfo delay, and not at all when the pause would
-// outlast the call's deadline (WithRetry). Every idem call is idempotent by
+// request types. Calls failing with UNAVAILABLE, or with RESOURCE_EXHAUSTED
+// carrying RetryInfo (idemd shedding load; gRPC's refusal of a message over
+// its size limit would only fail again), are retried with exponential
+// backoff and ±20% jitter, waiting at least the server's
+// google.rpc.RetryInfo delay, and not at all when the pause would outlast
+// the call's deadline (WithRetry). Every idem call is idempotent by
 // design, so retrying is safe; a Reserve whose first answer was lost in
 // transit sees its own reservation as IN_PROGRESS until the lease ends. A
 // circuit breaker (sony/gobreaker) opens after repeated UNAVAILABLE or
@@ -34,7 +36,8 @@
 //
 // Local wraps an in-process idem (such as server.Service over an embedded
 // store) in the same Service interface, for a single service that uses idem
-// as a library.
+// as a library. It answers as *Client does, errors included, but has no
+// retries, circuit breaker or cache, and no message-size limit.
 //
 // # Error contract
 //

@@ -8,15 +8,28 @@ import (
 
 // Local wraps an in-process idem (any idemv1.IdempotencyServiceServer, such
 // as *server.Service over an embedded store) as a Service, so the
-// interceptors and consumer helpers work without a network hop. Errors are
-// mapped exactly as for *Client.
+// interceptors and consumer helpers work without a network hop. It answers
+// a call as *Client does when idemd answers it: the same records, the same
+// errors (a call whose context has ended is ctx.Err() and is not run), and
+// a BatchReserve filled in the same way. What it lacks is what *Client adds
+// around the wire: it does not retry, has no circuit breaker or cache, and
+// fills in no default tenant or namespace. Nor is there a wire to limit a
+// request's size: one larger than idemd reads (4 MiB, or twice its result
+// limit plus 64 KiB), which idemd refuses with RESOURCE_EXHAUSTED, is served.
 func Local(srv idemv1.IdempotencyServiceServer) Service { return local{srv} }
 
 type local struct {
 	srv idemv1.IdempotencyServiceServer
 }
 
+// call runs one call as *Client would send it. A call whose context has
+// ended is not sent: gRPC answers it with ctx.Err() at once, whereas the
+// server would still validate it, or answer a batch that reaches no store.
 func call[Req, Resp any](ctx context.Context, f func(context.Context, Req) (Resp, error), req Req) (Resp, error) {
+	if err := ctx.Err(); err != nil {
+		var zero Resp
+		return zero, err
+	}
 	resp, err := f(ctx, req)
 	if err != nil {
 		var zero Resp

@@ -48,6 +48,12 @@
 // ErrNotInProgress); List pages through live records of one namespace in key
 // order; Stats counts live records by namespace and state.
 //
+// A record the store holds but cannot decode is a *DamagedError naming its
+// ID (errors.Is finds ErrDamaged), never a record, an absence or another
+// key's answer: as the error of a call on that key, as that item's error in
+// a batch (the other items are applied), and as the error of a List whose
+// page reaches it. Stats counts it or fails the same way.
+//
 // The server validates every argument against its limits before calling a
 // Store; backends may assume durations are positive and sizes in range.
 package storage

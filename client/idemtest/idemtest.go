@@ -2,7 +2,16 @@
 // that use package client: a memory store behind the real server, reached
 // either directly (client.Local) or over an in-memory gRPC connection
 // (*client.Client over bufconn). Nothing is faked: the state machine,
-// validation and error mapping are the production ones.
+// validation and error mapping are the production ones. Dial also serves
+// with idemd's gRPC server, so it refuses a request too large for idemd
+// as idemd does; Local serves any size (see client.Local).
+//
+// The server waits on the same clock as the store: a Reserve asking to wait
+// for a key another attempt holds (its wait field, the server interceptor's
+// WithWait, a consumer's WithWait) ends when the key is completed or
+// released, when Advance moves the fake clock past the wait or the
+// holder's lease, or just before the call's deadline — not when the wait
+// has passed in real time. Give such calls a deadline, or advance the clock.
 package idemtest
 
 import (
@@ -29,7 +38,7 @@ type Idem struct {
 	// Server is the idem service over Store.
 	Server *server.Service
 	// Clock is the store's and server's clock; advance it to expire leases
-	// and records.
+	// and records, and to end waiting Reserves.
 	Clock clockwork.Clock
 }
 
@@ -42,7 +51,8 @@ type config struct {
 }
 
 // WithClock sets the clock of the store and the server (default: a fake
-// clock, so leases and records expire only when the test advances it).
+// clock, so leases and records expire only when the test advances it; a
+// waiting Reserve waits on it too, see the package documentation).
 func WithClock(c clockwork.Clock) Option { return func(o *config) { o.clock = c } }
 
 // WithLogger sets the logger (default: discard).
