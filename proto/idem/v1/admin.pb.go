@@ -83,7 +83,8 @@ func (x *DeleteKeyRequest) GetKey() string {
 
 type DeleteKeyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The record as it was before deletion.
+	// The record as it was before deletion; unset for a record the store
+	// could not decode.
 	Record        *Record `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -35,10 +35,14 @@ type AdminServiceClient interface {
 	// cannot read (damaged on disk) is removed too, and answered without a
 	// record: deleting it frees its key.
 	DeleteKey(ctx context.Context, in *DeleteKeyRequest, opts ...grpc.CallOption) (*DeleteKeyResponse, error)
-	// ListKeys pages through live records of a namespace, optionally by key prefix.
+	// ListKeys pages through live records of a namespace, optionally by key
+	// prefix. A record the store cannot decode fails the page with DATA_LOSS
+	// (reason DAMAGED) naming its key: DeleteKey it to go on.
 	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
 	// ForceRelease releases an IN_PROGRESS record whatever its token, so the
 	// next Reserve takes over (an operator unsticks a key whose owner died).
+	// A RELEASED record is answered unchanged; a COMPLETED one is
+	// FAILED_PRECONDITION with reason NOT_IN_PROGRESS.
 	ForceRelease(ctx context.Context, in *ForceReleaseRequest, opts ...grpc.CallOption) (*ForceReleaseResponse, error)
 	// Stats counts live records by namespace and state.
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
@@ -102,10 +106,14 @@ type AdminServiceServer interface {
 	// cannot read (damaged on disk) is removed too, and answered without a
 	// record: deleting it frees its key.
 	DeleteKey(context.Context, *DeleteKeyRequest) (*DeleteKeyResponse, error)
-	// ListKeys pages through live records of a namespace, optionally by key prefix.
+	// ListKeys pages through live records of a namespace, optionally by key
+	// prefix. A record the store cannot decode fails the page with DATA_LOSS
+	// (reason DAMAGED) naming its key: DeleteKey it to go on.
 	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
 	// ForceRelease releases an IN_PROGRESS record whatever its token, so the
 	// next Reserve takes over (an operator unsticks a key whose owner died).
+	// A RELEASED record is answered unchanged; a COMPLETED one is
+	// FAILED_PRECONDITION with reason NOT_IN_PROGRESS.
 	ForceRelease(context.Context, *ForceReleaseRequest) (*ForceReleaseResponse, error)
 	// Stats counts live records by namespace and state.
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)

@@ -139,7 +139,9 @@ func (RecordState) EnumDescriptor() ([]byte, []int) {
 	return file_idem_v1_idem_proto_rawDescGZIP(), []int{1}
 }
 
-// Result is what a completed command produced, stored and replayed byte for byte.
+// Result is what a completed command produced, stored and replayed byte for
+// byte; in a namespace whose policy stores outcomes only, just its code is
+// kept.
 type Result struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A gRPC status code (0 for OK) or any code the caller uses.
@@ -420,13 +422,17 @@ type ReserveRequest struct {
 	Key       string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
 	// The caller's hash of the request payload (at most 64 bytes).
 	Fingerprint []byte `protobuf:"bytes,4,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
-	// How long the caller holds the key before another attempt may take over.
+	// How long the caller holds the key before another attempt may take over
+	// (default: the namespace's default lease, 30 s unless configured).
 	LeaseTtl *durationpb.Duration `protobuf:"bytes,5,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
 	// How long the record is kept until a Complete stores a result: at
 	// least the lease, and a takeover never shortens it. A Complete's own
 	// retention then decides how long the completed record is kept.
 	Retention *durationpb.Duration `protobuf:"bytes,6,opt,name=retention,proto3" json:"retention,omitempty"`
-	// When the key is held by another attempt, wait up to this long for it to finish.
+	// When the key is held by another attempt, wait up to this long for it to
+	// finish (at most 30 s by default, else INVALID_ARGUMENT), never past the
+	// call's deadline; the answer is the outcome when the wait ends. When the
+	// server already holds its most waiting calls, it answers at once.
 	Wait          *durationpb.Duration `protobuf:"bytes,7,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -806,12 +812,13 @@ func (x *ReleaseResponse) GetRecord() *Record {
 }
 
 type ExtendLeaseRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Key           string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
-	Token         uint64                 `protobuf:"varint,4,opt,name=token,proto3" json:"token,omitempty"`
-	LeaseTtl      *durationpb.Duration   `protobuf:"bytes,5,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Tenant    string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Key       string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	Token     uint64                 `protobuf:"varint,4,opt,name=token,proto3" json:"token,omitempty"`
+	// The new lease, counted from now (default: the namespace's default lease).
+	LeaseTtl      *durationpb.Duration `protobuf:"bytes,5,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

@@ -37,6 +37,15 @@ const (
 // performs a side effect, then completes the key with the result (or
 // releases it when the attempt failed transiently). Every retry of the same
 // logical command carries the same key and gets the same answer.
+//
+// Errors are gRPC statuses with a google.rpc.ErrorInfo (domain "idem.dev"):
+// INVALID_ARGUMENT (a google.rpc.BadRequest names every bad field),
+// FAILED_PRECONDITION (reason LEASE_LOST: the token no longer holds the
+// key), NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED
+// and UNAVAILABLE (both with a google.rpc.RetryInfo), DEADLINE_EXCEEDED,
+// and DATA_LOSS (reason DAMAGED: the store holds a record for the key that
+// the server cannot decode; the message names it, and an admin DeleteKey
+// removes it).
 type IdempotencyServiceClient interface {
 	// Reserve atomically claims a key, or reports why it cannot: the command
 	// already completed (the stored result is returned), another attempt holds
@@ -54,7 +63,9 @@ type IdempotencyServiceClient interface {
 	Checkpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (*CheckpointResponse, error)
 	// Lookup reads a record without changing it.
 	Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error)
-	// BatchReserve reserves up to 1,000 keys of one namespace at once.
+	// BatchReserve reserves up to 1,000 keys of one namespace at once (more
+	// fail the whole call). An item that fails alone (a bad field, a key
+	// repeated in the batch, a damaged record) carries its own error.
 	// The answer is bounded in size (the largest request the server reads:
 	// 4 MiB, or twice its result limit plus 64 KiB when that is more).
 	// RESERVED items are always answered in full; the other items share the
@@ -166,6 +177,15 @@ func (c *idempotencyServiceClient) BatchComplete(ctx context.Context, in *BatchC
 // performs a side effect, then completes the key with the result (or
 // releases it when the attempt failed transiently). Every retry of the same
 // logical command carries the same key and gets the same answer.
+//
+// Errors are gRPC statuses with a google.rpc.ErrorInfo (domain "idem.dev"):
+// INVALID_ARGUMENT (a google.rpc.BadRequest names every bad field),
+// FAILED_PRECONDITION (reason LEASE_LOST: the token no longer holds the
+// key), NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED
+// and UNAVAILABLE (both with a google.rpc.RetryInfo), DEADLINE_EXCEEDED,
+// and DATA_LOSS (reason DAMAGED: the store holds a record for the key that
+// the server cannot decode; the message names it, and an admin DeleteKey
+// removes it).
 type IdempotencyServiceServer interface {
 	// Reserve atomically claims a key, or reports why it cannot: the command
 	// already completed (the stored result is returned), another attempt holds
@@ -183,7 +203,9 @@ type IdempotencyServiceServer interface {
 	Checkpoint(context.Context, *CheckpointRequest) (*CheckpointResponse, error)
 	// Lookup reads a record without changing it.
 	Lookup(context.Context, *LookupRequest) (*LookupResponse, error)
-	// BatchReserve reserves up to 1,000 keys of one namespace at once.
+	// BatchReserve reserves up to 1,000 keys of one namespace at once (more
+	// fail the whole call). An item that fails alone (a bad field, a key
+	// repeated in the batch, a damaged record) carries its own error.
 	// The answer is bounded in size (the largest request the server reads:
 	// 4 MiB, or twice its result limit plus 64 KiB when that is more).
 	// RESERVED items are always answered in full; the other items share the
