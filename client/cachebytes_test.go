@@ -1,6 +1,8 @@
 package client
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -89,5 +91,22 @@ func TestCacheBytesUnderConcurrentRemember(t *testing.T) {
 	c.cache.Purge()
 	if got := c.cacheBytes.Load(); got != 0 {
 		t.Errorf("cache bytes = %d after Purge, want 0", got)
+	}
+}
+
+// A cached answer is not given to a call whose context has ended: the
+// client answers such calls ctx.Err(), as gRPC does.
+func TestCacheAnswersNoEndedCall(t *testing.T) {
+	c, err := New("passthrough:///idem", WithInsecure(), WithCache(10), WithoutBreaker(), WithRetry(1, 0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.remember(cacheKey{namespace: "ns", key: "k"}, completedRecord("k", 10))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	resp, err := c.Reserve(ctx, &idemv1.ReserveRequest{Namespace: "ns", Key: "k", Fingerprint: []byte("fp")})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Reserve() with a cancelled context = %v, %v; want context.Canceled", resp, err)
 	}
 }

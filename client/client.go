@@ -118,8 +118,10 @@ func WithNamespace(ns string) Option {
 	return func(o *clientOptions) { o.namespace = ns }
 }
 
-// WithRetry sets how often a call failing with UNAVAILABLE or
-// RESOURCE_EXHAUSTED is retried (max attempts in total, 1 disables retries)
+// WithRetry sets how often a call failing with UNAVAILABLE or with idemd's
+// RESOURCE_EXHAUSTED (one carrying a RetryInfo; gRPC's own refusal of an
+// oversized message is not retried) is retried (max attempts in total, 1
+// disables retries)
 // and the exponential backoff: base·2^(n-1) with ±20% jitter, at most
 // maxDelay, and never shorter than the server's RetryInfo delay. A pause
 // that would end after the call's deadline is not taken: the call fails at
@@ -254,6 +256,10 @@ func withDefaults[T interface {
 // WithCache, a COMPLETED answer may come from the local cache.
 func (c *Client) Reserve(ctx context.Context, req *idemv1.ReserveRequest) (*idemv1.ReserveResponse, error) {
 	req = withDefaults(c, req, func(r *idemv1.ReserveRequest, t, ns string) { r.Tenant, r.Namespace = t, ns })
+	// A call whose context ended answers ctx.Err(), from the cache too.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	ck := cacheKey{req.GetTenant(), req.GetNamespace(), req.GetKey()}
 	if resp, ok := c.cached(ck, req.GetFingerprint()); ok {
 		return resp, nil
