@@ -232,9 +232,10 @@ func TestCheckExprCatchesDrift(t *testing.T) {
 	}
 }
 
-func TestKustomizeBaseRenders(t *testing.T) {
-	// kustomize (make bin/kustomize builds the version pinned in
-	// tools/go.mod) or kubectl's built-in copy.
+// renderBase renders deploy/k8s/base with kustomize (make bin/kustomize
+// builds the version pinned in tools/go.mod) or kubectl's built-in copy.
+func renderBase(t *testing.T) []byte {
+	t.Helper()
 	var cmd *exec.Cmd
 	if p, err := exec.LookPath("kustomize"); err == nil {
 		cmd = exec.Command(p, "build", "k8s/base")
@@ -246,10 +247,19 @@ func TestKustomizeBaseRenders(t *testing.T) {
 		}
 		t.Skip("neither kustomize nor kubectl found; run make bin/kustomize and put bin/ on PATH to check that deploy/k8s/base renders")
 	}
-	out, err := cmd.CombinedOutput()
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out)
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, stderr)
 	}
+	return out
+}
+
+func TestKustomizeBaseRenders(t *testing.T) {
+	out := renderBase(t)
 	kinds := map[string]int{}
 	dec := yaml.NewDecoder(strings.NewReader(string(out)))
 	for {
