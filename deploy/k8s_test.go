@@ -23,6 +23,8 @@ type k8sObject struct {
 	Data map[string]string
 	Spec struct {
 		Replicas       *int
+		MinAvailable   any `yaml:"minAvailable"`
+		MaxUnavailable any `yaml:"maxUnavailable"`
 		ScaleTargetRef struct {
 			Kind, Name string
 		} `yaml:"scaleTargetRef"`
@@ -105,6 +107,18 @@ func TestHPAOwnsReplicas(t *testing.T) {
 	}
 	if n == 0 {
 		t.Error("rendered base has no HorizontalPodAutoscaler")
+	}
+}
+
+// A drain of a scaled-out idemd takes one replica at a time: minAvailable: 1
+// would let it evict all but one.
+func TestPDBTakesOneAtATime(t *testing.T) {
+	pdb := find(renderedObjects(t), "PodDisruptionBudget", "idemd")
+	if pdb == nil {
+		t.Fatal("rendered base has no PodDisruptionBudget idemd")
+	}
+	if pdb.Spec.MinAvailable != nil || fmt.Sprint(pdb.Spec.MaxUnavailable) != "1" {
+		t.Errorf("PodDisruptionBudget minAvailable %v, maxUnavailable %v; want maxUnavailable: 1 alone", pdb.Spec.MinAvailable, pdb.Spec.MaxUnavailable)
 	}
 }
 
