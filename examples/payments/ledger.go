@@ -10,13 +10,24 @@ import (
 // already saw for the key; the attempt lost its lease to a newer one.
 var errStaleToken = errors.New("payments: stale fencing token")
 
+// errKeyReused: the key already charged a different request. idem refuses
+// that while it keeps the key (its retention); the ledger keeps keys for
+// good, so it must refuse it too rather than answer with another charge.
+var errKeyReused = errors.New("payments: idempotency key already used for a different charge")
+
+// charge is what a request asks for.
+type charge struct {
+	Account     string
+	AmountCents int64
+	Currency    string
+	Description string
+}
+
 // entry is one posted charge.
 type entry struct {
+	charge
 	Key          string
 	ChargeID     string
-	Account      string
-	AmountCents  int64
-	Currency     string
 	BalanceCents int64 // the account's balance right after this charge
 	Token        uint64
 }
@@ -39,9 +50,9 @@ func NewLedger() *Ledger {
 	return &Ledger{balances: map[string]int64{}, byKey: map[string]*entry{}, tokens: map[string]uint64{}}
 }
 
-// Post charges account once for key. token is the idem fencing token of
-// the attempt (0 when idem did not guard the call).
-func (l *Ledger) Post(key string, token uint64, account string, amount int64, currency string) (entry, error) {
+// Post charges c once for key. token is the idem fencing token of the
+// attempt (0 when idem did not guard the call).
+func (l *Ledger) Post(key string, token uint64, c charge) (entry, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if key != "" {
@@ -50,17 +61,18 @@ func (l *Ledger) Post(key string, token uint64, account string, amount int64, cu
 		}
 		l.tokens[key] = token
 		if e, ok := l.byKey[key]; ok {
+			if e.charge != c {
+				return entry{}, fmt.Errorf("%w: key %q", errKeyReused, key)
+			}
 			return *e, nil
 		}
 	}
-	l.balances[account] += amount
+	l.balances[c.Account] += c.AmountCents
 	e := &entry{
+		charge:       c,
 		Key:          key,
 		ChargeID:     fmt.Sprintf("ch_%06d", len(l.entries)+1),
-		Account:      account,
-		AmountCents:  amount,
-		Currency:     currency,
-		BalanceCents: l.balances[account],
+		BalanceCents: l.balances[c.Account],
 		Token:        token,
 	}
 	l.entries = append(l.entries, e)

@@ -12,8 +12,11 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/retry"
+	"github.com/jonboulle/clockwork"
 	"go.uber.org/goleak"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -137,7 +140,14 @@ type world struct {
 
 func startWorld(t *testing.T, dropReq, dropResp float64) *world {
 	t.Helper()
-	store := memory.New(memory.WithLogger(quiet))
+	return startWorldClock(t, nil, dropReq, dropResp)
+}
+
+// startWorldClock is startWorld with idem's records timed by clk (nil: the
+// real clock).
+func startWorldClock(t *testing.T, clk clockwork.Clock, dropReq, dropResp float64) *world {
+	t.Helper()
+	store := memory.New(memory.WithLogger(quiet), memory.WithClock(clk))
 	idemSrv, err := server.New(store, server.WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
@@ -169,6 +179,9 @@ func startWorld(t *testing.T, dropReq, dropResp float64) *world {
 
 	w.conn, err = grpc.NewClient("passthrough:///"+w.proxy.l.Addr().String(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// Each cut grows gRPC's reconnect backoff (1s base, up to 2 min),
+		// which would stall the hammer for no purpose.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.6, MaxDelay: 100 * time.Millisecond}}),
 		grpc.WithChainUnaryInterceptor(
 			client.UnaryClientInterceptor(),
 			retry.UnaryClientInterceptor(
@@ -177,7 +190,8 @@ func startWorld(t *testing.T, dropReq, dropResp float64) *world {
 				// INTERNAL and UNKNOWN are what a crashed handler answers; the
 				// key was released, so retrying with it is safe.
 				retry.WithCodes(codes.Unavailable, codes.Aborted, codes.ResourceExhausted, codes.Internal, codes.Unknown, codes.Canceled),
-				retry.WithBackoff(retry.BackoffExponentialWithJitter(2*time.Millisecond, 0.5)),
+				// Bounded: unbounded doubling makes the 12th retry wait 8s.
+				retry.WithBackoff(retry.BackoffExponentialWithJitterBounded(2*time.Millisecond, 0.5, 100*time.Millisecond)),
 			),
 		))
 	if err != nil {
@@ -215,10 +229,11 @@ func (a answer) equal(b answer) bool {
 	return a.code == b.code && a.msg == b.msg && proto.Equal(a.resp, b.resp)
 }
 
-// faults crashes or stalls the first attempt of some keys: before or after
-// the ledger write, by panic or by hanging until the call is cancelled.
-func installFaults(w *world, plan map[string]string) {
-	var attempts sync.Map
+// installFaults crashes or stalls the first attempt of some keys: before or
+// after the ledger write, by panic or by hanging until the call is
+// cancelled. It returns how many attempts per key wrote to the ledger.
+func installFaults(w *world, plan map[string]string) *sync.Map {
+	var attempts, posts sync.Map
 	first := func(key, phase string) (string, bool) {
 		if plan[key] == "" || len(plan[key]) < len(phase) || plan[key][len(plan[key])-len(phase):] != phase {
 			return "", false
@@ -242,14 +257,22 @@ func installFaults(w *world, plan map[string]string) {
 		}
 	}
 	w.svc.beforePost = func(ctx context.Context, key string) { hit(ctx, key, "before") }
-	w.svc.afterPost = func(ctx context.Context, key string) { hit(ctx, key, "after") }
+	w.svc.afterPost = func(ctx context.Context, key string) {
+		n, _ := posts.LoadOrStore(key, new(atomic.Int64))
+		n.(*atomic.Int64).Add(1)
+		hit(ctx, key, "after")
+	}
+	return &posts
 }
 
 // TestChargesExactlyOnce hammers the service through the lossy proxy:
 // duplicate deliveries race, retries follow lost answers and timeouts, and
 // first attempts crash or hang before or after the ledger write. Every key
 // must be charged at most once (once unless the request is invalid) and
-// every caller of a key must end with the same answer.
+// every caller of a key must end with the same answer. The ledger's unique
+// key alone would keep the charges single, so the test also checks that
+// idem let a second attempt reach the ledger only after a crash that
+// followed the write.
 func TestChargesExactlyOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
@@ -260,7 +283,7 @@ func TestChargesExactlyOnce(t *testing.T) {
 	for i := range keys {
 		plan[fmt.Sprintf("order-%d", i)] = faults[i%len(faults)]
 	}
-	installFaults(w, plan)
+	posts := installFaults(w, plan)
 
 	answers := make([][]answer, keys)
 	var mu sync.Mutex
@@ -308,6 +331,21 @@ func TestChargesExactlyOnce(t *testing.T) {
 			}
 		}
 		invalid := i%7 == 3
+		wantPosts := int64(1)
+		switch {
+		case invalid:
+			wantPosts = 0
+		case plan[key] == "panic-after":
+			wantPosts = 2 // the crashed attempt wrote; its retry finds the entry
+		}
+		var gotPosts int64
+		if n, ok := posts.Load(key); ok {
+			gotPosts = n.(*atomic.Int64).Load()
+		}
+		if gotPosts != wantPosts {
+			t.Errorf("%s (%q): %d attempts wrote to the ledger, want %d (complete failures: %d, heartbeat failures: %d)",
+				key, plan[key], gotPosts, wantPosts, w.events.CompleteFailed.Load(), w.events.HeartbeatFailed.Load())
+		}
 		switch {
 		case invalid && (as[0].code != codes.InvalidArgument || len(entries[key]) != 0):
 			t.Errorf("%s (invalid): answer %v with %d ledger entries, want INVALID_ARGUMENT and none", key, as[0], len(entries[key]))
@@ -386,4 +424,42 @@ func TestDuplicatesRunHandlerOnce(t *testing.T) {
 	if got := w.events.Replayed.Load(); got != callers-1 {
 		t.Errorf("replays = %d, want %d", got, callers-1)
 	}
+}
+
+// TestKeyReusedAfterRetention: once idem forgot a key (its retention
+// passed), a different charge under it reaches the handler again. The
+// ledger still holds the first charge for the key, and must refuse the
+// second rather than answer with the first (another account's balance).
+func TestKeyReusedAfterRetention(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	clk := clockwork.NewFakeClock()
+	w := startWorldClock(t, clk, 0, 0)
+	first, err := w.pc.Charge(client.WithKey(ctx, "reused"), &paymentsv1.ChargeRequest{Account: "alice", AmountCents: 100, Currency: "EUR"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(25 * time.Hour) // past idemd's default retention of 24h
+
+	_, err = w.pc.Charge(client.WithKey(ctx, "reused"), &paymentsv1.ChargeRequest{Account: "bob", AmountCents: 200, Currency: "EUR"})
+	if status.Code(err) != codes.FailedPrecondition || reason(err) != client.ReasonKeyReused {
+		t.Errorf("Charge(bob) with alice's expired key: %v, want FAILED_PRECONDITION %s", err, client.ReasonKeyReused)
+	}
+	if bal, n := w.ledger.Balance("bob"); bal != 0 || n != 0 {
+		t.Errorf("bob's balance = %d in %d charges, want none", bal, n)
+	}
+	clk.Advance(25 * time.Hour) // idem forgets bob's refusal too
+	again, err := w.pc.Charge(client.WithKey(ctx, "reused"), &paymentsv1.ChargeRequest{Account: "alice", AmountCents: 100, Currency: "EUR"})
+	if err != nil || !proto.Equal(again, first) {
+		t.Errorf("Charge(alice) retried after retention = %v, %v; want the first charge %v", again, err, first)
+	}
+}
+
+func reason(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			return ei.GetReason()
+		}
+	}
+	return ""
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -44,11 +45,17 @@ func (s *paymentsService) Charge(ctx context.Context, req *paymentsv1.ChargeRequ
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()
 	}
-	e, err := s.ledger.Post(key, token, req.GetAccount(), req.GetAmountCents(), req.GetCurrency())
-	if errors.Is(err, errStaleToken) {
+	e, err := s.ledger.Post(key, token, charge{
+		Account: req.GetAccount(), AmountCents: req.GetAmountCents(), Currency: req.GetCurrency(), Description: req.GetDescription(),
+	})
+	switch {
+	case errors.Is(err, errStaleToken):
 		return nil, status.Error(codes.Aborted, err.Error())
-	}
-	if err != nil {
+	case errors.Is(err, errKeyReused):
+		st, _ := status.New(codes.FailedPrecondition, err.Error()).WithDetails(
+			&errdetails.ErrorInfo{Reason: client.ReasonKeyReused, Domain: client.ErrorDomain})
+		return nil, st.Err()
+	case err != nil:
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	if s.afterPost != nil {
