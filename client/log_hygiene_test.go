@@ -195,6 +195,22 @@ func TestLogHygiene(t *testing.T) {
 			want: []want{{"ERROR", "idem refused the reservation; refusing call", unary}},
 		},
 		{
+			// A damaged record's answer names its key, for its owner;
+			// the line shows the key only as key_hash.
+			name: "idem answers a damaged record",
+			run: func(t *testing.T, l *slog.Logger) {
+				damaged := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+					if r, ok := req.(*idemv1.ReserveRequest); ok {
+						return nil, status.Errorf(codes.DataLoss, "idem: stored record cannot be decoded: key %q in namespace %q; an admin DeleteKey removes it", r.GetKey(), r.GetNamespace())
+					}
+					return h(ctx, req)
+				}
+				ie := startIdem(t, idemConfig{remote: true, serverExtra: []grpc.UnaryServerInterceptor{damaged}})
+				unaryCall(t, startAppWith(t, appConfig{ts: echoService(), opts: []client.InterceptorOption{client.WithLogger(l)}}, ie.svc))
+			},
+			want: []want{{"ERROR", "idem refused the reservation; refusing call", unary}},
+		},
+		{
 			name: "idem unreachable, fail closed",
 			run: func(t *testing.T, l *slog.Logger) {
 				unaryCall(t, startAppWith(t, appConfig{ts: echoService(), opts: []client.InterceptorOption{client.WithLogger(l)}}, downIdem(t)))

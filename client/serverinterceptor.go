@@ -368,6 +368,16 @@ func badField(err error, field string) bool {
 	return false
 }
 
+// loggable is err as these lines may show it: a damaged record's error
+// names its key for the caller who owns it, and the lines show keys only
+// as key_hash.
+func loggable(err error) error {
+	if errors.Is(err, ErrDamaged) {
+		return ErrDamaged
+	}
+	return err
+}
+
 // keyRefused reports an INVALID_ARGUMENT that names the key alone. Any
 // other field refused (tenant, retention, wait, fingerprint) comes from the
 // interceptor's configuration, and passing it on would tell the caller
@@ -413,16 +423,16 @@ func (g *guard) reserveFailed(ctx context.Context, method, key string, err error
 		// idem answered and refused (a credential it does not accept, a
 		// tenant it does not serve): failing open would turn
 		// deduplication off unnoticed until the configuration is fixed.
-		g.o.logger.ErrorContext(ctx, "idem refused the reservation; refusing call", "method", method, keyhash.Slog(key), "err", err)
+		g.o.logger.ErrorContext(ctx, "idem refused the reservation; refusing call", "method", method, keyhash.Slog(key), "err", loggable(err))
 		return statusWith(codes.Unavailable, "idem: idempotency store refused the call",
 			&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Second)})
 	}
 	if g.o.failOpen(method) {
-		g.o.logger.WarnContext(ctx, "idem unreachable; running handler without deduplication", "method", method, keyhash.Slog(key), "err", err)
+		g.o.logger.WarnContext(ctx, "idem unreachable; running handler without deduplication", "method", method, keyhash.Slog(key), "err", loggable(err))
 		g.o.report(ctx, Event{Kind: EventFailOpen, Method: method, Key: key, Err: err})
 		return errFailOpen
 	}
-	g.o.logger.WarnContext(ctx, "idem unreachable; refusing call", "method", method, keyhash.Slog(key), "err", err)
+	g.o.logger.WarnContext(ctx, "idem unreachable; refusing call", "method", method, keyhash.Slog(key), "err", loggable(err))
 	return statusWith(codes.Unavailable, "idem: idempotency store unavailable",
 		&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Second)})
 }
@@ -465,7 +475,7 @@ func (a *attempt) heartbeat(ctx context.Context, cancelHandler context.CancelCau
 		if err == nil || ctx.Err() != nil {
 			continue
 		}
-		o.logger.WarnContext(ctx, "idem lease heartbeat failed", "method", a.method, keyhash.Slog(a.key), "token", a.token, "err", err)
+		o.logger.WarnContext(ctx, "idem lease heartbeat failed", "method", a.method, keyhash.Slog(a.key), "token", a.token, "err", loggable(err))
 		o.report(ctx, Event{Kind: EventHeartbeatFailed, Method: a.method, Key: a.key, Err: err})
 		if errors.Is(err, ErrLeaseLost) || errors.Is(err, ErrNotFound) {
 			// Another attempt owns the key now; this one's work would be
@@ -501,7 +511,7 @@ func (a *attempt) release(ctx context.Context, why string) {
 		if errors.Is(err, ErrLeaseLost) || errors.Is(err, ErrNotFound) {
 			lvl = slog.LevelInfo
 		}
-		o.logger.Log(ctx, lvl, "idem release failed", "method", a.method, keyhash.Slog(a.key), "token", a.token, "why", why, "err", err)
+		o.logger.Log(ctx, lvl, "idem release failed", "method", a.method, keyhash.Slog(a.key), "token", a.token, "why", why, "err", loggable(err))
 		o.report(ctx, Event{Kind: EventReleaseFailed, Method: a.method, Key: a.key, Err: err})
 	}
 }
@@ -538,7 +548,7 @@ func (a *attempt) finish(ctx context.Context, res *idemv1.Result, tooLarge bool,
 	}
 	if _, err := a.g.svc.Complete(cctx, req); err != nil {
 		o.logger.ErrorContext(ctx, "idem complete failed after the handler ran; result not stored",
-			slog.String("method", a.method), keyhash.Slog(a.key), slog.Uint64("token", a.token), slog.Any("err", err))
+			slog.String("method", a.method), keyhash.Slog(a.key), slog.Uint64("token", a.token), slog.Any("err", loggable(err)))
 		o.report(ctx, Event{Kind: EventCompleteFailed, Method: a.method, Key: a.key, Err: err})
 	}
 }

@@ -2,8 +2,10 @@ package observe
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -11,7 +13,9 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 
+	"github.com/idemhq/idem"
 	"github.com/idemhq/idem/internal/keyhash"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 )
@@ -122,8 +126,30 @@ func loggingOptions() []logging.Option {
 
 func adapter(l *slog.Logger) logging.Logger {
 	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		l.Log(ctx, slog.Level(lvl), msg, fields...)
+		l.Log(ctx, slog.Level(lvl), msg, withoutKeys(fields)...)
 	})
+}
+
+// withoutKeys replaces the error text of a DATA_LOSS call: it names the
+// damaged record's key for the caller who owns it, and log lines show keys
+// only as key_hash.
+func withoutKeys(fields []any) []any {
+	dataLoss := false
+	for i := 0; i+1 < len(fields); i += 2 {
+		if fields[i] == "grpc.code" && fmt.Sprint(fields[i+1]) == codes.DataLoss.String() {
+			dataLoss = true
+		}
+	}
+	if !dataLoss {
+		return fields
+	}
+	out := slices.Clone(fields)
+	for i := 0; i+1 < len(out); i += 2 {
+		if out[i] == "grpc.error" {
+			out[i+1] = idem.ErrDamaged.Error()
+		}
+	}
+	return out
 }
 
 // UnaryServerInterceptor logs every finished unary call except health

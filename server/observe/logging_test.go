@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log"
 	"log/slog"
 	"strings"
@@ -17,12 +18,15 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 	"github.com/idemhq/idem/server"
 	"github.com/idemhq/idem/server/auth"
+	"github.com/idemhq/idem/storage"
 	"github.com/idemhq/idem/storage/memory"
 )
 
@@ -220,5 +224,46 @@ func TestAuditLine(t *testing.T) {
 	}
 	if lines[1]["tenant"] != "default" {
 		t.Errorf("audit field tenant without authentication = %v, want default", lines[1]["tenant"])
+	}
+}
+
+// damagedStore answers every Reserve as a record it cannot decode.
+type damagedStore struct{ storage.Store }
+
+func (damagedStore) Reserve(_ context.Context, p storage.ReserveParams) (storage.Outcome, *storage.Record, error) {
+	return 0, nil, storage.Damaged(p.ID, errors.New("unknown codec version 9"))
+}
+
+// A damaged record's answer names its key for the caller who owns it; the
+// call's log line keeps to key_hash.
+func TestCallLogOfDamagedRecord(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	mem := memory.New()
+	defer mem.Close()
+	svc, err := server.New(damagedStore{mem}, server.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	var buf syncBuffer
+	l := NewLogger(&buf, slog.LevelInfo)
+	lis := listen(t)
+	gs := server.NewGRPCServer(svc, grpc.ChainUnaryInterceptor(UnaryServerInterceptor(l)))
+	go func() { _ = gs.Serve(lis) }()
+	defer gs.Stop()
+	c := idemv1.NewIdempotencyServiceClient(dialBuf(t, lis))
+	const key = "raw-key-damaged-4711"
+	_, err = c.Reserve(ctx, &idemv1.ReserveRequest{Namespace: "ns", Key: key})
+	if status.Code(err) != codes.DataLoss || !strings.Contains(status.Convert(err).Message(), key) {
+		t.Fatalf("Reserve() = %v, want DATA_LOSS naming the key", err)
+	}
+	out := buf.String()
+	if strings.Contains(out, key) {
+		t.Errorf("log contains the key: %s", out)
+	}
+	lines := logLines(t, out)
+	if len(lines) != 1 || lines[0]["grpc.code"] != "DataLoss" || !strings.Contains(fmt.Sprint(lines[0]["grpc.error"]), "cannot be decoded") {
+		t.Errorf("log lines = %v, want one DataLoss line saying the record cannot be decoded", lines)
 	}
 }
