@@ -3,6 +3,7 @@ package consumer
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 
 	"google.golang.org/grpc/codes"
@@ -60,16 +61,50 @@ func (c *Consumer) HandleBatch(ctx context.Context, namespace string, msgs []Mes
 	return results, firstErr
 }
 
+var (
+	errPanicked = errors.New("idem: consumer: handler panicked")
+	// errBadCount: the batch handler did not say which messages it handled.
+	errBadCount = errors.New("idem: consumer: batch handler returned the wrong number of errors")
+	// errNotRun: HandleEach did not hand the message to fn because an
+	// earlier one panicked; it is released, for the redelivery.
+	errNotRun = errors.New("idem: consumer: not run: the handler of an earlier message of the batch panicked")
+)
+
 // HandleEach is HandleBatch with a handler per message; each call gets the
-// message's token in its context, as with Handle.
+// message's token in its context, as with Handle. When fn panics, the
+// messages it finished before are recorded as usual, that one and the rest
+// are released, and then the panic goes on.
 func (c *Consumer) HandleEach(ctx context.Context, namespace string, msgs []Message, fn func(ctx context.Context, m Message) error) ([]Result, error) {
-	return c.HandleBatch(ctx, namespace, msgs, func(ctx context.Context, batch []Message) []error {
+	var (
+		panicked bool
+		pv       any
+	)
+	call := func(ctx context.Context, m Message) (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				// Not the panic's value in the error: results end up in logs.
+				panicked, pv, err = true, p, errPanicked
+			}
+		}()
+		return fn(client.ContextWithToken(ctx, m.Token), m)
+	}
+	results, err := c.HandleBatch(ctx, namespace, msgs, func(ctx context.Context, batch []Message) []error {
 		errs := make([]error, len(batch))
 		for i, m := range batch {
-			errs[i] = fn(client.ContextWithToken(ctx, m.Token), m)
+			if panicked {
+				// The handlers before it are done: releasing them with
+				// the whole batch would run them again on redelivery.
+				errs[i] = errNotRun
+				continue
+			}
+			errs[i] = call(ctx, m)
 		}
 		return errs
 	})
+	if panicked {
+		panic(pv)
+	}
+	return results, err
 }
 
 func (c *Consumer) batch(ctx context.Context, ns string, msgs []Message, results []Result, fn func(context.Context, []Message) []error) error {
@@ -143,7 +178,7 @@ func (c *Consumer) batch(ctx context.Context, ns string, msgs []Message, results
 			return nil
 		})
 		if len(errs) != len(fresh) {
-			bad := fmt.Errorf("idem: consumer: batch handler returned %d errors for %d messages", len(errs), len(fresh))
+			bad := fmt.Errorf("%w: %d errors for %d messages", errBadCount, len(errs), len(fresh))
 			errs = make([]error, len(fresh))
 			for k := range errs {
 				errs[k] = bad

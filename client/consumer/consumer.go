@@ -342,6 +342,11 @@ func (c *Consumer) handle(ctx context.Context, namespace, msgID string, fingerpr
 }
 
 func (c *Consumer) isPermanent(err error) bool {
+	if err == errNotRun || err == errPanicked || errors.Is(err, errBadCount) {
+		// Ours, not the handler's: a classifier that deems every unknown
+		// error final must not complete messages that never ran.
+		return false
+	}
 	return IsPermanent(err) || (c.o.permanent != nil && c.o.permanent(err))
 }
 

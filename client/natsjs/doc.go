@@ -21,6 +21,11 @@
 // is stable across redeliveries and replays of one stream. WithMessageID
 // chooses another.
 //
+// The JetStream consumer must acknowledge explicitly
+// (jetstream.AckExplicitPolicy): under AckAll the ack of one message also
+// acknowledges an earlier one that was nak'ed, and under AckNone nothing is
+// redelivered, so Run refuses both.
+//
 // Give the JetStream consumer an AckWait longer than the idem lease: the
 // redelivery of a crashed consumer's batch then finds the lease ended and
 // takes over, instead of being found in flight and nak'ed again.

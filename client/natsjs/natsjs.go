@@ -113,7 +113,8 @@ func New(idem *consumer.Consumer, js jetstream.Consumer, opts ...Option) *Consum
 
 // Run fetches and handles messages until ctx ends, then returns ctx's error
 // (or the first fetch error, or at once an error when there is no
-// namespace: neither WithNamespace nor the consumer's name gave one). A batch in hand when ctx ends is left
+// namespace: neither WithNamespace nor the consumer's name gave one, or when
+// the consumer's ack policy is not AckExplicitPolicy). A batch in hand when ctx ends is left
 // unacknowledged: the work already done is recorded in idem, and
 // JetStream's redelivery after AckWait is recognised as duplicate.
 func (c *Consumer) Run(ctx context.Context, handler func(ctx context.Context, msg jetstream.Msg) error) error {
@@ -121,6 +122,12 @@ func (c *Consumer) Run(ctx context.Context, handler func(ctx context.Context, ms
 		// Every message would fail its Reserve and be nak'ed, for ever (or
 		// dropped, on a consumer without acks such as an ordered one).
 		return errors.New("idem: natsjs: no namespace: the consumer has no durable name or name yet (an ordered consumer); use WithNamespace")
+	}
+	if info := c.js.CachedInfo(); info != nil && info.Config.AckPolicy != jetstream.AckExplicitPolicy {
+		// A failed or in-flight message is nak'ed and the next one acked:
+		// under AckAll that ack covers the nak'ed one too, and under
+		// AckNone nothing is redelivered. Either way it would be lost.
+		return fmt.Errorf("idem: natsjs: the consumer's ack policy is %v: use jetstream.AckExplicitPolicy, or failed messages are lost", info.Config.AckPolicy)
 	}
 	for {
 		if err := ctx.Err(); err != nil {
