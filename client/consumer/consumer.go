@@ -206,7 +206,7 @@ func WithNamespace(ns string) Option { return func(o *options) { o.namespace = n
 
 // WithLease sizes the lease to the processing budget of one message (or one
 // batch): another attempt can take the message over only after it ends.
-// Default 30s.
+// Default 30s, also for zero or less.
 func WithLease(d time.Duration) Option { return func(o *options) { o.lease = d } }
 
 // WithRetention sets how long a completed message is remembered, i.e. the
@@ -255,6 +255,10 @@ func New(svc client.Service, opts ...Option) *Consumer {
 	o := defaultOptions()
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.lease <= 0 {
+		// Else the heartbeat would be off under the server's default lease.
+		o.lease = defaultOptions().lease
 	}
 	if o.heartbeat <= 0 {
 		o.heartbeat = o.lease / 2
