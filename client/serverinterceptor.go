@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -347,26 +348,29 @@ func (g *guard) begin(ctx context.Context, method, key string, fp []byte) (*atte
 	return nil, nil, status.Errorf(codes.Internal, "idem: unexpected reserve outcome %v", resp.GetOutcome())
 }
 
-// badField reports an INVALID_ARGUMENT whose BadRequest names field.
-func badField(err error, field string) bool {
+// BadFields are the request fields an INVALID_ARGUMENT from idem names in
+// its google.rpc.BadRequest (none for any other error).
+func BadFields(err error) []string {
 	if !errors.Is(err, ErrInvalidArgument) {
-		return false
+		return nil
 	}
 	st, ok := status.FromError(err)
 	if !ok {
-		return false
+		return nil
 	}
+	var fields []string
 	for _, d := range st.Details() {
 		if br, ok := d.(*errdetails.BadRequest); ok {
 			for _, v := range br.GetFieldViolations() {
-				if v.GetField() == field {
-					return true
-				}
+				fields = append(fields, v.GetField())
 			}
 		}
 	}
-	return false
+	return fields
 }
+
+// badField reports an INVALID_ARGUMENT whose BadRequest names field.
+func badField(err error, field string) bool { return slices.Contains(BadFields(err), field) }
 
 // loggable is err as these lines may show it: a damaged record's error
 // names its key for the caller who owns it, and the lines show keys only
@@ -383,25 +387,8 @@ func loggable(err error) error {
 // interceptor's configuration, and passing it on would tell the caller
 // that its request is wrong, with no line in the service's logs.
 func keyRefused(err error) bool {
-	if !errors.Is(err, ErrInvalidArgument) {
-		return false
-	}
-	st, ok := status.FromError(err)
-	if !ok {
-		return false
-	}
-	for _, d := range st.Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			vs := br.GetFieldViolations()
-			for _, v := range vs {
-				if v.GetField() != "key" {
-					return false
-				}
-			}
-			return len(vs) > 0
-		}
-	}
-	return false
+	fields := BadFields(err)
+	return len(fields) > 0 && !slices.ContainsFunc(fields, func(f string) bool { return f != "key" })
 }
 
 // The log lines of this file name a key only as idemd does (key_hash), so

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/idemhq/idem"
@@ -502,24 +500,6 @@ func (c *Consumer) extendAll(ctx context.Context, refs []ref) []bool {
 // for the consumer's configuration (namespace, lease), which every message
 // shares and an operator can fix.
 func refusesMessage(err error) bool {
-	if !errors.Is(err, idem.ErrInvalidArgument) {
-		return false
-	}
-	st, ok := status.FromError(err)
-	if !ok {
-		return false
-	}
-	for _, d := range st.Details() {
-		br, ok := d.(*errdetails.BadRequest)
-		if !ok {
-			continue
-		}
-		for _, v := range br.GetFieldViolations() {
-			if f := v.GetField(); f != "key" && f != "fingerprint" {
-				return false
-			}
-		}
-		return len(br.GetFieldViolations()) > 0
-	}
-	return false
+	fields := client.BadFields(err)
+	return len(fields) > 0 && !slices.ContainsFunc(fields, func(f string) bool { return f != "key" && f != "fingerprint" })
 }
