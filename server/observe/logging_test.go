@@ -44,6 +44,23 @@ func logLines(t *testing.T, out string) []map[string]any {
 	return lines
 }
 
+// loggedServer serves st through the call-logging interceptor until the
+// test ends; buf gets the log lines.
+func loggedServer(t *testing.T, st storage.Store) (idemv1.IdempotencyServiceClient, *syncBuffer) {
+	t.Helper()
+	svc, err := server.New(st, server.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close() })
+	buf := &syncBuffer{}
+	lis := listen(t)
+	gs := server.NewGRPCServer(svc, grpc.ChainUnaryInterceptor(UnaryServerInterceptor(NewLogger(buf, slog.LevelInfo))))
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	return idemv1.NewIdempotencyServiceClient(dialBuf(t, lis)), buf
+}
+
 // The answer of a Reserve is what an operator looks for first; the key,
 // fingerprint and result never appear.
 func TestCallLogOutcome(t *testing.T) {
@@ -51,18 +68,7 @@ func TestCallLogOutcome(t *testing.T) {
 	defer cancel()
 	mem := memory.New()
 	defer mem.Close()
-	svc, err := server.New(mem, server.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
-	var buf syncBuffer
-	l := NewLogger(&buf, slog.LevelInfo)
-	lis := listen(t)
-	gs := server.NewGRPCServer(svc, grpc.ChainUnaryInterceptor(UnaryServerInterceptor(l)))
-	go func() { _ = gs.Serve(lis) }()
-	defer gs.Stop()
-	c := idemv1.NewIdempotencyServiceClient(dialBuf(t, lis))
+	c, buf := loggedServer(t, mem)
 
 	const key, fp, body = "raw-key-4711", "fingerprint-secret", "result-body-secret"
 	reserve := func(fp string) {
@@ -241,20 +247,9 @@ func TestCallLogOfDamagedRecord(t *testing.T) {
 	defer cancel()
 	mem := memory.New()
 	defer mem.Close()
-	svc, err := server.New(damagedStore{mem}, server.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
-	var buf syncBuffer
-	l := NewLogger(&buf, slog.LevelInfo)
-	lis := listen(t)
-	gs := server.NewGRPCServer(svc, grpc.ChainUnaryInterceptor(UnaryServerInterceptor(l)))
-	go func() { _ = gs.Serve(lis) }()
-	defer gs.Stop()
-	c := idemv1.NewIdempotencyServiceClient(dialBuf(t, lis))
+	c, buf := loggedServer(t, damagedStore{mem})
 	const key = "raw-key-damaged-4711"
-	_, err = c.Reserve(ctx, &idemv1.ReserveRequest{Namespace: "ns", Key: key})
+	_, err := c.Reserve(ctx, &idemv1.ReserveRequest{Namespace: "ns", Key: key})
 	if status.Code(err) != codes.DataLoss || !strings.Contains(status.Convert(err).Message(), key) {
 		t.Fatalf("Reserve() = %v, want DATA_LOSS naming the key", err)
 	}
