@@ -691,11 +691,19 @@ func (s *Store) scanKeys(ctx context.Context, prefix string, fn func(keys []stri
 	}
 	match := globEscape(prefix) + "*"
 	var cursor uint64
+	// SCAN may name a key more than once, in one reply or across replies;
+	// fn sees each once.
+	seen := map[string]struct{}{}
 	for {
 		keys, next, err := node.Scan(ctx, cursor, match, scanCount).Result()
 		if err != nil {
 			return s.mapErr(ctx, err)
 		}
+		keys = slices.DeleteFunc(keys, func(k string) bool {
+			_, dup := seen[k]
+			seen[k] = struct{}{}
+			return dup
+		})
 		if len(keys) > 0 {
 			if err := fn(keys); err != nil {
 				return err
@@ -774,7 +782,6 @@ func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Reco
 		return nil, false, err
 	}
 	slices.Sort(names)
-	names = slices.Compact(names) // SCAN may return a key twice
 	var recs []*storage.Record
 	for len(names) > 0 && len(recs) <= limit {
 		// Enough candidates for the rest of the page, assuming most live.
@@ -817,15 +824,7 @@ func (s *Store) Stats(ctx context.Context, tenant, namespace string) ([]storage.
 		state storage.State
 	}
 	counts := map[group]int64{}
-	// SCAN may name a key more than once, in one reply or across replies;
-	// count each record once.
-	seen := map[string]struct{}{}
 	err := s.scanKeys(ctx, prefix, func(keys []string) error {
-		keys = slices.DeleteFunc(keys, func(k string) bool {
-			_, dup := seen[k]
-			seen[k] = struct{}{}
-			return dup
-		})
 		return s.live(ctx, keys, func(key, val string) error {
 			ns, k, ok := splitRecordKey(key[len(tp):])
 			if !ok {
