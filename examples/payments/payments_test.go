@@ -47,6 +47,7 @@ type proxy struct {
 	conns    map[net.Conn]struct{}
 	wg       sync.WaitGroup
 	cuts     atomic.Int64
+	chunks   atomic.Int64
 }
 
 func startProxy(t *testing.T, backend string, dropReq, dropResp float64) *proxy {
@@ -97,7 +98,10 @@ func (p *proxy) pipe(dst, src net.Conn, drop float64, forwardFirst bool, cut fun
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			doomed := rand.Float64() < drop
+			// Under load gRPC's frames coalesce into few large reads, so
+			// chance alone may cut nothing: the tenth chunk is cut when
+			// none was before.
+			doomed := rand.Float64() < drop || (drop > 0 && p.chunks.Add(1) == 10 && p.cuts.Load() == 0)
 			if doomed && !forwardFirst {
 				p.cuts.Add(1)
 				return
