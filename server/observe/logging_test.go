@@ -168,7 +168,13 @@ func TestSpansCarryNoPayload(t *testing.T) {
 	if _, err := c.Complete(cctx, &idemv1.CompleteRequest{Namespace: "ns", Key: key, Token: 2, Result: &idemv1.Result{Body: []byte(body)}}); err == nil {
 		t.Fatal("Complete with a wrong token succeeded")
 	}
+	// A server span ends after its answer is sent, so the client can read
+	// the answer first: wait for both.
 	spans := rec.Ended()
+	for len(spans) < 2 && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+		spans = rec.Ended()
+	}
 	if len(spans) != 2 {
 		t.Fatalf("recorded %d spans, want 2", len(spans))
 	}
