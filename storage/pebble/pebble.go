@@ -492,10 +492,13 @@ func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, err
 	s.pres.mu.RLock()
 	defer s.pres.mu.RUnlock()
 	cur, err := s.get(key)
-	if errors.Is(err, storage.ErrUnavailable) {
+	// Only a record that cannot be decoded is removed unseen: a read that
+	// failed (Pebble found its files corrupt, the disk erred) says nothing
+	// of the record, which may be intact.
+	damaged := errors.Is(err, storage.ErrDamaged)
+	if err != nil && !damaged {
 		return nil, err
 	}
-	damaged := err != nil
 	if !damaged && !cur.Live(s.now()) {
 		return nil, storage.ErrNotFound
 	}
