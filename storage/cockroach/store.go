@@ -358,12 +358,23 @@ func (s *Store) mapErr(ctx context.Context, err error) error {
 
 // one runs a statement that answers at most one row.
 func (s *Store) one(ctx context.Context, sql string, args []any, id storage.ID) (r row, ok bool, err error) {
-	err = s.query(ctx, sql, args, func() { r, ok = row{}, false }, func(rows pgx.Rows) error {
+	// A row that cannot be decoded is the answer only once the statement
+	// ended well: its commit, after RETURNING, may still fail and be
+	// retried (Delete answers such a row as removed).
+	var bad error
+	err = s.query(ctx, sql, args, func() { r, ok, bad = row{}, false, nil }, func(rows pgx.Rows) error {
 		var err error
 		r, err = scanRow(rows, id, false)
 		ok = true
+		if b := (badRow{}); errors.As(err, &b) {
+			bad = err
+			return nil
+		}
 		return err
 	})
+	if err == nil {
+		err = bad
+	}
 	return r, ok && err == nil, err
 }
 
