@@ -2,12 +2,15 @@ package pebble
 
 import (
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
 	"github.com/jonboulle/clockwork"
 
+	"github.com/idemhq/idem/internal/keyhash"
 	"github.com/idemhq/idem/storage"
 )
 
@@ -62,4 +65,59 @@ func TestSweepPassesDamagedRecord(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSweepLogHashesDamagedKey: the background sweep reports a record it
+// cannot read every time it runs, until an admin deletes it. Its line
+// carried the record's key in plain text, where every other log line of
+// idem names a key by its hash.
+func TestSweepLogHashesDamagedKey(t *testing.T) {
+	ctx := testCtx(t)
+	clock := clockwork.NewFakeClockAt(epoch)
+	lines := make(chan string, 16)
+	log := slog.New(slog.NewJSONHandler(lineWriter(lines), nil))
+	s, err := Open(t.TempDir(), WithClock(clock), WithSweepInterval(time.Second), WithLogger(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const key = "customer-4711@example.com"
+	id := storage.ID{Tenant: "t", Namespace: "ns", Key: key}
+	if _, _, err := s.Reserve(ctx, storage.ReserveParams{ID: id, Fingerprint: []byte("fp"), LeaseTTL: time.Second, Retention: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	damage(t, s, id)
+	if err := clock.BlockUntilContext(ctx, 1); err != nil { // the sweep's ticker
+		t.Fatal(err)
+	}
+	clock.Advance(time.Hour)
+	for {
+		select {
+		case <-ctx.Done():
+			t.Fatal("no sweep line about the damaged record")
+		case l := <-lines:
+			if !strings.Contains(l, "sweep") {
+				continue
+			}
+			if strings.Contains(l, key) {
+				t.Errorf("sweep line names the key in plain text: %s", l)
+			}
+			if want := keyhash.Of(key); !strings.Contains(l, want) {
+				t.Errorf("sweep line lacks key_hash %s: %s", want, l)
+			}
+			return
+		}
+	}
+}
+
+// lineWriter sends each write (one log line) to lines, dropping it when
+// lines is full, so a store that logs more never blocks on the test.
+type lineWriter chan<- string
+
+func (w lineWriter) Write(p []byte) (int, error) {
+	select {
+	case w <- string(p):
+	default:
+	}
+	return len(p), nil
 }

@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"slices"
 	"time"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
+
+	"github.com/idemhq/idem/internal/keyhash"
+	"github.com/idemhq/idem/storage"
 )
 
 func newSeed() maphash.Seed { return maphash.MakeSeed() }
@@ -27,10 +31,23 @@ func (s *Store) sweepLoop(every time.Duration) {
 			return
 		case <-t.Chan():
 			if _, err := s.Sweep(s.stopCtx); err != nil && s.stopCtx.Err() == nil {
-				s.log.Error("idem: pebble expiry sweep failed", "dir", s.dir, "err", err)
+				s.logSweepErr(err)
 			}
 		}
 	}
+}
+
+// logSweepErr reports a failed sweep. A record it cannot read is named as
+// the rest of idem's logs name keys, by hash: it is reported every sweep
+// until an admin deletes it, and keys often carry customers' data.
+func (s *Store) logSweepErr(err error) {
+	var d *storage.DamagedError
+	if !errors.As(err, &d) {
+		s.log.Error("idem: pebble expiry sweep failed", "dir", s.dir, "err", err)
+		return
+	}
+	s.log.Error("idem: pebble expiry sweep skipped a record it cannot read; ListKeys names it and an admin DeleteKey removes it",
+		"dir", s.dir, "tenant", d.ID.Tenant, "namespace", d.ID.Namespace, keyhash.Slog(d.ID.Key), "err", d.Err)
 }
 
 // Swept is the number of expired records the sweep has deleted since Open.
