@@ -17,7 +17,9 @@
 // payload (a fingerprint mismatch) is reported and skipped. A record whose
 // id cannot be derived, or that idem refuses (consumer.Invalid), stops Run
 // with its position: retrying it would stall the partition for good, and
-// skipping it would lose it.
+// skipping it would lose it. Fetch errors franz-go recovers from by itself
+// (a lost group session, a data loss it reset past) are consumed past and
+// reported through WithFetchErrorObserver; other fetch errors stop Run.
 //
 // The message id is "<topic>/<partition>/<offset>" by default, stable
 // across redeliveries and replays of one topic; WithHeaderID uses a

@@ -21,6 +21,7 @@ type options struct {
 	maxPoll     int
 	retryDelay  time.Duration
 	observe     func(*kgo.Record, consumer.Result)
+	fetchErr    func(topic string, partition int32, err error)
 }
 
 func defaultOptions() options {
@@ -73,6 +74,19 @@ func WithObserver(f func(*kgo.Record, consumer.Result)) Option {
 	return func(o *options) { o.observe = f }
 }
 
+// WithFetchErrorObserver calls f with each fetch error Run consumes past:
+// those franz-go reports for information and recovers from by itself,
+// *kgo.ErrGroupSession (the member was kicked from the group or could not
+// join it; the client rejoins) and *kgo.ErrDataLoss (the broker lost
+// records; the client reset to a valid offset). Log or alert on them; to
+// stop instead, cancel Run's context from f. Other fetch errors stop Run.
+// After a data loss, records written again at offsets consumed before
+// carry the lost records' OffsetIDs and are skipped as duplicates;
+// producer-assigned ids (WithHeaderID) do not collide so.
+func WithFetchErrorObserver(f func(topic string, partition int32, err error)) Option {
+	return func(o *options) { o.fetchErr = f }
+}
+
 // OffsetID is "<topic>/<partition>/<offset>".
 func OffsetID(r *kgo.Record) (string, error) {
 	return fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset), nil
@@ -112,9 +126,10 @@ func New(idem *consumer.Consumer, cl *kgo.Client, opts ...Option) (*Consumer, er
 }
 
 // Run polls and handles records until ctx ends, then returns ctx's error
-// (or a fatal poll error, or the error of a record whose message id cannot
-// be derived or that idem refuses, which no retry would get past). Offsets are committed after each poll's
-// outcomes are recorded; a poll in hand when ctx ends is not committed, so
+// (or a fetch error that needs the operator, see WithFetchErrorObserver, or
+// the error of a record whose message id cannot be derived or that idem
+// refuses, which no retry would get past). Offsets are committed after each
+// poll's outcomes are recorded; a poll in hand when ctx ends is not committed, so
 // its records come back to the group and are recognised as duplicates.
 func (c *Consumer) Run(ctx context.Context, handler func(ctx context.Context, r *kgo.Record) error) error {
 	// A stopped Run must not hold the group's rebalance (BlockRebalanceOnPoll):
@@ -133,9 +148,16 @@ func (c *Consumer) Run(ctx context.Context, handler func(ctx context.Context, r 
 		}
 		var fatal error
 		fetches.EachError(func(topic string, p int32, err error) {
-			// Retriable errors are retried inside kgo; what surfaces here
-			// (unknown topic, authorization) needs the operator.
-			if fatal == nil && !errors.Is(err, context.Canceled) {
+			switch {
+			case errors.Is(err, context.Canceled):
+			case informational(err):
+				if c.o.fetchErr != nil {
+					c.o.fetchErr(topic, p, err)
+				}
+			case fatal == nil:
+				// Retriable errors are retried inside kgo; what surfaces
+				// here (unknown topic, authorization, a corrupt or too large
+				// batch, which kgo stops fetching at) needs the operator.
 				fatal = fmt.Errorf("idem: kafka: fetch %s/%d: %w", topic, p, err)
 			}
 		})
@@ -162,6 +184,16 @@ func (c *Consumer) Run(ctx context.Context, handler func(ctx context.Context, r 
 	}
 }
 
+// informational reports whether kgo recovers from a fetch error by itself,
+// as its documentation of Fetches.Errors says: stopping Run on one would
+// leave the group for a session blip (a rebalance held past its timeout by
+// a slow poll, a coordinator moving) or for records already gone.
+func informational(err error) bool {
+	_, session := errors.AsType[*kgo.ErrGroupSession](err)
+	_, loss := errors.AsType[*kgo.ErrDataLoss](err)
+	return session || loss
+}
+
 // handle runs one poll until every record is done: handled, duplicate,
 // permanently failed or mismatched. Failed ones are retried in place.
 func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record, handler func(context.Context, *kgo.Record) error) error {
@@ -178,10 +210,8 @@ func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record, handler func(
 		msgs = append(msgs, consumer.Message{ID: id, Fingerprint: fp, Value: r})
 	}
 	for len(msgs) > 0 {
+		// HandleEach starts no record once ctx ended: they are released.
 		results, _ := c.idem.HandleEach(ctx, c.o.namespace, msgs, func(ctx context.Context, m consumer.Message) error {
-			if err := ctx.Err(); err != nil {
-				return err // stopping: release instead of starting new work
-			}
 			return handler(ctx, m.Value.(*kgo.Record))
 		})
 		if err := ctx.Err(); err != nil {
