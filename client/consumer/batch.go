@@ -68,12 +68,18 @@ var (
 	// errNotRun: HandleEach did not hand the message to fn because an
 	// earlier one panicked; it is released, for the redelivery.
 	errNotRun = errors.New("idem: consumer: not run: the handler of an earlier message of the batch panicked")
+	// errStopped: HandleEach did not start the message because the batch's
+	// context ended (shutdown, or a lease of the batch lost); it is
+	// released, for the redelivery.
+	errStopped = errors.New("idem: consumer: not run: the context ended before the handler started")
 )
 
 // HandleEach is HandleBatch with a handler per message; each call gets the
 // message's token in its context, as with Handle. When fn panics, the
 // messages it finished before are recorded as usual, that one and the rest
-// are released, and then the panic goes on.
+// are released, and then the panic goes on. Once ctx ends (or a lease of
+// the batch is lost), fn is not called for the messages left: they are
+// released, whatever WithPermanentErrors says.
 func (c *Consumer) HandleEach(ctx context.Context, namespace string, msgs []Message, fn func(ctx context.Context, m Message) error) ([]Result, error) {
 	var (
 		panicked bool
@@ -91,13 +97,18 @@ func (c *Consumer) HandleEach(ctx context.Context, namespace string, msgs []Mess
 	results, err := c.HandleBatch(ctx, namespace, msgs, func(ctx context.Context, batch []Message) []error {
 		errs := make([]error, len(batch))
 		for i, m := range batch {
-			if panicked {
+			switch {
+			case panicked:
 				// The handlers before it are done: releasing them with
 				// the whole batch would run them again on redelivery.
 				errs[i] = errNotRun
-				continue
+			case ctx.Err() != nil:
+				// fn would only fail it with ctx's error, which a
+				// classifier may deem final: completed, never run.
+				errs[i] = errStopped
+			default:
+				errs[i] = call(ctx, m)
 			}
-			errs[i] = call(ctx, m)
 		}
 		return errs
 	})
@@ -241,7 +252,7 @@ func (c *Consumer) finishBatch(ctx context.Context, ns string, fresh []Message, 
 	var items []*idemv1.BatchCompleteRequest_Item
 	var completing []int // index into fresh
 	for k, m := range fresh {
-		if errs[k] != nil && !c.isPermanent(errs[k]) {
+		if errs[k] != nil && !c.isPermanent(ctx, errs[k]) {
 			results[idx[k]] = c.release(fctx, ref{ns: ns, key: m.ID, token: m.Token}, errs[k])
 			continue
 		}

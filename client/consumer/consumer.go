@@ -231,6 +231,8 @@ func WithInFlightPolicy(p InFlightPolicy) Option { return func(o *options) { o.i
 // WithPermanentErrors classifies handler errors: f returns true for errors
 // that are final and should be recorded instead of retried. Errors wrapped
 // with Permanent are always final; by default all others are transient.
+// f is not asked about ctx's own error once the caller's ctx has ended: the
+// handler stopped with its work unfinished.
 func WithPermanentErrors(f func(error) bool) Option { return func(o *options) { o.permanent = f } }
 
 // WithClock sets the clock of the heartbeat (tests use a fake one).
@@ -327,7 +329,7 @@ func (c *Consumer) handle(ctx context.Context, namespace, msgID string, fingerpr
 	})
 	fctx, cancel := c.finishContext(ctx)
 	defer cancel()
-	if fnErr != nil && !c.isPermanent(fnErr) {
+	if fnErr != nil && !c.isPermanent(ctx, fnErr) {
 		return c.release(fctx, ref[0], fnErr)
 	}
 	_, err = c.svc.Complete(fctx, &idemv1.CompleteRequest{
@@ -343,13 +345,21 @@ func (c *Consumer) handle(ctx context.Context, namespace, msgID string, fingerpr
 	return Result{Outcome: Processed, Token: token}
 }
 
-func (c *Consumer) isPermanent(err error) bool {
-	if err == errNotRun || err == errPanicked || errors.Is(err, errBadCount) {
+func (c *Consumer) isPermanent(ctx context.Context, err error) bool {
+	if err == errNotRun || err == errStopped || err == errPanicked || errors.Is(err, errBadCount) {
 		// Ours, not the handler's: a classifier that deems every unknown
 		// error final must not complete messages that never ran.
 		return false
 	}
-	return IsPermanent(err) || (c.o.permanent != nil && c.o.permanent(err))
+	if IsPermanent(err) {
+		return true
+	}
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		// The handler gave up because the caller stopped (shutdown,
+		// rebalance): its work is unfinished, not failed for good.
+		return false
+	}
+	return c.o.permanent != nil && c.o.permanent(err)
 }
 
 // resultOf is what a message's record keeps: nothing for success, the error
