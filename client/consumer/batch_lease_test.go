@@ -55,7 +55,7 @@ func TestBatchLeaseLossKeepsOthersExtended(t *testing.T) {
 	}
 	defer st.Close()
 	defer srv.Close()
-	svc := client.Local(srv)
+	svc := &extendSignal{Service: client.Local(srv), extended: make(chan string, 16)}
 	hb := clockwork.NewFakeClock()
 	c := consumer.New(svc, consumer.WithLease(lease), consumer.WithClock(hb))
 
@@ -85,17 +85,48 @@ func TestBatchLeaseLossKeepsOthersExtended(t *testing.T) {
 	}
 	sc.Advance(lease / 2)
 	hb.Advance(lease / 2)
+	svc.waitExtended(ctx, t, "B")
 	<-sawCancel
-	// fn still runs; B must stay held. Keep ticking the heartbeat.
+	// fn still runs; B must stay held. Keep ticking the heartbeat, each tick
+	// once B's previous extension is in, so that the store's clock never
+	// passes a lease the heartbeat would have extended in time.
 	for range 3 {
 		sc.Advance(lease / 2)
 		hb.Advance(lease / 2)
-		time.Sleep(50 * time.Millisecond)
+		svc.waitExtended(ctx, t, "B")
 	}
 	r, err := svc.Reserve(ctx, &idemv1.ReserveRequest{Namespace: ns, Key: "B"})
 	close(finish)
 	<-done
 	if err != nil || r.GetOutcome() != idemv1.ReserveOutcome_RESERVE_OUTCOME_IN_PROGRESS {
 		t.Errorf("redelivery of B while the batch still processes it = %v, %v; want IN_PROGRESS", r.GetOutcome(), err)
+	}
+}
+
+// extendSignal reports the key of every ExtendLease once it has returned.
+type extendSignal struct {
+	client.Service
+	extended chan string
+}
+
+func (s *extendSignal) ExtendLease(ctx context.Context, req *idemv1.ExtendLeaseRequest) (*idemv1.ExtendLeaseResponse, error) {
+	resp, err := s.Service.ExtendLease(ctx, req)
+	s.extended <- req.GetKey()
+	return resp, err
+}
+
+// waitExtended waits until an ExtendLease of key has returned; others'
+// are skipped.
+func (s *extendSignal) waitExtended(ctx context.Context, t *testing.T, key string) {
+	t.Helper()
+	for {
+		select {
+		case k := <-s.extended:
+			if k == key {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatalf("no ExtendLease of %s while fn still runs", key)
+		}
 	}
 }
