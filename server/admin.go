@@ -90,15 +90,18 @@ func (s *Service) ListKeys(ctx context.Context, req *idemv1.ListKeysRequest) (*i
 		size = defaultPageSize
 	}
 	after, ok := decodePageToken(req.GetPageToken())
-	if ok && after != "" {
-		// The token comes back from the caller: its key must be one a
-		// store can compare, as a forged one reaches the store's query.
-		var kv violations
-		s.checkKey(&kv, "page_token", after)
-		ok = len(kv) == 0
-	}
 	if !ok {
 		v.add("page_token", "is not a token from a previous ListKeys response")
+	} else if after != "" {
+		// The token comes back from the caller: its key must be one a
+		// store can compare, as a forged one reaches the store's query.
+		// The error says what is wrong with it: a token ListKeys gave
+		// out before the key limit was lowered holds a longer key.
+		var kv violations
+		s.checkKey(&kv, "page_token", after)
+		if len(kv) > 0 {
+			v.add("page_token", "holds a key that %s: it is not a token from a ListKeys response under the current key limit", kv[0].Description)
+		}
 	}
 	if err := v.err(); err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"time"
 	"unicode"
@@ -108,15 +109,34 @@ func (v *violations) checkDuration(field string, d *durationpb.Duration, lo, hi,
 	got := d.AsDuration()
 	switch {
 	case got < 0:
-		v.add(field, "is negative (%v)", got)
+		v.add(field, "is negative (%s)", durationText(d, got))
 	case got < lo:
 		v.add(field, "is %v, less than the minimum %v", got, lo)
 	case got > hi:
-		v.add(field, "is %v, more than the maximum %v", got, hi)
+		v.add(field, "is %s, more than the maximum %v", durationText(d, got), hi)
 	default:
 		return got
 	}
 	return def
+}
+
+// durationText is d as the caller sent it. AsDuration saturates past
+// time.Duration's ±292 years (a Duration may reach ±10,000), and the
+// saturated 2562047h47m16.854775807s would misstate the request; such
+// values are shown as seconds.
+func durationText(d *durationpb.Duration, got time.Duration) string {
+	if got != math.MaxInt64 && got != math.MinInt64 {
+		return got.String()
+	}
+	sec, nanos := d.GetSeconds(), d.GetNanos()
+	if nanos == 0 {
+		return fmt.Sprintf("%ds", sec)
+	}
+	sign := ""
+	if sec < 0 || nanos < 0 {
+		sign, sec, nanos = "-", -sec, -nanos
+	}
+	return fmt.Sprintf("%s%d.%09ds", sign, sec, nanos)
 }
 
 func (v *violations) checkToken(field string, token uint64) {
