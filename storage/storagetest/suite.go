@@ -328,6 +328,7 @@ func runAll(t *testing.T, h Harness) {
 	t.Run("Batch", func(t *testing.T) { testBatch(t, h) })
 	t.Run("Admin", func(t *testing.T) { testAdmin(t, h) })
 	t.Run("Isolation", func(t *testing.T) { testIsolation(t, h) })
+	t.Run("LimitRoundTrips", func(t *testing.T) { testLimitRoundTrips(t, h) })
 	t.Run("Copies", func(t *testing.T) { testCopies(t, h) })
 	t.Run("Damaged", func(t *testing.T) { testDamaged(t, h) })
 	t.Run("Race", func(t *testing.T) { testRace(t, h) })
