@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/health"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/idemhq/idem"
 	"github.com/idemhq/idem/internal/logthrottle"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 	"github.com/idemhq/idem/storage"
@@ -143,6 +144,12 @@ func (s *Service) scope(ctx context.Context, v *violations, tenant, namespace st
 	t, err := s.opts.tenant(ctx, tenant)
 	if err != nil {
 		return scope{}, err
+	}
+	if len(t) > l.MaxTenantBytes {
+		// The tenant comes from the caller's credentials, not the request:
+		// the operator's mapping breaks the server's own limit.
+		return scope{}, fmt.Errorf("%w: the tenant of these credentials is %d bytes, more than this server's limit of %d",
+			idem.ErrPermissionDenied, len(t), l.MaxTenantBytes)
 	}
 	st, pol := s.resolver.Resolve(t, namespace)
 	if st == nil {

@@ -544,3 +544,21 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// TestCredentialTenantOverTheLimit: a tenant from the caller's credentials
+// is held to the server's tenant limit as a requested one is; the store
+// would otherwise keep records under a tenant the limits say cannot exist.
+func TestCredentialTenantOverTheLimit(t *testing.T) {
+	lim := DefaultLimits()
+	lim.MaxTenantBytes = 8
+	long := strings.Repeat("t", 9)
+	e := newEnv(t, WithLimits(lim), WithTenantFunc(func(context.Context, string) (string, error) { return long, nil }))
+	ctx := testContext(t)
+	_, err := e.idem.Reserve(ctx, &idemv1.ReserveRequest{Namespace: testNS, Key: "k"})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "limit of 8") {
+		t.Errorf("Reserve() with a 9-byte credential tenant = %v, want PermissionDenied naming the limit", err)
+	}
+	if _, err := e.store.Lookup(ctx, storage.ID{Tenant: long, Namespace: testNS, Key: "k"}); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("store Lookup() = %v, want ErrNotFound (nothing stored)", err)
+	}
+}
