@@ -97,7 +97,9 @@
 //     below). If
 //     Complete fails, the caller still gets the handler's answer; the failure
 //     is logged and reported as EventCompleteFailed (WithEventHook,
-//     WithCounters).
+//     WithCounters), and a Complete idem refuses (INVALID_ARGUMENT, e.g. a
+//     namespace holding results to less than WithMaxResultSize) releases
+//     the key.
 //   - COMPLETED: the stored response or error is replayed with header
 //     idempotency-replayed: true; the handler does not run. Where idem's
 //     policy for the namespace stores outcome codes only (store_results:

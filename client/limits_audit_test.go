@@ -283,3 +283,27 @@ func TestInterceptorConfigAtIdemLimits(t *testing.T) {
 		})
 	}
 }
+
+// TestInterceptorReleasesWhatIdemRefuses: a namespace policy may hold
+// results to less than the interceptor's own limit. idem then refuses the
+// Complete for good; the key was left IN_PROGRESS, so retries got ABORTED
+// for the whole lease and then ran the handler again anyway. It is
+// released, as a result over the interceptor's own limit is.
+func TestInterceptorReleasesWhatIdemRefuses(t *testing.T) {
+	ctx := testCtx(t)
+	ns := testgrpc.TestService_UnaryCall_FullMethodName
+	svc, store := limitedIdem(t, server.DefaultLimits(), true, server.WithNamespacePolicies(map[string]server.Policy{
+		ns: {MaxResultSize: 16, StoreResults: true},
+	}))
+	ts := &testService{unary: func(_ context.Context, n int64, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+		return &testgrpc.SimpleResponse{Payload: &testgrpc.Payload{Body: bytes.Repeat([]byte{'x'}, 100)}}, nil
+	}}
+	a := startAppWith(t, appConfig{ts: ts}, svc)
+	if _, err, _ := a.call(ctx, "k", unaryReq("x")); err != nil {
+		t.Fatalf("call = %v", err)
+	}
+	rec, err := store.Lookup(ctx, storage.ID{Tenant: server.DefaultTenant, Namespace: ns, Key: "k"})
+	if err != nil || rec.State != storage.StateReleased {
+		t.Errorf("record after a refused Complete = %+v, %v; want RELEASED", rec, err)
+	}
+}

@@ -537,6 +537,12 @@ func (a *attempt) finish(ctx context.Context, res *idemv1.Result, tooLarge bool,
 		o.logger.ErrorContext(ctx, "idem complete failed after the handler ran; result not stored",
 			slog.String("method", a.method), keyhash.Slog(a.key), slog.Uint64("token", a.token), slog.Any("err", loggable(err)))
 		o.report(ctx, Event{Kind: EventCompleteFailed, Method: a.method, Key: a.key, Err: err})
+		if errors.Is(err, ErrInvalidArgument) {
+			// Refused for good (e.g. a namespace policy holds results to
+			// less than WithMaxResultSize): held, the key would only make
+			// retries wait out the lease before running the handler again.
+			a.release(ctx, "idem refused the result")
+		}
 	}
 }
 
