@@ -268,6 +268,9 @@ func (c *Consumer) finishBatch(ctx context.Context, ns string, fresh []Message, 
 	if err == nil && len(resp.GetResults()) != len(items) {
 		err = fmt.Errorf("idem: consumer: batch complete answered %d results for %d items", len(resp.GetResults()), len(items))
 	}
+	if err == nil {
+		c.retryCodeOnly(fctx, ns, items, resp.GetResults())
+	}
 	for n, k := range completing {
 		m := fresh[k]
 		switch {
@@ -280,6 +283,32 @@ func (c *Consumer) finishBatch(ctx context.Context, ns string, fresh []Message, 
 		default:
 			results[idx[k]] = Result{Outcome: Processed, Token: m.Token}
 		}
+	}
+}
+
+// retryCodeOnly completes again, with their code alone, the permanent
+// failures whose text the namespace refused (as Handle does), and puts the
+// new answers in results.
+func (c *Consumer) retryCodeOnly(ctx context.Context, ns string, items []*idemv1.BatchCompleteRequest_Item, results []*idemv1.BatchCompleteResponse_Result) {
+	var again []*idemv1.BatchCompleteRequest_Item
+	var at []int
+	for n, it := range items {
+		if results[n].GetError().GetCode() == 3 && it.GetResult().GetCode() != 0 { // INVALID_ARGUMENT
+			again = append(again, &idemv1.BatchCompleteRequest_Item{Key: it.GetKey(), Token: it.GetToken(), Result: codeOnly})
+			at = append(at, n)
+		}
+	}
+	if len(again) == 0 {
+		return
+	}
+	resp, err := c.svc.BatchComplete(ctx, &idemv1.BatchCompleteRequest{
+		Tenant: c.o.tenant, Namespace: ns, Retention: dur(c.o.retention), Items: again,
+	})
+	if err != nil || len(resp.GetResults()) != len(again) {
+		return // the first answers stand: the messages are Errored
+	}
+	for i, n := range at {
+		results[n] = resp.GetResults()[i]
 	}
 }
 

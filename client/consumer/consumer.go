@@ -332,10 +332,15 @@ func (c *Consumer) handle(ctx context.Context, namespace, msgID string, fingerpr
 	if fnErr != nil && !c.isPermanent(ctx, fnErr) {
 		return c.release(fctx, ref[0], fnErr)
 	}
-	_, err = c.svc.Complete(fctx, &idemv1.CompleteRequest{
+	req := &idemv1.CompleteRequest{
 		Tenant: c.o.tenant, Namespace: ns, Key: msgID, Token: token,
 		Result: resultOf(fnErr), Retention: dur(c.o.retention),
-	})
+	}
+	_, err = c.svc.Complete(fctx, req)
+	if fnErr != nil && errors.Is(err, idem.ErrInvalidArgument) {
+		req.Result = codeOnly
+		_, err = c.svc.Complete(fctx, req)
+	}
 	if err != nil {
 		return Result{Outcome: Errored, Token: token, Err: fmt.Errorf("idem: consumer: complete %s: %w", msgRef(ns, msgID), err)}
 	}
@@ -372,6 +377,11 @@ func resultOf(err error) *idemv1.Result {
 	// be redelivered and run again.
 	return &idemv1.Result{Code: 2, Message: strings.ToValidUTF8(err.Error(), "\uFFFD")}
 }
+
+// codeOnly records a permanent failure whose text the namespace refuses
+// (its result limit): refused, the Complete would leave the message to run
+// again once its lease lapsed.
+var codeOnly = &idemv1.Result{Code: 2}
 
 // finishContext outlives the caller's cancellation: work that finished must
 // be recorded, or a redelivery would run it again after the lease.

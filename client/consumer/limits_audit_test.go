@@ -17,10 +17,10 @@ import (
 )
 
 // limitedService is an in-process idem with lim.
-func limitedService(t *testing.T, lim server.Limits) (client.Service, *memory.Store) {
+func limitedService(t *testing.T, lim server.Limits, opts ...server.Option) (client.Service, *memory.Store) {
 	t.Helper()
 	st := memory.New(memory.WithLogger(slog.New(slog.DiscardHandler)))
-	srv, err := server.New(st, server.WithLimits(lim), server.WithLogger(slog.New(slog.DiscardHandler)))
+	srv, err := server.New(st, append([]server.Option{server.WithLimits(lim), server.WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,4 +117,38 @@ func TestBatchOverALoweredServerLimit(t *testing.T) {
 	if err != nil || rs[2].Outcome != consumer.Processed {
 		t.Errorf("HandleBatch(3 messages) = %v, %v; want processed", rs, err)
 	}
+}
+
+// TestPermanentErrorOverTheResultLimit: a permanent failure is recorded
+// with its error's text, which a namespace's result limit may refuse. The
+// refused Complete left the record IN_PROGRESS, and the message ran again
+// once the lease lapsed. The failure is recorded with its code alone.
+func TestPermanentErrorOverTheResultLimit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	svc, st := limitedService(t, server.Limits{}, server.WithNamespacePolicies(map[string]server.Policy{
+		ns: {MaxResultSize: 16, StoreResults: true},
+	}))
+	c := consumer.New(svc)
+	long := consumer.Permanent(errors.New(strings.Repeat("bad order ", 10)))
+	wantFailed := func(key string) {
+		t.Helper()
+		rec, err := st.Lookup(ctx, storage.ID{Tenant: server.DefaultTenant, Namespace: ns, Key: key})
+		if err != nil || rec.State != storage.StateCompleted || rec.Result.Code != 2 {
+			t.Errorf("record %s = %+v, %v; want COMPLETED with code UNKNOWN", key, rec, err)
+		}
+	}
+	r, err := c.Handle(ctx, ns, "one", nil, func(context.Context) error { return long })
+	if err != nil || r.Outcome != consumer.Failed {
+		t.Errorf("Handle() = %+v, %v; want Failed", r, err)
+	}
+	wantFailed("one")
+	msgs := []consumer.Message{{ID: "b1"}, {ID: "b2"}}
+	rs, err := c.HandleBatch(ctx, ns, msgs, func(_ context.Context, batch []consumer.Message) []error {
+		return []error{nil, long}
+	})
+	if err != nil || rs[0].Outcome != consumer.Processed || rs[1].Outcome != consumer.Failed {
+		t.Errorf("HandleBatch() = %+v, %v; want Processed, Failed", rs, err)
+	}
+	wantFailed("b2")
 }
