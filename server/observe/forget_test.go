@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/idemhq/idem/storage"
 	"github.com/idemhq/idem/storage/memory"
 )
 
@@ -60,5 +61,70 @@ idem_store_filter_bytes{store="pebble"} 1024
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), NameRecordsSwept, NameFilterAnswered, NameFilterBytes); err != nil {
 		t.Error(err)
+	}
+}
+
+// Once the last store of a name is closed (a policy reload dropped it),
+// none of its series stay exported; the other stores' do.
+func TestLastClosedStoreForgetsItsSeries(t *testing.T) {
+	ctx := t.Context()
+	m := NewMetrics()
+	reg := prometheus.NewRegistry()
+	if err := m.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	kept := InstrumentStore("postgres", memory.New(), m)
+	defer kept.Close()
+	gone := InstrumentStore("postgres://b:5432/idem", &countingStore{Store: memory.New(), swept: 2, answered: 1, filterBytes: 1}, m)
+	for _, s := range []storage.Store{kept, gone} {
+		if err := s.Ping(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.storeErrors.WithLabelValues("postgres://b:5432/idem", "ping").Inc()
+	if err := gone.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			for _, l := range mt.GetLabel() {
+				if l.GetName() == "store" && l.GetValue() != "postgres" {
+					names = append(names, mf.GetName()+"{store="+l.GetValue()+"}")
+				}
+			}
+		}
+	}
+	if len(names) > 0 {
+		t.Errorf("series of the closed store still exported: %v", names)
+	}
+	if n := histCount(t, m, "postgres", "ping"); n != 1 {
+		t.Errorf("open store's ping observations = %d, want 1", n)
+	}
+}
+
+func TestStoreLabels(t *testing.T) {
+	l := NewStoreLabels()
+	tests := []struct{ kind, url, want string }{
+		{"postgres", "postgres://idem:s3cret@db-a:5432/idem?sslmode=require&password=x", "postgres://db-a:5432/idem"},
+		{"postgres", "postgresql://db-b:5432/idem", "postgres://db-b:5432/idem"},
+		{"postgres", "postgres://other:pw@db-a:5432/idem?options=-csearch_path%3Db", "postgres://db-a:5432/idem#2"},
+		{"postgres", "postgres://idem:s3cret@db-a:5432/idem?sslmode=require&password=x", "postgres://db-a:5432/idem"}, // seen before
+		{"redis", "rediss://:tok@cache:6379/0", "redis://cache:6379/0"},
+		{"pebble", "pebble:///var/lib/idem/%ff", "pebble:///var/lib/idem/%ff"},
+		{"memory", "memory://", "memory://"},
+	}
+	for _, tt := range tests {
+		got := l.Label(tt.kind, tt.url)
+		if got != tt.want {
+			t.Errorf("Label(%q, %q) = %q, want %q", tt.kind, tt.url, got, tt.want)
+		}
+		if strings.Contains(got, "s3cret") || strings.Contains(got, "tok") || strings.Contains(got, "idem:") {
+			t.Errorf("Label(%q) = %q carries credentials", tt.url, got)
+		}
 	}
 }

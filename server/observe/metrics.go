@@ -123,6 +123,9 @@ type Metrics struct {
 	maxNamespaces int64
 	nsCount       atomic.Int64
 	namespaces    sync.Map // namespace → struct{}
+
+	storesMu sync.Mutex
+	stores   map[string]int // store label → open instrumented stores
 }
 
 // MetricsOption configures Metrics.
@@ -143,7 +146,7 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 		takeovers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameTakeovers,
 			Help: "Reserves that took over a released key or an expired lease."}, []string{"namespace"}),
 		leaseLost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameLeaseLost,
-			Help: "Calls refused with LEASE_LOST: the caller's token no longer holds the key."}, []string{"namespace", "rpc"}),
+			Help: "Calls refused with LEASE_LOST: the caller's token no longer holds the key. Lost reservations are rpc Complete, Release and BatchComplete; ExtendLease and Checkpoint repeat a loss."}, []string{"namespace", "rpc"}),
 		waits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameWaits,
 			Help: "Reserves that waited for an in-progress key, by how the wait ended."}, []string{"namespace", "result"}),
 		waitDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: NameWaitDuration,
@@ -159,6 +162,7 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameRejected,
 			Help: "Calls refused before reaching the service, by reason."}, []string{"reason"}),
 		maxNamespaces: DefaultMaxNamespaces,
+		stores:        map[string]int{},
 	}
 	for _, o := range opts {
 		o(m)
@@ -310,6 +314,13 @@ func (c *sweptCollector) addSource(store string, f func() uint64) (remove func()
 	}
 }
 
+func (c *sweptCollector) drop(store string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.sources, store)
+	delete(c.pushed, store)
+}
+
 func (c *sweptCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *sweptCollector) Collect(ch chan<- prometheus.Metric) {
@@ -372,6 +383,13 @@ func (c *filterCollector) addSource(store string, f func() (int64, uint64)) (rem
 	}
 }
 
+func (c *filterCollector) drop(store string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.sources, store)
+	delete(c.answeredGone, store)
+}
+
 func (c *filterCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.bytes
 	ch <- c.answered
@@ -398,6 +416,24 @@ func (c *filterCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(bytes), store)
 		ch <- prometheus.MustNewConstMetric(c.answered, prometheus.CounterValue, float64(answered), store)
 	}
+}
+
+// dropStore forgets the series of store once no open store has its name:
+// each policy store has series of its own, and those of the stores
+// reloads dropped would otherwise pile up until idemd restarts.
+func (m *Metrics) dropStore(store string) {
+	m.storesMu.Lock()
+	defer m.storesMu.Unlock()
+	if m.stores[store]--; m.stores[store] > 0 {
+		return
+	}
+	delete(m.stores, store)
+	for _, op := range StoreOps {
+		m.storeOp.DeleteLabelValues(store, op)
+		m.storeErrors.DeleteLabelValues(store, op)
+	}
+	m.swept.drop(store)
+	m.filter.drop(store)
 }
 
 // Rejected counts a call refused before the service; reason is one of the Reject* values.

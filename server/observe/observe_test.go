@@ -60,6 +60,8 @@ func TestInstrumentStoreCounts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
 	m := NewMetrics()
+	// Another open store of the name keeps the series once s is closed.
+	defer InstrumentStore("mem", memory.New(), m).Close()
 	s := InstrumentStore("mem", memory.New(), m)
 	id := storage.ID{Tenant: "t", Namespace: "ns", Key: "k"}
 	if _, _, err := s.Reserve(ctx, storage.ReserveParams{ID: id, Fingerprint: []byte("f"), LeaseTTL: time.Minute, Retention: time.Hour}); err != nil {

@@ -3,6 +3,9 @@ package observe
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +48,8 @@ type instrumented struct {
 	// forget lets the metrics go of the store once it is closed.
 	forget     []func()
 	forgetOnce sync.Once
+	m          *Metrics
+	name       string
 }
 
 var _ storage.Store = (*instrumented)(nil)
@@ -52,15 +57,23 @@ var _ storage.Store = (*instrumented)(nil)
 // InstrumentStore wraps s so every call is timed in
 // idem_store_op_duration_seconds{store=name} and every failure counted in
 // idem_store_errors_total. Expected answers (not found, lease lost, not in
-// progress) and calls the caller canceled are not failures. When s has a
+// progress) and calls the caller canceled or whose own deadline ran out
+// are not failures; a call idemd's --store-timeout ended, and a ping that
+// timed out, are. When s has a
 // Swept() uint64 method it feeds idem_records_swept_total{store=name}, and
 // a Filterer feeds idem_store_filter_bytes and
-// idem_store_filter_answered_total. With a nil m it returns s.
+// idem_store_filter_answered_total. When the last store of a name is
+// closed, the series of that name go. With a nil m it returns s.
 func InstrumentStore(name string, s storage.Store, m *Metrics) storage.Store {
 	if m == nil {
 		return s
 	}
-	w := &instrumented{Store: s}
+	w := &instrumented{Store: s, m: m, name: name}
+	// Held while the children are made, so a store of this name closing
+	// now cannot delete them under the new one.
+	m.storesMu.Lock()
+	defer m.storesMu.Unlock()
+	m.stores[name]++
 	if sw, ok := s.(Swepter); ok {
 		w.forget = append(w.forget, m.swept.addSource(name, sw.Swept))
 	} else {
@@ -79,22 +92,34 @@ func InstrumentStore(name string, s storage.Store, m *Metrics) storage.Store {
 // Unwrap returns the wrapped store.
 func (w *instrumented) Unwrap() storage.Store { return w.Store }
 
-func (w *instrumented) done(op int, start time.Time, err error) {
+func (w *instrumented) done(ctx context.Context, op int, start time.Time, err error) {
 	w.dur[op].Observe(time.Since(start).Seconds())
-	if err != nil && isFailure(err) {
+	if err != nil && isFailure(ctx, op, err) {
 		w.errs[op].Inc()
 	}
 }
 
-func isFailure(err error) bool {
-	return !errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrLeaseLost) &&
-		!errors.Is(err, storage.ErrNotInProgress) && !errors.Is(err, context.Canceled)
+func isFailure(ctx context.Context, op int, err error) bool {
+	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrLeaseLost) ||
+		errors.Is(err, storage.ErrNotInProgress) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	// A call whose context ended with no cause of its own was ended by
+	// its caller (gRPC's deadline, a cancel), whatever the store made of
+	// it: a caller with a 5 ms deadline must not page anyone. The
+	// --store-timeout bound ends its context with a cause (the wrapper
+	// sits inside it), and pings have no caller: the health checker's
+	// timeout is idemd's own, and a store that misses it is down.
+	if cerr := ctx.Err(); cerr != nil && context.Cause(ctx) == cerr {
+		return op == opPing && cerr == context.DeadlineExceeded
+	}
+	return true
 }
 
 func (w *instrumented) Reserve(ctx context.Context, p storage.ReserveParams) (storage.Outcome, *storage.Record, error) {
 	start := time.Now()
 	o, r, err := w.Store.Reserve(ctx, p)
-	w.done(opReserve, start, err)
+	w.done(ctx, opReserve, start, err)
 	w.noteReserve(ctx, o, err)
 	return o, r, err
 }
@@ -102,96 +127,141 @@ func (w *instrumented) Reserve(ctx context.Context, p storage.ReserveParams) (st
 func (w *instrumented) Complete(ctx context.Context, p storage.CompleteParams) (*storage.Record, error) {
 	start := time.Now()
 	r, err := w.Store.Complete(ctx, p)
-	w.done(opComplete, start, err)
+	w.done(ctx, opComplete, start, err)
 	return r, err
 }
 
 func (w *instrumented) Release(ctx context.Context, id storage.ID, token uint64) (*storage.Record, error) {
 	start := time.Now()
 	r, err := w.Store.Release(ctx, id, token)
-	w.done(opRelease, start, err)
+	w.done(ctx, opRelease, start, err)
 	return r, err
 }
 
 func (w *instrumented) ExtendLease(ctx context.Context, id storage.ID, token uint64, ttl time.Duration) (*storage.Record, error) {
 	start := time.Now()
 	r, err := w.Store.ExtendLease(ctx, id, token, ttl)
-	w.done(opExtendLease, start, err)
+	w.done(ctx, opExtendLease, start, err)
 	return r, err
 }
 
 func (w *instrumented) Checkpoint(ctx context.Context, id storage.ID, token uint64, cp storage.Checkpoint) (*storage.Record, error) {
 	start := time.Now()
 	r, err := w.Store.Checkpoint(ctx, id, token, cp)
-	w.done(opCheckpoint, start, err)
+	w.done(ctx, opCheckpoint, start, err)
 	return r, err
 }
 
 func (w *instrumented) Lookup(ctx context.Context, id storage.ID) (*storage.Record, error) {
 	start := time.Now()
 	r, err := w.Store.Lookup(ctx, id)
-	w.done(opLookup, start, err)
+	w.done(ctx, opLookup, start, err)
 	return r, err
 }
 
 func (w *instrumented) BatchReserve(ctx context.Context, items []storage.ReserveParams) ([]storage.ReserveResult, error) {
 	start := time.Now()
 	r, err := w.Store.BatchReserve(ctx, items)
-	w.done(opBatchReserve, start, err)
+	w.done(ctx, opBatchReserve, start, err)
 	return r, err
 }
 
 func (w *instrumented) BatchComplete(ctx context.Context, items []storage.CompleteParams) ([]storage.CompleteResult, error) {
 	start := time.Now()
 	r, err := w.Store.BatchComplete(ctx, items)
-	w.done(opBatchComplete, start, err)
+	w.done(ctx, opBatchComplete, start, err)
 	return r, err
 }
 
 func (w *instrumented) Delete(ctx context.Context, id storage.ID) (*storage.Record, error) {
 	start := time.Now()
 	r, err := w.Store.Delete(ctx, id)
-	w.done(opDelete, start, err)
+	w.done(ctx, opDelete, start, err)
 	return r, err
 }
 
 func (w *instrumented) ForceRelease(ctx context.Context, id storage.ID) (*storage.Record, error) {
 	start := time.Now()
 	r, err := w.Store.ForceRelease(ctx, id)
-	w.done(opForceRelease, start, err)
+	w.done(ctx, opForceRelease, start, err)
 	return r, err
 }
 
 func (w *instrumented) List(ctx context.Context, p storage.ListParams) ([]*storage.Record, bool, error) {
 	start := time.Now()
 	r, more, err := w.Store.List(ctx, p)
-	w.done(opList, start, err)
+	w.done(ctx, opList, start, err)
 	return r, more, err
 }
 
 func (w *instrumented) Stats(ctx context.Context, tenant, namespace string) ([]storage.StatsRow, error) {
 	start := time.Now()
 	r, err := w.Store.Stats(ctx, tenant, namespace)
-	w.done(opStats, start, err)
+	w.done(ctx, opStats, start, err)
 	return r, err
 }
 
 func (w *instrumented) Ping(ctx context.Context) error {
 	start := time.Now()
 	err := w.Store.Ping(ctx)
-	w.done(opPing, start, err)
+	w.done(ctx, opPing, start, err)
 	return err
 }
 
 func (w *instrumented) Close() error {
 	// Before the store closes: a closed store's filter memory is gone.
+	first := false
 	w.forgetOnce.Do(func() {
+		first = true
 		for _, f := range w.forget {
 			f()
 		}
 	})
 	start := time.Now()
 	err := w.Store.Close()
-	w.done(opClose, start, err)
+	w.done(context.Background(), opClose, start, err)
+	if first {
+		w.m.dropStore(w.name)
+	}
 	return err
+}
+
+// StoreLabels names stores for the store label when one idemd has
+// several (a policy file's): each store gets its own series, so one of two
+// PostgreSQL stores failing is all of its pings, not half of "postgres".
+// The store --store names keeps its kind, which labels do not collide with.
+type StoreLabels struct {
+	mu    sync.Mutex
+	byURL map[string]string
+	taken map[string]bool
+}
+
+// NewStoreLabels returns an empty StoreLabels.
+func NewStoreLabels() *StoreLabels {
+	return &StoreLabels{byURL: map[string]string{}, taken: map[string]bool{}}
+}
+
+// Label is the store label of the store at rawURL of the given kind
+// (idemd.StoreScheme): kind://host/path, without user, password or query,
+// which may hold secrets. URLs that differ only there (another user,
+// another search_path) get "#2", "#3", … in the order first seen. A URL
+// keeps its label for the process's life, across policy reloads.
+func (l *StoreLabels) Label(kind, rawURL string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if v, ok := l.byURL[rawURL]; ok {
+		return v
+	}
+	base := kind + "://"
+	if u, err := url.Parse(rawURL); err == nil {
+		base += u.Host + u.EscapedPath()
+	}
+	base = strings.ToValidUTF8(base, "?")
+	v := base
+	for n := 2; l.taken[v]; n++ {
+		v = fmt.Sprintf("%s#%d", base, n)
+	}
+	l.taken[v] = true
+	l.byURL[rawURL] = v
+	return v
 }

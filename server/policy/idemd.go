@@ -80,11 +80,15 @@ func (e *extension) Setup(ctx context.Context, s *idemd.Setup) error {
 		Logger:      s.Logger,
 	}
 	if s.Observe != nil {
-		// The policy's stores get the same store metrics as --store,
-		// labelled by kind (stores of one kind share their series).
+		// The policy's stores get the same store metrics as --store, each
+		// its own series: sharing one per kind, a PostgreSQL store that
+		// fails is half of "postgres" beside a second one, and never
+		// pages. --store keeps its kind as label, so one-store setups'
+		// dashboards stay as they are.
 		m := s.Observe.Metrics
+		labels := observe.NewStoreLabels()
 		o.Instrument = func(u string, st storage.Store) storage.Store {
-			return observe.InstrumentStore(idemd.StoreScheme(u), st, m)
+			return observe.InstrumentStore(labels.Label(idemd.StoreScheme(u), u), st, m)
 		}
 	}
 	r, err := Load(ctx, o)
