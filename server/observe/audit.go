@@ -60,10 +60,10 @@ func AuditUnaryServerInterceptor(l *slog.Logger) grpc.UnaryServerInterceptor {
 				t = id.Tenant
 			}
 			t = tenantOrDefault(t)
-			attrs = append(attrs, slog.String("tenant", t))
+			attrs = append(attrs, slog.String("tenant", logText(t)))
 		}
 		if r, ok := req.(namespaced); ok {
-			attrs = append(attrs, slog.String("namespace", r.GetNamespace()))
+			attrs = append(attrs, slog.String("namespace", logText(r.GetNamespace())))
 		}
 		if r, ok := req.(keyed); ok && r.GetKey() != "" {
 			attrs = append(attrs, slog.String("key_hash", HashKey(r.GetKey())))

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -41,10 +42,28 @@ type (
 	keyed      interface{ GetKey() string }
 )
 
+// maxLoggedText bounds a caller's string in a log line. Lines are written
+// before (and about) validation, which refuses a namespace over its limit
+// but cannot stop a 4 MiB one from being logged whole, on every call.
+const maxLoggedText = 1024
+
+// logText is s cut to maxLoggedText bytes (on a rune boundary), with its
+// length, so a line about a refused call still tells what was sent.
+func logText(s string) string {
+	if len(s) <= maxLoggedText {
+		return s
+	}
+	cut := maxLoggedText
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s…(%d bytes)", s[:cut], len(s))
+}
+
 func requestFields(req any) logging.Fields {
 	var f logging.Fields
 	if r, ok := req.(namespaced); ok && r.GetNamespace() != "" {
-		f = append(f, "namespace", r.GetNamespace())
+		f = append(f, "namespace", logText(r.GetNamespace()))
 	}
 	if r, ok := req.(keyed); ok && r.GetKey() != "" {
 		f = append(f, "key_hash", HashKey(r.GetKey()))
@@ -84,7 +103,7 @@ func tenantOrDefault(t string) string {
 func withCallLog(ctx context.Context, req any) context.Context {
 	cl := &callLog{}
 	if r, ok := req.(tenanted); ok {
-		cl.requestedTenant, cl.hasTenant = tenantOrDefault(r.GetTenant()), true
+		cl.requestedTenant, cl.hasTenant = logText(tenantOrDefault(r.GetTenant())), true
 	}
 	return context.WithValue(ctx, callLogKey{}, cl)
 }

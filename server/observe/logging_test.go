@@ -268,3 +268,37 @@ func TestCallLogOfDamagedRecord(t *testing.T) {
 		t.Errorf("log lines = %v, want one DataLoss line saying the record cannot be decoded", lines)
 	}
 }
+
+// A caller's namespace and tenant reach the log line before validation
+// refuses them: a line must not grow with them (4 MiB fit in a request).
+func TestLogLinesBoundCallersStrings(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	huge := strings.Repeat("é", 1<<19) // 1 MiB
+	mem := memory.New()
+	defer mem.Close()
+	c, buf := loggedServer(t, mem)
+	_, err := c.Lookup(ctx, &idemv1.LookupRequest{Tenant: huge, Namespace: huge, Key: "k"})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("Lookup(1 MiB namespace) error = %v, want InvalidArgument", err)
+	}
+	var abuf syncBuffer
+	audit := AuditUnaryServerInterceptor(NewLogger(&abuf, slog.LevelInfo))
+	info := &grpc.UnaryServerInfo{FullMethod: idemv1.AdminService_DeleteKey_FullMethodName}
+	handler := func(context.Context, any) (any, error) {
+		return nil, status.Error(codes.InvalidArgument, "idem: namespace too long")
+	}
+	_, _ = audit(ctx, &idemv1.DeleteKeyRequest{Tenant: huge, Namespace: huge, Key: "k"}, info, handler)
+	for name, out := range map[string]string{"call": buf.String(), "audit": abuf.String()} {
+		if n := len(out); n > 8<<10 {
+			t.Errorf("%s log is %d bytes for one call, want it bounded", name, n)
+		}
+		for _, l := range logLines(t, out) {
+			for _, f := range []string{"namespace", "tenant"} {
+				if v, _ := l[f].(string); !strings.HasPrefix(v, "éé") || !strings.HasSuffix(v, "…(1048576 bytes)") {
+					t.Errorf("%s log field %s = %.40q…, want its start and length", name, f, v)
+				}
+			}
+		}
+	}
+}
