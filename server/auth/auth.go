@@ -421,6 +421,22 @@ func (a *Authenticator) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	}
 }
 
+// TenantFunc is the package's TenantFunc that also counts and logs the
+// requests it refuses for naming another tenant, as Authenticate does for
+// refused credentials: a client probing other tenants is what
+// IdemAuthFailures is for.
+func (a *Authenticator) TenantFunc(ctx context.Context, requested string) (string, error) {
+	t, err := TenantFunc(ctx, requested)
+	if errors.Is(err, idem.ErrPermissionDenied) {
+		id, _ := FromContext(ctx)
+		method, _ := grpc.Method(ctx)
+		a.onReject("permission_denied")
+		a.logRefusal(ctx, "request for another tenant refused", "method", method, "tenant", id.Tenant, "subject", id.Subject,
+			"requested_tenant", requested, "peer", peerAddr(ctx))
+	}
+	return t, err
+}
+
 // TenantFunc resolves a request's tenant when authentication is on (it is
 // a server.TenantFunc): empty means the caller's own tenant, the caller's
 // tenant is accepted, and any other is idem.ErrPermissionDenied — decided

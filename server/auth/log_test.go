@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
+	"github.com/idemhq/idem"
 	"github.com/idemhq/idem/internal/logthrottle"
 )
 
@@ -113,4 +115,31 @@ func loggedAuth(t *testing.T, buf *bytes.Buffer, opts ...Option) (tok string, a 
 		t.Fatal(err)
 	}
 	return tok, a
+}
+
+// TestOtherTenantRefusalIsCounted: a request naming another tenant is
+// refused PERMISSION_DENIED after its credentials were accepted; it was
+// neither counted in idem_rejected_total nor logged, so a client probing
+// other tenants never fired IdemAuthFailures.
+func TestOtherTenantRefusalIsCounted(t *testing.T) {
+	var buf bytes.Buffer
+	var rejected []string
+	_, a := loggedAuth(t, &buf, WithRejectHook(func(r string) { rejected = append(rejected, r) }))
+	ctx := NewContext(context.Background(), Identity{Tenant: "acme", Subject: "svc-a", Role: RoleClient})
+	if _, err := a.TenantFunc(ctx, "acme"); err != nil {
+		t.Fatalf("TenantFunc(own) = %v", err)
+	}
+	if _, err := a.TenantFunc(ctx, "globex"); !errors.Is(err, idem.ErrPermissionDenied) {
+		t.Fatalf("TenantFunc(other) = %v, want ErrPermissionDenied", err)
+	}
+	if len(rejected) != 1 || rejected[0] != "permission_denied" {
+		t.Errorf("rejected = %q, want one permission_denied", rejected)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
+		t.Fatalf("log %q: %v", buf.String(), err)
+	}
+	if m["msg"] != "request for another tenant refused" || m["tenant"] != "acme" || m["requested_tenant"] != "globex" || m["subject"] != "svc-a" {
+		t.Errorf("log line = %v", m)
+	}
 }

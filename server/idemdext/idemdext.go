@@ -87,7 +87,7 @@ func (e *Extension) Setup(ctx context.Context, s *idemd.Setup) error {
 		a.StreamServerInterceptor(),
 		lim.StreamServerInterceptor())
 	if a.Enabled() {
-		s.ServiceOptions = append(s.ServiceOptions, server.WithTenantFunc(auth.TenantFunc))
+		s.ServiceOptions = append(s.ServiceOptions, server.WithTenantFunc(a.TenantFunc))
 	}
 	go a.Watch(ctx) // last: a failed Setup leaves nothing running
 	return nil

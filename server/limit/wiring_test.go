@@ -79,7 +79,7 @@ func TestWiredChain(t *testing.T) {
 	mem := memory.New()
 	defer mem.Close()
 	store := observe.InstrumentStore("memory", mem, reg.Metrics)
-	svc, err := server.New(store, server.WithLogger(log), server.WithTenantFunc(auth.TenantFunc))
+	svc, err := server.New(store, server.WithLogger(log), server.WithTenantFunc(authn.TenantFunc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +127,9 @@ func TestWiredChain(t *testing.T) {
 	if _, err := admin.DeleteKey(asAdmin, &idemv1.DeleteKeyRequest{Namespace: "/shop.v1.Orders/Create", Key: key}); err != nil {
 		t.Fatalf("DeleteKey() as admin error = %v", err)
 	}
+	if _, err := data.Lookup(asClient, &idemv1.LookupRequest{Tenant: "victim", Namespace: "n", Key: "k"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("Lookup() of another tenant error = %v, want PermissionDenied", err)
+	}
 	if _, err := data.Lookup(ctx, &idemv1.LookupRequest{Tenant: "victim", Namespace: "n", Key: "k"}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("Lookup() without token error = %v, want Unauthenticated", err)
 	}
@@ -152,8 +155,8 @@ func TestWiredChain(t *testing.T) {
 			}
 		}
 	}
-	if calls != 4 || audits != 1 {
-		t.Errorf("logged %d calls and %d audit lines, want 4 and 1", calls, audits)
+	if calls != 5 || audits != 1 {
+		t.Errorf("logged %d calls and %d audit lines, want 5 and 1", calls, audits)
 	}
 
 	mfs, err := reg.Gather()
@@ -179,7 +182,7 @@ func TestWiredChain(t *testing.T) {
 	for k, want := range map[string]float64{
 		"idem_store_op_duration_seconds{op=reserve,store=memory}":                                                             1,
 		"idem_store_op_duration_seconds{op=delete,store=memory}":                                                              1,
-		"idem_rejected_total{reason=permission_denied}":                                                                       1,
+		"idem_rejected_total{reason=permission_denied}":                                                                       2,
 		"idem_rejected_total{reason=unauthenticated}":                                                                         1,
 		"grpc_server_handled_total{grpc_code=OK,grpc_method=Reserve,grpc_service=idem.v1.IdempotencyService,grpc_type=unary}": 1,
 	} {
