@@ -222,11 +222,13 @@ func TestPolicyStoreMetrics(t *testing.T) {
 		}
 	}
 	metrics := httpGet(ctx, t, "http://"+addr+"/metrics")
+	// A policy's store is labelled by its URL, --store's by its kind.
+	pebble := "pebble://" + filepath.Join(dir, "notify")
 	for _, want := range []string{
-		`idem_store_op_duration_seconds_count{op="reserve",store="pebble"} 2`,
+		`idem_store_op_duration_seconds_count{op="reserve",store="` + pebble + `"} 2`,
 		`idem_store_op_duration_seconds_count{op="reserve",store="memory"} 1`,
-		`idem_store_filter_bytes{store="pebble"}`,
-		`idem_store_filter_answered_total{store="pebble"}`,
+		`idem_store_filter_bytes{store="` + pebble + `"}`,
+		`idem_store_filter_answered_total{store="` + pebble + `"}`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
