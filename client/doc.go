@@ -70,7 +70,8 @@
 //
 //	grpc.WithChainUnaryInterceptor(
 //		client.UnaryClientInterceptor(),                 // key chosen once
-//		retry.UnaryClientInterceptor(retry.WithMax(5)),  // each attempt reuses it
+//		retry.UnaryClientInterceptor(retry.WithMax(5),   // each attempt reuses it
+//			retry.WithCodes(codes.Unavailable, codes.Aborted)), // ABORTED: the first attempt still runs
 //	)
 //
 // # Server interceptors

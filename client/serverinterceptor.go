@@ -40,11 +40,11 @@ const (
 // codes, store_results: false), so it cannot be replayed.
 const ReasonResultNotStored = "IDEMPOTENCY_RESULT_NOT_STORED"
 
-// UnaryServerInterceptor deduplicates unary calls through svc, exactly as
-// DESIGN.md §5 says: the key from the idempotency-key metadata, the full
-// method as namespace, a SHA-256 fingerprint of method and request, a lease
-// sized from the call's deadline and kept alive while the handler runs, the
-// fencing token in the handler's context (TokenFromContext). A completed
+// UnaryServerInterceptor deduplicates unary calls through svc: the key
+// from the idempotency-key metadata, the full method as namespace, a
+// SHA-256 fingerprint of method and request, a lease sized from the call's
+// deadline and kept alive while the handler runs, the fencing token in the
+// handler's context (TokenFromContext). A completed
 // call is replayed (response or error) with header idempotency-replayed:
 // true, without running the handler.
 //

@@ -22,7 +22,7 @@ import (
 	"github.com/idemhq/idem/storage"
 )
 
-// limitCase is one call at or just past a limit of DESIGN.md §2–§4: want
+// limitCase is one call at or just past a default limit (DefaultLimits): want
 // nil means the call must succeed, otherwise it must be INVALID_ARGUMENT
 // with a BadRequest naming exactly want.
 type limitCase struct {

@@ -12,7 +12,7 @@ import (
 	"github.com/idemhq/idem/storage"
 )
 
-// TestSnapshotTrap forces the case of DESIGN §6: a Reserve whose statement
+// TestSnapshotTrap forces the snapshot trap of sql.go: a Reserve whose statement
 // began before a concurrent writer committed. The conflict path waits for
 // the writer and sees its row, the fallback SELECT reads the older snapshot
 // and finds either no row or a stale one; the store must re-run the

@@ -15,7 +15,7 @@ import "strings"
 // The rule in the WHERE clause is evaluated on the newest committed row
 // (PostgreSQL re-checks it after waiting for a concurrent writer), but the
 // fallback SELECT reads the statement's snapshot, which can be older: it may
-// return no row (the row was inserted after the snapshot, DESIGN §6) or a row
+// return no row (the row was inserted after the snapshot) or a row
 // the rule would have changed. Go re-decides the fallback row with the
 // functions of storage/transition.go and runs the statement again whenever
 // that decision says "write": the snapshot was stale.

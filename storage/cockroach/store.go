@@ -446,7 +446,7 @@ func (s *Store) reserve(ctx context.Context, p storage.ReserveParams) (storage.O
 				return out, answer, nil
 			}
 		}
-		// No row at all is the snapshot trap of DESIGN §6: the conflict
+		// No row at all is the snapshot trap (sql.go): the conflict
 		// was with a row committed after this statement's snapshot.
 		if err := s.rerun(ctx, try); err != nil {
 			return 0, nil, err

@@ -9,7 +9,7 @@ import (
 	"github.com/idemhq/idem/storage"
 )
 
-// The default limits of DESIGN.md §4 that reach a store: key and namespace
+// The default limits (server.DefaultLimits) that reach a store: key and namespace
 // 256 B, tenant 128 B, result and checkpoint data 1 MiB, phase 256 B.
 const (
 	limitKeyBytes    = 256
