@@ -311,8 +311,12 @@ func (g *guard) begin(ctx context.Context, method, key string, fp []byte) (*atte
 	resp, err := g.svc.Reserve(ctx, req)
 	if err != nil && !nsLease && badField(err, "lease_ttl") {
 		// The method's namespace caps leases below what the deadline asks
-		// for: take its default lease and let the heartbeat extend it.
-		g.nsLease.Store(method, struct{}{})
+		// for (or WithLease asks for less than idem's minimum): take its
+		// default lease and let the heartbeat extend it.
+		if _, seen := g.nsLease.LoadOrStore(method, struct{}{}); !seen {
+			o.logger.WarnContext(ctx, "idem refused the lease; the method uses its namespace's default lease from now on",
+				"method", method, "lease", lease, "err", loggable(err))
+		}
 		req.LeaseTtl, nsLease = nil, true
 		resp, err = g.svc.Reserve(ctx, req)
 	}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -934,5 +936,36 @@ func TestNamespaceMaxLeaseBelowDeadline(t *testing.T) {
 	}
 	if n := rs.reserves.Load() - before; n != 1 {
 		t.Errorf("a later call sent %d Reserves, want 1", n)
+	}
+}
+
+// TestLeaseBelowIdemMinimumIsLogged: WithLease under idem's 1s minimum is
+// refused by idem, and the method runs on its namespace's default lease
+// (30s here) instead; that happened silently, 60 times the lease asked for.
+func TestLeaseBelowIdemMinimumIsLogged(t *testing.T) {
+	var logs logBuffer
+	svc, _ := limitedIdem(t, server.DefaultLimits(), false)
+	ts := &testService{}
+	a := startAppWith(t, appConfig{ts: ts, opts: []client.InterceptorOption{
+		client.WithLease(200*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond), client.WithoutHeartbeat(),
+		client.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))),
+	}}, svc)
+	ctx := testCtx(t)
+	for _, key := range []string{"a", "b"} {
+		if _, err, _ := a.call(ctx, key, unaryReq("x")); err != nil {
+			t.Fatalf("call %s = %v", key, err)
+		}
+	}
+	var warned int
+	for _, l := range logs.lines(t) {
+		if l["msg"] == "idem refused the lease; the method uses its namespace's default lease from now on" {
+			warned++
+			if l["method"] != testgrpc.TestService_UnaryCall_FullMethodName || !strings.Contains(fmt.Sprint(l["err"]), "lease_ttl") {
+				t.Errorf("line = %v, want the method and idem's refusal naming lease_ttl", l)
+			}
+		}
+	}
+	if warned != 1 {
+		t.Errorf("%d lines about the refused lease, want 1: %s", warned, logs.String())
 	}
 }

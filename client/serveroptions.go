@@ -125,7 +125,9 @@ func WithTenantName(tenant string) InterceptorOption {
 
 // WithLease bounds the lease: the time left until the call's deadline plus
 // a second for Complete, clamped to [minLease, maxLease]; def when the call
-// has no deadline.
+// has no deadline. A lease idem refuses (outside its limits, 1s–1h by
+// default, or above a namespace's max_lease) is replaced by the
+// namespace's default lease for the method from then on, which is logged.
 func WithLease(minLease, maxLease, def time.Duration) InterceptorOption {
 	return func(o *serverOptions) { o.leaseMin, o.leaseMax, o.leaseDefault = minLease, maxLease, def }
 }
