@@ -35,6 +35,14 @@ func testContext(t *testing.T) context.Context {
 // TCP port and returns its address.
 func startServer(t *testing.T, opts ...server.Option) string {
 	t.Helper()
+	addr, _ := startServerOn(t, opts...)
+	return addr
+}
+
+// startServerOn is startServer that also returns the store, for tests that
+// check what a call left in it.
+func startServerOn(t *testing.T, opts ...server.Option) (string, *memory.Store) {
+	t.Helper()
 	store := memory.New()
 	opts = append([]server.Option{server.WithLogger(slog.New(slog.DiscardHandler))}, opts...)
 	svc, err := server.New(store, opts...)
@@ -54,7 +62,7 @@ func startServer(t *testing.T, opts ...server.Option) string {
 		svc.Close()
 		store.Close()
 	})
-	return lis.Addr().String()
+	return lis.Addr().String(), store
 }
 
 // bearerTenant accepts only "Bearer good" and maps it to tenant "acme".
