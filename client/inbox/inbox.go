@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	crdbpgx "github.com/cockroachdb/cockroach-go/v2/crdb/crdbpgxv5"
@@ -18,7 +19,8 @@ import (
 
 // DB is what the inbox needs from a database handle; *pgxpool.Pool and
 // *pgx.Conn satisfy it. Process caches the dialect per DB value, so pass the
-// same pool every time rather than a fresh wrapper per call.
+// same pool every time rather than a fresh wrapper per call (such as a
+// connection acquired per message): each of those costs a SELECT version().
 type DB interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
@@ -72,7 +74,15 @@ func WithBackoff(first, max time.Duration) Option {
 	return func(op *options) { op.backoff, op.maxBackoff = first, max }
 }
 
-var dialects sync.Map // DB → Dialect
+var (
+	dialects sync.Map // DB → Dialect
+	cached   atomic.Int64
+)
+
+// maxDialects bounds the cache: a handle per call (pgxpool hands out a new
+// *pgxpool.Conn per Acquire) would otherwise add an entry per message for
+// good, pinning each released handle and its pool.
+const maxDialects = 1024
 
 // DetectDialect reports which database db talks to, asking once per db.
 func DetectDialect(ctx context.Context, db DB) (Dialect, error) {
@@ -94,7 +104,11 @@ func DetectDialect(ctx context.Context, db DB) (Dialect, error) {
 		d = CockroachDB
 	}
 	if cacheable {
-		dialects.Store(db, d)
+		if _, loaded := dialects.LoadOrStore(db, d); !loaded && cached.Add(1) > maxDialects {
+			// Forget them all: the live handles are asked once more.
+			dialects.Clear()
+			cached.Store(0)
+		}
 	}
 	return d, nil
 }
@@ -108,8 +122,9 @@ ON CONFLICT (consumer, msg_id) DO NOTHING`
 // run. When fn returns an error, nothing of the try is committed (neither the
 // marker nor fn's writes) and the error is returned; the message may be
 // redelivered. fn may run several times when the database asks for a retry,
-// each time in a fresh transaction, so it must do nothing outside tx that
-// cannot be repeated.
+// each time with the earlier try's writes undone (a new transaction on
+// PostgreSQL, a rollback to a savepoint of the same one on CockroachDB), so
+// it must do nothing outside tx that cannot be repeated.
 func Process(ctx context.Context, db DB, consumer, msgID string, fn func(ctx context.Context, tx pgx.Tx) error, opts ...Option) (processed bool, err error) {
 	if consumer == "" || msgID == "" {
 		return false, errors.New("idem: inbox: consumer and message id must not be empty")
@@ -159,7 +174,11 @@ func runPostgres(ctx context.Context, db DB, o options, try func(pgx.Tx) error) 
 			return err
 		}
 		// Full jitter, so the contenders of one conflict do not collide again.
-		t := time.NewTimer(rand.N(pause) + time.Millisecond)
+		d := time.Millisecond
+		if pause > 0 { // rand.N panics on zero: WithBackoff(0, 0) is allowed
+			d += rand.N(pause)
+		}
+		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
 			t.Stop()
