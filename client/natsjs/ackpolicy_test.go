@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -67,5 +68,43 @@ func TestRunRefusesAckAllAndNone(t *testing.T) {
 				t.Errorf("Run fetched %d times before refusing", n)
 			}
 		})
+	}
+}
+
+// TestRunRefusesOrderedConsumer: an ordered consumer acknowledges nothing
+// (AckNone). Given a namespace, Run must still refuse it before handling a
+// message: one whose handler failed would be lost without a trace.
+func TestRunRefusesOrderedConsumer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	js, stream, subject := newStream(ctx, t)
+	publish(ctx, t, js, subject, 1)
+	oc, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan struct{}, 1)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	c := natsjs.New(consumer.New(newIdem(t)), oc, natsjs.WithNamespace("ns"), natsjs.WithBatch(10, 100*time.Millisecond))
+	go func() {
+		done <- c.Run(rctx, func(context.Context, jetstream.Msg) error {
+			select {
+			case ran <- struct{}{}:
+			default:
+			}
+			return errors.New("downstream refused")
+		})
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "AckExplicit") {
+			t.Errorf("Run() = %v, want an error asking for AckExplicitPolicy", err)
+		}
+	case <-ran:
+		stop()
+		<-done
+		t.Error("Run handled a message of an ordered consumer, whose failures nothing redelivers")
 	}
 }

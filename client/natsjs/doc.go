@@ -11,10 +11,12 @@
 // another attempt holds is nak'ed with a delay of about the holder's lease,
 // whatever the consumer's InFlightPolicy (an ack would ack the holder's
 // delivery too). While a batch runs, its messages are marked in progress
-// every half AckWait, as idem's heartbeat extends their leases. A message
-// whose id was reused for another payload (a mismatch), whose id cannot be
-// derived, or that idem refuses (consumer.Invalid) is terminated, for the
-// stream's dead-letter handling.
+// every half AckWait, as idem's heartbeat extends their leases; a batch idem
+// does not answer for (an outage) is held so, and tried again, rather than
+// nak'ed: each nak would spend one of MaxDeliver. A message whose id was
+// reused for another payload (a mismatch), whose id cannot be derived, or
+// that idem refuses (consumer.Invalid) is terminated, for the stream's
+// dead-letter handling.
 //
 // The message id is the Nats-Msg-Id header (the publisher's dedupe id), or,
 // for messages published without one, "<stream>:<stream sequence>", which

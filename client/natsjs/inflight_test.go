@@ -30,8 +30,8 @@ func (s *seenSet) add(id string) {
 	s.seen[id]++
 }
 
-func (s *seenSet) waitFor(ctx context.Context, d time.Duration, ids ...string) map[string]int {
-	end := time.After(d)
+// waitFor polls until ids were all seen or ctx ends.
+func (s *seenSet) waitFor(ctx context.Context, ids ...string) map[string]int {
 	for {
 		s.mu.Lock()
 		all := true
@@ -48,8 +48,6 @@ func (s *seenSet) waitFor(ctx context.Context, d time.Duration, ids ...string) m
 		}
 		select {
 		case <-ctx.Done():
-			return out
-		case <-end:
 			return out
 		case <-time.After(20 * time.Millisecond):
 		}
@@ -85,7 +83,7 @@ func TestInFlightIsNakedUnderSkipAndAck(t *testing.T) {
 			return nil
 		})
 	}()
-	got := s.waitFor(ctx, 5*time.Second, "order-000", "order-001")
+	got := s.waitFor(ctx, "order-000", "order-001")
 	stop()
 	<-done
 	if got["order-000"] != 1 || got["order-001"] != 1 {
@@ -93,11 +91,49 @@ func TestInFlightIsNakedUnderSkipAndAck(t *testing.T) {
 	}
 }
 
+// progressConsumer counts, on progress, the in-progress acks sent for the
+// messages it fetched.
+type progressConsumer struct {
+	jetstream.Consumer
+	progress chan<- struct{}
+}
+
+func (c progressConsumer) Fetch(n int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
+	b, err := c.Consumer.Fetch(n, opts...)
+	if err != nil {
+		return nil, err
+	}
+	msgs := make(chan jetstream.Msg)
+	go func() {
+		defer close(msgs)
+		for m := range b.Messages() {
+			msgs <- progressMsg{Msg: m, progress: c.progress}
+		}
+	}()
+	return reasonBatch{MessageBatch: b, msgs: msgs}, nil
+}
+
+type progressMsg struct {
+	jetstream.Msg
+	progress chan<- struct{}
+}
+
+func (m progressMsg) InProgress() error {
+	err := m.Msg.InProgress()
+	select {
+	case m.progress <- struct{}{}:
+	default:
+	}
+	return err
+}
+
 // TestLongHandlerKeepsAckWait: while a handler outlives AckWait, the
 // adapter must tell JetStream the message is in progress. Otherwise it is
 // redelivered to another instance, found in flight and nak'ed, spending a
 // delivery: with MaxDeliver 2 the holder's transient failure then has no
-// delivery left, and the message is never processed.
+// delivery left, and the message is never processed. The slow handler
+// runs until three in-progress acks went out (1.5 AckWait: every half
+// AckWait), or until the redelivery it must prevent shows up.
 func TestLongHandlerKeepsAckWait(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
@@ -110,6 +146,10 @@ func TestLongHandlerKeepsAckWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	idem := consumer.New(newIdem(t), consumer.WithLease(2*time.Second))
+	progress := make(chan struct{}, 16)
+	redelivered := make(chan struct{})
+	var once sync.Once
+	succeeded := make(chan struct{}, 2)
 	var s seenSet
 	var mu sync.Mutex
 	first := true
@@ -119,24 +159,45 @@ func TestLongHandlerKeepsAckWait(t *testing.T) {
 		first = false
 		mu.Unlock()
 		if slow {
-			time.Sleep(2500 * time.Millisecond)
+			for range 3 {
+				select {
+				case <-progress:
+				case <-redelivered:
+					return errors.New("downstream timed out")
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
 			return errors.New("downstream timed out")
 		}
 		s.add(string(m.Data()))
+		succeeded <- struct{}{}
 		return nil
 	}
+	observe := natsjs.WithObserver(func(_ jetstream.Msg, r consumer.Result) {
+		if r.Outcome == consumer.InFlight {
+			once.Do(func() { close(redelivered) })
+		}
+	})
 	rctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for range 2 { // two instances of one durable consumer
-		c := natsjs.New(idem, jc, natsjs.WithBatch(10, 100*time.Millisecond), natsjs.WithNakDelay(50*time.Millisecond))
+		c := natsjs.New(idem, progressConsumer{Consumer: jc, progress: progress},
+			natsjs.WithBatch(10, 100*time.Millisecond), natsjs.WithNakDelay(50*time.Millisecond), observe)
 		wg.Go(func() { _ = c.Run(rctx, handler) })
 	}
-	got := s.waitFor(ctx, 8*time.Second, "order-000")
+	select {
+	case <-succeeded:
+	case <-redelivered:
+		t.Error("order-000 was redelivered while its handler ran: AckWait was not kept")
+	case <-ctx.Done():
+		t.Error("order-000 was never processed")
+	}
 	stop()
 	wg.Wait()
-	if got["order-000"] != 1 {
-		info, _ := jc.Info(ctx)
-		t.Errorf("handler succeeded %v, want order-000 once (consumer: delivered %d, redelivered %d, ack pending %d)",
-			got, info.Delivered.Consumer, info.NumRedelivered, info.NumAckPending)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := s.seen["order-000"]; n > 1 {
+		t.Errorf("handler succeeded %d times for order-000, want once", n)
 	}
 }

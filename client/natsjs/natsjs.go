@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/idemhq/idem"
 	"github.com/idemhq/idem/client/consumer"
 )
 
@@ -24,6 +25,10 @@ type options struct {
 	nakDelay    time.Duration
 	observe     func(jetstream.Msg, consumer.Result)
 }
+
+// maxHold is the longest pause between the tries of a batch idem did not
+// answer for.
+const maxHold = 30 * time.Second
 
 func defaultOptions() options {
 	return options{msgID: DefaultMessageID, batch: 100, fetchWait: time.Second, nakDelay: time.Second}
@@ -54,11 +59,13 @@ func WithBatch(n int, wait time.Duration) Option {
 }
 
 // WithNakDelay sets the redelivery delay of messages whose handler failed
-// or whose outcome idem could not record (default 1s).
+// or whose outcome idem could not record (default 1s), and the first pause
+// before a batch idem did not answer for is tried again.
 func WithNakDelay(d time.Duration) Option { return func(o *options) { o.nakDelay = d } }
 
-// WithObserver calls f with every message's result before it is acked or
-// nak'ed (for logs and metrics).
+// WithObserver calls f with every message's result before it is acked,
+// nak'ed or terminated (for logs and metrics); a message whose id cannot be
+// derived is reported Invalid.
 func WithObserver(f func(jetstream.Msg, consumer.Result)) Option {
 	return func(o *options) { o.observe = f }
 }
@@ -112,11 +119,18 @@ func New(idem *consumer.Consumer, js jetstream.Consumer, opts ...Option) *Consum
 }
 
 // Run fetches and handles messages until ctx ends, then returns ctx's error
-// (or the first fetch error, or at once an error when there is no
-// namespace: neither WithNamespace nor the consumer's name gave one, or when
-// the consumer's ack policy is not AckExplicitPolicy). A batch in hand when ctx ends is left
-// unacknowledged: the work already done is recorded in idem, and
-// JetStream's redelivery after AckWait is recognised as duplicate.
+// (or the first fetch error it cannot go on from, such as the consumer
+// deleted or the connection closed; a pull ended by a NATS node shutting
+// down or the consumer's leader moving is not one. Or at once an error when
+// there is no namespace: neither WithNamespace nor the consumer's name gave
+// one, or when the consumer's ack policy is not AckExplicitPolicy; or when
+// idem refuses a batch for good: a credential it does not accept, a
+// namespace outside its limits). While idem does not answer for a batch, the batch is held in progress and tried
+// again, from the nak delay doubling up to 30s, so that an outage spends
+// none of the messages' deliveries (Stats().Errors counts the tries). A
+// batch in hand when ctx ends is left unacknowledged: the work already done
+// is recorded in idem, and JetStream's redelivery after AckWait is
+// recognised as duplicate.
 func (c *Consumer) Run(ctx context.Context, handler func(ctx context.Context, msg jetstream.Msg) error) error {
 	if c.o.namespace == "" {
 		// Every message would fail its Reserve and be nak'ed, for ever (or
@@ -155,7 +169,7 @@ func (c *Consumer) fetchAndHandle(ctx context.Context, handler func(context.Cont
 		if err != nil {
 			// Without an id the message cannot be deduped; leave it to the
 			// dead-letter policy instead of running it unguarded.
-			_ = m.TermWithReason(err.Error())
+			c.settle(m, consumer.Result{Outcome: consumer.Invalid, Err: fmt.Errorf("idem: natsjs: message id: %w", err)})
 			continue
 		}
 		var fp []byte
@@ -164,31 +178,79 @@ func (c *Consumer) fetchAndHandle(ctx context.Context, handler func(context.Cont
 		}
 		msgs = append(msgs, consumer.Message{ID: id, Fingerprint: fp, Value: m})
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
+	if err := batch.Error(); err != nil && !endsPullOnly(err) && ctx.Err() == nil {
 		return fmt.Errorf("idem: natsjs: fetch: %w", err)
 	}
 	if len(msgs) == 0 {
 		return nil
 	}
-	results := func() []consumer.Result {
+	results, err := func() ([]consumer.Result, error) {
 		// Deferred so that a panicking handler does not keep its batch in
 		// progress for good.
 		defer c.keepInProgress(msgs)()
-		r, _ := c.idem.HandleEach(ctx, c.o.namespace, msgs, func(ctx context.Context, m consumer.Message) error {
-			if err := ctx.Err(); err != nil {
-				return err // stopping: release instead of starting new work
+		for wait := max(c.o.nakDelay, time.Millisecond); ; wait = min(2*wait, max(c.o.nakDelay, maxHold)) {
+			r, err := c.idem.HandleEach(ctx, c.o.namespace, msgs, func(ctx context.Context, m consumer.Message) error {
+				if err := ctx.Err(); err != nil {
+					return err // stopping: release instead of starting new work
+				}
+				return handler(ctx, m.Value.(jetstream.Msg))
+			})
+			if err == nil {
+				return r, nil
 			}
-			return handler(ctx, m.Value.(jetstream.Msg))
-		})
-		return r
+			if refusedForGood(err) {
+				// No retry gets past a refused credential or namespace:
+				// the operator must fix the consumer's configuration.
+				return nil, fmt.Errorf("idem: natsjs: idem refuses the batch: %w", err)
+			}
+			// idem did not answer for the batch: nothing of it was reserved
+			// or run. Nak'ed, each try would spend a delivery of every
+			// message (MaxDeliver would drop the backlog within seconds of
+			// an outage); held in progress, they spend none.
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return r, nil
+			case <-t.C:
+			}
+		}
 	}()
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if err != nil {
+		return err
 	}
 	for i, r := range results {
 		c.settle(msgs[i].Value.(jetstream.Msg), r)
 	}
 	return nil
+}
+
+// refusedForGood reports whether idem refused a whole batch for a reason
+// no retry changes.
+func refusedForGood(err error) bool {
+	return errors.Is(err, idem.ErrInvalidArgument) || errors.Is(err, idem.ErrPermissionDenied) ||
+		errors.Is(err, idem.ErrUnauthenticated)
+}
+
+// endsPullOnly reports whether a fetch ended with err is simply over: its
+// messages are good and the next fetch may go on. Besides the end of the
+// wait, these are the statuses nats.go's own Consume reports and goes on
+// from (a NATS node restarting, the consumer's leader moving): stopping Run
+// on one would stop the consumer for good at every rolling upgrade.
+func endsPullOnly(err error) bool {
+	for _, e := range []error{
+		context.DeadlineExceeded, jetstream.ErrNoMessages,
+		jetstream.ErrConsumerLeadershipChanged, jetstream.ErrServerShutdown,
+		jetstream.ErrNoHeartbeat, jetstream.ErrPinIDMismatch,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // keepInProgress marks msgs in progress every half AckWait until stop is

@@ -2,6 +2,7 @@ package natsjs_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -116,7 +117,12 @@ func terminations(ctx context.Context, t *testing.T, outcome consumer.Outcome, i
 	settled := make(chan struct{})
 	var once sync.Once
 	c := natsjs.New(consumer.New(newIdem(t)), reasonConsumer{Consumer: jc, r: &r}, natsjs.WithNamespace("ns"), natsjs.WithBatch(10, 100*time.Millisecond),
-		natsjs.WithMessageID(func(m jetstream.Msg) (string, error) { return m.Headers().Get("Order-Id"), nil }),
+		natsjs.WithMessageID(func(m jetstream.Msg) (string, error) {
+			if id := m.Headers().Get("Order-Id"); id != "" {
+				return id, nil
+			}
+			return "", errors.New("no order id")
+		}),
 		natsjs.WithFingerprint(func(m jetstream.Msg) []byte { return m.Data() }),
 		natsjs.WithObserver(func(_ jetstream.Msg, res consumer.Result) {
 			if res.Outcome == outcome {
@@ -138,4 +144,20 @@ func terminations(ctx context.Context, t *testing.T, outcome consumer.Outcome, i
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.got, ran
+}
+
+// TestUnidentifiableMessageIsObserved: a message whose id cannot be derived
+// is terminated like one idem refuses, and the observer hears of it like of
+// every other message: else logs and metrics miss a message gone to the
+// dead-letter policy.
+func TestUnidentifiableMessageIsObserved(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	got, ran := terminations(ctx, t, consumer.Invalid, []string{""}, []string{"no id"})
+	if len(got) != 1 || !strings.Contains(got[0], "no order id") {
+		t.Errorf("terminated with %q, want one termination naming the missing id", got)
+	}
+	if ran {
+		t.Error("the handler ran for a message without an id")
+	}
 }
