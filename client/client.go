@@ -58,6 +58,7 @@ type clientOptions struct {
 	cacheSize     int
 	cacheBytes    int64
 	clock         clockwork.Clock
+	maxRequest    int // WithMaxRequestBytes; 0: DefaultMaxRequestBytes
 }
 
 func defaultClientOptions() clientOptions {
@@ -360,10 +361,30 @@ func fillBatchReserve(ctx context.Context, reserve func(context.Context, *idemv1
 	}
 }
 
-// BatchComplete completes up to 1,000 keys of one namespace.
+// BatchComplete completes up to 1,000 keys of one namespace. A request
+// larger than idemd reads (DefaultMaxRequestBytes, 4 MiB, unless
+// WithMaxRequestBytes says otherwise), such as five 1 MiB results, is sent
+// as several BatchComplete calls in request order, each under that bound,
+// and the answers are merged in request order: each item keeps its own
+// record or error, and item errors name the item's index in req. An item
+// too large to go with any other is sent alone; if idemd refuses even that
+// by size, the item alone fails with INVALID_ARGUMENT naming its result,
+// as idemd names a result over its limit. Every call carries ctx (its
+// deadline bounds them all) and is retried as one call is (WithRetry); a
+// call failing as a whole fails BatchComplete with that error, as one call
+// would, though items of earlier calls may have been completed: repeating
+// the same BatchComplete is safe, as a repeated Complete succeeds again.
+// A request of more than 1,000 items is not split, so that idemd still
+// refuses it as too many items.
 func (c *Client) BatchComplete(ctx context.Context, req *idemv1.BatchCompleteRequest) (*idemv1.BatchCompleteResponse, error) {
 	req = withDefaults(c, req, func(r *idemv1.BatchCompleteRequest, t, ns string) { r.Tenant, r.Namespace = t, ns })
-	resp, err := c.rpc.BatchComplete(ctx, req)
+	var resp *idemv1.BatchCompleteResponse
+	var err error
+	if chunks := splitBatchComplete(req, c.opts.maxRequest); chunks != nil {
+		resp, err = sendBatchComplete(ctx, c.rpc.BatchComplete, len(req.GetItems()), chunks)
+	} else {
+		resp, err = c.rpc.BatchComplete(ctx, req)
+	}
 	if err != nil {
 		return nil, mapError(ctx, err)
 	}

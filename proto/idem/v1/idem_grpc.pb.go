@@ -77,7 +77,11 @@ type IdempotencyServiceClient interface {
 	// Its answer has the same bound as BatchReserve's: completed items get
 	// their records in request order while they fit, and a completed item
 	// past the bound is answered with neither record nor error (it is
-	// completed all the same; Lookup it for the record).
+	// completed all the same; Lookup it for the record). idemd reads requests
+	// of up to 4 MiB, or twice its result limit plus 64 KiB when that is more;
+	// a larger request fails as a whole (RESOURCE_EXHAUSTED), so a client
+	// splits one whose results add up to more into several calls, as the Go
+	// client does.
 	BatchComplete(ctx context.Context, in *BatchCompleteRequest, opts ...grpc.CallOption) (*BatchCompleteResponse, error)
 }
 
@@ -217,7 +221,11 @@ type IdempotencyServiceServer interface {
 	// Its answer has the same bound as BatchReserve's: completed items get
 	// their records in request order while they fit, and a completed item
 	// past the bound is answered with neither record nor error (it is
-	// completed all the same; Lookup it for the record).
+	// completed all the same; Lookup it for the record). idemd reads requests
+	// of up to 4 MiB, or twice its result limit plus 64 KiB when that is more;
+	// a larger request fails as a whole (RESOURCE_EXHAUSTED), so a client
+	// splits one whose results add up to more into several calls, as the Go
+	// client does.
 	BatchComplete(context.Context, *BatchCompleteRequest) (*BatchCompleteResponse, error)
 	mustEmbedUnimplementedIdempotencyServiceServer()
 }
