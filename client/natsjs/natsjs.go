@@ -178,8 +178,16 @@ func (c *Consumer) fetchAndHandle(ctx context.Context, handler func(context.Cont
 		}
 		msgs = append(msgs, consumer.Message{ID: id, Fingerprint: fp, Value: m})
 	}
-	if err := batch.Error(); err != nil && !endsPullOnly(err) && ctx.Err() == nil {
-		return fmt.Errorf("idem: natsjs: fetch: %w", err)
+	if err := batch.Error(); err != nil && ctx.Err() == nil {
+		if !endsPullOnly(err) {
+			return fmt.Errorf("idem: natsjs: fetch: %w", err)
+		}
+		if len(msgs) == 0 && fctx.Err() == nil {
+			// A status ended the pull before its wait: should the next
+			// pull end the same way at once, Run would spin against
+			// NATS, so it pulls no faster than an empty fetch does.
+			<-fctx.Done()
+		}
 	}
 	if len(msgs) == 0 {
 		return nil
