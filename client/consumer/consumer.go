@@ -231,8 +231,8 @@ func WithInFlightPolicy(p InFlightPolicy) Option { return func(o *options) { o.i
 // WithPermanentErrors classifies handler errors: f returns true for errors
 // that are final and should be recorded instead of retried. Errors wrapped
 // with Permanent are always final; by default all others are transient.
-// f is not asked about ctx's own error once the caller's ctx has ended: the
-// handler stopped with its work unfinished.
+// f is not asked once the caller's ctx has ended: the handler stopped with
+// its work unfinished, so its error is transient (Permanent still counts).
 func WithPermanentErrors(f func(error) bool) Option { return func(o *options) { o.permanent = f } }
 
 // WithClock sets the clock of the heartbeat (tests use a fake one).
@@ -359,9 +359,10 @@ func (c *Consumer) isPermanent(ctx context.Context, err error) bool {
 	if IsPermanent(err) {
 		return true
 	}
-	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-		// The handler gave up because the caller stopped (shutdown,
-		// rebalance): its work is unfinished, not failed for good.
+	if ctx.Err() != nil {
+		// The caller stopped (shutdown, rebalance) while the handler ran:
+		// whatever it returned — ctx's error, its cause, a downstream
+		// call's CANCELED — its work is unfinished, not failed for good.
 		return false
 	}
 	return c.o.permanent != nil && c.o.permanent(err)

@@ -2,7 +2,11 @@ package consumer_test
 
 import (
 	"context"
+	"errors"
 	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/idemhq/idem/client/consumer"
 )
@@ -51,25 +55,35 @@ func TestHandleEachStopReleasesUnstarted(t *testing.T) {
 }
 
 // TestStoppedHandlerIsNotFinal: the caller's context ends while the handler
-// runs and the handler returns ctx's error. A classifier that deems unknown
-// errors final must not record that as the message's result: the work is
-// unfinished, and the redelivery would skip it.
+// runs, and the handler returns what a stopped call gives: ctx's error, its
+// cause, or a downstream gRPC call's CANCELED status (which wraps neither).
+// A classifier that deems unknown errors final must not record that as the
+// message's result: the work is unfinished, and the redelivery would skip
+// it.
 func TestStoppedHandlerIsNotFinal(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
-	defer cancel()
-	e := newEnv(t)
-	c := consumer.New(e, consumer.WithPermanentErrors(func(error) bool { return true }))
-	hctx, stop := context.WithCancel(ctx)
-	r, _ := c.Handle(hctx, ns, "m-1", nil, func(ctx context.Context) error {
-		stop() // e.g. SIGTERM while the message is handled
-		return ctx.Err()
-	})
-	if r.Outcome != consumer.Released || r.Ack() {
-		t.Errorf("Handle() outcome = %v (ack %v), want released, not acked", r.Outcome, r.Ack())
-	}
-	ran := false
-	r, _ = c.Handle(ctx, ns, "m-1", nil, func(context.Context) error { ran = true; return nil })
-	if r.Outcome != consumer.Processed || !ran {
-		t.Errorf("redelivery outcome = %v, ran %v; want processed, true", r.Outcome, ran)
+	for name, stopped := range map[string]func(ctx context.Context) error{
+		"ctx.Err":       func(ctx context.Context) error { return ctx.Err() },
+		"cause":         func(ctx context.Context) error { return context.Cause(ctx) },
+		"grpc CANCELED": func(context.Context) error { return status.Error(codes.Canceled, "context canceled") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+			defer cancel()
+			e := newEnv(t)
+			c := consumer.New(e, consumer.WithPermanentErrors(func(error) bool { return true }))
+			hctx, stop := context.WithCancelCause(ctx)
+			r, _ := c.Handle(hctx, ns, "m-1", nil, func(ctx context.Context) error {
+				stop(errors.New("SIGTERM")) // e.g. a shutdown while the message is handled
+				return stopped(ctx)
+			})
+			if r.Outcome != consumer.Released || r.Ack() {
+				t.Errorf("Handle() outcome = %v (ack %v), want released, not acked", r.Outcome, r.Ack())
+			}
+			ran := false
+			r, _ = c.Handle(ctx, ns, "m-1", nil, func(context.Context) error { ran = true; return nil })
+			if r.Outcome != consumer.Processed || !ran {
+				t.Errorf("redelivery outcome = %v, ran %v; want processed, true", r.Outcome, ran)
+			}
+		})
 	}
 }
