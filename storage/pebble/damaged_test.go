@@ -121,3 +121,37 @@ func (w lineWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// TestSweepErrorHashesUnparsableKey: a record whose key does not even
+// parse is named in the sweep's error, which is logged; it carried the raw
+// key bytes.
+func TestSweepErrorHashesUnparsableKey(t *testing.T) {
+	ctx := testCtx(t)
+	clock := clockwork.NewFakeClockAt(epoch)
+	s, err := Open(t.TempDir(), WithClock(clock), WithSweepInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	key := append([]byte{prefixRecord}, "customer-4711@example.com"...)
+	b := s.db.NewBatch()
+	for k, v := range map[string][]byte{string(key): {9, 9, 9}, string(expiryKey(epoch, key)): nil} {
+		if err := b.Set([]byte(k), v, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Commit(pebbledb.Sync); err != nil {
+		t.Fatal(err)
+	}
+	s.pres.mu.RLock()
+	s.pres.add(key)
+	s.pres.mu.RUnlock()
+	clock.Advance(time.Hour)
+	_, err = s.Sweep(ctx)
+	if err == nil {
+		t.Fatal("Sweep() = nil, want the record it cannot read reported")
+	}
+	if strings.Contains(err.Error(), "customer-4711") || !strings.Contains(err.Error(), keyhash.Of(string(key))) {
+		t.Errorf("Sweep() error = %q, want the key by its hash only", err)
+	}
+}

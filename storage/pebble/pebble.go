@@ -21,6 +21,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/jonboulle/clockwork"
 
+	"github.com/idemhq/idem/internal/keyhash"
 	"github.com/idemhq/idem/storage"
 	"github.com/idemhq/idem/storage/internal/coalesce"
 )
@@ -321,7 +322,8 @@ func (s *Store) damaged(key []byte, err error) error {
 	err = fmt.Errorf("idem: pebble store at %s: %w", s.dir, err)
 	id, ok := parseRecordKey(key)
 	if !ok {
-		return fmt.Errorf("%w (record key %q)", err, key)
+		// Named by hash, as logs name keys: this error is logged.
+		return fmt.Errorf("%w (a record key that does not parse, %s %s)", err, keyhash.Attr, keyhash.Of(string(key)))
 	}
 	return storage.Damaged(id, err)
 }
