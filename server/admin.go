@@ -160,8 +160,12 @@ func decodePageToken(tok string) (string, bool) {
 }
 
 // Stats implements idemv1.AdminServiceServer. With no namespace it counts
-// the namespace store of "" (the default store), plus every other store a
-// resolver names through a Stores() []storage.Store method.
+// every store the Service reaches (the one given to New, plus those a
+// resolver names through a Stores() []storage.Store method), each for the
+// namespaces routed to it only: after a policy reload moved a namespace to
+// another store, the records left in the old one are unreachable, so they
+// are not counted, and each (namespace, state) has one row, the same as a
+// Stats of that namespace answers.
 func (s *Service) Stats(ctx context.Context, req *idemv1.StatsRequest) (*idemv1.StatsResponse, error) {
 	const method = idemv1.AdminService_Stats_FullMethodName
 	var v violations
@@ -172,20 +176,24 @@ func (s *Service) Stats(ctx context.Context, req *idemv1.StatsRequest) (*idemv1.
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	stores := []boundedStore{sc.store}
-	if req.GetNamespace() == "" {
-		stores = stores[:0]
-		for _, st := range s.stores() {
-			stores = append(stores, s.bounded(st))
-		}
-	}
 	var rows []storage.StatsRow
-	for _, st := range stores {
-		r, err := st.Stats(ctx, sc.tenant, req.GetNamespace())
-		if err != nil {
+	if req.GetNamespace() != "" {
+		if rows, err = sc.store.Stats(ctx, sc.tenant, req.GetNamespace()); err != nil {
 			return nil, s.Status(ctx, method, err)
 		}
-		rows = append(rows, r...)
+	} else {
+		stores, route := s.statsRoutes()
+		for _, st := range stores {
+			r, err := s.bounded(st).Stats(ctx, sc.tenant, "")
+			if err != nil {
+				return nil, s.Status(ctx, method, err)
+			}
+			for _, row := range r {
+				if route(sc.tenant, row.Namespace) == st {
+					rows = append(rows, row)
+				}
+			}
+		}
 	}
 	storage.SortStats(rows)
 	resp := &idemv1.StatsResponse{Rows: make([]*idemv1.StatsResponse_Row, len(rows))}
@@ -193,6 +201,36 @@ func (s *Service) Stats(ctx context.Context, req *idemv1.StatsRequest) (*idemv1.
 		resp.Rows[i] = &idemv1.StatsResponse_Row{Namespace: r.Namespace, State: stateToProto(r.State), Count: r.Count}
 	}
 	return resp, nil
+}
+
+// statsRoutes returns the distinct stores the Service reaches and the
+// store each namespace is routed to, both from one policy when the
+// resolver can give them together (a reload between the two would
+// otherwise leave a moved namespace out, or count it twice).
+func (s *Service) statsRoutes() ([]storage.Store, func(tenant, namespace string) storage.Store) {
+	if r, ok := s.resolver.(interface {
+		Routes() ([]storage.Store, func(tenant, namespace string) storage.Store)
+	}); ok {
+		list, route := r.Routes()
+		out := []storage.Store{s.store}
+		for _, st := range list {
+			if st != nil && !containsStore(out, st) {
+				out = append(out, st)
+			}
+		}
+		return out, func(tenant, namespace string) storage.Store {
+			if st := route(tenant, namespace); st != nil {
+				return st
+			}
+			return s.store
+		}
+	}
+	return s.stores(), func(tenant, namespace string) storage.Store {
+		if st, _ := s.resolver.Resolve(tenant, namespace); st != nil {
+			return st
+		}
+		return s.store
+	}
 }
 
 // stores lists the distinct stores the Service reaches: the one given to

@@ -65,6 +65,8 @@ type fixture struct {
 	r      *Resolver
 	base   storage.Store
 	client idemv1.IdempotencyServiceClient
+	admin  idemv1.AdminServiceClient
+	conn   *grpc.ClientConn
 	logs   *logBuffer
 	// stop stops the server and closes the resolver and the base store;
 	// also run at cleanup.
@@ -113,7 +115,7 @@ func serve(t *testing.T, path string, lim server.Limits) *fixture {
 		})
 	}
 	t.Cleanup(stop)
-	return &fixture{r: r, base: base, client: idemv1.NewIdempotencyServiceClient(conn), logs: logs, stop: stop}
+	return &fixture{r: r, base: base, client: idemv1.NewIdempotencyServiceClient(conn), admin: idemv1.NewAdminServiceClient(conn), conn: conn, logs: logs, stop: stop}
 }
 
 // reserveComplete reserves key in ns and completes it with body.

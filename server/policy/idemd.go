@@ -131,13 +131,20 @@ func (e *extension) Setup(ctx context.Context, s *idemd.Setup) error {
 		abandon()
 		if started {
 			close(stop)
+		}
+		// Close does not wait for a reload past ctx: it cancels it, closes
+		// the stores the policy holds when ctx ends even if calls or the
+		// reload still run, and a store the reload is still opening as
+		// soon as its open returns.
+		err := r.Close(ctx)
+		if started {
 			select {
 			case <-stopped:
 			case <-ctx.Done():
-				return fmt.Errorf("idem: policy reload still running at shutdown: %w", ctx.Err())
+				err = errors.Join(err, fmt.Errorf("idem: policy reload still running at shutdown: %w", ctx.Err()))
 			}
 		}
-		return r.Close(ctx)
+		return err
 	})
 	return nil
 }

@@ -21,9 +21,9 @@ import (
 // drained waits until every replaced generation has released its stores.
 func drained(t *testing.T, r *Resolver) {
 	t.Helper()
-	r.reloadMu.Lock()
+	r.mu.Lock()
 	done := r.lastRetire
-	r.reloadMu.Unlock()
+	r.mu.Unlock()
 	select {
 	case <-done:
 	case <-time.After(defaultTestTimeout):
