@@ -32,7 +32,10 @@
 // routing no longer names is closed once every call that could be using it
 // has finished: the Resolver's interceptors count calls per routing
 // generation, since a call resolves its store once and may keep using it
-// for as long as its wait lasts, which no fixed grace period bounds.
+// for as long as its wait lasts, which no fixed grace period bounds. Only
+// idem.v1 calls are counted: a health Watch stream lasts as long as its
+// connection. Close cancels a running reload and, at its deadline, closes
+// every store even under calls still using them.
 //
 // Importing the package registers the idemd extension that adds --policy
 // and reloads the file on SIGHUP.
