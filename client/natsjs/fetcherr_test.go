@@ -53,12 +53,7 @@ func TestTransientFetchStatusKeepsRunning(t *testing.T) {
 		t.Run(status.Error(), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 			defer cancel()
-			js, stream, subject := newStream(ctx, t)
-			publish(ctx, t, js, subject, 3)
-			jc, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
-			if err != nil {
-				t.Fatal(err)
-			}
+			jc := explicitConsumer(ctx, t, 3)
 			var mu sync.Mutex
 			acked := map[string]int{}
 			all := make(chan struct{})

@@ -79,6 +79,19 @@ func newStream(ctx context.Context, t *testing.T) (jetstream.JetStream, jetstrea
 	return js, s, subject
 }
 
+// explicitConsumer is a durable consumer with explicit acks over a new
+// stream holding n messages.
+func explicitConsumer(ctx context.Context, t *testing.T, n int) jetstream.Consumer {
+	t.Helper()
+	js, stream, subject := newStream(ctx, t)
+	publish(ctx, t, js, subject, n)
+	jc, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jc
+}
+
 func publish(ctx context.Context, t *testing.T, js jetstream.JetStream, subject string, n int) {
 	t.Helper()
 	for i := range n {

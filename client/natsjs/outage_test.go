@@ -42,12 +42,7 @@ func (s *downService) BatchReserve(ctx context.Context, req *idemv1.BatchReserve
 func TestIdemOutageSpendsNoDelivery(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
-	js, stream, subject := newStream(ctx, t)
-	publish(ctx, t, js, subject, 1)
-	jc, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
+	jc := explicitConsumer(ctx, t, 1)
 	svc := &downService{Service: newIdem(t), down: 3}
 	settled := make(chan uint64, 1)
 	c := natsjs.New(consumer.New(svc), jc, natsjs.WithBatch(10, 100*time.Millisecond), natsjs.WithNakDelay(5*time.Millisecond),
@@ -95,15 +90,10 @@ func (s refusingService) BatchReserve(context.Context, *idemv1.BatchReserveReque
 func TestRefusedBatchStopsRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
-	js, stream, subject := newStream(ctx, t)
-	publish(ctx, t, js, subject, 1)
-	jc, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
+	jc := explicitConsumer(ctx, t, 1)
 	svc := refusingService{Service: newIdem(t), err: fmt.Errorf("%w: token revoked", idem.ErrUnauthenticated)}
 	c := natsjs.New(consumer.New(svc), jc, natsjs.WithBatch(10, 100*time.Millisecond), natsjs.WithNakDelay(5*time.Millisecond))
-	err = c.Run(ctx, func(context.Context, jetstream.Msg) error { return nil })
+	err := c.Run(ctx, func(context.Context, jetstream.Msg) error { return nil })
 	if !errors.Is(err, idem.ErrUnauthenticated) {
 		t.Errorf("Run() = %v, want the refusal (ErrUnauthenticated)", err)
 	}

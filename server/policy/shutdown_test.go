@@ -85,10 +85,7 @@ func canceled() context.Context {
 func TestCloseClosesStoresUnderAStuckCall(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	path := filepath.Join(dir, "p.yaml")
-	writePolicy(t, path, "namespaces:\n  a.*:\n    store: "+pebbleURL(data)+"\n")
+	path, data := pebblePolicy(t)
 	r, err := Load(ctx, Options{Path: path})
 	if err != nil {
 		t.Fatal(err)
@@ -114,10 +111,7 @@ func TestCloseClosesStoresUnderAStuckCall(t *testing.T) {
 func TestCloseDuringAStuckReload(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	path := filepath.Join(dir, "p.yaml")
-	writePolicy(t, path, "namespaces:\n  a.*:\n    store: "+pebbleURL(data)+"\n")
+	path, data := pebblePolicy(t)
 	r, err := Load(ctx, Options{Path: path})
 	if err != nil {
 		t.Fatal(err)
@@ -152,10 +146,7 @@ func TestCloseDuringAStuckReload(t *testing.T) {
 func TestIdemdShutdownClosesPolicyStoresDuringAStuckReload(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	path := filepath.Join(dir, "p.yaml")
-	writePolicy(t, path, "namespaces:\n  a.*:\n    store: "+pebbleURL(data)+"\n")
+	path, data := pebblePolicy(t)
 	cfg := idemd.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Store = "memory://"
@@ -220,4 +211,15 @@ func TestHealthWatchDoesNotHoldReplacedStores(t *testing.T) {
 			t.Error("the replaced store is still open while a health Watch runs")
 		}
 	}
+}
+
+// pebblePolicy writes a policy file routing a.* to a pebble store, and
+// returns the file's path and the store's directory.
+func pebblePolicy(t *testing.T) (path, data string) {
+	t.Helper()
+	dir := t.TempDir()
+	data = filepath.Join(dir, "data")
+	path = filepath.Join(dir, "p.yaml")
+	writePolicy(t, path, "namespaces:\n  a.*:\n    store: "+pebbleURL(data)+"\n")
+	return path, data
 }
