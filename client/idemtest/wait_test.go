@@ -53,7 +53,8 @@ func TestWaitEndsWhenTheClockPassesIt(t *testing.T) {
 }
 
 // Dial serves with idemd's gRPC server and so refuses, as idemd does, a
-// request larger than idemd reads.
+// request larger than idemd reads (the client, told idemd reads more,
+// sends it whole instead of splitting it).
 func TestDialRefusesWhatIdemdRefuses(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -62,7 +63,7 @@ func TestDialRefusesWhatIdemdRefuses(t *testing.T) {
 	for i := range items {
 		items[i] = &idemv1.BatchCompleteRequest_Item{Key: string(rune('a' + i)), Token: 1, Result: &idemv1.Result{Body: make([]byte, 1<<20-64)}}
 	}
-	_, err := idem.Dial(t).BatchComplete(ctx, &idemv1.BatchCompleteRequest{Namespace: "ns", Items: items})
+	_, err := idem.Dial(t, client.WithMaxRequestBytes(8<<20)).BatchComplete(ctx, &idemv1.BatchCompleteRequest{Namespace: "ns", Items: items})
 	if !errors.Is(err, client.ErrResourceExhausted) {
 		t.Errorf("BatchComplete() of 5 MiB over Dial error = %v, want ErrResourceExhausted", err)
 	}
