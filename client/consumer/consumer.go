@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jonboulle/clockwork"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -368,6 +369,12 @@ func (c *Consumer) isPermanent(ctx context.Context, err error) bool {
 	return c.o.permanent != nil && c.o.permanent(err)
 }
 
+// maxErrorText bounds the error text a permanent failure's record keeps:
+// enough to tell what failed, and far from idemd's result limit and the
+// size of request it reads (a 5 MiB text would fail its Complete in
+// transport, leaving the message to run again).
+const maxErrorText = 4 << 10
+
 // resultOf is what a message's record keeps: nothing for success, the error
 // text (code UNKNOWN) for a permanent failure.
 func resultOf(err error) *idemv1.Result {
@@ -376,7 +383,15 @@ func resultOf(err error) *idemv1.Result {
 	}
 	// idem stores only UTF-8; a refused Complete would leave the message to
 	// be redelivered and run again.
-	return &idemv1.Result{Code: 2, Message: strings.ToValidUTF8(err.Error(), "\uFFFD")}
+	msg := strings.ToValidUTF8(err.Error(), "\uFFFD")
+	if len(msg) > maxErrorText {
+		cut := maxErrorText
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "…"
+	}
+	return &idemv1.Result{Code: 2, Message: msg}
 }
 
 // codeOnly records a permanent failure whose text the namespace refuses

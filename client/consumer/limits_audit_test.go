@@ -11,6 +11,7 @@ import (
 
 	"github.com/idemhq/idem/client"
 	"github.com/idemhq/idem/client/consumer"
+	"github.com/idemhq/idem/client/idemtest"
 	"github.com/idemhq/idem/server"
 	"github.com/idemhq/idem/storage"
 	"github.com/idemhq/idem/storage/memory"
@@ -151,4 +152,24 @@ func TestPermanentErrorOverTheResultLimit(t *testing.T) {
 		t.Errorf("HandleBatch() = %+v, %v; want Processed, Failed", rs, err)
 	}
 	wantFailed("b2")
+}
+
+// TestPermanentErrorTextIsBounded: a permanent failure's record keeps its
+// error text cut to a few KiB. A 5 MiB text made the Complete larger than
+// idemd reads: it failed in transport, and the message ran again on its
+// redelivery.
+func TestPermanentErrorTextIsBounded(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	idem := idemtest.New(t)
+	c := consumer.New(idem.Dial(t))
+	huge := consumer.Permanent(errors.New("bad order: " + strings.Repeat("é", 5<<19)))
+	r, err := c.Handle(ctx, ns, "huge", nil, func(context.Context) error { return huge })
+	if err != nil || r.Outcome != consumer.Failed {
+		t.Fatalf("Handle() = %+v, %v; want Failed", r, err)
+	}
+	rec, err := idem.Store.Lookup(ctx, storage.ID{Tenant: server.DefaultTenant, Namespace: ns, Key: "huge"})
+	if err != nil || rec.State != storage.StateCompleted || !strings.HasPrefix(rec.Result.Message, "bad order: éé") || len(rec.Result.Message) > 8<<10 {
+		t.Errorf("record = %v, %v; want COMPLETED keeping the start of the error text, a few KiB", rec.State, err)
+	}
 }
