@@ -125,8 +125,10 @@ func New(idem *consumer.Consumer, js jetstream.Consumer, opts ...Option) *Consum
 // there is no namespace: neither WithNamespace nor the consumer's name gave
 // one, or when the consumer's ack policy is not AckExplicitPolicy; or when
 // idem refuses a batch for good: a credential it does not accept, a
-// namespace outside its limits). While idem does not answer for a batch, the batch is held in progress and tried
-// again, from the nak delay doubling up to 30s, so that an outage spends
+// namespace outside its limits; or when the consumer was deleted, which it
+// asks JetStream after each pull that brought nothing). While idem does not
+// answer for a batch, the batch is held in progress and tried again, from
+// the nak delay doubling up to 30s, so that an outage spends
 // none of the messages' deliveries (Stats().Errors counts the tries). A
 // batch in hand when ctx ends is left unacknowledged: the work already done
 // is recorded in idem, and JetStream's redelivery after AckWait is
@@ -190,6 +192,12 @@ func (c *Consumer) fetchAndHandle(ctx context.Context, handler func(context.Cont
 		}
 	}
 	if len(msgs) == 0 {
+		// A consumer deleted between pulls is not told to the next pull,
+		// which just waits out its time: without asking, Run would poll a
+		// consumer that is gone for ever.
+		if _, err := c.js.Info(ctx); errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("idem: natsjs: the consumer is gone: %w", err)
+		}
 		return nil
 	}
 	results, err := func() ([]consumer.Result, error) {

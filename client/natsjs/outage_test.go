@@ -98,3 +98,23 @@ func TestRefusedBatchStopsRun(t *testing.T) {
 		t.Errorf("Run() = %v, want the refusal (ErrUnauthenticated)", err)
 	}
 }
+
+// TestDeletedConsumerStopsRun: a consumer deleted between pulls is not
+// told to the next pull, which only times out; Run polled it for ever.
+func TestDeletedConsumerStopsRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	_, stream, _ := newStream(ctx, t)
+	jc, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "gone", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.DeleteConsumer(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	c := natsjs.New(consumer.New(newIdem(t)), jc, natsjs.WithBatch(10, 100*time.Millisecond))
+	err = c.Run(ctx, func(context.Context, jetstream.Msg) error { return nil })
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Errorf("Run() on a deleted consumer = %v, want ErrConsumerNotFound", err)
+	}
+}

@@ -25,6 +25,10 @@ func (c *earlyStatusConsumer) CachedInfo() *jetstream.ConsumerInfo {
 	return &jetstream.ConsumerInfo{Name: "c", Config: jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy}}
 }
 
+func (c *earlyStatusConsumer) Info(context.Context) (*jetstream.ConsumerInfo, error) {
+	return c.CachedInfo(), nil
+}
+
 func (c *earlyStatusConsumer) Fetch(int, ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
 	c.fetches.Add(1)
 	ch := make(chan jetstream.Msg)
