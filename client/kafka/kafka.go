@@ -215,6 +215,13 @@ func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record, handler func(
 			return handler(ctx, m.Value.(*kgo.Record))
 		})
 		if err := ctx.Err(); err != nil {
+			// The records handled before ctx ended are recorded in idem;
+			// the observer hears of them as of any other.
+			if c.o.observe != nil {
+				for i, r := range results {
+					c.o.observe(msgs[i].Value.(*kgo.Record), r)
+				}
+			}
 			return err
 		}
 		var again []consumer.Message

@@ -35,7 +35,9 @@ func TestStopDoesNotFailUnstartedRecords(t *testing.T) {
 	defer cl.CloseAllowingRebalance()
 	svc := newIdem(t)
 	idem := consumer.New(svc, consumer.WithPermanentErrors(func(error) bool { return true }))
-	kc, err := kafka.New(idem, cl, kafka.WithNamespace("orders-projector"))
+	var observed []consumer.Outcome
+	kc, err := kafka.New(idem, cl, kafka.WithNamespace("orders-projector"),
+		kafka.WithObserver(func(_ *kgo.Record, r consumer.Result) { observed = append(observed, r.Outcome) }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,6 +57,9 @@ func TestStopDoesNotFailUnstartedRecords(t *testing.T) {
 	s := idem.Stats()
 	if s.Released.Load()+s.Failed.Load() != 1 {
 		t.Fatalf("released %d, failed %d; want the second record of the poll released", s.Released.Load(), s.Failed.Load())
+	}
+	if len(observed) != 2 || observed[0] != consumer.Processed || observed[1] != consumer.Released {
+		t.Errorf("observed %v, want the poll's two records: processed, released", observed)
 	}
 	if s.Failed.Load() != 0 {
 		t.Errorf("Stats().Failed = %d, want 0: the record never ran", s.Failed.Load())
