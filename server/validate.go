@@ -162,9 +162,9 @@ func (v *violations) checkResult(field string, r *idemv1.Result, maxBytes int) *
 	}
 	for k, val := range res.Metadata {
 		if !utf8.ValidString(k) {
-			v.add(field+".metadata", "has a key that is not valid UTF-8 (%q)", k)
+			v.add(field+".metadata", "has a key that is not valid UTF-8 (%s)", quoteShort(k))
 		} else if !utf8.ValidString(val) {
-			v.add(fmt.Sprintf("%s.metadata[%q]", field, k), "is not valid UTF-8")
+			v.add(fmt.Sprintf("%s.metadata[%s]", field, quoteShort(k)), "is not valid UTF-8")
 		}
 	}
 	for i, d := range res.Details {
@@ -194,4 +194,16 @@ func resultSize(r *storage.Result) int {
 // checkKey checks a record key.
 func (s *Service) checkKey(v *violations, field, key string) {
 	v.checkText(field, key, s.opts.limits.MaxKeyBytes, true)
+}
+
+// maxQuoted bounds a caller's string quoted in an error: enough to find
+// it, while a metadata key may be a megabyte, and errors reach logs.
+const maxQuoted = 64
+
+// quoteShort is s quoted, cut to maxQuoted bytes with its length after.
+func quoteShort(s string) string {
+	if len(s) <= maxQuoted {
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprintf("%q…(%d bytes)", s[:maxQuoted], len(s))
 }

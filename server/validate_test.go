@@ -76,6 +76,10 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 		{"complete with an invalid UTF-8 result message", complete(&idemv1.Result{Message: "charged \xe2\x82"}), []string{"result.message"}},
 		{"complete with an invalid UTF-8 metadata value", complete(&idemv1.Result{Metadata: map[string]string{"m": "\xff"}}), []string{`result.metadata["m"]`}},
 		{"complete with an invalid UTF-8 metadata key", complete(&idemv1.Result{Metadata: map[string]string{"\xff": "v"}}), []string{"result.metadata"}},
+		// A 100 KB key is named by its start: the whole key would make the
+		// error, and the call log line carrying it, as large.
+		{"complete with an invalid UTF-8 value under a 100 KB metadata key", complete(&idemv1.Result{Metadata: map[string]string{strings.Repeat("m", 100_000): "\xff"}}),
+			[]string{`result.metadata["` + strings.Repeat("m", 64) + `"…(100000 bytes)]`}},
 		{"complete with an invalid UTF-8 detail type URL", complete(&idemv1.Result{Details: []*anypb.Any{{TypeUrl: "ok"}, {TypeUrl: "\xfe"}}}), []string{"result.details[1].type_url"}},
 		{"checkpoint with an invalid UTF-8 phase", func(ctx context.Context) error {
 			_, err := e.idem.Checkpoint(ctx, &idemv1.CheckpointRequest{Namespace: testNS, Key: "held", Token: token, Phase: "\xff"}, wire)
