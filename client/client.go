@@ -267,10 +267,12 @@ func (c *Client) Reserve(ctx context.Context, req *idemv1.ReserveRequest) (*idem
 	}
 	resp, err := c.rpc.Reserve(ctx, req)
 	if err != nil {
-		return nil, mapError(ctx, err)
+		return nil, callError(ctx, err)
 	}
 	if resp.GetOutcome() == idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED {
 		c.remember(ck, resp.GetRecord())
+	} else {
+		c.forgetUnlike(ck, resp.GetRecord())
 	}
 	return resp, nil
 }
@@ -280,7 +282,7 @@ func (c *Client) Complete(ctx context.Context, req *idemv1.CompleteRequest) (*id
 	req = withDefaults(c, req, func(r *idemv1.CompleteRequest, t, ns string) { r.Tenant, r.Namespace = t, ns })
 	resp, err := c.rpc.Complete(ctx, req)
 	if err != nil {
-		return nil, mapError(ctx, err)
+		return nil, callError(ctx, err)
 	}
 	c.remember(cacheKey{req.GetTenant(), req.GetNamespace(), req.GetKey()}, resp.GetRecord())
 	return resp, nil
@@ -290,28 +292,28 @@ func (c *Client) Complete(ctx context.Context, req *idemv1.CompleteRequest) (*id
 func (c *Client) Release(ctx context.Context, req *idemv1.ReleaseRequest) (*idemv1.ReleaseResponse, error) {
 	req = withDefaults(c, req, func(r *idemv1.ReleaseRequest, t, ns string) { r.Tenant, r.Namespace = t, ns })
 	resp, err := c.rpc.Release(ctx, req)
-	return resp, mapError(ctx, err)
+	return resp, callError(ctx, err)
 }
 
 // ExtendLease keeps the lease of the attempt holding req.Token alive.
 func (c *Client) ExtendLease(ctx context.Context, req *idemv1.ExtendLeaseRequest) (*idemv1.ExtendLeaseResponse, error) {
 	req = withDefaults(c, req, func(r *idemv1.ExtendLeaseRequest, t, ns string) { r.Tenant, r.Namespace = t, ns })
 	resp, err := c.rpc.ExtendLease(ctx, req)
-	return resp, mapError(ctx, err)
+	return resp, callError(ctx, err)
 }
 
 // Checkpoint records the phase the attempt holding req.Token reached.
 func (c *Client) Checkpoint(ctx context.Context, req *idemv1.CheckpointRequest) (*idemv1.CheckpointResponse, error) {
 	req = withDefaults(c, req, func(r *idemv1.CheckpointRequest, t, ns string) { r.Tenant, r.Namespace = t, ns })
 	resp, err := c.rpc.Checkpoint(ctx, req)
-	return resp, mapError(ctx, err)
+	return resp, callError(ctx, err)
 }
 
 // Lookup reads a record.
 func (c *Client) Lookup(ctx context.Context, req *idemv1.LookupRequest) (*idemv1.LookupResponse, error) {
 	req = withDefaults(c, req, func(r *idemv1.LookupRequest, t, ns string) { r.Tenant, r.Namespace = t, ns })
 	resp, err := c.rpc.Lookup(ctx, req)
-	return resp, mapError(ctx, err)
+	return resp, callError(ctx, err)
 }
 
 // BatchReserve reserves up to 1,000 keys of one namespace. idemd bounds
@@ -324,7 +326,7 @@ func (c *Client) BatchReserve(ctx context.Context, req *idemv1.BatchReserveReque
 	req = withDefaults(c, req, func(r *idemv1.BatchReserveRequest, t, ns string) { r.Tenant, r.Namespace = t, ns })
 	resp, err := c.rpc.BatchReserve(ctx, req)
 	if err != nil {
-		return nil, mapError(ctx, err)
+		return nil, callError(ctx, err)
 	}
 	fillBatchReserve(ctx, c.Reserve, req, resp)
 	return resp, nil
@@ -386,7 +388,7 @@ func (c *Client) BatchComplete(ctx context.Context, req *idemv1.BatchCompleteReq
 		resp, err = c.rpc.BatchComplete(ctx, req)
 	}
 	if err != nil {
-		return nil, mapError(ctx, err)
+		return nil, callError(ctx, err)
 	}
 	for _, r := range resp.GetResults() {
 		if r.GetError() == nil {
@@ -428,6 +430,10 @@ func (c *Client) remember(k cacheKey, rec *idemv1.Record) {
 	// server resolved it, so the next request with the same name hits.
 	size := int64(proto.Size(rec) + len(k.tenant) + len(k.namespace) + len(k.key))
 	if size > c.opts.cacheBytes {
+		// An older answer for k is not this record's: drop it.
+		c.cacheMu.Lock()
+		c.cache.Remove(k)
+		c.cacheMu.Unlock()
 		return
 	}
 	resp := &idemv1.ReserveResponse{Outcome: idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED, Record: proto.Clone(rec).(*idemv1.Record)}
@@ -443,6 +449,24 @@ func (c *Client) remember(k cacheKey, rec *idemv1.Record) {
 			break
 		}
 	}
+}
+
+// forgetUnlike drops the answer cached for k unless rec, what idemd just
+// answered for k, is that same completed record: a Reserve answered
+// RESERVED or IN_PROGRESS, or MISMATCH against another fingerprint, shows
+// the cached record gone (an operator deleted it early) and the key
+// another command's.
+func (c *Client) forgetUnlike(k cacheKey, rec *idemv1.Record) {
+	if c.cache == nil {
+		return
+	}
+	e, ok := c.cache.Peek(k)
+	if !ok || rec.GetState() == idemv1.RecordState_RECORD_STATE_COMPLETED && bytes.Equal(e.fingerprint, rec.GetFingerprint()) {
+		return
+	}
+	c.cacheMu.Lock()
+	c.cache.Remove(k)
+	c.cacheMu.Unlock()
 }
 
 type bearer struct {
@@ -512,6 +536,28 @@ func backoff(base, maxDelay time.Duration, attempt uint, err error) time.Duratio
 	return d
 }
 
+// pastDeadline reports whether err is a DEADLINE_EXCEEDED of the caller's
+// own deadline that ctx does not report yet: its timer fires a moment
+// after the deadline, and gRPC reads the clock itself (a call sent in that
+// moment carries a zero timeout, which idemd refuses at once).
+func pastDeadline(ctx context.Context, err error) bool {
+	if status.Code(err) != codes.DeadlineExceeded && !errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
+// callError is mapError for a call through the connection: the caller's
+// own deadline is context.DeadlineExceeded (what ctx.Err() is about to
+// say) even before ctx reports it.
+func callError(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() == nil && pastDeadline(ctx, err) {
+		return context.DeadlineExceeded
+	}
+	return mapError(ctx, err)
+}
+
 // callerGone marks errors caused by the caller's own context, which must not
 // count against idem's health.
 type callerGone struct{ error }
@@ -543,7 +589,7 @@ func breakerInterceptor(s gobreaker.Settings) grpc.UnaryClientInterceptor {
 		}
 		_, err := cb.Execute(func() (struct{}, error) {
 			err := invoker(ctx, method, req, reply, cc, opts...)
-			if err != nil && ctx.Err() != nil {
+			if err != nil && (ctx.Err() != nil || pastDeadline(ctx, err)) {
 				return struct{}{}, callerGone{err}
 			}
 			return struct{}{}, err
