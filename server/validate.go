@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/idemhq/idem"
+	"github.com/idemhq/idem/internal/textcut"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 	"github.com/idemhq/idem/storage"
 )
@@ -205,5 +206,5 @@ func quoteShort(s string) string {
 	if len(s) <= maxQuoted {
 		return fmt.Sprintf("%q", s)
 	}
-	return fmt.Sprintf("%q…(%d bytes)", s[:maxQuoted], len(s))
+	return fmt.Sprintf("%q…(%d bytes)", textcut.Prefix(s, maxQuoted), len(s))
 }

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jonboulle/clockwork"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -17,6 +16,7 @@ import (
 	"github.com/idemhq/idem"
 	"github.com/idemhq/idem/client"
 	"github.com/idemhq/idem/internal/keyhash"
+	"github.com/idemhq/idem/internal/textcut"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 )
 
@@ -385,11 +385,7 @@ func resultOf(err error) *idemv1.Result {
 	// be redelivered and run again.
 	msg := strings.ToValidUTF8(err.Error(), "\uFFFD")
 	if len(msg) > maxErrorText {
-		cut := maxErrorText
-		for cut > 0 && !utf8.RuneStart(msg[cut]) {
-			cut--
-		}
-		msg = msg[:cut] + "…"
+		msg = textcut.Prefix(msg, maxErrorText) + "…"
 	}
 	return &idemv1.Result{Code: 2, Message: msg}
 }

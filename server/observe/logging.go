@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/idemhq/idem"
 	"github.com/idemhq/idem/internal/keyhash"
+	"github.com/idemhq/idem/internal/textcut"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 )
 
@@ -47,18 +47,9 @@ type (
 // but cannot stop a 4 MiB one from being logged whole, on every call.
 const maxLoggedText = 1024
 
-// logText is s cut to maxLoggedText bytes (on a rune boundary), with its
-// length, so a line about a refused call still tells what was sent.
-func logText(s string) string {
-	if len(s) <= maxLoggedText {
-		return s
-	}
-	cut := maxLoggedText
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return fmt.Sprintf("%s…(%d bytes)", s[:cut], len(s))
-}
+// logText is s cut to maxLoggedText bytes, with its length, so a line
+// about a refused call still tells what was sent.
+func logText(s string) string { return textcut.Bounded(s, maxLoggedText) }
 
 func requestFields(req any) logging.Fields {
 	var f logging.Fields
