@@ -85,20 +85,7 @@ func TestGroupSessionErrorKeepsConsuming(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- kc.Run(rctx, func(context.Context, *kgo.Record) error { return nil }) }()
-	select {
-	case <-all:
-	case err := <-done:
-		t.Fatalf("Run() = %v before consuming the topic; want it to rejoin and go on", err)
-	case <-ctx.Done():
-		t.Fatal("the consumer did not reach the end of the topic")
-	}
-	stop()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("Run() = %v, want context.Canceled", err)
-	}
+	runUntil(ctx, t, kc, all, "before consuming the topic; want it to rejoin and go on")
 	if !fe.has(func(err error) bool {
 		_, ok := errors.AsType[*kgo.ErrGroupSession](err)
 		return ok && errors.Is(err, kerr.GroupAuthorizationFailed)
@@ -139,20 +126,7 @@ func TestDataLossKeepsConsuming(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- kc.Run(rctx, func(context.Context, *kgo.Record) error { return nil }) }()
-	select {
-	case <-again:
-	case err := <-done:
-		t.Fatalf("Run() = %v after the data loss; want it to go on from where kgo reset", err)
-	case <-ctx.Done():
-		t.Fatal("the consumer did not read the topic again after the reset")
-	}
-	stop()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("Run() = %v, want context.Canceled", err)
-	}
+	runUntil(ctx, t, kc, again, "after the data loss; want it to go on from where kgo reset")
 	if !fe.has(func(err error) bool { _, ok := errors.AsType[*kgo.ErrDataLoss](err); return ok }) {
 		t.Errorf("fetch errors observed = %v, want an ErrDataLoss", fe.errs)
 	}
@@ -181,5 +155,26 @@ func TestFetchErrorStopsRun(t *testing.T) {
 	}
 	if len(fe.errs) != 0 {
 		t.Errorf("fetch errors observed = %v, want none (Run returned it)", fe.errs)
+	}
+}
+
+// runUntil runs kc with a handler that succeeds until reached is closed,
+// failing the test if Run returns first (early says why that is wrong),
+// then stops it and wants context.Canceled.
+func runUntil(ctx context.Context, t *testing.T, kc *kafka.Consumer, reached <-chan struct{}, early string) {
+	t.Helper()
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- kc.Run(rctx, func(context.Context, *kgo.Record) error { return nil }) }()
+	select {
+	case <-reached:
+	case err := <-done:
+		t.Fatalf("Run() = %v %s", err, early)
+	case <-ctx.Done():
+		t.Fatal("Run() never got there")
+	}
+	stop()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run() = %v, want context.Canceled", err)
 	}
 }
