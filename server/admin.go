@@ -208,25 +208,20 @@ func (s *Service) Stats(ctx context.Context, req *idemv1.StatsRequest) (*idemv1.
 // resolver can give them together (a reload between the two would
 // otherwise leave a moved namespace out, or count it twice).
 func (s *Service) statsRoutes() ([]storage.Store, func(tenant, namespace string) storage.Store) {
+	route := func(tenant, namespace string) storage.Store {
+		st, _ := s.resolver.Resolve(tenant, namespace)
+		return st
+	}
+	var list []storage.Store
 	if r, ok := s.resolver.(interface {
 		Routes() ([]storage.Store, func(tenant, namespace string) storage.Store)
 	}); ok {
-		list, route := r.Routes()
-		out := []storage.Store{s.store}
-		for _, st := range list {
-			if st != nil && !containsStore(out, st) {
-				out = append(out, st)
-			}
-		}
-		return out, func(tenant, namespace string) storage.Store {
-			if st := route(tenant, namespace); st != nil {
-				return st
-			}
-			return s.store
-		}
+		list, route = r.Routes()
+	} else if r, ok := s.resolver.(interface{ Stores() []storage.Store }); ok {
+		list = r.Stores()
 	}
-	return s.stores(), func(tenant, namespace string) storage.Store {
-		if st, _ := s.resolver.Resolve(tenant, namespace); st != nil {
+	return s.withOwn(list), func(tenant, namespace string) storage.Store {
+		if st := route(tenant, namespace); st != nil {
 			return st
 		}
 		return s.store
@@ -236,12 +231,19 @@ func (s *Service) statsRoutes() ([]storage.Store, func(tenant, namespace string)
 // stores lists the distinct stores the Service reaches: the one given to
 // New and any a resolver reports.
 func (s *Service) stores() []storage.Store {
-	out := []storage.Store{s.store}
+	var list []storage.Store
 	if r, ok := s.resolver.(interface{ Stores() []storage.Store }); ok {
-		for _, st := range r.Stores() {
-			if st != nil && !containsStore(out, st) {
-				out = append(out, st)
-			}
+		list = r.Stores()
+	}
+	return s.withOwn(list)
+}
+
+// withOwn is the store given to New followed by the distinct others of list.
+func (s *Service) withOwn(list []storage.Store) []storage.Store {
+	out := []storage.Store{s.store}
+	for _, st := range list {
+		if st != nil && !containsStore(out, st) {
+			out = append(out, st)
 		}
 	}
 	return out
