@@ -69,6 +69,9 @@ func decodeRecord(id storage.ID, v string) (*storage.Record, error) {
 		CompletedAt:    at(30),
 		ExpiresAt:      at(38),
 	}
+	if rec.State < storage.StateInProgress || rec.State > storage.StateReleased {
+		return nil, errCorrupt
+	}
 	rest := b[recordHeader:]
 	blob := func() ([]byte, bool) {
 		if len(rest) < 4 {

@@ -364,10 +364,11 @@ func (s *Store) send(ctx context.Context, write bool, calls ...*call) error {
 			wait = pipe.Do(ctx, "wait", s.opts.WaitReplicas, s.opts.WaitTimeout.Milliseconds())
 		}
 		// go-redis stamps a connection failure on every call of the
-		// pipeline, those it had read the replies of too.
+		// pipeline, those it had read the replies of too, except calls
+		// answered with a Redis error.
 		_, perr := pipe.Exec(ctx)
 		lost := perr != nil && !isRedisError(perr)
-		if lost && (wait != nil || cmds[0].Val() == nil) {
+		if lost && (wait != nil || !answered(cmds[0])) {
 			return s.mapErr(ctx, perr)
 		}
 		var again []*call
@@ -377,11 +378,13 @@ func (s *Store) send(ctx context.Context, write bool, calls ...*call) error {
 				// A script has written by the time Redis answers it, so a
 				// call answered before the failure stands; the others may
 				// or may not have run. (Under WAIT none is confirmed.)
-				if cmd.Val() == nil {
+				if !answered(cmd) {
 					pending[i].res, pending[i].err = nil, s.mapErr(ctx, perr)
 					continue
 				}
-				err = nil
+				if cmd.Val() != nil {
+					err = nil // go-redis stamped the failure on it
+				}
 			}
 			if err != nil && !isRedisError(err) {
 				return s.mapErr(ctx, err)
@@ -421,6 +424,10 @@ func (s *Store) send(ctx context.Context, write bool, calls ...*call) error {
 		pending = again
 	}
 }
+
+// answered reports whether cmd's reply arrived: a value, or a Redis error
+// reply (go-redis stamps a connection failure only on calls without one).
+func answered(cmd *goredis.Cmd) bool { return cmd.Val() != nil || isRedisError(cmd.Err()) }
 
 // failWrites sets err on the calls of pending that write, except those in
 // again (they did not run, and are sent again with a WAIT of their own),

@@ -36,23 +36,25 @@ local NOW = T[1] * 1000000 + T[2] + ARGV[1]
 local HDR = '>BBI8I4I8I8I8I8I4c0I4c0'
 
 -- load returns the record, nil when absent; expired is absent, whether or
--- not Redis deleted it yet. A value it cannot read (damaged, or of another
--- layout version) raises 'idem:damaged', which Go names per record.
+-- not Redis deleted it yet. A value it cannot read (damaged, of another
+-- layout version, or of no known state) raises 'idem:damaged', which Go
+-- names per record.
 local function load(key)
   local v = redis.call('GET', key)
   if not v then return nil end
   local ok, ver, s, t, a, c, l, d, e, f, r, pos = pcall(struct.unpack, HDR, v)
-  if not ok or ver ~= 2 then error({err = 'idem:damaged'}) end
+  if not ok or ver ~= 2 or s < 1 or s > 3 then error({err = 'idem:damaged'}) end
   if e <= NOW then return nil end
   return {v = v, s = s, t = t, a = a, c = c, l = l, d = d, e = e, f = f, r = r, pos = pos}
 end
 
 -- store writes the record at key (k: checkpoint blob) with its physical
 -- expiry at expires_at, rounded up to the millisecond PXAT takes, and
--- returns it.
+-- returns it. PXAT goes as text: Redis 7.2.0–7.2.4 pass a Lua number such
+-- as 1.8e12 as '1.8e+12', which SET refuses.
 local function store(key, s, t, a, c, l, d, e, f, r, k)
   local v = struct.pack(HDR, 2, s, t, a, c, l, d, e, #f, f, #r, r) .. k
-  redis.call('SET', key, v, 'PXAT', math.ceil(e / 1000))
+  redis.call('SET', key, v, 'PXAT', string.format('%d', math.ceil(e / 1000)))
   return v
 end
 
