@@ -1,8 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -14,7 +17,13 @@ import (
 const (
 	defaultPageSize = 100
 	maxPageSize     = 1000
+	// pageTokenPrefix marks the tokens of earlier versions, the key alone;
+	// still accepted, so a listing survives a rolling upgrade.
 	pageTokenPrefix = "k1:"
+	// boundTokenPrefix marks tokens that also hold listingBytes bytes
+	// naming the listing they belong to.
+	boundTokenPrefix = "k2:"
+	listingBytes     = 8
 )
 
 // DeleteKey implements idemv1.AdminServiceServer.
@@ -81,6 +90,7 @@ func (s *Service) ListKeys(ctx context.Context, req *idemv1.ListKeysRequest) (*i
 	if err != nil {
 		return nil, s.Status(ctx, method, err)
 	}
+	scoped := len(v) == 0
 	v.checkText("key_prefix", req.GetKeyPrefix(), s.opts.limits.MaxKeyBytes, false)
 	size := int(req.GetPageSize())
 	switch {
@@ -89,10 +99,15 @@ func (s *Service) ListKeys(ctx context.Context, req *idemv1.ListKeysRequest) (*i
 	case size == 0:
 		size = defaultPageSize
 	}
-	after, ok := decodePageToken(req.GetPageToken())
-	if !ok {
+	listing := listingOf(sc.tenant, req.GetNamespace(), req.GetKeyPrefix())
+	after, from, ok := decodePageToken(req.GetPageToken())
+	switch {
+	case !ok:
 		v.add("page_token", "is not a token from a previous ListKeys response")
-	} else if after != "" {
+	case scoped && from != nil && !bytes.Equal(from, listing[:]):
+		// Another listing's position would skip this one's keys before it.
+		v.add("page_token", "is from a ListKeys of another tenant, namespace or key_prefix")
+	case after != "":
 		// The token comes back from the caller: its key must be one a
 		// store can compare, as a forged one reaches the store's query.
 		// The error says what is wrong with it: a token ListKeys gave
@@ -134,29 +149,52 @@ func (s *Service) ListKeys(ctx context.Context, req *idemv1.ListKeysRequest) (*i
 		last = r.Key
 	}
 	if more && len(resp.Records) > 0 {
-		resp.NextPageToken = encodePageToken(last)
+		resp.NextPageToken = encodeBoundPageToken(listing, last)
 	}
 	return resp, nil
 }
 
-func encodePageToken(after string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(pageTokenPrefix + after))
+// listingOf names a listing in its page tokens. It is no secret (the
+// tenant is checked on every call): it catches a token passed to the
+// wrong listing.
+func listingOf(tenant, namespace, prefix string) [listingBytes]byte {
+	h := sha256.New()
+	for _, s := range []string{tenant, namespace, prefix} {
+		var n [binary.MaxVarintLen64]byte
+		h.Write(n[:binary.PutUvarint(n[:], uint64(len(s)))])
+		h.Write([]byte(s))
+	}
+	var out [listingBytes]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}
+
+func encodeBoundPageToken(listing [listingBytes]byte, after string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(boundTokenPrefix + string(listing[:]) + after))
 }
 
 // pageTokenSize is what a next_page_token after key adds to a ListKeysResponse.
 func pageTokenSize(key string) int {
-	return protowire.SizeTag(2) + protowire.SizeBytes(base64.RawURLEncoding.EncodedLen(len(pageTokenPrefix)+len(key)))
+	return protowire.SizeTag(2) + protowire.SizeBytes(base64.RawURLEncoding.EncodedLen(len(boundTokenPrefix)+listingBytes+len(key)))
 }
 
-func decodePageToken(tok string) (string, bool) {
+// decodePageToken returns the key a token resumes after and the listing
+// it names (nil for an earlier version's token, which names none).
+func decodePageToken(tok string) (after string, listing []byte, ok bool) {
 	if tok == "" {
-		return "", true
+		return "", nil, true
 	}
 	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil || !strings.HasPrefix(string(b), pageTokenPrefix) {
-		return "", false
+	if err != nil {
+		return "", nil, false
 	}
-	return strings.TrimPrefix(string(b), pageTokenPrefix), true
+	if rest, ok := strings.CutPrefix(string(b), boundTokenPrefix); ok && len(rest) >= listingBytes {
+		return rest[listingBytes:], []byte(rest[:listingBytes]), true
+	}
+	if rest, ok := strings.CutPrefix(string(b), pageTokenPrefix); ok {
+		return rest, nil, true
+	}
+	return "", nil, false
 }
 
 // Stats implements idemv1.AdminServiceServer. With no namespace it counts

@@ -1,10 +1,10 @@
 package memory
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
@@ -408,17 +408,14 @@ func (s *Store) ForceRelease(ctx context.Context, id storage.ID) (ans *storage.R
 	return ans, err
 }
 
-// List implements storage.Store. It sorts the matching keys and decodes
-// only the page.
+// List implements storage.Store. It sorts the matching keys and copies
+// only the page's records: copying every match would make paging through
+// a namespace copy it over and over.
 func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Record, bool, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, false, err
 	}
-	type match struct {
-		id storage.ID
-		v  []byte // copied: the arena's memory may be returned once unlocked
-	}
-	var ms []match
+	var ids []storage.ID
 	now := s.now()
 	for i := range s.shards {
 		sh := &s.shards[i]
@@ -431,24 +428,32 @@ func (s *Store) List(ctx context.Context, p storage.ListParams) ([]*storage.Reco
 			if sl.tag == 0 || sl.expires <= now.UnixNano() {
 				continue
 			}
-			k, v := sh.t.entry(sl.ref)
-			id := parseKey(string(k))
+			k, _ := sh.t.entry(sl.ref)
+			id := parseKey(string(k)) // string copies: the arena may be reused once unlocked
 			if id.Tenant == p.Tenant && id.Namespace == p.Namespace && id.Key > p.After && strings.HasPrefix(id.Key, p.KeyPrefix) {
-				ms = append(ms, match{id, bytes.Clone(v)})
+				ids = append(ids, id)
 			}
 		}
 		sh.mu.RUnlock()
 	}
-	slices.SortFunc(ms, func(a, b match) int { return cmp.Compare(a.id.Key, b.id.Key) })
-	more := len(ms) > p.Limit
-	if more {
-		ms = ms[:p.Limit]
+	slices.SortFunc(ids, func(a, b storage.ID) int { return cmp.Compare(a.Key, b.Key) })
+	// Read in key order until the page and one more are found; a record
+	// deleted or expired since the scan is passed over.
+	recs := make([]*storage.Record, 0, min(len(ids), p.Limit))
+	for _, id := range ids {
+		r, err := s.Lookup(ctx, id)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		if len(recs) == p.Limit {
+			return recs, true, nil
+		}
+		recs = append(recs, r)
 	}
-	recs := make([]*storage.Record, len(ms))
-	for i, m := range ms {
-		recs[i] = decode(m.v, m.id)
-	}
-	return recs, more, nil
+	return recs, false, nil
 }
 
 // Stats implements storage.Store.
