@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,8 +33,10 @@ import (
 
 // Result metadata written by the interceptors.
 const (
-	metaType   = "idem-type"
-	metaStream = "idem-stream"
+	metaType    = "idem-type"
+	metaStream  = "idem-stream"
+	metaHeader  = "idem-header"
+	metaTrailer = "idem-trailer"
 )
 
 // ReasonResultNotStored: a call with this key already succeeded, and its
@@ -45,8 +49,9 @@ const ReasonResultNotStored = "IDEMPOTENCY_RESULT_NOT_STORED"
 // SHA-256 fingerprint of method and request, a lease sized from the call's
 // deadline and kept alive while the handler runs, the fencing token in the
 // handler's context (TokenFromContext). A completed
-// call is replayed (response or error) with header idempotency-replayed:
-// true, without running the handler.
+// call is replayed (response or error, and the header and trailer
+// metadata the handler set) with header idempotency-replayed: true,
+// without running the handler.
 //
 // Chain it inside authentication (the tenant may come from the caller's
 // credentials). Recovery may sit on either side. Inside (the house order,
@@ -86,6 +91,7 @@ func UnaryServerInterceptor(svc Service, opts ...InterceptorOption) grpc.UnarySe
 			return g.replayUnary(ctx, info.FullMethod, key, stored)
 		}
 		hctx := a.start(ctx)
+		hctx, md := recordMetadata(hctx)
 		finished := false
 		defer func() {
 			if !finished { // the handler panicked
@@ -96,7 +102,7 @@ func UnaryServerInterceptor(svc Service, opts ...InterceptorOption) grpc.UnarySe
 		resp, herr := handler(hctx, req)
 		finished = true
 		a.stop()
-		a.finish(ctx, resultOf(resp, herr), false, herr)
+		a.finish(ctx, md.addTo(resultOf(resp, herr)), false, herr)
 		return resp, herr
 	}
 }
@@ -298,6 +304,9 @@ func (g *guard) begin(ctx context.Context, method, key string, fp []byte) (*atte
 		wait = min(wait, time.Until(dl)-10*time.Millisecond)
 	}
 	_, nsLease := g.nsLease.Load(method)
+	// No lease of its own (WithLease with a zero default): idem sends
+	// zero as its default, and the heartbeat must tick at half of that.
+	nsLease = nsLease || lease <= 0
 	req := &idemv1.ReserveRequest{Tenant: o.tenant, Namespace: method, Key: key, Fingerprint: fp}
 	if !nsLease {
 		req.LeaseTtl = durationpb.New(lease)
@@ -436,15 +445,26 @@ func (a *attempt) start(ctx context.Context) context.Context {
 		return ctx
 	}
 	hctx, cancel := context.WithCancelCause(ctx)
+	a.beat(ctx, cancel)
+	stopHB := a.stopHB
+	a.stopHB = func() { stopHB(); cancel(nil) }
+	return hctx
+}
+
+// beat starts the lease heartbeat, which calls lost if another attempt
+// took the key over.
+func (a *attempt) beat(ctx context.Context, lost context.CancelCauseFunc) {
+	if !a.g.o.heartbeat {
+		return
+	}
 	// The heartbeat outlives the caller: a handler whose caller gave up
 	// may still be doing its work, and a lapsed lease would let the
 	// caller's retry take the key over and do it again. It ends when the
-	// handler returns (stop).
+	// handler is done with the key (stop).
 	hbCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	a.stopHB = func() { stop(); cancel(nil) }
+	a.stopHB = stop
 	a.hbDone = make(chan struct{})
-	go a.heartbeat(hbCtx, cancel)
-	return hctx
+	go a.heartbeat(hbCtx, lost)
 }
 
 func (a *attempt) heartbeat(ctx context.Context, cancelHandler context.CancelCauseFunc) {
@@ -541,10 +561,11 @@ func (a *attempt) finish(ctx context.Context, res *idemv1.Result, tooLarge bool,
 		o.logger.ErrorContext(ctx, "idem complete failed after the handler ran; result not stored",
 			slog.String("method", a.method), keyhash.Slog(a.key), slog.Uint64("token", a.token), slog.Any("err", loggable(err)))
 		o.report(ctx, Event{Kind: EventCompleteFailed, Method: a.method, Key: a.key, Err: err})
-		if errors.Is(err, ErrInvalidArgument) {
+		if errors.Is(err, ErrInvalidArgument) || refusedBySize(err) {
 			// Refused for good (e.g. a namespace policy holds results to
-			// less than WithMaxResultSize): held, the key would only make
-			// retries wait out the lease before running the handler again.
+			// less than WithMaxResultSize, or the request is larger than
+			// idemd reads): held, the key would only make retries wait out
+			// the lease before running the handler again.
 			a.release(ctx, "idem refused the result")
 		}
 	}
@@ -567,7 +588,12 @@ func codeOf(err error) codes.Code {
 // response cannot be encoded, so it is not stored.
 func resultOf(resp any, herr error) *idemv1.Result {
 	if herr != nil {
-		st := status.Convert(herr)
+		// As gRPC converts it for the caller: a wrapped context error
+		// has its code, not UNKNOWN.
+		st, ok := status.FromError(herr)
+		if !ok {
+			st = status.FromContextError(herr)
+		}
 		p := st.Proto()
 		// gRPC lets a status message hold any bytes; idem stores only
 		// UTF-8, and refusing the Complete would leave the key to be
@@ -639,7 +665,7 @@ func newStored(r *idemv1.Result) (proto.Message, error) {
 }
 
 func (g *guard) replayUnary(ctx context.Context, method, key string, r *idemv1.Result) (any, error) {
-	_ = grpc.SetHeader(ctx, replayedHeader())
+	replayMetadata(ctx, r)
 	g.o.report(ctx, Event{Kind: EventReplayed, Method: method, Key: key})
 	if responseNotStored(r) {
 		if m := emptyResponse(method); m != nil {
@@ -657,4 +683,127 @@ func (g *guard) replayUnary(ctx context.Context, method, key string, r *idemv1.R
 		return nil, status.Errorf(codes.Internal, "idem: stored response does not decode: %v", err)
 	}
 	return m, nil
+}
+
+// mdRecorder passes a unary handler's header and trailer metadata on and
+// keeps what was sent, so a replay answers with them too (a resource id in
+// a trailer is part of the answer).
+type mdRecorder struct {
+	grpc.ServerTransportStream
+	mu              sync.Mutex
+	header, trailer metadata.MD
+}
+
+// recordMetadata returns ctx with a recorder in front of its transport
+// stream; the recorder is nil (and records nothing) without one.
+func recordMetadata(ctx context.Context) (context.Context, *mdRecorder) {
+	sts := grpc.ServerTransportStreamFromContext(ctx)
+	if sts == nil {
+		return ctx, nil
+	}
+	r := &mdRecorder{ServerTransportStream: sts}
+	return grpc.NewContextWithServerTransportStream(ctx, r), r
+}
+
+// Only what gRPC accepted is kept: a header set after headers went out
+// never reached the caller.
+func (r *mdRecorder) SetHeader(md metadata.MD) error {
+	if err := r.ServerTransportStream.SetHeader(md); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.header = metadata.Join(r.header, md)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *mdRecorder) SendHeader(md metadata.MD) error {
+	if err := r.ServerTransportStream.SendHeader(md); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.header = metadata.Join(r.header, md)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *mdRecorder) SetTrailer(md metadata.MD) error {
+	if err := r.ServerTransportStream.SetTrailer(md); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.trailer = metadata.Join(r.trailer, md)
+	r.mu.Unlock()
+	return nil
+}
+
+// addTo stores the recorded metadata in res (nil: not stored anyway).
+func (r *mdRecorder) addTo(res *idemv1.Result) *idemv1.Result {
+	if r == nil || res == nil {
+		return res
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, md := range map[string]metadata.MD{metaHeader: r.header, metaTrailer: r.trailer} {
+		if len(md) == 0 {
+			continue
+		}
+		if res.Metadata == nil {
+			res.Metadata = map[string]string{}
+		}
+		res.Metadata[k] = encodeMD(md)
+	}
+	return res
+}
+
+// encodeMD is md as JSON (keys sorted, so a repeated Complete sends the
+// same result), binary values in base64 as stored strings must be UTF-8.
+func encodeMD(md metadata.MD) string {
+	out := make(map[string][]string, len(md))
+	for k, vs := range md {
+		if strings.HasSuffix(k, "-bin") {
+			enc := make([]string, len(vs))
+			for i, v := range vs {
+				enc[i] = base64.StdEncoding.EncodeToString([]byte(v))
+			}
+			vs = enc
+		}
+		out[k] = vs
+	}
+	b, _ := json.Marshal(out)
+	return string(b)
+}
+
+func decodeMD(s string) (metadata.MD, bool) {
+	var in map[string][]string
+	if json.Unmarshal([]byte(s), &in) != nil {
+		return nil, false
+	}
+	md := metadata.MD{}
+	for k, vs := range in {
+		if strings.HasSuffix(k, "-bin") {
+			for i, v := range vs {
+				b, err := base64.StdEncoding.DecodeString(v)
+				if err != nil {
+					return nil, false
+				}
+				vs[i] = string(b)
+			}
+		}
+		md[k] = vs
+	}
+	return md, true
+}
+
+// replayMetadata sets the stored header (with idempotency-replayed) and
+// trailer on ctx's call.
+func replayMetadata(ctx context.Context, r *idemv1.Result) {
+	hdr := replayedHeader()
+	if md, ok := decodeMD(r.GetMetadata()[metaHeader]); ok {
+		hdr = metadata.Join(md, hdr)
+	}
+	_ = grpc.SetHeader(ctx, hdr)
+	if md, ok := decodeMD(r.GetMetadata()[metaTrailer]); ok {
+		_ = grpc.SetTrailer(ctx, md)
+	}
 }

@@ -202,8 +202,11 @@ func WithCleanupTimeout(d time.Duration) InterceptorOption {
 // WithStreamMessageKey deduplicates client- and bidi-streaming calls per
 // message: f returns a message's idempotency key, or false to let it
 // through unchecked. A message counts as processed when the handler asks for
-// the next one or returns without error. Without this option such streams
-// pass through.
+// the next one or returns without error. While a message is processed,
+// ss.Context() carries its token (TokenFromContext); it is the stream's
+// context, which ends with the stream, or when a message's lease was lost
+// to another attempt (cause ErrLeaseLost). Without this option such
+// streams pass through.
 func WithStreamMessageKey(f func(msg any) (string, bool)) InterceptorOption {
 	return func(o *serverOptions) { o.streamKey = f }
 }

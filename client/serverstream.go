@@ -209,9 +209,16 @@ func (g *guard) serverStream(srv any, ss grpc.ServerStream, method, key string, 
 // the handler and skips messages that were already processed.
 type dedupeStream struct {
 	grpc.ServerStream
-	g       *guard
-	method  string
-	base    context.Context
+	g      *guard
+	method string
+	base   context.Context
+	// sctx is the handler's view of the stream's context. A message's
+	// context is sctx with its token, not a child cancelled when the
+	// message is settled: a goroutine watching ss.Context() (a sender)
+	// would see the stream end while it is open. Losing a message's lease
+	// cancels sctx (lost).
+	sctx    context.Context
+	lost    context.CancelCauseFunc
 	ctx     streamCtx
 	pending *attempt
 }
@@ -222,7 +229,7 @@ func (s *dedupeStream) Context() context.Context { return s.ctx.get() }
 func (s *dedupeStream) settle() {
 	if p := s.pending; p != nil {
 		s.pending = nil
-		s.ctx.set(s.base)
+		s.ctx.set(s.sctx)
 		p.stop()
 		p.finish(s.base, &idemv1.Result{}, false, nil)
 	}
@@ -257,13 +264,16 @@ func (s *dedupeStream) RecvMsg(m any) error {
 			continue // already processed: the handler never sees it again
 		}
 		s.pending = a
-		s.ctx.set(a.start(s.base))
+		a.beat(s.base, s.lost)
+		s.ctx.set(ContextWithToken(s.sctx, a.token))
 		return nil
 	}
 }
 
 func (g *guard) dedupeMessages(srv any, ss grpc.ServerStream, method string, handler grpc.StreamHandler) error {
-	s := &dedupeStream{ServerStream: ss, g: g, method: method, base: ss.Context(), ctx: streamCtx{ctx: ss.Context()}}
+	sctx, lost := context.WithCancelCause(ss.Context())
+	defer lost(nil)
+	s := &dedupeStream{ServerStream: ss, g: g, method: method, base: ss.Context(), sctx: sctx, lost: lost, ctx: streamCtx{ctx: sctx}}
 	finished := false
 	defer func() {
 		if !finished && s.pending != nil { // the handler panicked
