@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,6 +71,17 @@ func runBench(ctx context.Context, r *invocation, pos []string, opts any) error 
 	}
 	if o.conns < 1 {
 		return usagef("--conns %d: must be at least 1", o.conns)
+	}
+	// loadgen takes NaN and Inf as closed loop (and then cannot write
+	// them as JSON), and a period under 1ns truncates to closed loop too.
+	if math.IsNaN(o.rate) || math.IsInf(o.rate, 0) || o.rate > float64(time.Second) {
+		return usagef("--rate %v: want calls per second, at most %d (0: closed loop)", o.rate, int64(time.Second))
+	}
+	// The body is allocated up front and sent whole, up to a batch of them
+	// in one call: past gRPC's largest message it can never be sent, and
+	// a typo runs idemctl out of memory.
+	if o.payload > 0 && o.payload > maxBenchRequest/max(1, o.batch) {
+		return usagef("--payload %d: a call of %d such bodies would carry more than %d bytes, the largest gRPC message", o.payload, max(1, o.batch), maxBenchRequest)
 	}
 	cfg := loadgen.Config{
 		Target: r.g.addr, Op: loadgen.Op(o.op), Mix: mix, Batch: o.batch, Concurrency: o.concurrency,
@@ -142,6 +154,9 @@ func runBench(ctx context.Context, r *invocation, pos []string, opts any) error 
 	}
 	return nil
 }
+
+// maxBenchRequest is the largest message a gRPC client sends by default.
+const maxBenchRequest = math.MaxInt32
 
 // plotWriter picks the chart's format by the file's extension; nil if it is
 // neither .svg nor .png.

@@ -355,7 +355,13 @@ func (r *invocation) classify(err error) (int, string) {
 			return ExitCredentials, "credentials refused: " + alert.Error()
 		}
 		if notReady || strings.Contains(msg, "connection error") {
-			return ExitUnreachable, fmt.Sprintf("cannot reach idem at %s: %s", r.g.addr, msg)
+			line := fmt.Sprintf("cannot reach idem at %s: %s", r.g.addr, msg)
+			// A TLS server hangs up on a plaintext HTTP/2 preface; without
+			// the hint that reads as an idemd that is down.
+			if r.g.plaintext() && strings.Contains(msg, "server preface") {
+				line += " (is idemd serving TLS? give --tls-ca, or --tls-cert and --tls-key)"
+			}
+			return ExitUnreachable, line
 		}
 	case codes.DeadlineExceeded:
 		if notReady {

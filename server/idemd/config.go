@@ -124,6 +124,11 @@ func ApplyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 	return errors.Join(errs...)
 }
 
+// maxResultBytesLimit bounds --max-result-bytes: idemd reads requests of
+// twice the limit plus 64 KiB, which must stay within one gRPC message (and
+// not wrap around), and PostgreSQL's bytea holds at most 1 GiB.
+const maxResultBytesLimit = 1 << 30
+
 // Limits are the server limits the configuration sets.
 func (c Config) Limits() (server.Limits, error) {
 	l := server.DefaultLimits()
@@ -135,8 +140,11 @@ func (c Config) Limits() (server.Limits, error) {
 	// Checked here, flag by flag, so the error names the flag to fix:
 	// server.Limits only knows its own field names.
 	var errs []error
-	if c.MaxResultBytes <= 0 {
+	switch {
+	case c.MaxResultBytes <= 0:
 		errs = append(errs, fmt.Errorf("--max-result-bytes %d must be positive", c.MaxResultBytes))
+	case c.MaxResultBytes > maxResultBytesLimit:
+		errs = append(errs, fmt.Errorf("--max-result-bytes %d is above %d (1 GiB), the most a result can be", c.MaxResultBytes, maxResultBytesLimit))
 	}
 	for _, r := range []struct {
 		unit             string

@@ -121,12 +121,19 @@ func serveMain(ctx context.Context, args []string, env func(string) (string, boo
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	if err := Serve(ctx, cfg, log, exts...); err != nil {
-		fail(stderr, err)
 		var se *startError
-		if errors.As(err, &se) {
-			return ExitUsage
+		if !errors.As(err, &se) {
+			fail(stderr, err)
+			return ExitError
 		}
-		return ExitError
+		// A SIGTERM while a store still connects is a stop as asked, like
+		// one after serving, not a configuration to fix.
+		if ctx.Err() != nil {
+			fail(stderr, fmt.Errorf("stopped before serving, by a signal (%s)", trimIdem(err)))
+			return ExitOK
+		}
+		fail(stderr, err)
+		return ExitUsage
 	}
 	return ExitOK
 }

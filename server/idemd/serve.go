@@ -128,7 +128,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 		}
 	}()
 
-	lis, err := net.Listen("tcp", cfg.Listen)
+	lis, err := listen(cfg.Listen)
 	if err != nil {
 		return startErr("cannot listen on %s: %v", cfg.Listen, err)
 	}
@@ -286,6 +286,37 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	}
 	log.Info("idemd stopped")
 	return serveErr
+}
+
+// listen opens the gRPC listener: TCP, or a unix socket for "unix:PATH"
+// and "unix://PATH", as gRPC and idemctl name them.
+func listen(addr string) (net.Listener, error) {
+	path, ok := strings.CutPrefix(addr, "unix:")
+	if !ok {
+		return net.Listen("tcp", addr)
+	}
+	path = strings.TrimPrefix(path, "//")
+	if path == "" {
+		return nil, errors.New("unix socket address names no path")
+	}
+	lis, err := net.Listen("unix", path)
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		return lis, err
+	}
+	// The socket file of an idemd that was killed stays behind and would
+	// keep every restart from listening; take it over only when nothing
+	// answers on it, never from a live server.
+	c, derr := net.DialTimeout("unix", path, time.Second)
+	if derr == nil {
+		c.Close()
+		return nil, err
+	}
+	// Connecting to a file that is no socket is refused too: never remove one.
+	if fi, serr := os.Lstat(path); serr != nil || fi.Mode().Type() != os.ModeSocket ||
+		!errors.Is(derr, syscall.ECONNREFUSED) || os.Remove(path) != nil {
+		return nil, err
+	}
+	return net.Listen("unix", path)
 }
 
 func later(a, b time.Time) time.Time {
