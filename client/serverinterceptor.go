@@ -110,8 +110,10 @@ func UnaryServerInterceptor(svc Service, opts ...InterceptorOption) grpc.UnarySe
 // StreamServerInterceptor deduplicates streaming calls through svc.
 // Server-streaming calls are keyed per call like unary ones: the response
 // messages are recorded (up to WithMaxStreamMessages and WithMaxResultSize)
-// and replayed in order. Client- and bidi-streaming calls are deduplicated
-// per message with WithStreamMessageKey, and pass through without it.
+// and replayed in order, with the header and trailer metadata the handler
+// set and header idempotency-replayed: true. Client- and bidi-streaming
+// calls are deduplicated per message with WithStreamMessageKey, and pass
+// through without it.
 func StreamServerInterceptor(svc Service, opts ...InterceptorOption) grpc.StreamServerInterceptor {
 	o := evaluateServerOptions(opts)
 	g := &guard{o: o, svc: svc}
@@ -470,7 +472,8 @@ func (a *attempt) beat(ctx context.Context, lost context.CancelCauseFunc) {
 func (a *attempt) heartbeat(ctx context.Context, cancelHandler context.CancelCauseFunc) {
 	defer close(a.hbDone)
 	o := a.g.o
-	t := o.clock.NewTicker(a.lease / 2)
+	tick := a.lease / 2
+	t := o.clock.NewTicker(tick)
 	defer t.Stop()
 	for {
 		select {
@@ -482,7 +485,12 @@ func (a *attempt) heartbeat(ctx context.Context, cancelHandler context.CancelCau
 		if !a.nsLease {
 			req.LeaseTtl = durationpb.New(a.lease)
 		}
-		_, err := a.g.svc.ExtendLease(ctx, req)
+		// Bounded by the tick: a call hung on a dead connection would
+		// otherwise hold up the next ticks until the lease lapsed. A
+		// timed-out extend is logged below but is not a lost lease.
+		ectx, cancel := context.WithTimeout(ctx, tick)
+		_, err := a.g.svc.ExtendLease(ectx, req)
+		cancel()
 		if err == nil || ctx.Err() != nil {
 			continue
 		}
@@ -711,9 +719,7 @@ func (r *mdRecorder) SetHeader(md metadata.MD) error {
 	if err := r.ServerTransportStream.SetHeader(md); err != nil {
 		return err
 	}
-	r.mu.Lock()
-	r.header = metadata.Join(r.header, md)
-	r.mu.Unlock()
+	r.keepHeader(md)
 	return nil
 }
 
@@ -721,9 +727,7 @@ func (r *mdRecorder) SendHeader(md metadata.MD) error {
 	if err := r.ServerTransportStream.SendHeader(md); err != nil {
 		return err
 	}
-	r.mu.Lock()
-	r.header = metadata.Join(r.header, md)
-	r.mu.Unlock()
+	r.keepHeader(md)
 	return nil
 }
 
@@ -731,10 +735,20 @@ func (r *mdRecorder) SetTrailer(md metadata.MD) error {
 	if err := r.ServerTransportStream.SetTrailer(md); err != nil {
 		return err
 	}
+	r.keepTrailer(md)
+	return nil
+}
+
+func (r *mdRecorder) keepHeader(md metadata.MD) {
+	r.mu.Lock()
+	r.header = metadata.Join(r.header, md)
+	r.mu.Unlock()
+}
+
+func (r *mdRecorder) keepTrailer(md metadata.MD) {
 	r.mu.Lock()
 	r.trailer = metadata.Join(r.trailer, md)
 	r.mu.Unlock()
-	return nil
 }
 
 // addTo stores the recorded metadata in res (nil: not stored anyway).
@@ -798,12 +812,23 @@ func decodeMD(s string) (metadata.MD, bool) {
 // replayMetadata sets the stored header (with idempotency-replayed) and
 // trailer on ctx's call.
 func replayMetadata(ctx context.Context, r *idemv1.Result) {
-	hdr := replayedHeader()
+	hdr, tlr := storedMetadata(r)
+	_ = grpc.SetHeader(ctx, hdr)
+	if tlr != nil {
+		_ = grpc.SetTrailer(ctx, tlr)
+	}
+}
+
+// storedMetadata is the header a replay answers with (the stored one, if
+// any, with idempotency-replayed) and the stored trailer (nil if none:
+// records stored before metadata was kept have neither).
+func storedMetadata(r *idemv1.Result) (hdr, tlr metadata.MD) {
+	hdr = replayedHeader()
 	if md, ok := decodeMD(r.GetMetadata()[metaHeader]); ok {
 		hdr = metadata.Join(md, hdr)
 	}
-	_ = grpc.SetHeader(ctx, hdr)
 	if md, ok := decodeMD(r.GetMetadata()[metaTrailer]); ok {
-		_ = grpc.SetTrailer(ctx, md)
+		tlr = md
 	}
+	return hdr, tlr
 }

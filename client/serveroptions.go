@@ -133,7 +133,9 @@ func WithLease(minLease, maxLease, def time.Duration) InterceptorOption {
 }
 
 // WithoutHeartbeat stops the interceptor from extending the lease of long
-// handlers; a handler that outlives its lease may then be taken over.
+// handlers; a handler that outlives its lease may then be taken over. The
+// heartbeat extends every half lease, each ExtendLease bounded to that
+// interval so one hung call cannot let the lease lapse.
 func WithoutHeartbeat() InterceptorOption {
 	return func(o *serverOptions) { o.heartbeat = false }
 }

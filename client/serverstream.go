@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -56,6 +57,7 @@ type recordingStream struct {
 	method string
 	key    string
 	ctx    streamCtx
+	md     *mdRecorder // header and trailer, set on ss or on its context
 
 	received  bool
 	mode      streamMode
@@ -116,6 +118,29 @@ func (s *recordingStream) SendMsg(m any) error {
 	return s.ServerStream.SendMsg(m)
 }
 
+// Only what gRPC accepted is kept, as for unary calls.
+func (s *recordingStream) SetHeader(md metadata.MD) error {
+	if err := s.ServerStream.SetHeader(md); err != nil {
+		return err
+	}
+	s.md.keepHeader(md)
+	return nil
+}
+
+func (s *recordingStream) SendHeader(md metadata.MD) error {
+	if err := s.ServerStream.SendHeader(md); err != nil {
+		return err
+	}
+	s.md.keepHeader(md)
+	return nil
+}
+
+// SetTrailer reports no error: during the handler gRPC keeps the trailer.
+func (s *recordingStream) SetTrailer(md metadata.MD) {
+	s.ServerStream.SetTrailer(md)
+	s.md.keepTrailer(md)
+}
+
 func (s *recordingStream) record(m any) {
 	if s.overflown {
 		return
@@ -155,12 +180,18 @@ func (s *recordingStream) result(herr error) *idemv1.Result {
 		e := resultOf(nil, herr)
 		r.Code, r.Message, r.Details = e.GetCode(), e.GetMessage(), e.GetDetails()
 	}
-	return r
+	// Counted by finish's size check with the messages.
+	return s.md.addTo(r)
 }
 
 // replay sends the stored messages in order and returns the stored status.
 func (s *recordingStream) replay(r *idemv1.Result) error {
-	_ = s.ServerStream.SetHeader(replayedHeader())
+	// Set before the first message, which sends the header.
+	hdr, tlr := storedMetadata(r)
+	_ = s.ServerStream.SetHeader(hdr)
+	if tlr != nil {
+		s.ServerStream.SetTrailer(tlr)
+	}
 	s.g.o.report(s.ctx.get(), Event{Kind: EventReplayed, Method: s.method, Key: s.key})
 	body := r.GetBody()
 	for len(body) > 0 {
@@ -184,7 +215,12 @@ func (s *recordingStream) replay(r *idemv1.Result) error {
 }
 
 func (g *guard) serverStream(srv any, ss grpc.ServerStream, method, key string, handler grpc.StreamHandler) error {
-	s := &recordingStream{ServerStream: ss, g: g, method: method, key: key, ctx: streamCtx{ctx: ss.Context()}}
+	// grpc.SetHeader(ss.Context(), …) bypasses ss, so record there too.
+	ctx, md := recordMetadata(ss.Context())
+	if md == nil {
+		md = &mdRecorder{} // no transport stream in ctx: records ss's calls only
+	}
+	s := &recordingStream{ServerStream: ss, g: g, method: method, key: key, ctx: streamCtx{ctx: ctx}, md: md}
 	base := ss.Context()
 	finished := false
 	defer func() {
