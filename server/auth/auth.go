@@ -161,7 +161,7 @@ func (a *Authenticator) Reload() error {
 			return err
 		}
 		if tab, err = parseTable(data); err != nil {
-			return err
+			return fmt.Errorf("%w (in %s)", err, a.cfg.TokensFile)
 		}
 	}
 	a.tls.Store(tlsCfg)

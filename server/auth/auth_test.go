@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -518,6 +519,8 @@ func TestConfigValidate(t *testing.T) {
 		{"cert without key", Config{TLSCert: "c"}, false},
 		{"client CA without TLS", Config{TLSClientCA: "ca"}, false},
 		{"tokens without TLS", Config{TokensFile: "t"}, true},
+		{"CN mapping without client CA", Config{TLSCert: "c", TLSKey: "k", TenantFromCN: true}, false},
+		{"CN mapping with client CA", Config{TLSCert: "c", TLSKey: "k", TLSClientCA: "ca", TenantFromCN: true}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -552,5 +555,17 @@ func TestTenantFromCNRefusesNonPrintable(t *testing.T) {
 	_, _, cert := f.ca.issue(t, leafOpts{cn: "tenant\x7fcn"})
 	if got, err := lookup(ctx, f.dial(t, &cert, nil), "", ""); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("Lookup() with a CN holding DEL = %q, %v, want UNAUTHENTICATED", got, err)
+	}
+}
+
+// An operator with several tokens files learns which one holds the typo.
+func TestTokensFileErrorNamesFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "idem-tokens")
+	if err := os.WriteFile(path, []byte("# ok\nnot-a-line\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(Config{TokensFile: path}, WithLogger(slog.New(slog.DiscardHandler)))
+	if err == nil || !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("New() error = %v, want it to name line 2 of %s", err, path)
 	}
 }

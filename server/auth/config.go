@@ -70,6 +70,10 @@ func (c Config) Validate() error {
 	if c.TLSClientCA != "" && !c.TLS() {
 		return fmt.Errorf("idem: --tls-client-ca needs --tls-cert and --tls-key")
 	}
+	if c.TenantFromCN && c.TLSClientCA == "" {
+		// Accepted, it would map nothing: no client certificate is asked for.
+		return fmt.Errorf("idem: --tenant-from-cn maps client certificates: it needs --tls-client-ca")
+	}
 	if c.ReloadInterval < 0 {
 		return fmt.Errorf("idem: --credentials-reload-interval %v is negative (0: only on SIGHUP)", c.ReloadInterval)
 	}

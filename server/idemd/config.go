@@ -124,6 +124,11 @@ func ApplyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 	return errors.Join(errs...)
 }
 
+const (
+	minHealthInterval = 100 * time.Millisecond
+	minStoreTimeout   = time.Millisecond
+)
+
 // maxResultBytesLimit bounds --max-result-bytes: idemd reads requests of
 // twice the limit plus 64 KiB, which must stay within one gRPC message (and
 // not wrap around), and PostgreSQL's bytea holds at most 1 GiB.
@@ -198,11 +203,16 @@ func (c Config) Validate() error {
 	if c.GCPercent <= 0 {
 		errs = append(errs, errors.New("--gc-percent must be positive"))
 	}
-	if c.HealthInterval <= 0 {
-		errs = append(errs, errors.New("--health-interval must be positive"))
+	// Below these floors a store is pinged in a tight loop, or every call
+	// fails UNAVAILABLE: typos, not settings.
+	if c.HealthInterval < minHealthInterval {
+		errs = append(errs, fmt.Errorf("--health-interval %v is below %v", c.HealthInterval, minHealthInterval))
 	}
-	if c.StoreTimeout < 0 {
+	switch {
+	case c.StoreTimeout < 0:
 		errs = append(errs, errors.New("--store-timeout is negative"))
+	case c.StoreTimeout > 0 && c.StoreTimeout < minStoreTimeout:
+		errs = append(errs, fmt.Errorf("--store-timeout %v is below %v (0: no bound)", c.StoreTimeout, minStoreTimeout))
 	}
 	return errors.Join(errs...)
 }
