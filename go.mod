@@ -12,13 +12,15 @@ require github.com/anishathalye/porcupine v1.3.1
 
 require golang.org/x/image v0.48.0
 
+require github.com/pelletier/go-toml/v2 v2.4.3
+
 require (
 	github.com/HdrHistogram/hdrhistogram-go v1.1.2
 	github.com/kylelemons/godebug v1.1.0 // indirect
 	github.com/pierrec/lz4/v4 v4.1.33 // indirect
 	github.com/twmb/franz-go v1.22.3
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
-	github.com/twmb/franz-go/pkg/kmsg v1.15.1 // indirect
+	github.com/twmb/franz-go/pkg/kmsg v1.15.1
 )
 
 require (

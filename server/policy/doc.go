@@ -2,7 +2,9 @@
 // file, so one idemd serves payments from PostgreSQL with a 7-day window
 // and notification sends from Redis with a 10-minute one.
 //
-// The file is YAML: a "namespaces" mapping from pattern to policy.
+// The file is YAML, or TOML when its name ends in .toml (one
+// [namespaces."pattern"] table per pattern): a "namespaces" mapping from
+// pattern to policy.
 //
 //	namespaces:
 //	  /payments.v1.PaymentsService/Charge:  # exact namespace

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -132,8 +133,30 @@ func (p *parser) yamlError(err error) {
 	p.addf(line, "not valid YAML: %s", msg)
 }
 
+// isTOML reports whether the policy file at path is read as TOML; any
+// other file is read as YAML, as before TOML was accepted.
+func isTOML(path string) bool {
+	return strings.EqualFold(filepath.Ext(path), ".toml")
+}
+
+// parse reads the file into a yaml.Node tree, from YAML or TOML, and
+// validates that tree: one validator for both syntaxes.
 func (p *parser) parse(data []byte) *File {
-	f := &File{Path: p.path}
+	var top *yaml.Node
+	if isTOML(p.path) {
+		top = p.tomlTree(data)
+	} else {
+		top = p.yamlTree(data)
+	}
+	if top == nil {
+		return nil
+	}
+	return p.validate(top)
+}
+
+// yamlTree returns the top node of a YAML file, or nil after reporting
+// why there is none.
+func (p *parser) yamlTree(data []byte) *yaml.Node {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
@@ -156,7 +179,11 @@ func (p *parser) parse(data []byte) *File {
 		p.addf(next.Content[0].Line, "a second YAML document; put every pattern under the first one's \"namespaces\"")
 		return nil
 	}
-	top := deref(doc.Content[0])
+	return deref(doc.Content[0])
+}
+
+func (p *parser) validate(top *yaml.Node) *File {
+	f := &File{Path: p.path}
 	if top.Kind != yaml.MappingNode {
 		p.addf(top.Line, "top level must be a mapping with key \"namespaces\"")
 		return nil

@@ -29,7 +29,7 @@ type extension struct {
 }
 
 func (e *extension) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&e.path, "policy", "", "per-namespace policy file (YAML): namespace patterns to stores and limits; reloaded on SIGHUP")
+	fs.StringVar(&e.path, "policy", "", "per-namespace policy file (YAML, or TOML if named *.toml): namespace patterns to stores and limits; reloaded on SIGHUP")
 	fs.DurationVar(&e.pingTimeout, "policy-ping-timeout", 5*time.Second, "how long each store of the policy file may take to answer its first ping")
 }
 
