@@ -142,6 +142,10 @@ func Migrate(ctx context.Context, rawURL string, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// statement_timeout is for serving: DDL waits for locks and rewrites
+	// tables, and a cut migration leaves every replica refusing to start.
+	// ctx bounds the run instead.
+	delete(cfg.pool.ConnConfig.RuntimeParams, "statement_timeout")
 	pool, dialect, _, err := connect(ctx, cfg, logger)
 	if err != nil {
 		return err

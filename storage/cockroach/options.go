@@ -20,7 +20,8 @@ import (
 // default_query_exec_mode, …).
 const (
 	// ParamStatementTimeout bounds every statement on the server side, a Go
-	// duration ("5s"); "0" disables it. Default 10s.
+	// duration ("5s"); "0" disables it. Default 10s. Migrate does not apply
+	// it: migrations may take long and are bounded by Migrate's context.
 	ParamStatementTimeout = "statement_timeout"
 	// ParamConnectRetry is how long opening the store keeps retrying a
 	// database that does not answer yet, a Go duration; "0" tries once.

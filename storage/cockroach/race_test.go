@@ -122,6 +122,11 @@ func TestSnapshotTrap(t *testing.T) {
 func waitBlocked(ctx context.Context, t *testing.T, conn *pgx.Conn, app string) {
 	t.Helper()
 	for {
+		// conn may be inside a transaction, where PostgreSQL keeps the
+		// first pg_stat_activity snapshot it took: drop it every poll.
+		if _, err := conn.Exec(ctx, `SELECT pg_stat_clear_snapshot()`); err != nil {
+			t.Fatalf("pg_stat_clear_snapshot: %v", err)
+		}
 		var n int
 		err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`, app).Scan(&n)
 		if err != nil {

@@ -345,9 +345,15 @@ func (s *Store) mapErr(ctx context.Context, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
+		case pgErr.Code == "55P03":
+			// lock_timeout (often set per role): nothing was written, and
+			// only this record's lock was in the way.
+			return fmt.Errorf("%w: %s answered SQLSTATE %s: %s%w", storage.ErrUnavailable, s.cfg.where, pgErr.Code, pgErr.Message, errLockWait)
 		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
 			strings.HasPrefix(pgErr.Code, "53"), // insufficient resources
 			strings.HasPrefix(pgErr.Code, "57"), // operator intervention, statement timeout
+			strings.HasPrefix(pgErr.Code, "58"), // system error (I/O) on the server
+			pgErr.Code == "25006",               // read-only: a standby after failover, or maintenance
 			pgErr.Code == "40001", pgErr.Code == "40P01", pgErr.Code == "40003":
 			return fmt.Errorf("%w: %s answered SQLSTATE %s: %s", storage.ErrUnavailable, s.cfg.where, pgErr.Code, pgErr.Message)
 		}
@@ -425,9 +431,20 @@ func (s *Store) Reserve(ctx context.Context, p storage.ReserveParams) (storage.O
 	return s.co.Reserve(ctx, p)
 }
 
-// individually reports whether a failed batch should be re-run call by call.
+// errLockWait marks an ErrUnavailable that one record's row lock caused.
+var errLockWait = lockWait{}
+
+type lockWait struct{}
+
+func (lockWait) Error() string { return "" }
+
+// individually reports whether a failed batch should be re-run call by call:
+// the database refused one item's data, or one item's row lock timed out.
 func individually(ctx context.Context, err error) bool {
-	return ctx.Err() == nil && !errors.Is(err, storage.ErrUnavailable) && !errors.Is(err, storage.ErrClosed)
+	if ctx.Err() != nil || errors.Is(err, storage.ErrClosed) {
+		return false
+	}
+	return !errors.Is(err, storage.ErrUnavailable) || errors.Is(err, errLockWait)
 }
 
 func (s *Store) reserve(ctx context.Context, p storage.ReserveParams) (storage.Outcome, *storage.Record, error) {
