@@ -89,15 +89,22 @@ rss_mib() { awk '/^VmRSS:/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 
 # bench NAME [idemctl bench flags…]: runs idemctl bench against the running
 # idemd with its PID and keeps NAME.json. With --floor it runs
-# BENCH_ROUNDS alternating rounds.
+# BENCH_ROUNDS alternating rounds. idemctl bench exits 1 when any call
+# failed (after writing its report): the script then stops there, as it
+# does on any other failure, with the report kept.
 bench() {
 	local name=$1
 	shift
 	local rounds=()
 	case " $* " in *" --floor "*) rounds=(--rounds "$BENCH_ROUNDS") ;; esac
+	local rc=0
 	timeout 900 "$IDEMCTL" --addr "$IDEMD_ADDR" --timeout 30s bench --server-pid "$IDEMD_PID" \
 		--concurrency "$BENCH_CONCURRENCY" --conns "$BENCH_CONNS" --duration "$BENCH_DURATION" -o json \
-		"${rounds[@]+"${rounds[@]}"}" "$@" >"$BENCH_OUT/$name.json"
+		"${rounds[@]+"${rounds[@]}"}" "$@" >"$BENCH_OUT/$name.json" || rc=$?
+	if [ "$rc" -ne 0 ]; then
+		log "bench $name: idemctl bench exited $rc; its report, if any, is $BENCH_OUT/$name.json"
+		return "$rc"
+	fi
 }
 
 # jget FILE EXPR: a Python expression over the report r (None-safe).

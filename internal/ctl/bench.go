@@ -72,6 +72,14 @@ func runBench(ctx context.Context, r *invocation, pos []string, opts any) error 
 	if o.conns < 1 {
 		return usagef("--conns %d: must be at least 1", o.conns)
 	}
+	// loadgen takes 0 for 1 in both; said on the command line, 0 is a
+	// mistake to point out, not to run as something else.
+	if o.batch < 1 || o.batch > 1000 {
+		return usagef("--batch %d: must be 1–1000 (1: single calls)", o.batch)
+	}
+	if o.rounds < 1 || o.rounds > 100 {
+		return usagef("--rounds %d: must be 1–100", o.rounds)
+	}
 	// loadgen takes NaN and Inf as closed loop (and then cannot write
 	// them as JSON), and a period under 1ns truncates to closed loop too.
 	if math.IsNaN(o.rate) || math.IsInf(o.rate, 0) || o.rate > float64(time.Second) {
@@ -80,8 +88,8 @@ func runBench(ctx context.Context, r *invocation, pos []string, opts any) error 
 	// The body is allocated up front and sent whole, up to a batch of them
 	// in one call: past gRPC's largest message it can never be sent, and
 	// a typo runs idemctl out of memory.
-	if o.payload > 0 && o.payload > maxBenchRequest/max(1, o.batch) {
-		return usagef("--payload %d: a call of %d such bodies would carry more than %d bytes, the largest gRPC message", o.payload, max(1, o.batch), maxBenchRequest)
+	if o.payload > 0 && o.payload > maxBenchRequest/o.batch {
+		return usagef("--payload %d: a call of %d such bodies would carry more than %d bytes, the largest gRPC message", o.payload, o.batch, maxBenchRequest)
 	}
 	cfg := loadgen.Config{
 		Target: r.g.addr, Op: loadgen.Op(o.op), Mix: mix, Batch: o.batch, Concurrency: o.concurrency,
@@ -149,8 +157,23 @@ func runBench(ctx context.Context, r *invocation, pos []string, opts any) error 
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	return benchErrors(rep)
+}
+
+// benchErrors fails a run in which any call failed, after its report is
+// out: a measurement taken while calls failed is not one to keep, and a
+// script must see it without reading the report. Outcomes (COMPLETED,
+// IN_PROGRESS, MISMATCH) are answers, not errors. With several rounds the
+// report, and so this check, holds the median round's phases only.
+func benchErrors(rep *loadgen.Report) error {
 	if p := rep.Idem; p != nil && (p.Calls == 0 || p.Errors >= p.Ops) {
 		return fmt.Errorf("bench: no call succeeded (errors: %v)", p.ErrorsByCode)
+	}
+	if p := rep.Idem; p != nil && p.Errors > 0 {
+		return fmt.Errorf("bench: %d of %d operations failed (errors: %v)", p.Errors, p.Ops, p.ErrorsByCode)
+	}
+	if p := rep.Floor; p != nil && p.Errors > 0 {
+		return fmt.Errorf("bench: floor: %d of %d health checks failed (errors: %v)", p.Errors, p.Ops, p.ErrorsByCode)
 	}
 	return nil
 }

@@ -24,6 +24,12 @@ func TestBenchRefusesUnservableFlags(t *testing.T) {
 		// Allocated up front: out of memory and a runtime crash.
 		{"payload beyond a gRPC message", []string{"--payload", "99999999999"}, "idemctl: --payload 99999999999: "},
 		{"batch of payloads beyond a gRPC message", []string{"--op", "reserve-complete", "--batch", "1000", "--payload", "3000000"}, "idemctl: --payload 3000000: "},
+		// 0 ran as 1, silently.
+		{"batch 0", []string{"--batch", "0"}, "idemctl: --batch 0: must be 1–1000"},
+		{"batch negative", []string{"--batch", "-3"}, "idemctl: --batch -3: must be 1–1000"},
+		{"batch over the limit", []string{"--batch", "1001"}, "idemctl: --batch 1001: must be 1–1000"},
+		{"rounds 0", []string{"--floor", "--rounds", "0"}, "idemctl: --rounds 0: must be 1–100"},
+		{"rounds over the limit", []string{"--floor", "--rounds", "101"}, "idemctl: --rounds 101: must be 1–100"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"--addr", down, "bench", "--count", "1"}, tc.args...)

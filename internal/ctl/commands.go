@@ -3,6 +3,7 @@ package ctl
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,7 +13,9 @@ import (
 	"strconv"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -23,7 +26,7 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{name: "reserve", args: "NAMESPACE KEY", summary: "reserve a key (the answer: RESERVED, COMPLETED, IN_PROGRESS or MISMATCH)", flags: reserveFlags, run: runReserve},
+		{name: "reserve", args: "NAMESPACE KEY", summary: "reserve a key (the answer: RESERVED, COMPLETED, IN_PROGRESS or MISMATCH)", exits: reserveExits, flags: reserveFlags, run: runReserve},
 		{name: "complete", args: "NAMESPACE KEY TOKEN", summary: "complete a reserved key with a result; TOKEN is the fencing token its Reserve returned", flags: completeFlags, run: runComplete},
 		{name: "release", args: "NAMESPACE KEY TOKEN", summary: "release a reserved key so the next Reserve takes over; TOKEN is the fencing token its Reserve returned", run: runRelease},
 		{name: "lookup", args: "NAMESPACE KEY", summary: "show a record", run: runLookup},
@@ -49,11 +52,15 @@ func mainUsage(w io.Writer, fs *flag.FlagSet) {
 	fs.SetOutput(w)
 	fs.PrintDefaults()
 	fs.SetOutput(io.Discard)
-	fmt.Fprintln(w, "\nExit codes: 0 ok, 1 failed (also: no record), 2 bad usage, 3 idem unreachable, 4 credentials refused.")
+	fmt.Fprintln(w, "\nExit codes: 0 ok, 1 failed (also: no record; bench: any call failed), 2 bad usage, 3 idem unreachable,\n"+
+		"4 credentials refused, 5 reserve answered COMPLETED, 6 IN_PROGRESS, 7 MISMATCH (0 only for RESERVED).")
 }
 
 func cmdUsage(w io.Writer, c command, fs *flag.FlagSet) {
 	fmt.Fprintf(w, "Usage: idemctl %s [flags] %s\n\n%s\n", c.name, c.args, c.summary)
+	if c.exits != "" {
+		fmt.Fprintf(w, "\n%s\n", c.exits)
+	}
 	// Only the command's own flags; the global ones are in idemctl -h.
 	global := flag.NewFlagSet("", flag.ContinueOnError)
 	(&globals{}).register(global)
@@ -115,18 +122,25 @@ func noArgs(pos []string) error {
 
 // call connects and runs f under the call deadline.
 func call[T any](ctx context.Context, r *invocation, f func(context.Context) (T, error)) (T, error) {
-	return callWithin(ctx, r, r.g.timeout, f)
+	return callWithin(ctx, r, 0, f)
 }
 
-// callWithin connects and runs f under a deadline d away.
-func callWithin[T any](ctx context.Context, r *invocation, d time.Duration, f func(context.Context) (T, error)) (T, error) {
+// callWithin connects and runs f under a deadline d away: --timeout, and
+// wait on top of it.
+func callWithin[T any](ctx context.Context, r *invocation, wait time.Duration, f func(context.Context) (T, error)) (T, error) {
 	var zero T
 	if err := r.connect(); err != nil {
 		return zero, err
 	}
-	cctx, cancel := context.WithTimeout(ctx, d)
+	cctx, cancel := context.WithTimeout(ctx, r.g.timeout+wait)
 	defer cancel()
-	return f(cctx)
+	v, err := f(cctx)
+	// Our own deadline, not the caller's (a signal) nor one the server
+	// answered with before it.
+	if status.Code(err) == codes.DeadlineExceeded && errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+		return zero, timeoutError{err: err, wait: wait}
+	}
+	return v, err
 }
 
 func (r *invocation) idem() idemv1.IdempotencyServiceClient {
@@ -175,17 +189,41 @@ func runReserve(ctx context.Context, r *invocation, pos []string, opts any) erro
 	// The server may hold a waiting Reserve for all of --wait: that time
 	// comes on top of --timeout, or a long wait would end early, answering
 	// IN_PROGRESS at --timeout.
-	resp, err := callWithin(ctx, r, r.g.timeout+max(o.wait, 0), func(ctx context.Context) (*idemv1.ReserveResponse, error) {
+	resp, err := callWithin(ctx, r, max(o.wait, 0), func(ctx context.Context) (*idemv1.ReserveResponse, error) {
 		return r.idem().Reserve(ctx, &idemv1.ReserveRequest{Tenant: r.g.tenant, Namespace: ns, Key: key, Fingerprint: fp,
 			LeaseTtl: optDuration(o.lease), Retention: optDuration(o.retention), Wait: optDuration(o.wait)})
 	})
 	if err != nil {
 		return err
 	}
-	return r.print(resp, func(w io.Writer) {
+	if err := r.print(resp, func(w io.Writer) {
 		writeRecord(w, resp.GetRecord(), [2]string{"outcome", outcomeName(resp.GetOutcome())})
-	})
+	}); err != nil {
+		return err
+	}
+	return reserveExit(resp.GetOutcome())
 }
+
+// reserveExit is reserve's exit status: 0 only when the caller now holds
+// the key, so `idemctl reserve NS KEY && work` does the work once.
+func reserveExit(o idemv1.ReserveOutcome) error {
+	switch o {
+	case idemv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED:
+		return nil
+	case idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED:
+		return exitStatus(ExitCompleted)
+	case idemv1.ReserveOutcome_RESERVE_OUTCOME_IN_PROGRESS:
+		return exitStatus(ExitInProgress)
+	case idemv1.ReserveOutcome_RESERVE_OUTCOME_MISMATCH:
+		return exitStatus(ExitMismatch)
+	}
+	return fmt.Errorf("idem answered outcome %v, which this idemctl does not know", o)
+}
+
+// reserveExits documents reserveExit.
+const reserveExits = "Exit codes: 0 RESERVED (the caller now holds the key), 5 COMPLETED (the stored result is printed),\n" +
+	"6 IN_PROGRESS (another caller holds the key), 7 MISMATCH (the key holds another request);\n" +
+	"1–4 as for every command (idemctl -h). `idemctl reserve NS KEY && work` runs work only when this call took the key."
 
 type completeOpts struct {
 	code          int

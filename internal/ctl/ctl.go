@@ -24,13 +24,18 @@ import (
 	"github.com/idemhq/idem/client"
 )
 
-// Exit codes.
+// Exit codes. reserve exits 0 only for RESERVED, so that
+// `idemctl reserve NS KEY && work` never does the work twice; its other
+// outcomes have codes of their own.
 const (
 	ExitOK          = 0
 	ExitFailed      = 1
 	ExitUsage       = 2
 	ExitUnreachable = 3
 	ExitCredentials = 4
+	ExitCompleted   = 5 // reserve: COMPLETED, the result is printed
+	ExitInProgress  = 6 // reserve: IN_PROGRESS, another caller holds the key
+	ExitMismatch    = 7 // reserve: MISMATCH, the key is another request's
 )
 
 // Env is what Main needs from the process.
@@ -184,6 +189,23 @@ func (g *globals) dial() (*client.Client, error) {
 // usageError is bad usage: exit 2.
 type usageError struct{ error }
 
+// exitStatus ends a command with its code and no message: the command's
+// output already said why (reserve's outcome).
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// timeoutError is a call that ran out of idemctl's own deadline (--timeout,
+// plus --wait for reserve), as opposed to a DEADLINE_EXCEEDED the server
+// answered.
+type timeoutError struct {
+	err  error
+	wait time.Duration
+}
+
+func (e timeoutError) Error() string { return e.err.Error() }
+func (e timeoutError) Unwrap() error { return e.err }
+
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
 // command is one subcommand.
@@ -191,6 +213,7 @@ type command struct {
 	name    string
 	args    string // positional arguments, for usage
 	summary string
+	exits   string // the command's own exit codes, for its usage
 	flags   func(fs *flag.FlagSet) any
 	run     func(ctx context.Context, r *invocation, pos []string, opts any) error
 }
@@ -325,6 +348,10 @@ func (r *invocation) report(cmd string, err error) int {
 	if errors.As(err, &ue) {
 		return usageFail(r.env, cmd, ue.error)
 	}
+	var es exitStatus
+	if errors.As(err, &es) {
+		return int(es)
+	}
 	code, line := r.classify(err)
 	fmt.Fprintf(r.env.Stderr, "idemctl: %s\n", line)
 	return code
@@ -334,12 +361,25 @@ func (r *invocation) classify(err error) (int, string) {
 	if errors.Is(err, context.Canceled) {
 		return ExitFailed, "interrupted"
 	}
+	notReady := r.conn != nil && r.conn.GetState() != connectivity.Ready
+	var te timeoutError
+	if errors.As(err, &te) {
+		within := fmt.Sprintf("--timeout %v", r.g.timeout)
+		if te.wait > 0 {
+			within += fmt.Sprintf(" and --wait %v", te.wait)
+		}
+		if notReady {
+			return ExitUnreachable, fmt.Sprintf("cannot reach idem at %s: no connection within %s", r.g.addr, within)
+		}
+		// A large store's Stats or List page can take longer than the
+		// default 10s: say whose deadline it was and what to change.
+		return ExitFailed, fmt.Sprintf("idem at %s did not answer within %s; raise --timeout", r.g.addr, within)
+	}
 	st, ok := status.FromError(err)
 	if !ok {
 		return ExitFailed, err.Error()
 	}
 	msg := st.Message()
-	notReady := r.conn != nil && r.conn.GetState() != connectivity.Ready
 	switch st.Code() {
 	case codes.Unavailable:
 		// The server refused our certificate (or its absence); a server

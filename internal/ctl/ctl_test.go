@@ -38,7 +38,12 @@ func TestRecordLifecycle(t *testing.T) {
 	if got := field(t, out, "state"); got != "COMPLETED" {
 		t.Fatalf("complete state = %q, want COMPLETED", got)
 	}
-	out = mustRun(ctx, t, addr, "reserve", "orders", "o-1", "--fingerprint", "f1")
+	// A replay prints the stored result and exits ExitCompleted, not 0.
+	r := run(ctx, t, nil, "--addr", addr, "reserve", "orders", "o-1", "--fingerprint", "f1")
+	if r.code != ExitCompleted {
+		t.Fatalf("second reserve: exit %d, stderr %q; want %d", r.code, r.stderr, ExitCompleted)
+	}
+	out = r.stdout
 	if got := field(t, out, "outcome"); got != "COMPLETED" {
 		t.Fatalf("second reserve outcome = %q, want COMPLETED", got)
 	}
@@ -73,7 +78,7 @@ func TestRecordLifecycle(t *testing.T) {
 		t.Fatalf("takeover token = %q, want 2", field(t, out, "token"))
 	}
 	// A stale token is told so, in one line.
-	r := run(ctx, t, nil, "--addr", addr, "complete", "orders", "o-2", "1")
+	r = run(ctx, t, nil, "--addr", addr, "complete", "orders", "o-2", "1")
 	if want := "idemctl: FailedPrecondition: idem: lease lost"; r.code != ExitFailed || !strings.HasPrefix(r.stderr, want) {
 		t.Fatalf("complete with a stale token: exit %d stderr %q, want exit 1 and %q…", r.code, r.stderr, want)
 	}

@@ -210,7 +210,9 @@ func TestReserveWaitOutlastsTimeout(t *testing.T) {
 	wg.Go(func() { _ = gs.Serve(lis) })
 	t.Cleanup(func() { gs.Stop(); wg.Wait() })
 
-	mustRun(ctx, t, lis.Addr().String(), "reserve", "ns", "k", "--wait", "25s")
+	if r := run(ctx, t, nil, "--addr", lis.Addr().String(), "reserve", "ns", "k", "--wait", "25s"); r.code != ExitInProgress {
+		t.Fatalf("reserve answered IN_PROGRESS: exit %d, stderr %q; want %d", r.code, r.stderr, ExitInProgress)
+	}
 	if left := <-srv.left; left <= 25*time.Second {
 		t.Fatalf("Reserve --wait 25s reached the server with %v left, want more than the wait", left)
 	}

@@ -35,7 +35,7 @@ func RegisterCommand(name string, c Command) {
 // Exit codes.
 const (
 	ExitOK    = 0
-	ExitError = 1 // failure while serving
+	ExitError = 1 // failure while serving; idemd migrate stopped by a signal
 	ExitUsage = 2 // bad flag, bad environment, store or address unusable at start
 )
 

@@ -114,6 +114,14 @@ func migrateMain(ctx context.Context, args []string, env func(string) (string, b
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	if err := migrateAll(ctx, cfg, exts, log); err != nil {
+		// A SIGTERM mid-migration is an operator's (or a node drain's)
+		// stop, not a configuration to fix; but the schema is not known
+		// to be current, so it is no success either: a migration Job must
+		// run again, and `idemd migrate && roll out` must not roll out.
+		if ctx.Err() != nil {
+			fail(stderr, fmt.Errorf("stopped by a signal before the migrations finished (%s); run idemd migrate again", trimIdem(err)))
+			return ExitError
+		}
 		fail(stderr, err)
 		return ExitUsage
 	}

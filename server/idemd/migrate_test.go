@@ -3,10 +3,12 @@ package idemd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // withMigrator registers m for memory:// for one test.
@@ -103,5 +105,40 @@ func TestMigrateWithoutMigrator(t *testing.T) {
 	var stderr lineWriter
 	if code := Main(ctx, []string{"migrate", "--store", "memory://"}, noEnv, &stderr); code != ExitOK || !strings.Contains(string(stderr), "nothing to do") {
 		t.Errorf("Main(migrate) = %d, %q; want 0 and a line saying there is nothing to do", code, stderr)
+	}
+}
+
+// A SIGTERM during idemd migrate exited 2 with "context canceled", which
+// reads as a configuration to fix. It is a stop, but not a success: a
+// migration Job (restartPolicy OnFailure) or `idemd migrate && roll out`
+// must not go on as if the schema were current, so it exits 1 and says
+// to run it again.
+func TestSignalDuringMigrateIsAStopNotASuccess(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan struct{})
+	withMigrator(t, func(ctx context.Context, _ string, _ *slog.Logger) error {
+		close(started)
+		<-ctx.Done()
+		return fmt.Errorf("idem: applying 00002: %w", ctx.Err())
+	})
+	var stderr lineWriter
+	code := make(chan int, 1)
+	go func() { code <- Main(ctx, []string{"migrate", "--store", "memory://"}, noEnv, &stderr) }()
+	select {
+	case <-started:
+	case <-time.After(defaultTestTimeout):
+		t.Fatal("the migrator never ran")
+	}
+	cancel()
+	var got int
+	select {
+	case got = <-code:
+	case <-time.After(defaultTestTimeout):
+		t.Fatal("Main(migrate) did not return after the signal")
+	}
+	want := "idemd: stopped by a signal before the migrations finished (cannot migrate store memory://: applying 00002: context canceled); run idemd migrate again\n"
+	if got != ExitError || string(stderr) != want {
+		t.Fatalf("Main(migrate) = %d, %q; want %d, %q", got, stderr, ExitError, want)
 	}
 }
