@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -10,7 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"gopkg.in/yaml.v3"
 )
 
@@ -299,7 +304,9 @@ func TestKubernetesScrapeConfig(t *testing.T) {
 	}
 
 	// Pod service discovery makes one target per container port, and one
-	// per container without ports.
+	// per container without ports. It also lists pods that ended (phase
+	// Failed or Succeeded: an evicted replica stays, with its IP, until it
+	// is deleted); scraping one fails for good and IdemDown would page.
 	var kept []string
 	for _, o := range objs {
 		tmpl := o.Spec.Template
@@ -309,44 +316,48 @@ func TestKubernetesScrapeConfig(t *testing.T) {
 		if v := tmpl.Metadata.Annotations["prometheus.io/scrape"]; v == "true" {
 			t.Errorf("%s %s asks annotation-driven jobs to scrape it too: each replica would be scraped twice, under two job names", o.Kind, o.Metadata.Name)
 		}
-		for _, c := range tmpl.Spec.Containers {
-			base := map[string]string{
-				"__meta_kubernetes_namespace":          "idem",
-				"__meta_kubernetes_pod_name":           o.Metadata.Name + "-0",
-				"__meta_kubernetes_pod_container_name": c.Name,
-			}
-			for k, v := range tmpl.Metadata.Labels {
-				base["__meta_kubernetes_pod_label_"+labelNameRE.ReplaceAllString(k, "_")] = v
-			}
-			type port struct {
-				name string
-				num  int
-			}
-			ports := []port{{}}
-			if len(c.Ports) > 0 {
-				ports = nil
-				for _, p := range c.Ports {
-					ports = append(ports, port{p.Name, p.ContainerPort})
+		for _, phase := range []string{"Pending", "Running", "Succeeded", "Failed"} {
+			for _, c := range tmpl.Spec.Containers {
+				base := map[string]string{
+					"__meta_kubernetes_namespace":          "idem",
+					"__meta_kubernetes_pod_name":           o.Metadata.Name + "-0",
+					"__meta_kubernetes_pod_container_name": c.Name,
+					"__meta_kubernetes_pod_phase":          phase,
 				}
-			}
-			for _, p := range ports {
-				labels := map[string]string{}
-				for k, v := range base {
-					labels[k] = v
+				for k, v := range tmpl.Metadata.Labels {
+					base["__meta_kubernetes_pod_label_"+labelNameRE.ReplaceAllString(k, "_")] = v
 				}
-				if p.num != 0 {
-					labels["__meta_kubernetes_pod_container_port_name"] = p.name
-					labels["__meta_kubernetes_pod_container_port_number"] = strconv.Itoa(p.num)
+				type port struct {
+					name string
+					num  int
 				}
-				if !relabel(t, sc.RelabelConfigs, labels) {
-					continue
+				ports := []port{{}}
+				if len(c.Ports) > 0 {
+					ports = nil
+					for _, p := range c.Ports {
+						ports = append(ports, port{p.Name, p.ContainerPort})
+					}
 				}
-				kept = append(kept, fmt.Sprintf("%s/%s:%d", o.Kind, c.Name, p.num))
+				for _, p := range ports {
+					labels := map[string]string{}
+					for k, v := range base {
+						labels[k] = v
+					}
+					if p.num != 0 {
+						labels["__meta_kubernetes_pod_container_port_name"] = p.name
+						labels["__meta_kubernetes_pod_container_port_number"] = strconv.Itoa(p.num)
+					}
+					if !relabel(t, sc.RelabelConfigs, labels) {
+						continue
+					}
+					kept = append(kept, fmt.Sprintf("%s/%s:%d/%s", o.Kind, c.Name, p.num, phase))
+				}
 			}
 		}
 	}
-	if want := []string{fmt.Sprintf("Deployment/idemd:%d", metricsPort)}; !slices.Equal(kept, want) {
-		t.Errorf("scrape job idemd keeps targets %v, want %v (the server pods' IDEM_METRICS_LISTEN port)", kept, want)
+	want := []string{fmt.Sprintf("Deployment/idemd:%d/Pending", metricsPort), fmt.Sprintf("Deployment/idemd:%d/Running", metricsPort)}
+	if !slices.Equal(kept, want) {
+		t.Errorf("scrape job idemd keeps targets %v, want %v (the IDEM_METRICS_LISTEN port of server pods that have not ended)", kept, want)
 	}
 
 	exported := map[string]bool{}
@@ -435,5 +446,140 @@ func TestAlertRuleUnitTests(t *testing.T) {
 	}
 	if out, err := exec.Command(p, "test", "rules", "prometheus/alerts_test.yml").CombinedOutput(); err != nil {
 		t.Fatalf("promtool test rules prometheus/alerts_test.yml: %v\n%s", err, out)
+	}
+}
+
+// probeSpec is the part of a Kubernetes probe these tests read.
+type probeSpec struct {
+	GRPC *struct {
+		Port    int
+		Service *string
+	} `yaml:"grpc"`
+	HTTPGet *struct {
+		Port any
+		Path string
+	} `yaml:"httpGet"`
+	PeriodSeconds    int `yaml:"periodSeconds"`
+	FailureThreshold int `yaml:"failureThreshold"`
+}
+
+// The kubelet's probes ask what idemd answers: the gRPC health service on
+// IDEM_LISTEN's port, under a service name it reports SERVING (an unknown
+// name is NOT_FOUND, and the pod would never be ready), and /metrics on
+// IDEM_METRICS_LISTEN's port. SIGKILL comes after idemd's own shutdown.
+func TestProbesAndGraceMatchIdemd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	out := renderBase(t)
+	var cfg map[string]string
+	var dep struct {
+		Spec struct {
+			Template struct {
+				Spec struct {
+					TerminationGracePeriodSeconds *int `yaml:"terminationGracePeriodSeconds"`
+					Containers                    []struct {
+						Name  string
+						Ports []struct {
+							Name          string
+							ContainerPort int `yaml:"containerPort"`
+						}
+						StartupProbe   *probeSpec `yaml:"startupProbe"`
+						ReadinessProbe *probeSpec `yaml:"readinessProbe"`
+						LivenessProbe  *probeSpec `yaml:"livenessProbe"`
+					}
+				}
+			}
+		}
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(out)))
+	for {
+		var node yaml.Node
+		if err := dec.Decode(&node); err != nil {
+			break
+		}
+		var head struct{ Kind string }
+		if err := node.Decode(&head); err != nil {
+			t.Fatal(err)
+		}
+		switch head.Kind {
+		case "ConfigMap":
+			var cm struct{ Data map[string]string }
+			if err := node.Decode(&cm); err != nil {
+				t.Fatal(err)
+			}
+			cfg = cm.Data
+		case "Deployment":
+			if err := node.Decode(&dep); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	port := func(env string) int {
+		_, p, err := net.SplitHostPort(cfg[env])
+		n, _ := strconv.Atoi(p)
+		if err != nil || n == 0 {
+			t.Fatalf("ConfigMap %s = %q, want host:port", env, cfg[env])
+		}
+		return n
+	}
+	grpcPort, metricsPort := port("IDEM_LISTEN"), port("IDEM_METRICS_LISTEN")
+
+	grpcAddr, _ := startIdemd(t)
+	conn, err := grpc.NewClient("passthrough:///"+grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+
+	spec := dep.Spec.Template.Spec
+	if len(spec.Containers) == 0 {
+		t.Fatal("rendered base has no Deployment with containers")
+	}
+	c := spec.Containers[0]
+	named := map[string]int{}
+	for _, p := range c.Ports {
+		named[p.Name] = p.ContainerPort
+	}
+	for name, p := range map[string]*probeSpec{"startupProbe": c.StartupProbe, "readinessProbe": c.ReadinessProbe, "livenessProbe": c.LivenessProbe} {
+		switch {
+		case p == nil:
+			t.Errorf("container %s has no %s", c.Name, name)
+		case p.GRPC != nil:
+			if p.GRPC.Port != grpcPort {
+				t.Errorf("%s asks gRPC health on port %d; idemd listens on %d (IDEM_LISTEN)", name, p.GRPC.Port, grpcPort)
+			}
+			svc := ""
+			if p.GRPC.Service != nil {
+				svc = *p.GRPC.Service
+			}
+			resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+			if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				t.Errorf("%s asks health of service %q; a serving idemd answers %v, %v", name, svc, resp.GetStatus(), err)
+			}
+		case p.HTTPGet != nil:
+			n, ok := p.HTTPGet.Port.(int)
+			if s, isName := p.HTTPGet.Port.(string); isName {
+				n, ok = named[s]
+			}
+			if !ok || n != metricsPort || p.HTTPGet.Path != "/metrics" {
+				t.Errorf("%s gets %v%s; idemd serves /metrics on port %d (IDEM_METRICS_LISTEN)", name, p.HTTPGet.Port, p.HTTPGet.Path, metricsPort)
+			}
+		default:
+			t.Errorf("%s is neither a gRPC nor an HTTP probe", name)
+		}
+	}
+
+	shutdown, err := time.ParseDuration(cfg["IDEM_SHUTDOWN_TIMEOUT"])
+	if err != nil {
+		t.Fatalf("ConfigMap IDEM_SHUTDOWN_TIMEOUT = %q: %v", cfg["IDEM_SHUTDOWN_TIMEOUT"], err)
+	}
+	grace := 30 * time.Second // Kubernetes' default
+	if spec.TerminationGracePeriodSeconds != nil {
+		grace = time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	// idemd may take a second past the timeout to close the store.
+	if grace < shutdown+5*time.Second {
+		t.Errorf("terminationGracePeriodSeconds %v leaves too little after IDEM_SHUTDOWN_TIMEOUT %v: SIGKILL would cut the drain or the store's close", grace, shutdown)
 	}
 }
