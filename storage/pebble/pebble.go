@@ -129,6 +129,10 @@ type Store struct {
 	// deleting counts Deletes between their commit and the end of its
 	// sync: a scan that found nothing may have seen one (see syncSeen).
 	deleting atomic.Int64
+
+	// failed is set once a commit did not return (see commit): from then
+	// on the store answers nothing from what it holds.
+	failed atomic.Bool
 }
 
 type options struct {
@@ -287,7 +291,37 @@ func (s *Store) enter(ctx context.Context) error {
 		s.mu.RUnlock()
 		return storage.ErrClosed
 	}
+	if err := s.failedErr(); err != nil {
+		s.mu.RUnlock()
+		return err
+	}
 	return nil
+}
+
+// failedErr is the error of every call once a commit failed. Calls check it
+// again once they hold their stripes, which the failed writer held.
+func (s *Store) failedErr() error {
+	if !s.failed.Load() {
+		return nil
+	}
+	return fmt.Errorf("%w: pebble store at %s stopped after a write to its log failed; restart idemd to recover what the disk holds", storage.ErrUnavailable, s.dir)
+}
+
+// commit commits b. Pebble makes a batch readable before its log sync ends
+// and answers a failed sync with Fatalf, which panics through here: failed
+// is set before the panic unwinds the caller's stripe locks, so no call
+// waiting on them (nor any call, should something recover the panic)
+// answers from a batch the disk may not hold.
+func (s *Store) commit(b *pebbledb.Batch, o *pebbledb.WriteOptions) error {
+	done := false
+	defer func() {
+		if !done {
+			s.failed.Store(true)
+		}
+	}()
+	err := b.Commit(o)
+	done = true
+	return err
 }
 
 // now is the store clock's time, without location or monotonic reading, so
@@ -389,6 +423,9 @@ func (s *Store) update(ctx context.Context, id storage.ID, decide func(cur *stor
 	l := s.lockFor(key)
 	l.Lock()
 	defer l.Unlock()
+	if err := s.failedErr(); err != nil {
+		return nil, err
+	}
 	s.pres.mu.RLock()
 	defer s.pres.mu.RUnlock()
 	cur, err := s.get(key)
@@ -406,7 +443,7 @@ func (s *Store) update(ctx context.Context, id storage.ID, decide func(cur *stor
 		return nil, s.writeErr(err)
 	}
 	s.commits.Add(1)
-	if err := b.Commit(pebbledb.Sync); err != nil {
+	if err := s.commit(b, pebbledb.Sync); err != nil {
 		return nil, s.writeErr(err)
 	}
 	return rec, nil
@@ -491,6 +528,9 @@ func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, err
 	l := s.lockFor(key)
 	l.Lock()
 	defer l.Unlock()
+	if err := s.failedErr(); err != nil {
+		return nil, err
+	}
 	s.pres.mu.RLock()
 	defer s.pres.mu.RUnlock()
 	cur, err := s.get(key)
@@ -520,7 +560,7 @@ func (s *Store) Delete(ctx context.Context, id storage.ID) (*storage.Record, err
 	}
 	s.commits.Add(1)
 	s.deleting.Add(1)
-	err = b.Commit(pebbledb.Sync)
+	err = s.commit(b, pebbledb.Sync)
 	s.deleting.Add(-1)
 	if err != nil {
 		return nil, s.writeErr(err)
@@ -575,6 +615,9 @@ func (s *Store) batch(ctx context.Context, ids []storage.ID, decide func(i int, 
 	}
 	unlock := s.lockAll(keys)
 	defer unlock()
+	if err := s.failedErr(); err != nil {
+		return err
+	}
 	s.pres.mu.RLock()
 	defer s.pres.mu.RUnlock()
 	now := s.now()
@@ -614,7 +657,7 @@ func (s *Store) batch(ctx context.Context, ids []storage.ID, decide func(i int, 
 		return nil
 	}
 	s.commits.Add(1)
-	if err := b.Commit(pebbledb.Sync); err != nil {
+	if err := s.commit(b, pebbledb.Sync); err != nil {
 		return s.writeErr(err)
 	}
 	return nil
@@ -665,7 +708,12 @@ func (s *Store) BatchComplete(ctx context.Context, items []storage.CompleteParam
 // that found records syncs; so does one that found none while a Delete
 // was unsynced, since that Delete may be why it found none.
 func (s *Store) syncSeen() error {
-	if err := s.db.LogData(syncMark, pebbledb.Sync); err != nil {
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := b.LogData(syncMark, nil); err != nil {
+		return s.writeErr(err)
+	}
+	if err := s.commit(b, pebbledb.Sync); err != nil {
 		return s.writeErr(err)
 	}
 	return nil

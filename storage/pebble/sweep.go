@@ -203,7 +203,7 @@ func (s *Store) sweepChunk(entries [][]byte, now time.Time) (deleted int, unread
 	// Unsynced: a delete lost in a crash leaves an expired record, which
 	// reads as absent and the next sweep removes. A later synced commit
 	// makes it durable anyway, since the WAL is written in order.
-	if err := b.Commit(pebbledb.NoSync); err != nil {
+	if err := s.commit(b, pebbledb.NoSync); err != nil {
 		return 0, unread, s.writeErr(err)
 	}
 	return deleted, unread, nil
