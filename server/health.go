@@ -51,14 +51,7 @@ func (s *Service) runHealth() {
 
 // checkHealth pings the stores and publishes the result.
 func (s *Service) checkHealth() {
-	failed := map[storage.Store]error{}
-	for _, st := range s.stores() {
-		ctx, cancel := context.WithTimeout(s.bg, s.opts.healthTimeout)
-		if err := st.Ping(ctx); err != nil {
-			failed[st] = err
-		}
-		cancel()
-	}
+	failed := s.pingAll(s.stores())
 	var errs []error
 	stores := 0
 	if len(failed) > 0 {
@@ -92,6 +85,61 @@ func (s *Service) checkHealth() {
 	for _, name := range healthServices {
 		s.health.SetServingStatus(name, st)
 	}
+}
+
+// storePing is one Ping of a store, which checks started while it runs join.
+type storePing struct {
+	done chan struct{}
+	err  error
+}
+
+// errPingHung is a store whose Ping outlived the health timeout, its
+// context ignored.
+var errPingHung = errors.New("idem: store ping did not return within the health timeout")
+
+// pingAll pings the stores at once and returns those that failed. Each
+// Ping runs in a goroutine given up on at the health timeout: a store
+// whose Ping ignores its context (a disk stuck in I/O) would otherwise
+// hold the checker, and the SERVING it last published, for as long. A
+// check never starts a second Ping of a store while one runs, so a hung
+// store holds one goroutine, not one per check.
+func (s *Service) pingAll(stores []storage.Store) map[storage.Store]error {
+	wctx, cancel := context.WithTimeout(s.bg, s.opts.healthTimeout)
+	defer cancel()
+	pings := make([]*storePing, len(stores))
+	s.pingMu.Lock()
+	for i, st := range stores {
+		p := s.pings[st]
+		if p == nil {
+			p = &storePing{done: make(chan struct{})}
+			s.pings[st] = p
+			go s.ping(st, p)
+		}
+		pings[i] = p
+	}
+	s.pingMu.Unlock()
+	failed := map[storage.Store]error{}
+	for i, p := range pings {
+		select {
+		case <-p.done:
+			if p.err != nil {
+				failed[stores[i]] = p.err
+			}
+		case <-wctx.Done():
+			failed[stores[i]] = errPingHung
+		}
+	}
+	return failed
+}
+
+func (s *Service) ping(st storage.Store, p *storePing) {
+	ctx, cancel := context.WithTimeout(s.bg, s.opts.healthTimeout)
+	p.err = st.Ping(ctx)
+	cancel()
+	s.pingMu.Lock()
+	delete(s.pings, st)
+	s.pingMu.Unlock()
+	close(p.done)
 }
 
 // NewGRPCServer returns a gRPC server with the Service, the health service

@@ -33,6 +33,9 @@ type Service struct {
 	// failing is how many stores failed the last health check (-1 before
 	// the first), so a change is logged once.
 	failing atomic.Int64
+	// pings are the store Pings running now, for checks to join.
+	pingMu sync.Mutex
+	pings  map[storage.Store]*storePing
 	// quiet throttles the per-call warnings (store trouble, internal
 	// errors), which an outage would otherwise write for every call.
 	quiet *logthrottle.Throttle
@@ -77,6 +80,7 @@ func New(store storage.Store, opts ...Option) (*Service, error) {
 		resolver: o.resolver,
 		notifier: newNotifier(),
 		health:   health.NewServer(),
+		pings:    map[storage.Store]*storePing{},
 		done:     make(chan struct{}),
 	}
 	if s.resolver == nil {

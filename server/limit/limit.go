@@ -96,7 +96,9 @@ func WithMetrics(m *observe.Metrics) Option { return func(l *Limiter) { l.metric
 
 // WithTenantFunc overrides how a call's tenant is found for the rate
 // limit; the default is the authenticated identity's tenant, else the
-// request's tenant field, else "default".
+// request's tenant field, else "default" for a request that has one. An
+// empty tenant (a stream without identity, such as server reflection)
+// acts for no tenant: only MaxInflight applies to it.
 func WithTenantFunc(f func(ctx context.Context, req any) string) Option {
 	return func(l *Limiter) { l.tenantOf = f }
 }
@@ -163,7 +165,11 @@ func defaultTenant(ctx context.Context, req any) string {
 	if id, ok := auth.FromContext(ctx); ok {
 		return id.Tenant
 	}
-	if r, ok := req.(tenanted); ok && r.GetTenant() != "" {
+	r, ok := req.(tenanted)
+	if !ok {
+		return ""
+	}
+	if r.GetTenant() != "" {
 		return r.GetTenant()
 	}
 	return "default"
@@ -285,7 +291,11 @@ func (l *Limiter) Admit(ctx context.Context, method string, req any) (done func(
 	if l.cfg.TenantRate <= 0 && l.cfg.TenantMaxInflight <= 0 {
 		return l.releaseFn, nil
 	}
-	tenant := tenantKey(l.tenantOf(ctx, req))
+	t := l.tenantOf(ctx, req)
+	if t == "" {
+		return l.releaseFn, nil
+	}
+	tenant := tenantKey(t)
 	if l.cfg.TenantMaxInflight <= 0 {
 		if err := l.allow(tenant); err != nil {
 			l.release()
