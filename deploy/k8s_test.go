@@ -574,12 +574,19 @@ func TestProbesAndGraceMatchIdemd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ConfigMap IDEM_SHUTDOWN_TIMEOUT = %q: %v", cfg["IDEM_SHUTDOWN_TIMEOUT"], err)
 	}
+	if d := cfg["IDEM_SHUTDOWN_DELAY"]; d != "" {
+		delay, err := time.ParseDuration(d)
+		if err != nil {
+			t.Fatalf("ConfigMap IDEM_SHUTDOWN_DELAY = %q: %v", d, err)
+		}
+		shutdown += delay
+	}
 	grace := 30 * time.Second // Kubernetes' default
 	if spec.TerminationGracePeriodSeconds != nil {
 		grace = time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second
 	}
 	// idemd may take a second past the timeout to close the store.
 	if grace < shutdown+5*time.Second {
-		t.Errorf("terminationGracePeriodSeconds %v leaves too little after IDEM_SHUTDOWN_TIMEOUT %v: SIGKILL would cut the drain or the store's close", grace, shutdown)
+		t.Errorf("terminationGracePeriodSeconds %v leaves too little after IDEM_SHUTDOWN_DELAY + IDEM_SHUTDOWN_TIMEOUT %v: SIGKILL would cut the drain or the store's close", grace, shutdown)
 	}
 }

@@ -100,6 +100,11 @@ func (s *Service) Register(reg grpc.ServiceRegistrar) {
 	idemv1.RegisterAdminServiceServer(reg, s)
 }
 
+// Drain marks the Service NOT_SERVING for good while it goes on answering
+// calls, so that load balancers move new calls to other replicas before
+// shutdown stops accepting them. Close follows.
+func (s *Service) Drain() { s.health.Shutdown() }
+
 // Close marks the Service NOT_SERVING, ends every waiting Reserve with the
 // outcome at that moment, and stops the health checker. It does not close
 // the store. Close is idempotent.

@@ -42,6 +42,7 @@ type Config struct {
 
 	LogLevel        slog.Level
 	ShutdownTimeout time.Duration
+	ShutdownDelay   time.Duration
 	HealthInterval  time.Duration
 	// StoreTimeout bounds each store operation (server.WithStoreTimeout);
 	// 0 turns the bound off.
@@ -91,6 +92,7 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.GCPercent, "gc-percent", c.GCPercent, "Go GC target percentage (as GOGC; GOGC wins when this flag and IDEM_GC_PERCENT are unset)")
 	fs.TextVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn, error")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long shutdown waits for in-flight calls before cutting them off")
+	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", c.ShutdownDelay, "on SIGTERM, report NOT_SERVING but go on serving this long before shutdown begins, while load balancers take the replica out")
 	fs.DurationVar(&c.HealthInterval, "health-interval", c.HealthInterval, "how often the store is pinged for the health service")
 	fs.DurationVar(&c.StoreTimeout, "store-timeout", c.StoreTimeout, "longest one store operation may take before the call answers UNAVAILABLE (0: no bound)")
 	fs.UintVar(&c.MaxStreams, "max-streams", c.MaxStreams, "most calls one client connection may have open at once; clients queue the rest (0: no bound)")
@@ -125,6 +127,7 @@ func ApplyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 }
 
 const (
+	maxShutdownDelay  = 5 * time.Minute
 	minHealthInterval = 100 * time.Millisecond
 	minStoreTimeout   = time.Millisecond
 )
@@ -196,6 +199,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	} else {
 		errs = append(errs, c.Policies.within(l)...)
+	}
+	if c.ShutdownDelay < 0 || c.ShutdownDelay > maxShutdownDelay {
+		errs = append(errs, fmt.Errorf("--shutdown-delay %v is outside 0–%v", c.ShutdownDelay, maxShutdownDelay))
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, errors.New("--shutdown-timeout is negative"))

@@ -219,24 +219,36 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	}
 	log.Info("idemd serving", attrs...)
 
+	// A second SIGTERM or interrupt cuts the delay and the drain short;
+	// the store is still closed cleanly. (main's NotifyContext keeps
+	// catching it, so without this it did nothing.)
+	again := make(chan os.Signal, 1)
 	var serveErr error
 	select {
 	case <-ctx.Done():
+		signal.Notify(again, syscall.SIGTERM, os.Interrupt)
+		if cfg.ShutdownDelay > 0 {
+			// Endpoints and load balancers learn of the stop a moment
+			// after the signal; until they do, new calls keep coming.
+			svc.Drain()
+			log.Info("idemd draining: NOT_SERVING, still serving", "delay", cfg.ShutdownDelay.String())
+			select {
+			case <-time.After(cfg.ShutdownDelay):
+			case <-again:
+				log.Warn("second signal; shutting down without the rest of the delay")
+			}
+		}
 		log.Info("idemd shutting down", "timeout", cfg.ShutdownTimeout.String())
 	case serveErr = <-errc:
+		signal.Notify(again, syscall.SIGTERM, os.Interrupt)
 		log.Error("idemd stopping", "err", serveErr)
 	}
+	defer signal.Stop(again)
 
 	// One deadline for the whole shutdown, so that idemd exits about
-	// ShutdownTimeout after the signal, as terminationGracePeriodSeconds
-	// in deploy/ assumes.
+	// ShutdownDelay + ShutdownTimeout after the signal, as
+	// terminationGracePeriodSeconds in deploy/ assumes.
 	deadline := time.Now().Add(cfg.ShutdownTimeout)
-	// A second SIGTERM or interrupt cuts the drain short; the store is
-	// still closed cleanly. (main's NotifyContext keeps catching it, so
-	// without this it did nothing.)
-	again := make(chan os.Signal, 1)
-	signal.Notify(again, syscall.SIGTERM, os.Interrupt)
-	defer signal.Stop(again)
 
 	// NOT_SERVING first, so load balancers move away while calls drain.
 	svc.Close()

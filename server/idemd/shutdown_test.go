@@ -6,9 +6,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 )
@@ -94,6 +99,71 @@ func TestSecondSignalCutsDrainShort(t *testing.T) {
 			close(g.release)
 			<-done
 			t.Fatalf("Serve() still draining %v after the first signal, with second ones sent every 50 ms", defaultTestTimeout)
+		}
+	}
+}
+
+// With --shutdown-delay, a SIGTERM first turns health NOT_SERVING while
+// idemd goes on answering new calls, for load balancers that learn of the
+// stop a moment later; a second signal ends the delay.
+func TestShutdownDelayServesWhileNotServing(t *testing.T) {
+	sigs := make(chan os.Signal, 64)
+	signal.Notify(sigs, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	g := newGate()
+	cfg := memoryConfig()
+	cfg.ShutdownDelay = maxShutdownDelay
+	sctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- Serve(sctx, cfg, slog.New(&addrHandler{addr: g.addr})) }()
+	addr := <-g.addr
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	stop()
+	for {
+		r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		if err == nil && r.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("Serve() = %v before the delay ended", err)
+		case <-ctx.Done():
+			t.Fatalf("health never turned NOT_SERVING after the signal (last %v, %v)", r.GetStatus(), err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	// A new connection and a new call are still served.
+	resp, err := dial(t, addr).Reserve(ctx, &idemv1.ReserveRequest{Namespace: "ns", Key: "during-delay"})
+	if err != nil || resp.GetOutcome() != idemv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED {
+		t.Fatalf("Reserve during the delay = %v, %v; want RESERVED", resp.GetOutcome(), err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve() = %v, want nil", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("a second signal did not end the delay")
+	}
+}
+
+func TestShutdownDelayBounds(t *testing.T) {
+	for _, d := range []time.Duration{-time.Second, 6 * time.Minute} {
+		c := memoryConfig()
+		c.ShutdownDelay = d
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--shutdown-delay") {
+			t.Errorf("Validate() with --shutdown-delay %v = %v, want an error naming it", d, err)
 		}
 	}
 }
