@@ -2,6 +2,7 @@ package reliability
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 	"github.com/idemhq/idem/reliability/faultproxy"
 	"github.com/idemhq/idem/reliability/harness"
 	"github.com/idemhq/idem/reliability/model"
@@ -42,9 +44,16 @@ func TestCrash(t *testing.T) {
 		{"postgres/postgres-down", func(t *testing.T) (*harness.Idemd, crash) {
 			u, p := proxiedPostgres(t)
 			d := startIdemd(t, u)
+			var before int64
 			return d, crash{
-				down: func(context.Context) error { p.Refuse(true); p.Reset(); return nil },
-				up:   func(context.Context) error { p.Refuse(false); return nil },
+				down: func(context.Context) error { before = p.Faulted(); p.Refuse(true); p.Reset(); return nil },
+				up: func(context.Context) error {
+					p.Refuse(false)
+					if p.Faulted() == before {
+						return errors.New("the outage reset and refused no connection: the proxy is not between idemd and PostgreSQL")
+					}
+					return nil
+				},
 			}
 		}},
 	}
@@ -81,6 +90,7 @@ func crashCycles(t *testing.T, d *harness.Idemd, c crash) {
 	rec := harness.NewRecorder()
 	cs := clients(t, d.Addr, 20, rec, 5*time.Second)
 	run := randomName("k")
+	everyKey := map[string]bool{}
 	for i := range cycles {
 		w := harness.Workload{Clients: 16, Readers: 4, Keys: 8, KeyEvery: 32, Think: 5 * time.Millisecond, Prefix: fmt.Sprintf("%s-c%d", run, i), Seed: rand.Uint64()}
 		wctx, stop := context.WithCancel(ctx)
@@ -102,33 +112,21 @@ func crashCycles(t *testing.T, d *harness.Idemd, c crash) {
 		// rest of this cycle's keys are read once more for the history;
 		// each client reads its share.
 		acked := rec.Acknowledged()
-		all := slices.Concat(slices.Collect(maps.Keys(acked)), keys)
-		var wg sync.WaitGroup
-		for ci, c := range cs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for j := ci; j < len(all); j += len(cs) {
-					key := all[j]
-					got := lookupUntilKnown(ctx, c, key)
-					want, ok := acked[key]
-					switch {
-					case ctx.Err() != nil:
-						return
-					case ok && (got.Unknown || got.Err != model.OK || got.State != model.Completed || got.Result != want):
-						t.Errorf("cycle %d: Lookup(%s) after the crash = %s, want COMPLETED result=%q", i, key, got.String(model.Lookup), want)
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		if ctx.Err() != nil {
-			t.Fatalf("cycle %d: the test's time ran out while reading back: %v", i, ctx.Err())
+		readBack(ctx, t, cs, fmt.Sprintf("cycle %d", i), acked, slices.Concat(slices.Collect(maps.Keys(acked)), keys))
+		for _, k := range keys {
+			everyKey[k] = true
 		}
 		if i == 0 {
 			t.Logf("cycle 0: %d keys, back up in %v, read back in %v", len(keys), up.Sub(restart).Round(time.Millisecond), time.Since(up).Round(time.Millisecond))
 		}
+		// Reads alone would pass a store that came back refusing writes.
+		if err := probeWrite(ctx, cs[0], fmt.Sprintf("%s-c%d-probe", run, i)); err != nil {
+			t.Fatalf("cycle %d: after coming back: %v", i, err)
+		}
 	}
+	// Every key of every cycle once more: a Reserve or Release a later
+	// crash undid is caught only by a read after that crash.
+	readBack(ctx, t, cs, "at the end", rec.Acknowledged(), slices.Collect(maps.Keys(everyKey)))
 	for _, dup := range rec.DuplicateHolders() {
 		t.Errorf("two holders: %s", dup)
 	}
@@ -136,6 +134,34 @@ func crashCycles(t *testing.T, d *harness.Idemd, c crash) {
 		t.Error("no Complete was acknowledged in any cycle; the test checked nothing")
 	}
 	checkHistory(t, rec)
+}
+
+// readBack looks up keys, each client its share, into the history, and
+// fails the test for an acknowledged Complete that does not read back
+// identically.
+func readBack(ctx context.Context, t *testing.T, cs []*harness.Client, when string, acked map[string]string, keys []string) {
+	var wg sync.WaitGroup
+	for ci, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := ci; j < len(keys); j += len(cs) {
+				key := keys[j]
+				got := lookupUntilKnown(ctx, c, key)
+				want, ok := acked[key]
+				switch {
+				case ctx.Err() != nil:
+					return
+				case ok && (got.Unknown || got.Err != model.OK || got.State != model.Completed || got.Result != want):
+					t.Errorf("%s: Lookup(%s) after the crash = %s, want COMPLETED result=%q", when, key, got.String(model.Lookup), want)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		t.Fatalf("%s: the test's time ran out while reading back: %v", when, ctx.Err())
+	}
 }
 
 // lookupUntilKnown looks key up until the answer is known, for as long as
@@ -151,4 +177,35 @@ func lookupUntilKnown(ctx context.Context, c *harness.Client, key string) model.
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// probeWrite reserves key and completes it, each retried until its answer
+// is known for up to 10 s: the service takes writes again. The calls are
+// part of the history.
+func probeWrite(ctx context.Context, c *harness.Client, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	until := func(call func() model.Output) model.Output {
+		for {
+			out := call()
+			if !out.Unknown || ctx.Err() != nil {
+				return out
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	res := &idemv1.Result{Message: "probe " + key}
+	r := until(func() model.Output { return c.Reserve(ctx, key, "fp-"+key) })
+	if r.Unknown || r.Outcome != model.Reserved && r.Outcome != model.OutcomeInProgress {
+		// IN_PROGRESS: an earlier attempt of this loop reserved it.
+		return fmt.Errorf("Reserve(%s) of a fresh key = %s, want RESERVED within 10s", key, r.String(model.Reserve))
+	}
+	got := until(func() model.Output { return c.Complete(ctx, key, r.Token, res) })
+	if got.Unknown || got.Err != model.OK || got.State != model.Completed {
+		return fmt.Errorf("Complete(%s, token %d) = %s, want COMPLETED within 10s", key, r.Token, got.String(model.Complete))
+	}
+	return nil
 }

@@ -40,6 +40,11 @@ func TestLinearizable(t *testing.T) {
 				cs[0].Lookup(ctx, k)
 			}
 			checkHistory(t, rec)
+			// No fault is injected here: a call without an answer is idemd
+			// failing, and an unknown outcome would let the checker excuse it.
+			if _, unknown := rec.Counts(); unknown > 0 || rec.Dropped() > 0 {
+				t.Errorf("%d calls with unknown outcome and %d unanswered, want none without faults", unknown, rec.Dropped())
+			}
 		})
 	}
 }

@@ -3,6 +3,7 @@ package faultproxy
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,6 +19,7 @@ type Proxy struct {
 	flowing chan struct{} // closed while data may pass; replaced by a blackhole
 	closed  bool
 	wg      sync.WaitGroup
+	faulted atomic.Int64
 }
 
 // New listens on a free loopback port and forwards to target.
@@ -35,6 +37,11 @@ func New(target string) (*Proxy, error) {
 
 // Addr is the address clients connect to.
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+// Faulted counts what the faults touched: chunks delayed or held,
+// connections reset or refused. A test reads it to know its fault was in
+// the path of real traffic, not injected into a proxy nobody used.
+func (p *Proxy) Faulted() int64 { return p.faulted.Load() }
 
 // SetLatency delays every chunk of data forwarded in either direction.
 func (p *Proxy) SetLatency(d time.Duration) {
@@ -77,6 +84,7 @@ func (p *Proxy) Reset() {
 	for c := range p.conns {
 		abort(c)
 		delete(p.conns, c)
+		p.faulted.Add(1)
 	}
 }
 
@@ -115,6 +123,9 @@ func (p *Proxy) accept() {
 		p.mu.Unlock()
 		if refuse || closed {
 			abort(client)
+			if refuse && !closed {
+				p.faulted.Add(1)
+			}
 			continue
 		}
 		p.wg.Add(1)
@@ -175,8 +186,14 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 			p.mu.Lock()
 			flowing, latency := p.flowing, p.latency
 			p.mu.Unlock()
-			<-flowing
+			select {
+			case <-flowing:
+			default:
+				p.faulted.Add(1)
+				<-flowing
+			}
 			if latency > 0 {
+				p.faulted.Add(1)
 				time.Sleep(latency)
 			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {

@@ -144,3 +144,26 @@ func TestRefuse(t *testing.T) {
 		t.Fatalf("roundTrip() after refusing error = %v, want nil", err)
 	}
 }
+
+// TestFaultedCountsTouchedTraffic: a fault on a proxy nobody uses counts
+// nothing, so a test can tell its fault was in the path.
+func TestFaultedCountsTouchedTraffic(t *testing.T) {
+	p := newProxy(t)
+	p.SetLatency(time.Millisecond)
+	p.Reset()
+	if got := p.Faulted(); got != 0 {
+		t.Fatalf("Faulted() with no traffic = %d, want 0", got)
+	}
+	c := dial(t, p.Addr())
+	if _, err := roundTrip(c, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	delayed := p.Faulted()
+	if delayed < 2 {
+		t.Fatalf("Faulted() after a delayed round trip = %d, want at least 2 (one chunk each way)", delayed)
+	}
+	p.Reset()
+	if got := p.Faulted(); got <= delayed {
+		t.Errorf("Faulted() after resetting an open connection = %d, want more than %d", got, delayed)
+	}
+}

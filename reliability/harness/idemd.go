@@ -68,15 +68,22 @@ type Idemd struct {
 	Log   string   // file the subprocess's stderr is appended to
 
 	mu   sync.Mutex
+	proc *proc // nil when none runs
+}
+
+// proc is one run of the subprocess; err is cmd.Wait's error, set before
+// done is closed.
+type proc struct {
 	cmd  *exec.Cmd
 	done chan struct{}
+	err  error
 }
 
 // Start starts idemd and waits until its health service reports SERVING.
 func (d *Idemd) Start(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.cmd != nil {
+	if d.proc != nil {
 		return errors.New("idem: idemd already running")
 	}
 	logf, err := os.OpenFile(d.Log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -90,24 +97,28 @@ func (d *Idemd) Start(ctx context.Context) error {
 		logf.Close()
 		return fmt.Errorf("idem: starting idemd: %v", err)
 	}
-	done := make(chan struct{})
+	p := &proc{cmd: cmd, done: make(chan struct{})}
 	go func() {
-		_ = cmd.Wait()
+		p.err = cmd.Wait()
 		logf.Close()
-		close(done)
+		close(p.done)
 	}()
-	d.cmd, d.done = cmd, done
-	if err := waitServing(ctx, d.Addr, done); err != nil {
+	d.proc = p
+	if err := waitServing(ctx, d.Addr, p.done); err != nil {
 		_ = cmd.Process.Kill()
-		<-done
-		d.cmd = nil
-		tail, _ := os.ReadFile(d.Log)
-		if len(tail) > 2000 {
-			tail = tail[len(tail)-2000:]
-		}
-		return fmt.Errorf("idem: idemd did not become ready: %v; its log ends:\n%s", err, tail)
+		<-p.done
+		d.proc = nil
+		return fmt.Errorf("idem: idemd did not become ready: %v; its log ends:\n%s", err, d.logTail())
 	}
 	return nil
+}
+
+func (d *Idemd) logTail() []byte {
+	tail, _ := os.ReadFile(d.Log)
+	if len(tail) > 2000 {
+		tail = tail[len(tail)-2000:]
+	}
+	return tail
 }
 
 func waitServing(ctx context.Context, addr string, exited <-chan struct{}) error {
@@ -140,45 +151,68 @@ func waitServing(ctx context.Context, addr string, exited <-chan struct{}) error
 func (d *Idemd) PID() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.cmd == nil {
+	if d.proc == nil {
 		return 0
 	}
-	return d.cmd.Process.Pid
+	return d.proc.cmd.Process.Pid
 }
 
-// Kill sends SIGKILL and waits for the process to exit: no shutdown, no
-// flush, what a power cut or the OOM killer does.
+// Kill sends SIGKILL and waits for the process to exit: no shutdown and no
+// flush of idemd's own buffers. Data written to the kernel but not yet
+// fsync'd survives it, so a kill tests a process crash, not a power cut.
+// An error says the process had already exited on its own: a crash of
+// idemd's own making, which must not pass for a kill the test chose.
 func (d *Idemd) Kill() error { return d.stop(syscall.SIGKILL, 0) }
 
-// Stop sends SIGTERM and waits up to timeout for a graceful exit, then kills.
+// Stop sends SIGTERM and waits up to timeout for a clean exit (status 0).
+// An error says idemd had exited on its own before, exited with another
+// status, or had to be killed.
 func (d *Idemd) Stop(timeout time.Duration) error { return d.stop(syscall.SIGTERM, timeout) }
 
 func (d *Idemd) stop(sig syscall.Signal, timeout time.Duration) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.cmd == nil {
+	p := d.proc
+	if p == nil {
 		return nil
 	}
-	if err := d.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	d.proc = nil
+	select {
+	case <-p.done:
+		return fmt.Errorf("idem: idemd exited on its own (%v) before it was sent %v; its log ends:\n%s", p.err, sig, d.logTail())
+	default:
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return err
 	}
-	if timeout > 0 {
-		select {
-		case <-d.done:
-		case <-time.After(timeout):
-			_ = d.cmd.Process.Kill()
-			<-d.done
+	if timeout == 0 {
+		<-p.done
+		// A process that died on its own just before the signal exits
+		// with its own status, not by the signal.
+		if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != sig {
+			return fmt.Errorf("idem: idemd exited with %v, not by %v; its log ends:\n%s", p.err, sig, d.logTail())
 		}
-	} else {
-		<-d.done
+		return nil
 	}
-	d.cmd = nil
-	return nil
+	select {
+	case <-p.done:
+		if p.err != nil {
+			return fmt.Errorf("idem: idemd exited with %v after %v, want status 0; its log ends:\n%s", p.err, sig, d.logTail())
+		}
+		return nil
+	case <-time.After(timeout):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("idem: idemd did not exit within %v of %v and was killed", timeout, sig)
+	}
 }
 
 // Exited is closed when the current subprocess exits (nil when none runs).
 func (d *Idemd) Exited() <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.done
+	if d.proc == nil {
+		return nil
+	}
+	return d.proc.done
 }
