@@ -50,6 +50,10 @@ type Config struct {
 	// MaxStreams bounds the calls one client connection has open at once;
 	// clients queue calls past it. 0 turns the bound off.
 	MaxStreams uint
+
+	// unknownEnv are IDEM_* variables that set nothing (UnknownEnv),
+	// warned about at start.
+	unknownEnv []string
 }
 
 // DefaultConfig is idemd's configuration without flags: loopback, the
@@ -124,6 +128,34 @@ func ApplyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// clientEnv are the IDEM_* variables idemctl reads, which a pod or shell
+// running idemd may hold too.
+var clientEnv = map[string]bool{"IDEM_ADDR": true, "IDEM_TOKEN": true, "IDEM_TENANT": true, "IDEM_TLS_CA": true}
+
+// UnknownEnv returns the IDEM_* names in environ (NAME=value entries) that
+// set no flag of fs and that idemctl does not read either: a misspelt
+// IDEM_STORE_URL would otherwise leave the default store in use unnoticed.
+func UnknownEnv(fs *flag.FlagSet, environ []string) []string {
+	known := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { known[EnvName(f.Name)] = true })
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "IDEM_") || known[name] || clientEnv[name] || strings.HasPrefix(name, "IDEM_TEST_") {
+			continue
+		}
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func warnUnknownEnv(log *slog.Logger, cfg Config) {
+	for _, name := range cfg.unknownEnv {
+		log.Warn("environment variable sets no idemd flag; ignored (idemd -h lists them)", "name", name)
+	}
 }
 
 const (

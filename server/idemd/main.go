@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"log/slog"
 	"runtime/debug"
 	"sort"
@@ -38,6 +39,9 @@ const (
 	ExitError = 1 // failure while serving; idemd migrate stopped by a signal
 	ExitUsage = 2 // bad flag, bad environment, store or address unusable at start
 )
+
+// environ lists the process's environment, for UnknownEnv.
+var environ = os.Environ
 
 // Main runs idemd with args (without the program name): "[serve] [flags]"
 // or "COMMAND [flags]". env looks up environment variables. Errors are one
@@ -101,6 +105,7 @@ func parseFlags(cmd string, args []string, env func(string) (string, bool), stde
 		fail(stderr, err)
 		return cfg, nil, ExitUsage, false
 	}
+	cfg.unknownEnv = UnknownEnv(fs, environ())
 	gcSet := false
 	fs.Visit(func(f *flag.Flag) { gcSet = gcSet || f.Name == "gc-percent" })
 	if _, ok := env(EnvName("gc-percent")); ok {

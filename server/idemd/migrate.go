@@ -113,6 +113,7 @@ func migrateMain(ctx context.Context, args []string, env func(string) (string, b
 		return ExitUsage
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	warnUnknownEnv(log, cfg)
 	if err := migrateAll(ctx, cfg, exts, log); err != nil {
 		// A SIGTERM mid-migration is an operator's (or a node drain's)
 		// stop, not a configuration to fix; but the schema is not known

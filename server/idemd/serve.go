@@ -217,6 +217,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	if metricsLis != nil {
 		attrs = append(attrs, "metrics_addr", metricsLis.Addr().String())
 	}
+	warnUnknownEnv(log, cfg)
 	log.Info("idemd serving", attrs...)
 
 	// A second SIGTERM or interrupt cuts the delay and the drain short;
