@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"errors"
 	"strconv"
 	"strings"
@@ -123,6 +124,10 @@ func tomlBareOrQuoted(s string) string {
 // why there is none. A repeated table or key is reported and left out,
 // and the rest of the file is still checked.
 func (p *parser) tomlTree(data []byte) *yaml.Node {
+	// A byte order mark may open a TOML file (as a YAML one), and editors
+	// such as Notepad write one; go-toml reads it as a key. Dropping it
+	// leaves every line where it was.
+	data = bytes.TrimPrefix(data, []byte("\ufeff"))
 	r := &tomlReader{p: p, data: data, starts: []int{0}}
 	for i, c := range data {
 		if c == '\n' {
