@@ -487,8 +487,10 @@ func (a *attempt) heartbeat(ctx context.Context, cancelHandler context.CancelCau
 		}
 		// Bounded by the tick: a call hung on a dead connection would
 		// otherwise hold up the next ticks until the lease lapsed. A
-		// timed-out extend is logged below but is not a lost lease.
-		ectx, cancel := context.WithTimeout(ctx, tick)
+		// timed-out extend is logged below but is not a lost lease. At
+		// least a second, so a short lease (or one measured on a clock
+		// ahead of the store's) does not cut every extend off.
+		ectx, cancel := context.WithTimeout(ctx, max(tick, time.Second))
 		_, err := a.g.svc.ExtendLease(ectx, req)
 		cancel()
 		if err == nil || ctx.Err() != nil {

@@ -18,7 +18,8 @@ const (
 	defaultPageSize = 100
 	maxPageSize     = 1000
 	// pageTokenPrefix marks the tokens of earlier versions, the key alone;
-	// still accepted, so a listing survives a rolling upgrade.
+	// still accepted, so a listing begun on an older replica goes on on a
+	// newer one (not the reverse: an older replica refuses k2 tokens).
 	pageTokenPrefix = "k1:"
 	// boundTokenPrefix marks tokens that also hold listingBytes bytes
 	// naming the listing they belong to.

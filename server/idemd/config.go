@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -131,8 +132,12 @@ func ApplyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 }
 
 // clientEnv are the IDEM_* variables idemctl reads, which a pod or shell
-// running idemd may hold too.
-var clientEnv = map[string]bool{"IDEM_ADDR": true, "IDEM_TOKEN": true, "IDEM_TENANT": true, "IDEM_TLS_CA": true}
+// running idemd may hold too, and those of idem's own tests and bench
+// scripts (with the prefixes in devEnvPrefixes).
+var clientEnv = map[string]bool{"IDEM_ADDR": true, "IDEM_TOKEN": true, "IDEM_TENANT": true, "IDEM_TLS_CA": true,
+	"IDEM_ROOT": true, "IDEM_STRESS": true}
+
+var devEnvPrefixes = []string{"IDEM_TEST_", "IDEM_BENCH_"}
 
 // UnknownEnv returns the IDEM_* names in environ (NAME=value entries) that
 // set no flag of fs and that idemctl does not read either: a misspelt
@@ -143,7 +148,8 @@ func UnknownEnv(fs *flag.FlagSet, environ []string) []string {
 	var out []string
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, "IDEM_") || known[name] || clientEnv[name] || strings.HasPrefix(name, "IDEM_TEST_") {
+		if !strings.HasPrefix(name, "IDEM_") || known[name] || clientEnv[name] ||
+			slices.ContainsFunc(devEnvPrefixes, func(p string) bool { return strings.HasPrefix(name, p) }) {
 			continue
 		}
 		out = append(out, name)

@@ -11,7 +11,7 @@ import (
 // default store in use without a word; idemd now names it at start.
 // idemctl's variables and the tests' are not idemd's to warn about.
 func TestUnknownEnvIsWarned(t *testing.T) {
-	env := []string{"IDEM_STORE_URL=memory://", "IDEM_ADDR=127.0.0.1:1", "IDEM_TEST_REDIS_URL=x", "IDEM_LOG_LEVEL=info", "PATH=/bin", "IDEM_SHUTDOWN_TIMOUT=5s"}
+	env := []string{"IDEM_STORE_URL=memory://", "IDEM_ADDR=127.0.0.1:1", "IDEM_TEST_REDIS_URL=x", "IDEM_BENCH_REDIS_URL=x", "IDEM_STRESS=1", "IDEM_LOG_LEVEL=info", "PATH=/bin", "IDEM_SHUTDOWN_TIMOUT=5s"}
 	old := environ
 	environ = func() []string { return env }
 	defer func() { environ = old }()
