@@ -92,26 +92,7 @@ func TestIdemdReloadsOnSIGHUP(t *testing.T) {
 	defer cancel()
 	path := filepath.Join(t.TempDir(), "p.yaml")
 	writePolicy(t, path, "namespaces:\n  a.*:\n    max_lease: 1m\n")
-	cfg := idemd.DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Store = "memory://"
-	h := &servingHandler{addr: make(chan string, 1), reloaded: make(chan struct{}, 1)}
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- idemd.Serve(sctx, cfg, slog.New(h), &extension{path: path, pingTimeout: time.Second}) }()
-	var addr string
-	select {
-	case addr = <-h.addr:
-	case err := <-done:
-		stop()
-		t.Fatalf("Serve() = %v before serving", err)
-	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	c := idemv1.NewIdempotencyServiceClient(conn)
+	c, h, stop := servePolicy(ctx, t, path)
 	reserve := func(key string) error {
 		_, err := c.Reserve(ctx, &idemv1.ReserveRequest{Namespace: "a.x", Key: key, LeaseTtl: dur(90 * time.Second)})
 		return err
@@ -132,9 +113,6 @@ func TestIdemdReloadsOnSIGHUP(t *testing.T) {
 		t.Errorf("Reserve(lease 90s) after reloading max_lease 2m = %v, want success", err)
 	}
 	stop()
-	if err := <-done; err != nil {
-		t.Errorf("Serve() = %v, want a clean shutdown", err)
-	}
 }
 
 // The opens of policyhang:// stores each report that they started, block
@@ -196,4 +174,38 @@ func TestIdemdShutdownAbandonsReload(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Serve() = %v, want a clean shutdown", err)
 	}
+}
+
+// servePolicy runs idemd on memory:// with the policy file at path and
+// returns a client of it, its log handler, and stop, which shuts it down
+// and fails t unless the shutdown is clean.
+func servePolicy(ctx context.Context, t *testing.T, path string) (idemv1.IdempotencyServiceClient, *servingHandler, func()) {
+	t.Helper()
+	cfg := idemd.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Store = "memory://"
+	h := &servingHandler{addr: make(chan string, 1), reloaded: make(chan struct{}, 1)}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- idemd.Serve(sctx, cfg, slog.New(h), &extension{path: path, pingTimeout: time.Second}) }()
+	var addr string
+	select {
+	case addr = <-h.addr:
+	case err := <-done:
+		cancel()
+		t.Fatalf("Serve() = %v before serving", err)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	stop := func() {
+		conn.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve() = %v, want a clean shutdown", err)
+		}
+	}
+	return idemv1.NewIdempotencyServiceClient(conn), h, stop
 }

@@ -3,15 +3,12 @@ package policy
 import (
 	"bytes"
 	"context"
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
@@ -188,26 +185,7 @@ func TestIdemdTOMLPolicy(t *testing.T) {
 	defer cancel()
 	path := filepath.Join(t.TempDir(), "p.toml")
 	writePolicy(t, path, "[namespaces.\"a.*\"]\nmax_lease = \"1m\"\n\n[namespaces.default]\n")
-	cfg := idemd.DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Store = "memory://"
-	h := &servingHandler{addr: make(chan string, 1), reloaded: make(chan struct{}, 1)}
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- idemd.Serve(sctx, cfg, slog.New(h), &extension{path: path, pingTimeout: time.Second}) }()
-	var addr string
-	select {
-	case addr = <-h.addr:
-	case err := <-done:
-		stop()
-		t.Fatalf("Serve() = %v before serving", err)
-	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	c := idemv1.NewIdempotencyServiceClient(conn)
+	c, _, stop := servePolicy(ctx, t, path)
 	reserve := func(ns string) error {
 		_, err := c.Reserve(ctx, &idemv1.ReserveRequest{Namespace: ns, Key: "k", LeaseTtl: dur(90 * time.Second)})
 		return err
@@ -219,9 +197,6 @@ func TestIdemdTOMLPolicy(t *testing.T) {
 		t.Errorf("Reserve(b, lease 90s) under default = %v, want success", err)
 	}
 	stop()
-	if err := <-done; err != nil {
-		t.Errorf("Serve() = %v, want a clean shutdown", err)
-	}
 }
 
 // A bad TOML policy stops idemd with one line naming the file and line.
