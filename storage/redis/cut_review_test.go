@@ -3,11 +3,9 @@ package redis
 import (
 	"context"
 	"errors"
-	"net/url"
 	"testing"
 	"time"
 
-	"github.com/idemhq/idem/internal/testenv"
 	"github.com/idemhq/idem/storage"
 )
 
@@ -18,25 +16,8 @@ import (
 func TestPipelineCutAfterErrorReply(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
-	direct := openTest(ctx, t, "")
-	u, err := url.Parse(testenv.RedisURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
 	marker := []byte("fp-answered-after-an-error-reply")
-	px := newCutProxy(t, u.Host, marker)
-	pu := *u
-	pu.Host = px.ln.Addr().String()
-	q := pu.Query()
-	q.Set("key_prefix", direct.opts.KeyPrefix)
-	q.Set("coalesce", "0")
-	pu.RawQuery = q.Encode()
-	st, err := storage.Open(ctx, pu.String(), storage.OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := st.(*Store)
-	defer s.Close()
+	direct, s, px := openCut(ctx, t, marker)
 
 	bad := storage.ID{Tenant: "ta", Namespace: "ns", Key: "damaged"}
 	if err := direct.c.Set(ctx, direct.nsPrefix(bad.Tenant, bad.Namespace)+bad.Key, "garbage", time.Hour).Err(); err != nil {

@@ -130,25 +130,8 @@ func copyReply(w *bytes.Buffer, rd *bufio.Reader) error {
 func TestPipelineCutKeepsAnsweredCalls(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
-	direct := openTest(ctx, t, "")
-	u, err := url.Parse(testenv.RedisURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
 	marker := []byte("fp-answered-before-the-cut")
-	px := newCutProxy(t, u.Host, marker)
-	pu := *u
-	pu.Host = px.ln.Addr().String()
-	q := pu.Query()
-	q.Set("key_prefix", direct.opts.KeyPrefix)
-	q.Set("coalesce", "0")
-	pu.RawQuery = q.Encode()
-	st, err := storage.Open(ctx, pu.String(), storage.OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := st.(*Store)
-	defer s.Close()
+	direct, s, px := openCut(ctx, t, marker)
 
 	// Two tenants: two script calls in one pipeline, the first answered.
 	a := storage.ReserveParams{ID: storage.ID{Tenant: "ta", Namespace: "ns", Key: "a"}, Fingerprint: marker, LeaseTTL: time.Minute, Retention: time.Hour}
@@ -172,4 +155,29 @@ func TestPipelineCutKeepsAnsweredCalls(t *testing.T) {
 	if rec, err := direct.Lookup(ctx, a.ID); err != nil || rec.State != storage.StateInProgress || rec.Token != 1 {
 		t.Errorf("Lookup(a) = %+v, %v; want the IN_PROGRESS record the batch answered", rec, err)
 	}
+}
+
+// openCut opens a store straight to Redis and one (uncoalesced) through a
+// cut proxy that drops the connection once it has relayed the reply
+// holding marker, both with the same key prefix.
+func openCut(ctx context.Context, t *testing.T, marker []byte) (direct, cut *Store, px *cutProxy) {
+	t.Helper()
+	direct = openTest(ctx, t, "")
+	u, err := url.Parse(testenv.RedisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	px = newCutProxy(t, u.Host, marker)
+	pu := *u
+	pu.Host = px.ln.Addr().String()
+	q := pu.Query()
+	q.Set("key_prefix", direct.opts.KeyPrefix)
+	q.Set("coalesce", "0")
+	pu.RawQuery = q.Encode()
+	st, err := storage.Open(ctx, pu.String(), storage.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return direct, st.(*Store), px
 }
