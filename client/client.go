@@ -124,9 +124,10 @@ func WithNamespace(ns string) Option {
 // oversized message is not retried) is retried (max attempts in total, 1
 // disables retries)
 // and the exponential backoff: base·2^(n-1) with ±20% jitter, at most
-// maxDelay, and never shorter than the server's RetryInfo delay. A pause
-// that would end after the call's deadline is not taken: the call fails at
-// once with idem's error.
+// maxDelay, and never shorter than the server's RetryInfo delay (spread up
+// to 20% above it, so that callers idemd shed together do not all return in
+// the same instant). A pause that would end after the call's deadline is
+// not taken: the call fails at once with idem's error.
 func WithRetry(maxAttempts uint, base, maxDelay time.Duration) Option {
 	return func(o *clientOptions) { o.retryMax, o.retryBase, o.retryMaxDelay = maxAttempts, base, maxDelay }
 }
@@ -313,7 +314,17 @@ func (c *Client) Checkpoint(ctx context.Context, req *idemv1.CheckpointRequest) 
 func (c *Client) Lookup(ctx context.Context, req *idemv1.LookupRequest) (*idemv1.LookupResponse, error) {
 	req = withDefaults(c, req, func(r *idemv1.LookupRequest, t, ns string) { r.Tenant, r.Namespace = t, ns })
 	resp, err := c.rpc.Lookup(ctx, req)
-	return resp, callError(ctx, err)
+	if err != nil {
+		err = callError(ctx, err)
+		if errors.Is(err, ErrNotFound) {
+			// The record is gone (expired, or deleted early): so is any
+			// answer cached for it.
+			c.forgetUnlike(cacheKey{req.GetTenant(), req.GetNamespace(), req.GetKey()}, nil)
+		}
+		return nil, err
+	}
+	c.forgetUnlike(cacheKey{req.GetTenant(), req.GetNamespace(), req.GetKey()}, resp.GetRecord())
+	return resp, nil
 }
 
 // BatchReserve reserves up to 1,000 keys of one namespace. idemd bounds
@@ -329,6 +340,18 @@ func (c *Client) BatchReserve(ctx context.Context, req *idemv1.BatchReserveReque
 		return nil, callError(ctx, err)
 	}
 	fillBatchReserve(ctx, c.Reserve, req, resp)
+	// Each item's answer tells the cache what a Reserve's would.
+	for i, r := range resp.GetResults() {
+		if r.GetError() != nil || i >= len(req.GetItems()) {
+			continue
+		}
+		ck := cacheKey{req.GetTenant(), req.GetNamespace(), req.GetItems()[i].GetKey()}
+		if r.GetOutcome() == idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED {
+			c.remember(ck, r.GetRecord())
+		} else {
+			c.forgetUnlike(ck, r.GetRecord())
+		}
+	}
 	return resp, nil
 }
 
@@ -455,7 +478,7 @@ func (c *Client) remember(k cacheKey, rec *idemv1.Record) {
 // answered for k, is that same completed record: a Reserve answered
 // RESERVED or IN_PROGRESS, or MISMATCH against another fingerprint, shows
 // the cached record gone (an operator deleted it early) and the key
-// another command's.
+// another command's. A nil rec (a Lookup answered NOT_FOUND) drops it.
 func (c *Client) forgetUnlike(k cacheKey, rec *idemv1.Record) {
 	if c.cache == nil {
 		return
@@ -491,7 +514,7 @@ func retryInterceptor(maxAttempts uint, base, maxDelay time.Duration) grpc.Unary
 			if !retryable(err) || attempt >= maxAttempts || ctx.Err() != nil {
 				return err
 			}
-			d := backoff(base, maxDelay, attempt, err)
+			d := backoff(base, maxDelay, attempt, err, rand.Float64)
 			// Sleeping past the deadline would only swap idem's answer for
 			// the caller's deadline, and keep fail-open from running.
 			if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
@@ -524,14 +547,27 @@ func retryable(err error) bool {
 
 // backoff is the pause after the attempt-th failure, err: base·2^(n-1)
 // with ±20% jitter, at most maxDelay, and not shorter than err's RetryInfo.
-func backoff(base, maxDelay time.Duration, attempt uint, err error) time.Duration {
-	d := base << min(attempt-1, 30)
+// A pause set by RetryInfo is spread up to 20% above it: idemd gives every
+// caller it sheds at once the same delay, and pausing exactly that long
+// would bring them all back in the same instant. rnd draws in [0, 1).
+func backoff(base, maxDelay time.Duration, attempt uint, err error, rnd func() float64) time.Duration {
+	d := base
+	// Doubling step by step saturates instead of overflowing as a shift
+	// does (base·2^30 overflows for a base over ~8.6 s).
+	for i := uint(1); i < attempt && d > 0 && d < maxDelay; i++ {
+		if d > maxDelay/2 {
+			d = maxDelay
+			break
+		}
+		d *= 2
+	}
 	if d > maxDelay || d <= 0 {
 		d = maxDelay
 	}
-	d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
-	if ri, ok := retryDelayOf(err); ok {
-		d = max(d, ri)
+	j := rnd()
+	d = time.Duration(float64(d) * (0.8 + 0.4*j))
+	if ri, ok := retryDelayOf(err); ok && d < ri {
+		d = ri + time.Duration(float64(ri)*0.2*j)
 	}
 	return d
 }

@@ -19,17 +19,22 @@
 // carrying RetryInfo (idemd shedding load; gRPC's refusal of a message over
 // its size limit would only fail again), are retried with exponential
 // backoff and ±20% jitter, waiting at least the server's
-// google.rpc.RetryInfo delay, and not at all when the pause would outlast
+// google.rpc.RetryInfo delay (and up to 20% more, so that callers shed
+// together come back spread out), and not at all when the pause would outlast
 // the call's deadline (WithRetry). Every idem call is idempotent by
-// design, so retrying is safe; a Reserve whose first answer was lost in
-// transit sees its own reservation as IN_PROGRESS until the lease ends. A
+// design, so retrying is safe; a Reserve (or a BatchReserve item) whose
+// first answer was lost in transit sees its own reservation as IN_PROGRESS
+// until the lease ends. A
 // circuit breaker (sony/gobreaker) opens after repeated UNAVAILABLE or
 // idem-side timeouts, so a down idem fails fast with ErrUnavailable instead
 // of stalling every caller (WithBreaker, WithoutBreaker). With WithCache,
-// COMPLETED records seen in Reserve, Complete or BatchComplete answers are
-// kept in a bounded LRU and a Reserve with the same tenant, namespace, key
-// and fingerprint is answered from it until the record's expires_at:
-// completed records are immutable until they expire.
+// COMPLETED records seen in Reserve, BatchReserve, Complete or
+// BatchComplete answers are kept in a bounded LRU and a Reserve with the
+// same tenant, namespace, key and fingerprint is answered from it until the
+// record's expires_at: completed records are immutable until they expire.
+// An answer showing the record gone or replaced (a Reserve or BatchReserve
+// item not COMPLETED with that record, a Lookup of another record or
+// NOT_FOUND) drops it.
 //
 // Package client/idemtest runs a real in-process idem for the tests of
 // services that use this package.
