@@ -317,6 +317,8 @@ func testBatch(t *testing.T, h Harness) {
 			}
 		}
 	})
+
+	testBatchMatrix(t, h)
 }
 
 // lookupOrNil is the stored record, or nil when absent.

@@ -167,4 +167,6 @@ func testExpiry(t *testing.T, h Harness) {
 		e.advance(6 * time.Minute)
 		e.wantAbsent(id)
 	})
+
+	testExpiryMatrix(t, h)
 }

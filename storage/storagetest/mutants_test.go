@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -29,7 +30,8 @@ const mutantEnv = "IDEM_STORAGETEST_MUTANT"
 
 type mutant struct {
 	storage.Store
-	name string
+	name  string
+	clock clockwork.Clock
 }
 
 func (m *mutant) Reserve(ctx context.Context, p storage.ReserveParams) (storage.Outcome, *storage.Record, error) {
@@ -37,6 +39,10 @@ func (m *mutant) Reserve(ctx context.Context, p storage.ReserveParams) (storage.
 	case "reserve-ignores-fingerprint":
 		if cur, err := m.Store.Lookup(ctx, p.ID); err == nil {
 			p.Fingerprint = cur.Fingerprint
+		}
+	case "empty-fingerprint-matches-any":
+		if cur, err := m.Store.Lookup(ctx, p.ID); err == nil && len(cur.Fingerprint) == 0 {
+			p.Fingerprint = nil
 		}
 	case "reserve-not-atomic":
 		if _, err := m.Store.Lookup(ctx, p.ID); errors.Is(err, storage.ErrNotFound) {
@@ -59,6 +65,19 @@ func (m *mutant) Complete(ctx context.Context, p storage.CompleteParams) (*stora
 		}
 	case "complete-ignores-retention":
 		p.Retention += time.Hour
+	case "complete-holds-lease":
+		if cur, err := m.Store.Lookup(ctx, p.ID); err == nil {
+			p.Retention = max(p.Retention, cur.LeaseExpiresAt.Sub(m.clock.Now()))
+		}
+	case "complete-completed-any-token":
+		if cur, err := m.Store.Lookup(ctx, p.ID); err == nil && cur.State == storage.StateCompleted && cur.Result.Equal(p.Result) {
+			return cur, nil
+		}
+	case "complete-nil-differs-from-empty":
+		if cur, err := m.Store.Lookup(ctx, p.ID); err == nil && cur.State == storage.StateCompleted && cur.Token == p.Token &&
+			!reflect.DeepEqual(cur.Result, p.Result) {
+			return nil, storage.ErrLeaseLost
+		}
 	case "complete-compares-concatenated":
 		if cur, err := m.Store.Lookup(ctx, p.ID); err == nil && cur.State == storage.StateCompleted && cur.Token == p.Token &&
 			concat(cur.Result) == concat(p.Result) {
@@ -103,13 +122,47 @@ func (m *mutant) ExtendLease(ctx context.Context, id storage.ID, token uint64, t
 	if m.name == "extend-doubles-ttl" {
 		ttl *= 2
 	}
+	if m.name == "extend-never-shortens" {
+		if cur, err := m.Store.Lookup(ctx, id); err == nil {
+			ttl = max(ttl, cur.LeaseExpiresAt.Sub(m.clock.Now()))
+		}
+	}
 	return m.Store.ExtendLease(ctx, id, token, ttl)
+}
+
+func (m *mutant) Checkpoint(ctx context.Context, id storage.ID, token uint64, cp storage.Checkpoint) (*storage.Record, error) {
+	if m.name == "checkpoint-empty-is-none" && cp.Phase == "" && len(cp.Data) == 0 {
+		return m.Store.Lookup(ctx, id)
+	}
+	rec, err := m.Store.Checkpoint(ctx, id, token, cp)
+	if m.name == "checkpoint-renews-lease" && err == nil {
+		return m.Store.ExtendLease(ctx, id, token, time.Minute)
+	}
+	return rec, err
+}
+
+func (m *mutant) Lookup(ctx context.Context, id storage.ID) (*storage.Record, error) {
+	rec, err := m.Store.Lookup(ctx, id)
+	if m.name == "lookup-takes-over" && err == nil && rec.State == storage.StateInProgress && !rec.LeaseExpiresAt.After(m.clock.Now()) {
+		_, rec, err = m.Store.Reserve(ctx, storage.ReserveParams{ID: id, Fingerprint: rec.Fingerprint, LeaseTTL: time.Minute, Retention: time.Minute})
+	}
+	return rec, err
 }
 
 func (m *mutant) BatchReserve(ctx context.Context, items []storage.ReserveParams) ([]storage.ReserveResult, error) {
 	res, err := m.Store.BatchReserve(ctx, items)
 	if m.name == "batch-reversed" {
 		slices.Reverse(res)
+	}
+	if m.name == "batch-repeats-answer-first" && err == nil {
+		first := map[storage.ID]int{}
+		for i, p := range items {
+			if j, ok := first[p.ID]; ok {
+				res[i] = res[j]
+			} else {
+				first[p.ID] = i
+			}
+		}
 	}
 	if m.name == "batch-takeover-drops-checkpoint" {
 		for i, r := range res {
@@ -163,7 +216,7 @@ func (h mutantHarness) MakeStore(ctx context.Context, t *testing.T) (storage.Sto
 	if h.name == "close-is-noop" {
 		t.Cleanup(func() { s.Close() })
 	}
-	return &mutant{Store: s, name: h.name}, clock
+	return &mutant{Store: s, name: h.name, clock: clock}, clock
 }
 
 // TestMutantChild runs the suite against one mutant; only as a child of
@@ -196,6 +249,15 @@ func TestSuiteFailsMutants(t *testing.T) {
 		{"list-unsorted", "TestMutantChild/Admin/List"},
 		{"stats-ignores-namespace", "TestMutantChild/Admin/Stats"},
 		{"close-is-noop", "TestMutantChild/Close"},
+		{"empty-fingerprint-matches-any", "TestMutantChild/Reserve/EmptyStoredFingerprintIsMismatch"},
+		{"complete-holds-lease", "TestMutantChild/Complete/ExpiresAtFromNowNotLease"},
+		{"complete-completed-any-token", "TestMutantChild/Complete/OtherTokenOnCompletedIsLeaseLost"},
+		{"complete-nil-differs-from-empty", "TestMutantChild/Complete/RetryWithEquivalentResult"},
+		{"extend-never-shortens", "TestMutantChild/ExtendLease/SetsLeaseFromNow"},
+		{"checkpoint-empty-is-none", "TestMutantChild/Checkpoint/EmptyCheckpointReplacesAndSurvives"},
+		{"checkpoint-renews-lease", "TestMutantChild/Checkpoint/AfterLeaseExpiryDoesNotRenewLease"},
+		{"lookup-takes-over", "TestMutantChild/Lookup/LeaseExpiredIsNoTakeover"},
+		{"batch-repeats-answer-first", "TestMutantChild/Batch/ReserveDuplicateKeys"},
 	} {
 		t.Run(tc.mutant, func(t *testing.T) {
 			t.Parallel()

@@ -166,6 +166,8 @@ func testComplete(t *testing.T, h Harness) {
 		}
 		e.mustReserve(rp(id, "fp", ttl, retention), storage.OutcomeCompleted)
 	})
+
+	testCompleteMatrix(t, h)
 }
 
 func testRelease(t *testing.T, h Harness) {
@@ -252,6 +254,8 @@ func testRelease(t *testing.T, h Harness) {
 		wantErr(t, "Release(absent)", err, storage.ErrNotFound)
 		e.wantAbsent(e.id("nope"))
 	})
+
+	testReleaseMatrix(t, h)
 }
 
 func testExtendLease(t *testing.T, h Harness) {
@@ -311,6 +315,8 @@ func testExtendLease(t *testing.T, h Harness) {
 		_, err := e.s.ExtendLease(e.ctx, id, token, time.Hour)
 		return err
 	})
+
+	testExtendLeaseMatrix(t, h)
 }
 
 func testCheckpoint(t *testing.T, h Harness) {
@@ -396,6 +402,8 @@ func testCheckpoint(t *testing.T, h Harness) {
 		_, err := e.s.Checkpoint(e.ctx, id, token, storage.Checkpoint{Phase: "p", Data: []byte("d")})
 		return err
 	})
+
+	testCheckpointMatrix(t, h)
 }
 
 func testFencing(t *testing.T, h Harness) {

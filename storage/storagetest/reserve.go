@@ -232,4 +232,6 @@ func testReserve(t *testing.T, h Harness) {
 			})
 		}
 	})
+
+	testReserveMatrix(t, h)
 }

@@ -324,6 +324,8 @@ func runAll(t *testing.T, h Harness) {
 	t.Run("ExtendLease", func(t *testing.T) { testExtendLease(t, h) })
 	t.Run("Checkpoint", func(t *testing.T) { testCheckpoint(t, h) })
 	t.Run("Fencing", func(t *testing.T) { testFencing(t, h) })
+	t.Run("FencingAfterTakeover", func(t *testing.T) { testFencingMatrix(t, h) })
+	t.Run("Lookup", func(t *testing.T) { testLookup(t, h) })
 	t.Run("Expiry", func(t *testing.T) { testExpiry(t, h) })
 	t.Run("Batch", func(t *testing.T) { testBatch(t, h) })
 	t.Run("Admin", func(t *testing.T) { testAdmin(t, h) })
