@@ -26,6 +26,13 @@ type Message struct {
 	// Token is the fencing token of this message's attempt; HandleBatch sets
 	// it on the messages it passes to the handler.
 	Token uint64
+	// OrderKey, when set, orders HandleEach's messages that share it (a
+	// Kafka partition): once one of them is not done (held by another
+	// attempt, failed transiently, not answered for by idem), the later
+	// ones of the batch are not run but released, to be tried after it.
+	OrderKey string
+
+	held bool // an earlier message with its OrderKey is not done
 }
 
 // HandleBatch processes msgs like Handle does one message, with one
@@ -72,6 +79,9 @@ var (
 	// context ended (shutdown, or a lease of the batch lost); it is
 	// released, for the redelivery.
 	errStopped = errors.New("idem: consumer: not run: the context ended before the handler started")
+	// errHeldBack: HandleEach did not start the message because an earlier
+	// one with its OrderKey is not done; it is released, to be tried after.
+	errHeldBack = errors.New("idem: consumer: not run: an earlier message with the same order key is not done")
 )
 
 // HandleEach is HandleBatch with a handler per message; each call gets the
@@ -79,7 +89,9 @@ var (
 // messages it finished before are recorded as usual, that one and the rest
 // are released, and then the panic goes on. Once ctx ends (or a lease of
 // the batch is lost), fn is not called for the messages left: they are
-// released, whatever WithPermanentErrors says.
+// released, whatever WithPermanentErrors says. Messages with an OrderKey
+// are held back behind an earlier one of theirs that is not done (see
+// Message.OrderKey), so that they never take effect before it.
 func (c *Consumer) HandleEach(ctx context.Context, namespace string, msgs []Message, fn func(ctx context.Context, m Message) error) ([]Result, error) {
 	var (
 		panicked bool
@@ -96,8 +108,12 @@ func (c *Consumer) HandleEach(ctx context.Context, namespace string, msgs []Mess
 	}
 	results, err := c.HandleBatch(ctx, namespace, msgs, func(ctx context.Context, batch []Message) []error {
 		errs := make([]error, len(batch))
+		blocked := map[string]bool{} // order keys with a message not done
 		for i, m := range batch {
 			switch {
+			case m.OrderKey != "" && (m.held || blocked[m.OrderKey]):
+				// Run now, it would take effect before the earlier one.
+				errs[i] = errHeldBack
 			case panicked:
 				// The handlers before it are done: releasing them with
 				// the whole batch would run them again on redelivery.
@@ -108,6 +124,9 @@ func (c *Consumer) HandleEach(ctx context.Context, namespace string, msgs []Mess
 				errs[i] = errStopped
 			default:
 				errs[i] = call(ctx, m)
+			}
+			if errs[i] != nil && m.OrderKey != "" && !c.isPermanent(ctx.Err() != nil, errs[i]) {
+				blocked[m.OrderKey] = true // released: to be run again
 			}
 		}
 		return errs
@@ -150,41 +169,33 @@ func (c *Consumer) batch(ctx context.Context, ns string, msgs []Message, results
 	var fresh []Message
 	var freshIdx []int
 	var refs []ref
+	notDone := map[string]bool{} // order keys with a message not done at Reserve
 	for k, r := range resp.GetResults() {
 		i := uniq[k]
-		id := msgs[i].ID
-		if e := r.GetError(); e != nil {
-			if codes.Code(e.GetCode()) == codes.InvalidArgument {
-				// The batch's own fields were valid (or the whole call
-				// would have failed): the item's key or fingerprint is not.
-				results[i] = Result{Outcome: Invalid, Err: fmt.Errorf("%w: %s: %w", ErrInvalidMessage, msgRef(ns, id), itemError(e))}
-				continue
-			}
-			results[i] = Result{Outcome: Errored, Err: fmt.Errorf("idem: consumer: reserve %s: %w", msgRef(ns, id), itemError(e))}
-			continue
-		}
-		switch r.GetOutcome() {
-		case idemv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED:
+		results[i] = c.reserved(ns, msgs[i].ID, r)
+		key := msgs[i].OrderKey
+		switch results[i].Outcome {
+		case 0: // reserved: for fn
 			m := msgs[i]
 			m.Token = r.GetRecord().GetToken()
+			// Run, it would take effect before an earlier one of its key.
+			m.held = key != "" && notDone[key]
 			fresh = append(fresh, m)
 			freshIdx = append(freshIdx, i)
-			refs = append(refs, ref{ns: ns, key: id, token: m.Token})
-		case idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED:
-			results[i] = Result{Outcome: Duplicate}
-		case idemv1.ReserveOutcome_RESERVE_OUTCOME_IN_PROGRESS:
-			results[i] = c.inFlight(r.GetRecord())
-		case idemv1.ReserveOutcome_RESERVE_OUTCOME_MISMATCH:
-			results[i] = Result{Outcome: Mismatch, Err: fmt.Errorf("%w: %s", ErrMismatch, msgRef(ns, id))}
-		default:
-			results[i] = Result{Outcome: Errored, Err: fmt.Errorf("idem: consumer: reserve %s: unknown outcome %v", msgRef(ns, id), r.GetOutcome())}
+			refs = append(refs, ref{ns: ns, key: m.ID, token: m.Token})
+		case InFlight, Errored, Invalid:
+			if key != "" {
+				notDone[key] = true
+			}
 		}
 	}
 
 	if len(fresh) > 0 {
 		var errs []error
-		// fn's errors are per message; a lease lost meanwhile shows at Complete.
-		_ = c.run(ctx, refs, func(ctx context.Context) error {
+		// fn's errors are per message; a lease lost meanwhile shows at
+		// Complete. A lease lost cancels fn's context for every message:
+		// the errors of those it cut short are not final (stopped).
+		stopped, _ := c.run(ctx, refs, func(ctx context.Context) error {
 			errs = fn(ctx, fresh)
 			return nil
 		})
@@ -195,7 +206,7 @@ func (c *Consumer) batch(ctx context.Context, ns string, msgs []Message, results
 				errs[k] = bad
 			}
 		}
-		c.finishBatch(ctx, ns, fresh, freshIdx, errs, results)
+		c.finishBatch(ctx, stopped, ns, fresh, freshIdx, errs, results)
 	}
 
 	var again []int // repeats idem must be asked about
@@ -244,15 +255,39 @@ func (c *Consumer) batch(ctx context.Context, ns string, msgs []Message, results
 	return nil
 }
 
+// reserved is the result of one item of a BatchReserve; the zero Result
+// when it was reserved now.
+func (c *Consumer) reserved(ns, id string, r *idemv1.BatchReserveResponse_Result) Result {
+	if e := r.GetError(); e != nil {
+		if codes.Code(e.GetCode()) == codes.InvalidArgument {
+			// The batch's own fields were valid (or the whole call
+			// would have failed): the item's key or fingerprint is not.
+			return Result{Outcome: Invalid, Err: fmt.Errorf("%w: %s: %w", ErrInvalidMessage, msgRef(ns, id), itemError(e))}
+		}
+		return Result{Outcome: Errored, Err: fmt.Errorf("idem: consumer: reserve %s: %w", msgRef(ns, id), itemError(e))}
+	}
+	switch r.GetOutcome() {
+	case idemv1.ReserveOutcome_RESERVE_OUTCOME_RESERVED:
+		return Result{}
+	case idemv1.ReserveOutcome_RESERVE_OUTCOME_COMPLETED:
+		return Result{Outcome: Duplicate}
+	case idemv1.ReserveOutcome_RESERVE_OUTCOME_IN_PROGRESS:
+		return c.inFlight(r.GetRecord())
+	case idemv1.ReserveOutcome_RESERVE_OUTCOME_MISMATCH:
+		return Result{Outcome: Mismatch, Err: fmt.Errorf("%w: %s", ErrMismatch, msgRef(ns, id))}
+	}
+	return Result{Outcome: Errored, Err: fmt.Errorf("idem: consumer: reserve %s: unknown outcome %v", msgRef(ns, id), r.GetOutcome())}
+}
+
 // finishBatch completes the successes and permanent failures in one round
 // trip and releases the transient failures.
-func (c *Consumer) finishBatch(ctx context.Context, ns string, fresh []Message, idx []int, errs []error, results []Result) {
+func (c *Consumer) finishBatch(ctx context.Context, stopped bool, ns string, fresh []Message, idx []int, errs []error, results []Result) {
 	fctx, cancel := c.finishContext(ctx)
 	defer cancel()
 	var items []*idemv1.BatchCompleteRequest_Item
 	var completing []int // index into fresh
 	for k, m := range fresh {
-		if errs[k] != nil && !c.isPermanent(ctx, errs[k]) {
+		if errs[k] != nil && !c.isPermanent(stopped, errs[k]) {
 			results[idx[k]] = c.release(fctx, ref{ns: ns, key: m.ID, token: m.Token}, errs[k])
 			continue
 		}

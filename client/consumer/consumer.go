@@ -232,7 +232,8 @@ func WithInFlightPolicy(p InFlightPolicy) Option { return func(o *options) { o.i
 // WithPermanentErrors classifies handler errors: f returns true for errors
 // that are final and should be recorded instead of retried. Errors wrapped
 // with Permanent are always final; by default all others are transient.
-// f is not asked once the caller's ctx has ended: the handler stopped with
+// f is not asked once the caller's ctx has ended, or a lease of the batch
+// was lost (which cancels the handler's context): the handler stopped with
 // its work unfinished, so its error is transient (Permanent still counts).
 func WithPermanentErrors(f func(error) bool) Option { return func(o *options) { o.permanent = f } }
 
@@ -325,12 +326,12 @@ func (c *Consumer) handle(ctx context.Context, namespace, msgID string, fingerpr
 	}
 	token := resp.GetRecord().GetToken()
 	ref := []ref{{ns: ns, key: msgID, token: token}}
-	fnErr := c.run(ctx, ref, func(ctx context.Context) error {
+	stopped, fnErr := c.run(ctx, ref, func(ctx context.Context) error {
 		return fn(client.ContextWithToken(ctx, token))
 	})
 	fctx, cancel := c.finishContext(ctx)
 	defer cancel()
-	if fnErr != nil && !c.isPermanent(ctx, fnErr) {
+	if fnErr != nil && !c.isPermanent(stopped, fnErr) {
 		return c.release(fctx, ref[0], fnErr)
 	}
 	req := &idemv1.CompleteRequest{
@@ -351,8 +352,10 @@ func (c *Consumer) handle(ctx context.Context, namespace, msgID string, fingerpr
 	return Result{Outcome: Processed, Token: token}
 }
 
-func (c *Consumer) isPermanent(ctx context.Context, err error) bool {
-	if err == errNotRun || err == errStopped || err == errPanicked || errors.Is(err, errBadCount) {
+// isPermanent classifies a handler's error; stopped says whether the
+// handler's context had ended when it returned.
+func (c *Consumer) isPermanent(stopped bool, err error) bool {
+	if err == errNotRun || err == errStopped || err == errHeldBack || err == errPanicked || errors.Is(err, errBadCount) {
 		// Ours, not the handler's: a classifier that deems every unknown
 		// error final must not complete messages that never ran.
 		return false
@@ -360,10 +363,11 @@ func (c *Consumer) isPermanent(ctx context.Context, err error) bool {
 	if IsPermanent(err) {
 		return true
 	}
-	if ctx.Err() != nil {
-		// The caller stopped (shutdown, rebalance) while the handler ran:
-		// whatever it returned — ctx's error, its cause, a downstream
-		// call's CANCELED — its work is unfinished, not failed for good.
+	if stopped {
+		// The caller stopped (shutdown, rebalance), or a lease of the batch
+		// was lost, while the handler ran: whatever it returned — ctx's
+		// error, its cause, a downstream call's CANCELED — its work is
+		// unfinished, not failed for good.
 		return false
 	}
 	return c.o.permanent != nil && c.o.permanent(err)
@@ -440,7 +444,9 @@ func msgRef(ns, id string) string {
 // lost, fn's context is cancelled with cause idem.ErrLeaseLost: another
 // attempt owns the message now. When fn panics, the leases are released
 // (so a redelivery need not wait for them to end) and the panic goes on.
-func (c *Consumer) run(ctx context.Context, refs []ref, fn func(ctx context.Context) error) (err error) {
+// stopped reports whether fn's context had ended (ctx, or a lease lost)
+// when fn returned: its errors then tell of work cut short.
+func (c *Consumer) run(ctx context.Context, refs []ref, fn func(ctx context.Context) error) (stopped bool, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			fctx, cancel := c.finishContext(ctx)
@@ -453,7 +459,8 @@ func (c *Consumer) run(ctx context.Context, refs []ref, fn func(ctx context.Cont
 		}
 	}()
 	if c.o.noHeartbeat || c.o.heartbeat <= 0 {
-		return fn(ctx)
+		err = fn(ctx)
+		return ctx.Err() != nil, err
 	}
 	hctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
@@ -469,10 +476,11 @@ func (c *Consumer) run(ctx context.Context, refs []ref, fn func(ctx context.Cont
 		cancel(nil)
 	}()
 	err = fn(hctx)
+	stopped = hctx.Err() != nil
 	if cause := context.Cause(hctx); err != nil && errors.Is(cause, idem.ErrLeaseLost) {
-		return fmt.Errorf("%w: %w", err, cause)
+		return stopped, fmt.Errorf("%w: %w", err, cause)
 	}
-	return err
+	return stopped, err
 }
 
 func (c *Consumer) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, refs []ref) {

@@ -13,7 +13,8 @@
 // Kafka has no per-record nak: a record whose handler failed transiently, or
 // that another group member still holds after a rebalance (whatever the
 // consumer's InFlightPolicy), is retried in place after a delay, and the poll loop does not move on (nor commit) until
-// every record of the poll is done. A record whose id was reused for another
+// every record of the poll is done. Order per partition is kept: the later
+// records of its partition are not run before it, but wait with it. A record whose id was reused for another
 // payload (a fingerprint mismatch) is reported and skipped. A record whose
 // id cannot be derived, or that idem refuses (consumer.Invalid), stops Run
 // with its position: retrying it would stall the partition for good, and

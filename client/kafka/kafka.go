@@ -207,7 +207,9 @@ func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record, handler func(
 		if c.o.fingerprint != nil {
 			fp = c.o.fingerprint(r)
 		}
-		msgs = append(msgs, consumer.Message{ID: id, Fingerprint: fp, Value: r})
+		// Ordered per partition: a record to be tried again holds back
+		// the later ones of its partition, which then wait behind it.
+		msgs = append(msgs, consumer.Message{ID: id, Fingerprint: fp, Value: r, OrderKey: fmt.Sprintf("%s/%d", r.Topic, r.Partition)})
 	}
 	for len(msgs) > 0 {
 		// HandleEach starts no record once ctx ended: they are released.

@@ -10,8 +10,8 @@
 // releases the message and naks it, so JetStream redelivers it; a message
 // another attempt holds is nak'ed with a delay of about the holder's lease,
 // whatever the consumer's InFlightPolicy (an ack would ack the holder's
-// delivery too). While a batch runs, its messages are marked in progress
-// every half AckWait, as idem's heartbeat extends their leases; a batch idem
+// delivery too). From the fetch that delivers them until they are settled,
+// a batch's messages are marked in progress every half AckWait, as idem's heartbeat extends their leases; a batch idem
 // does not answer for (an outage) is held so, and tried again, rather than
 // nak'ed: each nak would spend one of MaxDeliver. A message whose id was
 // reused for another payload (a mismatch), whose id cannot be derived, or

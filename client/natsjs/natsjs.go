@@ -165,6 +165,13 @@ func (c *Consumer) fetchAndHandle(ctx context.Context, handler func(context.Cont
 	if err != nil {
 		return fmt.Errorf("idem: natsjs: fetch: %w", err)
 	}
+	// A message's AckWait runs from its delivery, which may come early in a
+	// fetch that then waits for more: kept in progress from then on, or a
+	// fetch waiting past AckWait would see it redelivered beside itself.
+	// Deferred so that a panicking handler does not keep its batch in
+	// progress for good.
+	var hand inHand
+	defer c.keepInProgress(&hand)()
 	var msgs []consumer.Message
 	for m := range batch.Messages() {
 		id, err := c.o.msgID(m)
@@ -179,6 +186,7 @@ func (c *Consumer) fetchAndHandle(ctx context.Context, handler func(context.Cont
 			fp = c.o.fingerprint(m)
 		}
 		msgs = append(msgs, consumer.Message{ID: id, Fingerprint: fp, Value: m})
+		hand.add(m)
 	}
 	if err := batch.Error(); err != nil && ctx.Err() == nil {
 		if !endsPullOnly(err) {
@@ -201,9 +209,7 @@ func (c *Consumer) fetchAndHandle(ctx context.Context, handler func(context.Cont
 		return nil
 	}
 	results, err := func() ([]consumer.Result, error) {
-		// Deferred so that a panicking handler does not keep its batch in
-		// progress for good.
-		defer c.keepInProgress(msgs)()
+		defer hand.stop() // settled below: no longer in progress
 		for wait := max(c.o.nakDelay, time.Millisecond); ; wait = min(2*wait, max(c.o.nakDelay, maxHold)) {
 			r, err := c.idem.HandleEach(ctx, c.o.namespace, msgs, func(ctx context.Context, m consumer.Message) error {
 				if err := ctx.Err(); err != nil {
@@ -269,11 +275,45 @@ func endsPullOnly(err error) bool {
 	return false
 }
 
-// keepInProgress marks msgs in progress every half AckWait until stop is
-// called, as the idem heartbeat extends their leases: otherwise a batch that
-// outlives AckWait is redelivered while it runs, and each redelivery found
-// in flight spends one of MaxDeliver, leaving a later failure none.
-func (c *Consumer) keepInProgress(msgs []consumer.Message) (stop func()) {
+// inHand is the messages of a fetch not yet settled.
+type inHand struct {
+	mu      sync.Mutex
+	msgs    []jetstream.Msg
+	stopped bool
+}
+
+func (h *inHand) add(m jetstream.Msg) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.msgs = append(h.msgs, m)
+}
+
+// stop ends the marking: the messages are about to be settled, and a mark
+// after an ack or nak would only be refused.
+func (h *inHand) stop() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stopped = true
+}
+
+// inProgress marks every message in hand in progress.
+func (h *inHand) inProgress() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped {
+		return
+	}
+	for _, m := range h.msgs {
+		_ = m.InProgress()
+	}
+}
+
+// keepInProgress marks the messages in hand in progress every half AckWait
+// until the returned stop is called, as the idem heartbeat extends their
+// leases: otherwise a batch that outlives AckWait is redelivered while it
+// runs, and each redelivery found in flight spends one of MaxDeliver,
+// leaving a later failure none.
+func (c *Consumer) keepInProgress(h *inHand) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -285,9 +325,7 @@ func (c *Consumer) keepInProgress(msgs []consumer.Message) (stop func()) {
 				return
 			case <-t.C:
 			}
-			for _, m := range msgs {
-				_ = m.Value.(jetstream.Msg).InProgress()
-			}
+			h.inProgress()
 		}
 	})
 	return func() {
