@@ -97,7 +97,7 @@ func TestStartErrorsExitTwoWithOneLine(t *testing.T) {
 		{"negative store timeout from env", []string{"IDEM_STORE_TIMEOUT=-5s"}, []string{"--store", "memory://"}, "idemd: --store-timeout is negative"},
 		{"store timeout typo", nil, []string{"--store", "memory://", "--store-timeout", "1ns"}, "idemd: --store-timeout 1ns is below 1ms (0: no bound)"},
 		{"health interval typo", nil, []string{"--store", "memory://", "--health-interval", "1ns"}, "idemd: --health-interval 1ns is below 100ms"},
-		{"tenant from CN without client CA", nil, []string{"--store", "memory://", "--tenant-from-cn"}, "idemd: --tenant-from-cn maps client certificates: it needs --tls-client-ca"},
+		{"tenant from CN without client CA", nil, []string{"--listen", "127.0.0.1:0", "--store", "memory://", "--tenant-from-cn"}, "idemd: --tenant-from-cn maps client certificates: it needs --tls-client-ca"},
 		{"unknown store scheme", nil, []string{"--store", "bogus://x"}, `idemd: cannot open store bogus://x: store URL scheme "bogus" is not supported`},
 		{"stray argument", nil, []string{"serve", "extra"}, `idemd: unexpected argument "extra"`},
 		{"unknown command", nil, []string{"frobnicate"}, `idemd: unknown command "frobnicate"`},

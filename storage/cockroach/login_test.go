@@ -18,10 +18,18 @@ func TestOpenRefusedLoginFailsAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	noRole, noDB := *base, *base
+	noRole, noDB, noParam, badValue := *base, *base, *base, *base
 	noRole.User = url.User("idem_no_such_role")
 	noDB.Path = "/idem_no_such_database"
-	for name, u := range map[string]*url.URL{"role": &noRole, "database": &noDB} {
+	// Run-time parameters the server checks at login (pgx sends the ones
+	// it does not know itself as such).
+	q := noParam.Query()
+	q.Set("idem_no_such_param", "1")
+	noParam.RawQuery = q.Encode()
+	q = badValue.Query()
+	q.Set("DateStyle", "idem_no_such_style")
+	badValue.RawQuery = q.Encode()
+	for name, u := range map[string]*url.URL{"role": &noRole, "database": &noDB, "parameter": &noParam, "value": &badValue} {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()

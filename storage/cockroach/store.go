@@ -145,8 +145,9 @@ func connect(ctx context.Context, cfg *config, logger *slog.Logger) (*pgxpool.Po
 			return pool, dialect, version, nil
 		}
 		if refusedLogin(err) {
-			// A wrong password, role or database does not heal with retries;
-			// a deployment restarts the process if it was a race.
+			// A wrong password, role, database or connection setting does
+			// not heal with retries; a deployment restarts the process if
+			// it was a race.
 			pool.Close()
 			return nil, "", "", fmt.Errorf("idem: %s refused the login: %s", cfg.where, oneLine(err))
 		}
@@ -168,10 +169,11 @@ func connect(ctx context.Context, cfg *config, logger *slog.Logger) (*pgxpool.Po
 
 // refusedLogin reports whether the database answered and refused this
 // login: SQLSTATE class 28 (invalid authorization: password, role, a
-// pg_hba rule) or 3D000 (no such database).
+// pg_hba rule), 3D000 (no such database), or a run-time parameter of the
+// URL it does not know (42704) or takes no such value for (22023).
 func refusedLogin(err error) bool {
 	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "28") || pe.Code == "3D000")
+	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "28") || pe.Code == "3D000" || pe.Code == "42704" || pe.Code == "22023")
 }
 
 // Dialect is DialectCockroach or DialectPostgres, as detected at connect.
