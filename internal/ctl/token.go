@@ -9,6 +9,9 @@ import (
 	"github.com/idemhq/idem/server/auth"
 )
 
+// maxTokenLifetime is the longest --expires: longer is a typo, not a plan.
+const maxTokenLifetime = 100 * 365 * 24 * time.Hour
+
 type tokenOpts struct {
 	role    string
 	expires time.Duration
@@ -39,7 +42,11 @@ func runToken(_ context.Context, r *invocation, pos []string, opts any) error {
 	}
 	if o.expires > 0 {
 		// Rounded up: the tokens file holds whole seconds, and a token must
-		// not expire before the lifetime asked for.
+		// not expire before the lifetime asked for. Past 100 years the sum
+		// would wrap around time.Duration (and the token be born expired).
+		if o.expires > maxTokenLifetime {
+			return usagef("--expires %v is longer than %v; use 0 for a token that never expires", o.expires, maxTokenLifetime)
+		}
 		expires = time.Now().Add(o.expires + time.Second - 1).UTC().Truncate(time.Second)
 	}
 	token, line, err := auth.MintToken(r.g.tenant, auth.Role(o.role), expires, o.name)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -118,6 +119,7 @@ func (a *Authenticator) Reload() error {
 		return b, nil
 	}
 	var tlsCfg *tls.Config
+	var anchors map[string]bool
 	if a.cfg.TLS() {
 		certPEM, err := read(a.cfg.TLSCert)
 		if err != nil {
@@ -147,6 +149,7 @@ func (a *Authenticator) Reload() error {
 				return fmt.Errorf("idem: no certificate found in client CA file %s", a.cfg.TLSClientCA)
 			}
 			tlsCfg.ClientCAs = pool
+			anchors = certsDER(caPEM)
 			// With tokens as well, a caller may come without a certificate.
 			tlsCfg.ClientAuth = tls.RequireAndVerifyClientCert
 			if a.cfg.TokensFile != "" {
@@ -164,6 +167,7 @@ func (a *Authenticator) Reload() error {
 			return fmt.Errorf("%w (in %s)", err, a.cfg.TokensFile)
 		}
 	}
+	tab.anchors = anchors
 	a.tls.Store(tlsCfg)
 	a.table.Store(tab)
 	a.stamps = stamps
@@ -323,7 +327,7 @@ func (a *Authenticator) identify(ctx context.Context) (Identity, string) {
 	default:
 		return Identity{}, "more than one authorization header"
 	}
-	certID, why := a.certIdentity(ctx, tab)
+	certID, why := a.certIdentity(ctx, tab, now)
 	switch {
 	case tokID != nil && certID != nil && certID.Tenant != tokID.Tenant:
 		return Identity{}, "certificate and token name different tenants"
@@ -339,7 +343,7 @@ func (a *Authenticator) identify(ctx context.Context) (Identity, string) {
 
 // certIdentity maps a verified client certificate to an identity. It
 // returns nil and no reason when the caller sent no certificate.
-func (a *Authenticator) certIdentity(ctx context.Context, tab *table) (*Identity, string) {
+func (a *Authenticator) certIdentity(ctx context.Context, tab *table, now time.Time) (*Identity, string) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return nil, ""
@@ -354,6 +358,11 @@ func (a *Authenticator) certIdentity(ctx context.Context, tab *table) (*Identity
 	leaf := info.State.PeerCertificates[0]
 	if tab.revoked[sha256.Sum256(leaf.Raw)] {
 		return nil, "revoked client certificate " + leaf.Subject.String()
+	}
+	// The handshake verified the chain once; a connection outlives both
+	// the certificate's validity and the CA bundle it was checked against.
+	if !anyChainValid(info.State.VerifiedChains, tab.anchors, now) {
+		return nil, "client certificate expired or its CA no longer trusted " + leaf.Subject.String()
 	}
 	for _, u := range leaf.URIs {
 		if id, ok := tab.certs[u.String()]; ok {
@@ -387,6 +396,45 @@ func (a *Authenticator) certIdentity(ctx context.Context, tab *table) (*Identity
 		}
 	}
 	return nil, "client certificate maps to no tenant"
+}
+
+// anyChainValid reports whether one of the chains the handshake verified
+// is still valid at now and still ends at a CA of the current client CA
+// bundle (anchors, by DER).
+func anyChainValid(chains [][]*x509.Certificate, anchors map[string]bool, now time.Time) bool {
+next:
+	for _, chain := range chains {
+		if len(chain) == 0 || !anchors[string(chain[len(chain)-1].Raw)] {
+			continue
+		}
+		for _, c := range chain {
+			if now.Before(c.NotBefore) || now.After(c.NotAfter) {
+				continue next
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// certsDER returns the DER of every certificate in a PEM bundle, the way
+// x509.CertPool.AppendCertsFromPEM reads it.
+func certsDER(data []byte) map[string]bool {
+	set := map[string]bool{}
+	for len(data) > 0 {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" || len(b.Headers) != 0 {
+			continue
+		}
+		if c, err := x509.ParseCertificate(b.Bytes); err == nil {
+			set[string(c.Raw)] = true
+		}
+	}
+	return set
 }
 
 func statusErr(c codes.Code, msg, reason string) error {

@@ -37,8 +37,8 @@ func MintToken(tenant string, role Role, expires time.Time, name string) (token,
 	if _, ok := parseRole(string(role)); !ok {
 		return "", "", fmt.Errorf("idem: unknown role %q (want client or admin)", role)
 	}
-	if strings.ContainsAny(name, " \t\r\n=#") {
-		return "", "", fmt.Errorf("idem: token name %q contains a space, '=' or '#'", name)
+	if err := checkName(name); err != nil {
+		return "", "", err
 	}
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -76,6 +76,24 @@ func checkTenant(t string) error {
 	return nil
 }
 
+// checkName accepts a token name that the tokens file reads back as one
+// field and that is safe to log: printable UTF-8 without spaces (of any
+// kind: strings.Fields splits on every Unicode space), '=' or '#'.
+func checkName(name string) error {
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("idem: token name %q is not valid UTF-8", name)
+	}
+	for _, r := range name {
+		if unicode.IsSpace(r) || r == '=' || r == '#' {
+			return fmt.Errorf("idem: token name %q contains a space, '=' or '#'", name)
+		}
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("idem: token name %q has a non-printable character %U", name, r)
+		}
+	}
+	return nil
+}
+
 type tokenEntry struct {
 	id      Identity
 	expires time.Time // zero: never
@@ -87,6 +105,9 @@ type table struct {
 	tokens  map[[sha256.Size]byte]tokenEntry
 	certs   map[string]Identity // by URI SAN or CN
 	revoked map[[sha256.Size]byte]bool
+	// anchors are the client CAs of the same reload (DER), which every
+	// call's certificate chain must still end at.
+	anchors map[string]bool
 }
 
 func emptyTable() *table {
@@ -120,7 +141,7 @@ func (t *table) parseLine(line string) error {
 	switch {
 	case strings.HasPrefix(sel, "revoked-cert:"):
 		if len(rest) > 0 {
-			return fmt.Errorf("unexpected %q after revoked-cert", rest[0])
+			return fmt.Errorf("unexpected field after revoked-cert")
 		}
 		h, err := parseHex(strings.TrimPrefix(sel, "revoked-cert:"))
 		if err != nil {
@@ -168,7 +189,12 @@ func (t *table) parseLine(line string) error {
 		t.certs[subj] = id
 		return nil
 	}
-	return fmt.Errorf("line starts with %q, want sha256:, cert: or revoked-cert:", sel)
+	// The selector is not shown: an operator who pasted a token instead of
+	// its hash would find the secret in idemd's log.
+	if strings.HasPrefix(sel, tokenPrefix) {
+		return fmt.Errorf("line starts with what looks like a token (%s…), want sha256: and the token's hash, cert: or revoked-cert:", tokenPrefix)
+	}
+	return fmt.Errorf("line starts with an unknown selector, want sha256:, cert: or revoked-cert:")
 }
 
 func parseHex(s string) ([sha256.Size]byte, error) {
@@ -186,13 +212,15 @@ func parseHex(s string) ([sha256.Size]byte, error) {
 // names the optional ones allowed.
 func parseAttrs(fields []string, extra ...string) (Identity, map[string]string, error) {
 	attrs := map[string]string{}
-	for _, f := range fields {
+	for i, f := range fields {
+		// Fields that are not understood are named by position, not shown:
+		// a token pasted into the line would otherwise reach the log.
 		k, v, ok := strings.Cut(f, "=")
 		if !ok {
-			return Identity{}, nil, fmt.Errorf("field %q is not key=value", f)
+			return Identity{}, nil, fmt.Errorf("field %d after the first is not key=value", i+1)
 		}
 		if k != "tenant" && k != "role" && !contains(extra, k) {
-			return Identity{}, nil, fmt.Errorf("unknown field %q", k)
+			return Identity{}, nil, fmt.Errorf("unknown field %d after the first (want tenant, role%s)", i+1, strings.Join(append([]string{""}, extra...), ", "))
 		}
 		if _, dup := attrs[k]; dup {
 			return Identity{}, nil, fmt.Errorf("field %q given twice", k)
