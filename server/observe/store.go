@@ -162,15 +162,36 @@ func (w *instrumented) Lookup(ctx context.Context, id storage.ID) (*storage.Reco
 func (w *instrumented) BatchReserve(ctx context.Context, items []storage.ReserveParams) ([]storage.ReserveResult, error) {
 	start := time.Now()
 	r, err := w.Store.BatchReserve(ctx, items)
-	w.done(ctx, opBatchReserve, start, err)
+	failed := err
+	if failed == nil {
+		failed = firstItemFailure(ctx, opBatchReserve, r, func(r storage.ReserveResult) error { return r.Err })
+	}
+	w.done(ctx, opBatchReserve, start, failed)
 	return r, err
 }
 
 func (w *instrumented) BatchComplete(ctx context.Context, items []storage.CompleteParams) ([]storage.CompleteResult, error) {
 	start := time.Now()
 	r, err := w.Store.BatchComplete(ctx, items)
-	w.done(ctx, opBatchComplete, start, err)
+	failed := err
+	if failed == nil {
+		failed = firstItemFailure(ctx, opBatchComplete, r, func(r storage.CompleteResult) error { return r.Err })
+	}
+	w.done(ctx, opBatchComplete, start, failed)
 	return r, err
+}
+
+// firstItemFailure is the first item error of a batch that is a store
+// failure: backends that fail a batch part way (a later round, one
+// tenant's pipeline) answer the call and fail its items, and such a batch
+// is one failed store call, counted once however many items it failed.
+func firstItemFailure[R any](ctx context.Context, op int, res []R, errOf func(R) error) error {
+	for _, r := range res {
+		if err := errOf(r); err != nil && isFailure(ctx, op, err) {
+			return err
+		}
+	}
+	return nil
 }
 
 func (w *instrumented) Delete(ctx context.Context, id storage.ID) (*storage.Record, error) {

@@ -15,6 +15,11 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
+
+	"github.com/idemhq/idem"
 )
 
 // TracingEnabled reports whether the environment asks for span export.
@@ -61,6 +66,21 @@ func SetupTracing(ctx context.Context, service, version string, log *slog.Logger
 // StatsHandler is the grpc.ServerOption that traces every call except
 // health checks, with the global tracer provider SetupTracing installed.
 func StatsHandler() grpc.ServerOption {
-	return grpc.StatsHandler(otelgrpc.NewServerHandler(
-		otelgrpc.WithFilter(filters.Not(filters.ServiceName("grpc.health.v1.Health")))))
+	return grpc.StatsHandler(keylessHandler{otelgrpc.NewServerHandler(
+		otelgrpc.WithFilter(filters.Not(filters.ServiceName("grpc.health.v1.Health"))))})
+}
+
+// keylessHandler keeps keys out of spans: otelgrpc copies the message of
+// a server-side error into the span's status, and a DATA_LOSS answer's
+// message names the damaged record's key for the caller who owns it
+// (the call log drops it the same way, withoutKeys).
+type keylessHandler struct{ stats.Handler }
+
+func (h keylessHandler) HandleRPC(ctx context.Context, rs stats.RPCStats) {
+	if end, ok := rs.(*stats.End); ok && end.Error != nil && status.Code(end.Error) == codes.DataLoss {
+		e := *end
+		e.Error = status.Error(codes.DataLoss, idem.ErrDamaged.Error())
+		rs = &e
+	}
+	h.Handler.HandleRPC(ctx, rs)
 }
