@@ -15,6 +15,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/idemhq/idem/internal/keyhash"
 	"github.com/idemhq/idem/storage"
 	"github.com/idemhq/idem/storage/internal/coalesce"
 )
@@ -884,7 +885,8 @@ func (s *Store) damagedAt(k string, err error) error {
 			return storage.Damaged(storage.ID{Tenant: string(tenant), Namespace: ns, Key: key}, err)
 		}
 	}
-	return fmt.Errorf("%w (redis key %q)", err, k)
+	// Named by hash, as logs name keys: the Redis key holds the caller's.
+	return fmt.Errorf("%w (a redis key that does not parse, %s %s)", err, keyhash.Attr, keyhash.Of(k))
 }
 
 // Ping implements storage.Store.
