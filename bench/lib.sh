@@ -140,9 +140,13 @@ for i, rd in enumerate(rounds, 1):
     s = f'  round {i}: floor {rd["floor_ops_per_sec"]:.0f}/s, idem {rd["idem_ops_per_sec"]:.0f}/s = {q["throughput"]:.2f}x'
     if q.get("server_cpu_per_op"):
         s += f'; server CPU {rd["idem_cpu_us_per_op"]:.1f} / {rd["floor_cpu_us_per_op"]:.1f} µs per op = {q["server_cpu_per_op"]:.2f}x'
+    if rd.get("floor_errors") or rd.get("idem_errors"):
+        s += f'; errors: floor {rd.get("floor_errors", 0)}, idem {rd.get("idem_errors", 0)}'
     print(s)
 if rounds:
-    print("  median round:")
+    # Chosen by its throughput ratio: its CPU figures need not give the
+    # median CPU ratio printed below.
+    print("  median round by throughput ratio:")
 for k in ("floor", "idem"):
     if r.get(k):
         print("  " + line(r[k]))

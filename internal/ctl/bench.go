@@ -164,7 +164,9 @@ func runBench(ctx context.Context, r *invocation, pos []string, opts any) error 
 // out: a measurement taken while calls failed is not one to keep, and a
 // script must see it without reading the report. Outcomes (COMPLETED,
 // IN_PROGRESS, MISMATCH) are answers, not errors. With several rounds the
-// report, and so this check, holds the median round's phases only.
+// report's phases are the median round's, but every round's ratios enter
+// the medians (and its rate bench/lib.sh's median_idem_rate): a failure in
+// any round fails the run.
 func benchErrors(rep *loadgen.Report) error {
 	if p := rep.Idem; p != nil && (p.Calls == 0 || p.Errors >= p.Ops) {
 		return fmt.Errorf("bench: no call succeeded (errors: %v)", p.ErrorsByCode)
@@ -174,6 +176,11 @@ func benchErrors(rep *loadgen.Report) error {
 	}
 	if p := rep.Floor; p != nil && p.Errors > 0 {
 		return fmt.Errorf("bench: floor: %d of %d health checks failed (errors: %v)", p.Errors, p.Ops, p.ErrorsByCode)
+	}
+	for i, rd := range rep.Rounds {
+		if rd.FloorErrors > 0 || rd.IdemErrors > 0 {
+			return fmt.Errorf("bench: round %d: %d idem operations and %d health checks failed", i+1, rd.IdemErrors, rd.FloorErrors)
+		}
 	}
 	return nil
 }

@@ -121,7 +121,7 @@ func summarize(rounds []round) (floor, idem *Phase, med *Ratios, lines []Round) 
 		ServerCPUPerOp: median(func(r *Ratios) float64 { return r.ServerCPUPerOp }),
 	}
 	for i, rd := range rounds {
-		l := Round{FloorOpsPerSec: rd.floor.OpsPerSec, IdemOpsPerSec: rd.idem.OpsPerSec, Ratios: *rs[i]}
+		l := Round{FloorOpsPerSec: rd.floor.OpsPerSec, IdemOpsPerSec: rd.idem.OpsPerSec, FloorErrors: rd.floor.Errors, IdemErrors: rd.idem.Errors, Ratios: *rs[i]}
 		if rd.floor.ServerCPU != nil && rd.idem.ServerCPU != nil {
 			l.FloorCPUUSPerOp, l.IdemCPUUSPerOp = rd.floor.ServerCPU.CPUUSPerOp, rd.idem.ServerCPU.CPUUSPerOp
 		}
@@ -491,6 +491,10 @@ func (r *runner) batchCall(ctx context.Context, w *worker, t *tally) error {
 	if err != nil {
 		return err
 	}
+	// Items the answer lacks were not handled: not served ops.
+	if missing := n - len(resp.GetResults()); missing > 0 {
+		t.addErr(noResult, int64(missing))
+	}
 	comp := &idemv1.BatchCompleteRequest{Tenant: r.cfg.Tenant, Namespace: r.cfg.Namespace}
 	for i, res := range resp.GetResults() {
 		if e := res.GetError(); e != nil {
@@ -516,5 +520,11 @@ func (r *runner) batchCall(ctx context.Context, w *worker, t *tally) error {
 			t.addErr(codes.Code(e.GetCode()).String(), 1)
 		}
 	}
+	if missing := len(comp.Items) - len(cresp.GetResults()); missing > 0 {
+		t.addErr(noResult, int64(missing))
+	}
 	return nil
 }
+
+// noResult counts batch items the server's answer left out.
+const noResult = "NO_RESULT"

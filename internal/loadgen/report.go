@@ -40,7 +40,11 @@ type Round struct {
 	IdemOpsPerSec   float64 `json:"idem_ops_per_sec"`
 	FloorCPUUSPerOp float64 `json:"floor_cpu_us_per_op,omitempty"`
 	IdemCPUUSPerOp  float64 `json:"idem_cpu_us_per_op,omitempty"`
-	Ratios          Ratios  `json:"ratios"`
+	// Failed ops of each phase: every round's ratios enter the medians,
+	// not only the median round's, so every round's failures are shown.
+	FloorErrors int64  `json:"floor_errors"`
+	IdemErrors  int64  `json:"idem_errors"`
+	Ratios      Ratios `json:"ratios"`
 }
 
 // ReportConfig is the workload as run.
@@ -179,6 +183,11 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(w, "  rate %.0f/s (open loop)", c.Rate)
 	}
 	fmt.Fprintln(w)
+	if len(r.Rounds) > 1 {
+		// The phases below are one round's; each ratio further down is the
+		// median over the rounds, so the two need not agree.
+		fmt.Fprintln(w, "phases of the median round by throughput ratio:")
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "phase\tcalls\tops\tops/s\terrors\tp50\tp90\tp99\tp99.9\tmax\tsrv cpu/op\t")
 	for _, p := range []*Phase{r.Floor, r.Idem} {
@@ -207,6 +216,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(w, "round %d: floor %.0f ops/s, idem %.0f ops/s: throughput %.2fx  p50 latency %.2fx", i+1, rd.FloorOpsPerSec, rd.IdemOpsPerSec, rd.Ratios.Throughput, rd.Ratios.P50Latency)
 		if rd.Ratios.ServerCPUPerOp > 0 {
 			fmt.Fprintf(w, "  server CPU per op %.1fµs / %.1fµs = %.2fx", rd.IdemCPUUSPerOp, rd.FloorCPUUSPerOp, rd.Ratios.ServerCPUPerOp)
+		}
+		if rd.FloorErrors > 0 || rd.IdemErrors > 0 {
+			fmt.Fprintf(w, "  errors: floor %d, idem %d", rd.FloorErrors, rd.IdemErrors)
 		}
 		fmt.Fprintln(w)
 	}
