@@ -22,10 +22,13 @@ const (
 )
 
 type DeleteKeyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Key           string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty means the caller's own tenant ("default" without authentication).
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Required.
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Required.
+	Key           string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -128,16 +131,24 @@ func (x *DeleteKeyResponse) GetRecord() *Record {
 }
 
 type ListKeysRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Tenant    string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	KeyPrefix string                 `protobuf:"bytes,3,opt,name=key_prefix,json=keyPrefix,proto3" json:"key_prefix,omitempty"`
-	// At most 1,000; 0 means 100. A page holds fewer where its records
-	// would pass the size of the largest request the server reads (4 MiB,
-	// or twice its result limit plus 64 KiB when that is more); follow
-	// next_page_token.
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty means the caller's own tenant ("default" without authentication).
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Required: a listing covers one namespace.
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Empty lists every key; else at most 256 bytes of printable UTF-8.
+	KeyPrefix string `protobuf:"bytes,3,opt,name=key_prefix,json=keyPrefix,proto3" json:"key_prefix,omitempty"`
+	// 1 to 1,000; 0 means 100; anything else is INVALID_ARGUMENT. A page
+	// holds fewer where its records would pass the size of the largest
+	// request the server reads (4 MiB, or twice its result limit plus
+	// 64 KiB when that is more), at least one record all the same; a short
+	// page need not be the last: follow next_page_token.
 	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	// From a previous response's next_page_token.
+	// Empty for the first page; else a previous response's next_page_token,
+	// opaque, with the same tenant, namespace and key_prefix: a token names
+	// its listing, and one passed to another listing, or not from ListKeys,
+	// is INVALID_ARGUMENT (field page_token). page_size may change between
+	// pages.
 	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -209,9 +220,10 @@ func (x *ListKeysRequest) GetPageToken() string {
 }
 
 type ListKeysResponse struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Records []*Record              `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
-	// Empty on the last page.
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In key order, after the page_token's position.
+	Records []*Record `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	// Pass it as page_token for the next page. Empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -262,10 +274,13 @@ func (x *ListKeysResponse) GetNextPageToken() string {
 }
 
 type ForceReleaseRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Key           string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty means the caller's own tenant ("default" without authentication).
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Required.
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Required.
+	Key           string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -322,8 +337,9 @@ func (x *ForceReleaseRequest) GetKey() string {
 }
 
 type ForceReleaseResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Record        *Record                `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The RELEASED record.
+	Record        *Record `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -366,9 +382,11 @@ func (x *ForceReleaseResponse) GetRecord() *Record {
 }
 
 type StatsRequest struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	// Empty means every namespace.
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty means the caller's own tenant ("default" without authentication).
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Empty means every namespace of the tenant; else at most 256 bytes of
+	// printable UTF-8.
 	Namespace     string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -463,10 +481,11 @@ func (x *StatsResponse) GetRows() []*StatsResponse_Row {
 }
 
 type StatsResponse_Row struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	State         RecordState            `protobuf:"varint,2,opt,name=state,proto3,enum=idem.v1.RecordState" json:"state,omitempty"`
-	Count         int64                  `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	State     RecordState            `protobuf:"varint,2,opt,name=state,proto3,enum=idem.v1.RecordState" json:"state,omitempty"`
+	// Live records of this namespace in this state.
+	Count         int64 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

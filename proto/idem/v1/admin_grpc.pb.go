@@ -29,22 +29,42 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// AdminService is for operators. Every call is written to the audit log.
+// AdminService is for operators. idemd writes every call, refused or not,
+// to its audit log. With authentication on, only credentials of the admin
+// role may call it (others get PERMISSION_DENIED), and an admin acts on its
+// own tenant alone, like any caller: tenant, namespace and key, their
+// limits and the errors are those of IdempotencyService.
 type AdminServiceClient interface {
-	// DeleteKey removes a record whatever its state. A record the store
-	// cannot read (damaged on disk) is removed too, and answered without a
-	// record: deleting it frees its key.
+	// DeleteKey removes a live record whatever its state; NOT_FOUND when
+	// there is none. A Reserve waiting on the key wakes and reserves it
+	// anew, and the next Reserve starts again at token 1: deleting a record
+	// restarts its fencing tokens. A record the store cannot read (damaged on
+	// disk) is removed too, and answered without a record: deleting it frees
+	// its key.
 	DeleteKey(ctx context.Context, in *DeleteKeyRequest, opts ...grpc.CallOption) (*DeleteKeyResponse, error)
-	// ListKeys pages through live records of a namespace, optionally by key
-	// prefix. A record the store cannot decode fails the page with DATA_LOSS
-	// (reason DAMAGED) naming its key: DeleteKey it to go on.
+	// ListKeys pages through the live records of one namespace in key order
+	// (byte order), optionally only the keys that start with key_prefix. Each
+	// record is answered whole, result and checkpoint included. Pages are
+	// not a snapshot: a record created, completed or removed while the
+	// caller pages may or may not show. A record the store cannot decode
+	// fails the page with DATA_LOSS (reason DAMAGED) naming its key:
+	// DeleteKey it to go on.
 	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
-	// ForceRelease releases an IN_PROGRESS record whatever its token, so the
-	// next Reserve takes over (an operator unsticks a key whose owner died).
-	// A RELEASED record is answered unchanged; a COMPLETED one is
-	// FAILED_PRECONDITION with reason NOT_IN_PROGRESS.
+	// ForceRelease releases an IN_PROGRESS record whatever its token (lease
+	// live or not), so the next Reserve with the same fingerprint takes over
+	// with token + 1, and a Reserve waiting on the key does at once (an
+	// operator unsticks a key whose owner died). The former holder's
+	// Complete, ExtendLease and Checkpoint then fail with LEASE_LOST. A
+	// RELEASED record is answered unchanged; a COMPLETED one is
+	// FAILED_PRECONDITION with reason NOT_IN_PROGRESS; no live record is
+	// NOT_FOUND.
 	ForceRelease(ctx context.Context, in *ForceReleaseRequest, opts ...grpc.CallOption) (*ForceReleaseResponse, error)
-	// Stats counts live records by namespace and state.
+	// Stats counts the tenant's live records by namespace and state, in
+	// rows sorted by namespace, then state; a (namespace, state) with no
+	// record has no row. Each namespace is counted in the store the server
+	// routes it to now (records left behind in another store by a change of
+	// routing are not counted). A record the store cannot decode may fail
+	// the call with DATA_LOSS (reason DAMAGED).
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
 }
 
@@ -100,22 +120,42 @@ func (c *adminServiceClient) Stats(ctx context.Context, in *StatsRequest, opts .
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
 //
-// AdminService is for operators. Every call is written to the audit log.
+// AdminService is for operators. idemd writes every call, refused or not,
+// to its audit log. With authentication on, only credentials of the admin
+// role may call it (others get PERMISSION_DENIED), and an admin acts on its
+// own tenant alone, like any caller: tenant, namespace and key, their
+// limits and the errors are those of IdempotencyService.
 type AdminServiceServer interface {
-	// DeleteKey removes a record whatever its state. A record the store
-	// cannot read (damaged on disk) is removed too, and answered without a
-	// record: deleting it frees its key.
+	// DeleteKey removes a live record whatever its state; NOT_FOUND when
+	// there is none. A Reserve waiting on the key wakes and reserves it
+	// anew, and the next Reserve starts again at token 1: deleting a record
+	// restarts its fencing tokens. A record the store cannot read (damaged on
+	// disk) is removed too, and answered without a record: deleting it frees
+	// its key.
 	DeleteKey(context.Context, *DeleteKeyRequest) (*DeleteKeyResponse, error)
-	// ListKeys pages through live records of a namespace, optionally by key
-	// prefix. A record the store cannot decode fails the page with DATA_LOSS
-	// (reason DAMAGED) naming its key: DeleteKey it to go on.
+	// ListKeys pages through the live records of one namespace in key order
+	// (byte order), optionally only the keys that start with key_prefix. Each
+	// record is answered whole, result and checkpoint included. Pages are
+	// not a snapshot: a record created, completed or removed while the
+	// caller pages may or may not show. A record the store cannot decode
+	// fails the page with DATA_LOSS (reason DAMAGED) naming its key:
+	// DeleteKey it to go on.
 	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
-	// ForceRelease releases an IN_PROGRESS record whatever its token, so the
-	// next Reserve takes over (an operator unsticks a key whose owner died).
-	// A RELEASED record is answered unchanged; a COMPLETED one is
-	// FAILED_PRECONDITION with reason NOT_IN_PROGRESS.
+	// ForceRelease releases an IN_PROGRESS record whatever its token (lease
+	// live or not), so the next Reserve with the same fingerprint takes over
+	// with token + 1, and a Reserve waiting on the key does at once (an
+	// operator unsticks a key whose owner died). The former holder's
+	// Complete, ExtendLease and Checkpoint then fail with LEASE_LOST. A
+	// RELEASED record is answered unchanged; a COMPLETED one is
+	// FAILED_PRECONDITION with reason NOT_IN_PROGRESS; no live record is
+	// NOT_FOUND.
 	ForceRelease(context.Context, *ForceReleaseRequest) (*ForceReleaseResponse, error)
-	// Stats counts live records by namespace and state.
+	// Stats counts the tenant's live records by namespace and state, in
+	// rows sorted by namespace, then state; a (namespace, state) with no
+	// record has no row. Each namespace is counted in the store the server
+	// routes it to now (records left behind in another store by a change of
+	// routing are not counted). A record the store cannot decode may fail
+	// the call with DATA_LOSS (reason DAMAGED).
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }

@@ -30,11 +30,15 @@ type ReserveOutcome int32
 
 const (
 	ReserveOutcome_RESERVE_OUTCOME_UNSPECIFIED ReserveOutcome = 0
-	// The caller now holds the key and must Complete or Release it.
+	// The caller now holds the key and must Complete or Release it, passing
+	// record.token. After a takeover record.attempts is more than 1 and
+	// record.checkpoint holds the last checkpoint reported.
 	ReserveOutcome_RESERVE_OUTCOME_RESERVED ReserveOutcome = 1
-	// The command already ran; record.result is its stored result.
+	// The command already ran; record.result is its stored result (its code
+	// alone in a namespace that stores outcomes only).
 	ReserveOutcome_RESERVE_OUTCOME_COMPLETED ReserveOutcome = 2
-	// Another attempt holds a live lease; record.lease_expires_at tells when it ends.
+	// Another attempt (possibly the caller's own earlier one) holds a live
+	// lease; record.lease_expires_at tells when it ends.
 	ReserveOutcome_RESERVE_OUTCOME_IN_PROGRESS ReserveOutcome = 3
 	// The key exists with a different fingerprint: it was reused for another
 	// request. The record carries neither its result nor its checkpoint.
@@ -86,14 +90,23 @@ func (ReserveOutcome) EnumDescriptor() ([]byte, []int) {
 	return file_idem_v1_idem_proto_rawDescGZIP(), []int{0}
 }
 
-// RecordState is the state of a stored record.
+// RecordState is the state of a stored record. A record whose expires_at
+// has passed is absent, whatever its state.
 type RecordState int32
 
 const (
+	// Never sent.
 	RecordState_RECORD_STATE_UNSPECIFIED RecordState = 0
+	// An attempt holds the key: the token holder may Complete, Release,
+	// ExtendLease or Checkpoint it, and once lease_expires_at has passed a
+	// Reserve with the same fingerprint takes it over.
 	RecordState_RECORD_STATE_IN_PROGRESS RecordState = 1
-	RecordState_RECORD_STATE_COMPLETED   RecordState = 2
-	RecordState_RECORD_STATE_RELEASED    RecordState = 3
+	// The result is stored and every Reserve with the same fingerprint
+	// replays it until expires_at.
+	RecordState_RECORD_STATE_COMPLETED RecordState = 2
+	// The last attempt gave up (Release, or an admin ForceRelease) without a
+	// result; the next Reserve with the same fingerprint takes over.
+	RecordState_RECORD_STATE_RELEASED RecordState = 3
 )
 
 // Enum value maps for RecordState.
@@ -141,14 +154,21 @@ func (RecordState) EnumDescriptor() ([]byte, []int) {
 
 // Result is what a completed command produced, stored and replayed byte for
 // byte; in a namespace whose policy stores outcomes only, just its code is
-// kept.
+// kept (and only the code is checked). Its size (message, body, each
+// detail's type_url and value, each metadata key and value, every detail
+// and metadata entry counting at least 8 bytes) is at most the namespace's
+// result limit, 1 MiB by default, else INVALID_ARGUMENT. An unset result
+// is stored as an empty one (code 0).
 type Result struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A gRPC status code (0 for OK) or any code the caller uses.
-	Code          int32             `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
-	Message       string            `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	Body          []byte            `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
-	Details       []*anypb.Any      `protobuf:"bytes,4,rep,name=details,proto3" json:"details,omitempty"`
+	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// Valid UTF-8.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Body    []byte `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
+	// Each type_url valid UTF-8; kept in order.
+	Details []*anypb.Any `protobuf:"bytes,4,rep,name=details,proto3" json:"details,omitempty"`
+	// Keys and values valid UTF-8.
 	Metadata      map[string]string `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -221,9 +241,11 @@ func (x *Result) GetMetadata() map[string]string {
 
 // RecordCheckpoint is the last phase an attempt reported.
 type RecordCheckpoint struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Phase         string                 `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
-	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 256 bytes of printable UTF-8; may be empty.
+	Phase string `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
+	// At most the namespace's result limit (1 MiB by default).
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -272,25 +294,44 @@ func (x *RecordCheckpoint) GetData() []byte {
 	return nil
 }
 
-// Record is one idempotency key's stored state. All times come from the store's clock.
+// Record is one idempotency key's stored state. All times come from the
+// store's clock, never from an idemd replica's; a time not set is unset.
 type Record struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Tenant      string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Namespace   string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Key         string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
-	Fingerprint []byte                 `protobuf:"bytes,4,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
-	State       RecordState            `protobuf:"varint,5,opt,name=state,proto3,enum=idem.v1.RecordState" json:"state,omitempty"`
-	// The fencing token: it grows with every takeover of the key.
-	Token          uint64                 `protobuf:"varint,6,opt,name=token,proto3" json:"token,omitempty"`
-	Result         *Result                `protobuf:"bytes,7,opt,name=result,proto3" json:"result,omitempty"`
-	Checkpoint     *RecordCheckpoint      `protobuf:"bytes,8,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
-	Attempts       uint32                 `protobuf:"varint,9,opt,name=attempts,proto3" json:"attempts,omitempty"`
-	CreatedAt      *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant the record belongs to, as resolved ("default" for a request
+	// that named none without authentication).
+	Tenant    string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Key       string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	// The fingerprint of the Reserve that created the record.
+	Fingerprint []byte      `protobuf:"bytes,4,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	State       RecordState `protobuf:"varint,5,opt,name=state,proto3,enum=idem.v1.RecordState" json:"state,omitempty"`
+	// The fencing token: 1 when the record is created, one more with every
+	// takeover, never smaller while the record exists. Once the record
+	// expires or is deleted (admin DeleteKey), the next Reserve starts again
+	// at 1, so a downstream system fencing on it must not outlive the
+	// record's retention.
+	Token uint64 `protobuf:"varint,6,opt,name=token,proto3" json:"token,omitempty"`
+	// Set on a COMPLETED record only. Left out of a MISMATCH answer.
+	Result *Result `protobuf:"bytes,7,opt,name=result,proto3" json:"result,omitempty"`
+	// The last checkpoint reported, kept across takeovers and after
+	// completion. Left out of a MISMATCH answer.
+	Checkpoint *RecordCheckpoint `protobuf:"bytes,8,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// How many Reserves obtained the key: 1, plus one per takeover.
+	Attempts uint32 `protobuf:"varint,9,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// When the record was created; a takeover keeps it.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// When the current (or, for a COMPLETED or RELEASED record, the last)
+	// lease ends; only an IN_PROGRESS record's lease means anything.
 	LeaseExpiresAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=lease_expires_at,json=leaseExpiresAt,proto3" json:"lease_expires_at,omitempty"`
-	CompletedAt    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=completed_at,json=completedAt,proto3" json:"completed_at,omitempty"`
-	ExpiresAt      *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// When the record was completed; unset unless COMPLETED.
+	CompletedAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=completed_at,json=completedAt,proto3" json:"completed_at,omitempty"`
+	// When the record stops existing: from then on it is absent for every
+	// call (NOT_FOUND, and a Reserve creates it anew with token 1), whether
+	// or not the store has removed it yet.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Record) Reset() {
@@ -416,23 +457,39 @@ func (x *Record) GetExpiresAt() *timestamppb.Timestamp {
 
 type ReserveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Empty means the caller's own tenant ("default" without authentication).
-	Tenant    string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Empty means the caller's own tenant ("default" without authentication);
+	// see IdempotencyService.
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Required; see IdempotencyService.
 	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Key       string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
-	// The caller's hash of the request payload (at most 64 bytes).
+	// Required; see IdempotencyService.
+	Key string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	// The caller's hash of the request payload, at most 64 bytes, compared
+	// byte for byte with the stored one. Empty is a fingerprint like any
+	// other: it matches only an empty one.
 	Fingerprint []byte `protobuf:"bytes,4,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
-	// How long the caller holds the key before another attempt may take over
-	// (default: the namespace's default lease, 30 s unless configured).
+	// How long the caller holds the key before another attempt may take over:
+	// 1 s to the namespace's maximum lease (1 h unless configured); unset or
+	// zero means the namespace's default lease (30 s unless configured).
 	LeaseTtl *durationpb.Duration `protobuf:"bytes,5,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
-	// How long the record is kept until a Complete stores a result: at
-	// least the lease, and a takeover never shortens it. A Complete's own
-	// retention then decides how long the completed record is kept.
+	// How long the record is kept until a Complete stores a result (and so
+	// how long a RELEASED record keeps refusing other fingerprints): 1 s to
+	// the namespace's maximum retention (30 d unless configured); unset or
+	// zero means its default retention (24 h unless configured). The record
+	// is kept at least as long as the lease, and a takeover never shortens
+	// it. A Complete's own retention then decides how long the completed
+	// record is kept.
 	Retention *durationpb.Duration `protobuf:"bytes,6,opt,name=retention,proto3" json:"retention,omitempty"`
-	// When the key is held by another attempt, wait up to this long for it to
-	// finish (at most 30 s by default, else INVALID_ARGUMENT), never past the
-	// call's deadline; the answer is the outcome when the wait ends. When the
-	// server already holds its most waiting calls, it answers at once.
+	// When the key is IN_PROGRESS under another attempt's live lease, wait up
+	// to this long (at most 30 s unless configured, else INVALID_ARGUMENT)
+	// for it to leave that state, never past the call's deadline (the wait
+	// ends a little before it, so the call answers rather than failing
+	// DEADLINE_EXCEEDED). The answer is the outcome when the wait ends:
+	// COMPLETED after the holder completed, RESERVED when it released the key
+	// or its lease ran out (the caller then holds the key), or still
+	// IN_PROGRESS. Unset or zero answers at once. When the server already
+	// holds its most waiting calls, or shuts down, it answers at once with
+	// the outcome at that moment.
 	Wait          *durationpb.Duration `protobuf:"bytes,7,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -518,9 +575,11 @@ func (x *ReserveRequest) GetWait() *durationpb.Duration {
 }
 
 type ReserveResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Outcome       ReserveOutcome         `protobuf:"varint,1,opt,name=outcome,proto3,enum=idem.v1.ReserveOutcome" json:"outcome,omitempty"`
-	Record        *Record                `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Outcome ReserveOutcome         `protobuf:"varint,1,opt,name=outcome,proto3,enum=idem.v1.ReserveOutcome" json:"outcome,omitempty"`
+	// Set for every outcome; on MISMATCH without its result and checkpoint,
+	// which belong to another request.
+	Record        *Record `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -570,14 +629,22 @@ func (x *ReserveResponse) GetRecord() *Record {
 }
 
 type CompleteRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Tenant    string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Key       string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
-	Token     uint64                 `protobuf:"varint,4,opt,name=token,proto3" json:"token,omitempty"`
-	Result    *Result                `protobuf:"bytes,5,opt,name=result,proto3" json:"result,omitempty"`
-	// How long the completed record, and so its replay, is kept from now
-	// (default: the namespace's default retention).
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As in ReserveRequest.
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// As in ReserveRequest.
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// As in ReserveRequest.
+	Key string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	// The record.token of the Reserve that answered RESERVED. Required: 0 is
+	// INVALID_ARGUMENT.
+	Token uint64 `protobuf:"varint,4,opt,name=token,proto3" json:"token,omitempty"`
+	// The result to store and replay; see Result for its limits.
+	Result *Result `protobuf:"bytes,5,opt,name=result,proto3" json:"result,omitempty"`
+	// How long the completed record, and so its replay, is kept from now:
+	// 1 s to the namespace's maximum retention (30 d unless configured);
+	// unset or zero means its default retention (24 h unless configured).
+	// It replaces the record's expires_at, shorter or longer.
 	Retention     *durationpb.Duration `protobuf:"bytes,6,opt,name=retention,proto3" json:"retention,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -656,8 +723,9 @@ func (x *CompleteRequest) GetRetention() *durationpb.Duration {
 }
 
 type CompleteResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Record        *Record                `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The COMPLETED record.
+	Record        *Record `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -700,11 +768,16 @@ func (x *CompleteResponse) GetRecord() *Record {
 }
 
 type ReleaseRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Key           string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
-	Token         uint64                 `protobuf:"varint,4,opt,name=token,proto3" json:"token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As in ReserveRequest.
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// As in ReserveRequest.
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// As in ReserveRequest.
+	Key string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	// The record.token of the Reserve that answered RESERVED. Required: 0 is
+	// INVALID_ARGUMENT.
+	Token         uint64 `protobuf:"varint,4,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -768,8 +841,9 @@ func (x *ReleaseRequest) GetToken() uint64 {
 }
 
 type ReleaseResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Record        *Record                `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The RELEASED record.
+	Record        *Record `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -812,12 +886,19 @@ func (x *ReleaseResponse) GetRecord() *Record {
 }
 
 type ExtendLeaseRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Tenant    string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Key       string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
-	Token     uint64                 `protobuf:"varint,4,opt,name=token,proto3" json:"token,omitempty"`
-	// The new lease, counted from now (default: the namespace's default lease).
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As in ReserveRequest.
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// As in ReserveRequest.
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// As in ReserveRequest.
+	Key string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	// The record.token of the Reserve that answered RESERVED. Required: 0 is
+	// INVALID_ARGUMENT.
+	Token uint64 `protobuf:"varint,4,opt,name=token,proto3" json:"token,omitempty"`
+	// The new lease, counted from now, not added to the current one: 1 s to
+	// the namespace's maximum lease (1 h unless configured); unset or zero
+	// means its default lease (30 s unless configured).
 	LeaseTtl      *durationpb.Duration `protobuf:"bytes,5,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -889,8 +970,9 @@ func (x *ExtendLeaseRequest) GetLeaseTtl() *durationpb.Duration {
 }
 
 type ExtendLeaseResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Record        *Record                `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The record with its new lease_expires_at.
+	Record        *Record `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -933,13 +1015,20 @@ func (x *ExtendLeaseResponse) GetRecord() *Record {
 }
 
 type CheckpointRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Key           string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
-	Token         uint64                 `protobuf:"varint,4,opt,name=token,proto3" json:"token,omitempty"`
-	Phase         string                 `protobuf:"bytes,5,opt,name=phase,proto3" json:"phase,omitempty"`
-	Data          []byte                 `protobuf:"bytes,6,opt,name=data,proto3" json:"data,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As in ReserveRequest.
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// As in ReserveRequest.
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// As in ReserveRequest.
+	Key string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	// The record.token of the Reserve that answered RESERVED. Required: 0 is
+	// INVALID_ARGUMENT.
+	Token uint64 `protobuf:"varint,4,opt,name=token,proto3" json:"token,omitempty"`
+	// At most 256 bytes of printable UTF-8; may be empty.
+	Phase string `protobuf:"bytes,5,opt,name=phase,proto3" json:"phase,omitempty"`
+	// At most the namespace's result limit (1 MiB by default).
+	Data          []byte `protobuf:"bytes,6,opt,name=data,proto3" json:"data,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1017,8 +1106,9 @@ func (x *CheckpointRequest) GetData() []byte {
 }
 
 type CheckpointResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Record        *Record                `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The record with its new checkpoint.
+	Record        *Record `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1061,10 +1151,13 @@ func (x *CheckpointResponse) GetRecord() *Record {
 }
 
 type LookupRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Key           string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As in ReserveRequest.
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// As in ReserveRequest.
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// As in ReserveRequest.
+	Key           string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1165,11 +1258,17 @@ func (x *LookupResponse) GetRecord() *Record {
 }
 
 type BatchReserveRequest struct {
-	state         protoimpl.MessageState      `protogen:"open.v1"`
-	Tenant        string                      `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Namespace     string                      `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	LeaseTtl      *durationpb.Duration        `protobuf:"bytes,3,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
-	Retention     *durationpb.Duration        `protobuf:"bytes,4,opt,name=retention,proto3" json:"retention,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As in ReserveRequest.
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// As in ReserveRequest; every item is in this namespace.
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// As in ReserveRequest, for every item.
+	LeaseTtl *durationpb.Duration `protobuf:"bytes,3,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
+	// As in ReserveRequest, for every item.
+	Retention *durationpb.Duration `protobuf:"bytes,4,opt,name=retention,proto3" json:"retention,omitempty"`
+	// At most 1,000 unless configured, else the whole call is
+	// INVALID_ARGUMENT. None answers no results.
 	Items         []*BatchReserveRequest_Item `protobuf:"bytes,5,rep,name=items,proto3" json:"items,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1243,8 +1342,15 @@ func (x *BatchReserveRequest) GetItems() []*BatchReserveRequest_Item {
 // ItemError is the failure of one batch item; the other items are unaffected.
 type ItemError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// A gRPC status code.
-	Code          int32  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// A gRPC status code: what the item alone, as a Reserve or Complete,
+	// would have failed with. INVALID_ARGUMENT for a bad field or a repeated
+	// key (the message names the fields, as "items[3].key"; no BadRequest),
+	// FAILED_PRECONDITION for a lost lease, NOT_FOUND for no live record,
+	// DATA_LOSS for a damaged record, RESOURCE_EXHAUSTED for a BatchReserve
+	// item left out of a full answer, and UNAVAILABLE or DEADLINE_EXCEEDED
+	// when the store failed for this item only (retry it alone).
+	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// Says what went wrong, as the status message of that call would.
 	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1296,7 +1402,7 @@ func (x *ItemError) GetMessage() string {
 
 type BatchReserveResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// In request order.
+	// One per item, in request order.
 	Results       []*BatchReserveResponse_Result `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1340,10 +1446,15 @@ func (x *BatchReserveResponse) GetResults() []*BatchReserveResponse_Result {
 }
 
 type BatchCompleteRequest struct {
-	state         protoimpl.MessageState       `protogen:"open.v1"`
-	Tenant        string                       `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Namespace     string                       `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Retention     *durationpb.Duration         `protobuf:"bytes,3,opt,name=retention,proto3" json:"retention,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As in CompleteRequest.
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// As in CompleteRequest; every item is in this namespace.
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// As in CompleteRequest, for every item.
+	Retention *durationpb.Duration `protobuf:"bytes,3,opt,name=retention,proto3" json:"retention,omitempty"`
+	// At most 1,000 unless configured, else the whole call is
+	// INVALID_ARGUMENT. None answers no results.
 	Items         []*BatchCompleteRequest_Item `protobuf:"bytes,4,rep,name=items,proto3" json:"items,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1409,7 +1520,7 @@ func (x *BatchCompleteRequest) GetItems() []*BatchCompleteRequest_Item {
 
 type BatchCompleteResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// In request order.
+	// One per item, in request order.
 	Results       []*BatchCompleteResponse_Result `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1453,9 +1564,12 @@ func (x *BatchCompleteResponse) GetResults() []*BatchCompleteResponse_Result {
 }
 
 type BatchReserveRequest_Item struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Fingerprint   []byte                 `protobuf:"bytes,2,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As in ReserveRequest; when a key repeats in one batch, its
+	// first occurrence without a bad field proceeds and the others fail.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// As in ReserveRequest.
+	Fingerprint   []byte `protobuf:"bytes,2,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1505,10 +1619,13 @@ func (x *BatchReserveRequest_Item) GetFingerprint() []byte {
 }
 
 type BatchReserveResponse_Result struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Outcome       ReserveOutcome         `protobuf:"varint,1,opt,name=outcome,proto3,enum=idem.v1.ReserveOutcome" json:"outcome,omitempty"`
-	Record        *Record                `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
-	Error         *ItemError             `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unset when error is set.
+	Outcome ReserveOutcome `protobuf:"varint,1,opt,name=outcome,proto3,enum=idem.v1.ReserveOutcome" json:"outcome,omitempty"`
+	// As in ReserveResponse; unset when error is set.
+	Record *Record `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
+	// Set when the item failed.
+	Error         *ItemError `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1565,10 +1682,14 @@ func (x *BatchReserveResponse_Result) GetError() *ItemError {
 }
 
 type BatchCompleteRequest_Item struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Token         uint64                 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
-	Result        *Result                `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As in CompleteRequest; when a key repeats in one batch, its
+	// first occurrence without a bad field proceeds and the others fail.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// As in CompleteRequest.
+	Token uint64 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
+	// As in CompleteRequest.
+	Result        *Result `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1628,7 +1749,8 @@ type BatchCompleteResponse_Result struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The completed record; unset, with error unset too, for an item
 	// completed past the answer's size bound.
-	Record        *Record    `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	Record *Record `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	// Set when the item failed.
 	Error         *ItemError `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -38,50 +38,127 @@ const (
 // releases it when the attempt failed transiently). Every retry of the same
 // logical command carries the same key and gets the same answer.
 //
-// Errors are gRPC statuses with a google.rpc.ErrorInfo (domain "idem.dev"):
-// INVALID_ARGUMENT (a google.rpc.BadRequest names every bad field),
-// FAILED_PRECONDITION (reason LEASE_LOST: the token no longer holds the
-// key), NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED
-// and UNAVAILABLE (both with a google.rpc.RetryInfo), DEADLINE_EXCEEDED,
-// and DATA_LOSS (reason DAMAGED: the store holds a record for the key that
-// the server cannot decode; the message names it, and an admin DeleteKey
-// removes it).
+// Every request names one record by tenant, namespace and key:
+//   - tenant: at most 128 bytes of printable UTF-8. Empty means the
+//     caller's own tenant: the one of its credentials with authentication
+//     on, "default" without. With authentication on, naming any other
+//     tenant is PERMISSION_DENIED.
+//   - namespace: the operation family (e.g. a full gRPC method), 1-256
+//     bytes of printable UTF-8. The server's per-namespace policy sets its
+//     default and maximum lease and retention, its result size limit and
+//     whether results are stored or only their codes.
+//   - key: chosen by the caller and the same on every retry of one logical
+//     command, 1-256 bytes of printable UTF-8.
+//
+// The limits quoted here and below are the server's defaults; an operator
+// may configure others.
+//
+// Durations (lease_ttl, retention, wait) unset or zero mean their default;
+// a negative or out-of-range one is INVALID_ARGUMENT, never clamped.
+//
+// Expected outcomes (RESERVED, COMPLETED, IN_PROGRESS, MISMATCH) are
+// response values, not errors. Errors are gRPC statuses:
+//   - INVALID_ARGUMENT: a google.rpc.BadRequest whose field violations name
+//     every bad field (no ErrorInfo).
+//   - FAILED_PRECONDITION, with a google.rpc.ErrorInfo (domain "idem.dev")
+//     reason LEASE_LOST: the token no longer holds the key.
+//   - NOT_FOUND (reason NOT_FOUND): no live record for the key (never
+//     created, expired, or deleted).
+//   - UNAUTHENTICATED (reason UNAUTHENTICATED) and PERMISSION_DENIED
+//     (reason PERMISSION_DENIED).
+//   - RESOURCE_EXHAUSTED: a rate or concurrency limit (reason
+//     RESOURCE_EXHAUSTED, with a google.rpc.RetryInfo; idemd's limits add
+//     ErrorInfo metadata "limit": "inflight", "tenant_inflight" or
+//     "tenant_rate"). A request larger than the server reads is also
+//     RESOURCE_EXHAUSTED, from gRPC itself, without details (retrying it
+//     does not help).
+//   - UNAVAILABLE (reason STORE_UNAVAILABLE, or STORE_CLOSED, with a
+//     google.rpc.RetryInfo): the store did not answer; retry.
+//   - DEADLINE_EXCEEDED and CANCELED: the call's own deadline or
+//     cancellation, without details.
+//   - DATA_LOSS (reason DAMAGED): the store holds a record for the key that
+//     the server cannot decode; the message names it, and an admin
+//     DeleteKey removes it.
+//   - INTERNAL: anything unexpected, with no details (the server logs it).
 type IdempotencyServiceClient interface {
 	// Reserve atomically claims a key, or reports why it cannot: the command
 	// already completed (the stored result is returned), another attempt holds
-	// a live lease, or the key was used with a different request.
+	// a live lease, or the key was used with a different request. In one
+	// atomic step:
+	//   - no live record: RESERVED, a new IN_PROGRESS record with token 1;
+	//   - any record with a different fingerprint: MISMATCH, nothing changes;
+	//   - RELEASED, or IN_PROGRESS whose lease has ended: RESERVED (a
+	//     takeover): the token grows by one, attempts by one, a new lease
+	//     starts, and the record keeps the last checkpoint;
+	//   - IN_PROGRESS with a live lease: IN_PROGRESS (see wait), nothing
+	//     changes;
+	//   - COMPLETED: COMPLETED, with the stored result.
+	//
+	// Every outcome comes with the record. Reserve never answers NOT_FOUND
+	// or FAILED_PRECONDITION.
 	Reserve(ctx context.Context, in *ReserveRequest, opts ...grpc.CallOption) (*ReserveResponse, error)
 	// Complete stores the result of the attempt holding token and makes every
-	// later Reserve of the key replay it.
+	// later Reserve of the key replay it. The record must be IN_PROGRESS with
+	// this token: its lease may have ended, as long as nobody took over.
+	// Repeating the same Complete (same token, equal result) on the record it
+	// completed succeeds again and answers the record unchanged (its
+	// expires_at is not moved). A different token, a RELEASED record, or a
+	// record already completed with a different result is
+	// FAILED_PRECONDITION (reason LEASE_LOST); no live record is NOT_FOUND.
 	Complete(ctx context.Context, in *CompleteRequest, opts ...grpc.CallOption) (*CompleteResponse, error)
 	// Release gives the key up without caching a result, so the next Reserve
-	// takes over. Used after transient failures.
+	// with the same fingerprint takes over (with token + 1). Used after
+	// transient failures. The record must be IN_PROGRESS with this token (its
+	// lease may have ended, as long as nobody took over); repeating the
+	// Release on the RELEASED record succeeds again unchanged. A different
+	// token or a COMPLETED record is FAILED_PRECONDITION (reason LEASE_LOST);
+	// no live record is NOT_FOUND. The RELEASED record keeps its expires_at:
+	// until then a Reserve with a different fingerprint is still MISMATCH.
 	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error)
-	// ExtendLease keeps a long-running attempt's lease alive.
+	// ExtendLease keeps a long-running attempt's lease alive: lease_expires_at
+	// becomes now + lease_ttl (which may also shorten it), and expires_at
+	// grows to at least that. Only for the token holder while the record is
+	// IN_PROGRESS (its lease may have ended, as long as nobody took over);
+	// otherwise FAILED_PRECONDITION (reason LEASE_LOST), or NOT_FOUND when
+	// no live record exists.
 	ExtendLease(ctx context.Context, in *ExtendLeaseRequest, opts ...grpc.CallOption) (*ExtendLeaseResponse, error)
-	// Checkpoint records the phase an attempt reached, so a takeover can resume.
+	// Checkpoint records the phase an attempt reached, so a takeover can
+	// resume: it replaces the record's checkpoint, which a later takeover's
+	// Reserve returns. Same conditions and errors as ExtendLease; it does not
+	// extend the lease.
 	Checkpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (*CheckpointResponse, error)
-	// Lookup reads a record without changing it.
+	// Lookup reads a record without changing it: the whole record, result and
+	// checkpoint included, whatever its fingerprint; NOT_FOUND when there is
+	// no live record.
 	Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error)
-	// BatchReserve reserves up to 1,000 keys of one namespace at once (more
-	// fail the whole call). An item that fails alone (a bad field, a key
-	// repeated in the batch, a damaged record) carries its own error.
+	// BatchReserve reserves up to 1,000 keys of one namespace at once, each
+	// item as a Reserve of its own (there is no wait: a held key answers
+	// IN_PROGRESS at once). Items are not atomic together: some may be
+	// RESERVED while others fail. More items, or a bad tenant, namespace,
+	// lease_ttl or retention, fail the whole call with INVALID_ARGUMENT, as
+	// does a store that cannot be reached (UNAVAILABLE). An item that fails
+	// alone (a bad field, a key repeated in the batch: its first occurrence
+	// without a bad field proceeds, a damaged record) carries its own error; see ItemError.
 	// The answer is bounded in size (the largest request the server reads:
 	// 4 MiB, or twice its result limit plus 64 KiB when that is more).
-	// RESERVED items are always answered in full; the other items share the
-	// rest in request order, and one whose record does not fit gets the
-	// item error RESOURCE_EXHAUSTED instead. Its record is unchanged by the
-	// batch: Reserve or Lookup that key on its own (Go's client.New does).
+	// RESERVED items and item errors are always answered in full; the other
+	// items get their records in request order, each one that still fits,
+	// and one whose record does not fit gets the item error
+	// RESOURCE_EXHAUSTED instead. Its record is unchanged by the batch:
+	// Reserve or Lookup that key on its own (Go's client.New does).
 	BatchReserve(ctx context.Context, in *BatchReserveRequest, opts ...grpc.CallOption) (*BatchReserveResponse, error)
-	// BatchComplete completes up to 1,000 keys of one namespace at once.
+	// BatchComplete completes up to 1,000 keys of one namespace at once, each
+	// item as a Complete of its own, with the same per-item and whole-call
+	// errors as BatchReserve (a failed item, e.g. FAILED_PRECONDITION for a
+	// lost lease, leaves the others completed).
 	// Its answer has the same bound as BatchReserve's: completed items get
-	// their records in request order while they fit, and a completed item
-	// past the bound is answered with neither record nor error (it is
-	// completed all the same; Lookup it for the record). idemd reads requests
-	// of up to 4 MiB, or twice its result limit plus 64 KiB when that is more;
-	// a larger request fails as a whole (RESOURCE_EXHAUSTED), so a client
-	// splits one whose results add up to more into several calls, as the Go
-	// client does.
+	// their records in request order, each one that still fits, and a
+	// completed item past the bound is answered with neither record nor
+	// error (it is completed all the same; Lookup it for the record). idemd
+	// reads requests of up to 4 MiB, or twice its result limit plus 64 KiB
+	// when that is more; a larger request fails as a whole
+	// (RESOURCE_EXHAUSTED), so a client splits one whose results add up to
+	// more into several calls, as the Go client does.
 	BatchComplete(ctx context.Context, in *BatchCompleteRequest, opts ...grpc.CallOption) (*BatchCompleteResponse, error)
 }
 
@@ -182,50 +259,127 @@ func (c *idempotencyServiceClient) BatchComplete(ctx context.Context, in *BatchC
 // releases it when the attempt failed transiently). Every retry of the same
 // logical command carries the same key and gets the same answer.
 //
-// Errors are gRPC statuses with a google.rpc.ErrorInfo (domain "idem.dev"):
-// INVALID_ARGUMENT (a google.rpc.BadRequest names every bad field),
-// FAILED_PRECONDITION (reason LEASE_LOST: the token no longer holds the
-// key), NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED
-// and UNAVAILABLE (both with a google.rpc.RetryInfo), DEADLINE_EXCEEDED,
-// and DATA_LOSS (reason DAMAGED: the store holds a record for the key that
-// the server cannot decode; the message names it, and an admin DeleteKey
-// removes it).
+// Every request names one record by tenant, namespace and key:
+//   - tenant: at most 128 bytes of printable UTF-8. Empty means the
+//     caller's own tenant: the one of its credentials with authentication
+//     on, "default" without. With authentication on, naming any other
+//     tenant is PERMISSION_DENIED.
+//   - namespace: the operation family (e.g. a full gRPC method), 1-256
+//     bytes of printable UTF-8. The server's per-namespace policy sets its
+//     default and maximum lease and retention, its result size limit and
+//     whether results are stored or only their codes.
+//   - key: chosen by the caller and the same on every retry of one logical
+//     command, 1-256 bytes of printable UTF-8.
+//
+// The limits quoted here and below are the server's defaults; an operator
+// may configure others.
+//
+// Durations (lease_ttl, retention, wait) unset or zero mean their default;
+// a negative or out-of-range one is INVALID_ARGUMENT, never clamped.
+//
+// Expected outcomes (RESERVED, COMPLETED, IN_PROGRESS, MISMATCH) are
+// response values, not errors. Errors are gRPC statuses:
+//   - INVALID_ARGUMENT: a google.rpc.BadRequest whose field violations name
+//     every bad field (no ErrorInfo).
+//   - FAILED_PRECONDITION, with a google.rpc.ErrorInfo (domain "idem.dev")
+//     reason LEASE_LOST: the token no longer holds the key.
+//   - NOT_FOUND (reason NOT_FOUND): no live record for the key (never
+//     created, expired, or deleted).
+//   - UNAUTHENTICATED (reason UNAUTHENTICATED) and PERMISSION_DENIED
+//     (reason PERMISSION_DENIED).
+//   - RESOURCE_EXHAUSTED: a rate or concurrency limit (reason
+//     RESOURCE_EXHAUSTED, with a google.rpc.RetryInfo; idemd's limits add
+//     ErrorInfo metadata "limit": "inflight", "tenant_inflight" or
+//     "tenant_rate"). A request larger than the server reads is also
+//     RESOURCE_EXHAUSTED, from gRPC itself, without details (retrying it
+//     does not help).
+//   - UNAVAILABLE (reason STORE_UNAVAILABLE, or STORE_CLOSED, with a
+//     google.rpc.RetryInfo): the store did not answer; retry.
+//   - DEADLINE_EXCEEDED and CANCELED: the call's own deadline or
+//     cancellation, without details.
+//   - DATA_LOSS (reason DAMAGED): the store holds a record for the key that
+//     the server cannot decode; the message names it, and an admin
+//     DeleteKey removes it.
+//   - INTERNAL: anything unexpected, with no details (the server logs it).
 type IdempotencyServiceServer interface {
 	// Reserve atomically claims a key, or reports why it cannot: the command
 	// already completed (the stored result is returned), another attempt holds
-	// a live lease, or the key was used with a different request.
+	// a live lease, or the key was used with a different request. In one
+	// atomic step:
+	//   - no live record: RESERVED, a new IN_PROGRESS record with token 1;
+	//   - any record with a different fingerprint: MISMATCH, nothing changes;
+	//   - RELEASED, or IN_PROGRESS whose lease has ended: RESERVED (a
+	//     takeover): the token grows by one, attempts by one, a new lease
+	//     starts, and the record keeps the last checkpoint;
+	//   - IN_PROGRESS with a live lease: IN_PROGRESS (see wait), nothing
+	//     changes;
+	//   - COMPLETED: COMPLETED, with the stored result.
+	//
+	// Every outcome comes with the record. Reserve never answers NOT_FOUND
+	// or FAILED_PRECONDITION.
 	Reserve(context.Context, *ReserveRequest) (*ReserveResponse, error)
 	// Complete stores the result of the attempt holding token and makes every
-	// later Reserve of the key replay it.
+	// later Reserve of the key replay it. The record must be IN_PROGRESS with
+	// this token: its lease may have ended, as long as nobody took over.
+	// Repeating the same Complete (same token, equal result) on the record it
+	// completed succeeds again and answers the record unchanged (its
+	// expires_at is not moved). A different token, a RELEASED record, or a
+	// record already completed with a different result is
+	// FAILED_PRECONDITION (reason LEASE_LOST); no live record is NOT_FOUND.
 	Complete(context.Context, *CompleteRequest) (*CompleteResponse, error)
 	// Release gives the key up without caching a result, so the next Reserve
-	// takes over. Used after transient failures.
+	// with the same fingerprint takes over (with token + 1). Used after
+	// transient failures. The record must be IN_PROGRESS with this token (its
+	// lease may have ended, as long as nobody took over); repeating the
+	// Release on the RELEASED record succeeds again unchanged. A different
+	// token or a COMPLETED record is FAILED_PRECONDITION (reason LEASE_LOST);
+	// no live record is NOT_FOUND. The RELEASED record keeps its expires_at:
+	// until then a Reserve with a different fingerprint is still MISMATCH.
 	Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error)
-	// ExtendLease keeps a long-running attempt's lease alive.
+	// ExtendLease keeps a long-running attempt's lease alive: lease_expires_at
+	// becomes now + lease_ttl (which may also shorten it), and expires_at
+	// grows to at least that. Only for the token holder while the record is
+	// IN_PROGRESS (its lease may have ended, as long as nobody took over);
+	// otherwise FAILED_PRECONDITION (reason LEASE_LOST), or NOT_FOUND when
+	// no live record exists.
 	ExtendLease(context.Context, *ExtendLeaseRequest) (*ExtendLeaseResponse, error)
-	// Checkpoint records the phase an attempt reached, so a takeover can resume.
+	// Checkpoint records the phase an attempt reached, so a takeover can
+	// resume: it replaces the record's checkpoint, which a later takeover's
+	// Reserve returns. Same conditions and errors as ExtendLease; it does not
+	// extend the lease.
 	Checkpoint(context.Context, *CheckpointRequest) (*CheckpointResponse, error)
-	// Lookup reads a record without changing it.
+	// Lookup reads a record without changing it: the whole record, result and
+	// checkpoint included, whatever its fingerprint; NOT_FOUND when there is
+	// no live record.
 	Lookup(context.Context, *LookupRequest) (*LookupResponse, error)
-	// BatchReserve reserves up to 1,000 keys of one namespace at once (more
-	// fail the whole call). An item that fails alone (a bad field, a key
-	// repeated in the batch, a damaged record) carries its own error.
+	// BatchReserve reserves up to 1,000 keys of one namespace at once, each
+	// item as a Reserve of its own (there is no wait: a held key answers
+	// IN_PROGRESS at once). Items are not atomic together: some may be
+	// RESERVED while others fail. More items, or a bad tenant, namespace,
+	// lease_ttl or retention, fail the whole call with INVALID_ARGUMENT, as
+	// does a store that cannot be reached (UNAVAILABLE). An item that fails
+	// alone (a bad field, a key repeated in the batch: its first occurrence
+	// without a bad field proceeds, a damaged record) carries its own error; see ItemError.
 	// The answer is bounded in size (the largest request the server reads:
 	// 4 MiB, or twice its result limit plus 64 KiB when that is more).
-	// RESERVED items are always answered in full; the other items share the
-	// rest in request order, and one whose record does not fit gets the
-	// item error RESOURCE_EXHAUSTED instead. Its record is unchanged by the
-	// batch: Reserve or Lookup that key on its own (Go's client.New does).
+	// RESERVED items and item errors are always answered in full; the other
+	// items get their records in request order, each one that still fits,
+	// and one whose record does not fit gets the item error
+	// RESOURCE_EXHAUSTED instead. Its record is unchanged by the batch:
+	// Reserve or Lookup that key on its own (Go's client.New does).
 	BatchReserve(context.Context, *BatchReserveRequest) (*BatchReserveResponse, error)
-	// BatchComplete completes up to 1,000 keys of one namespace at once.
+	// BatchComplete completes up to 1,000 keys of one namespace at once, each
+	// item as a Complete of its own, with the same per-item and whole-call
+	// errors as BatchReserve (a failed item, e.g. FAILED_PRECONDITION for a
+	// lost lease, leaves the others completed).
 	// Its answer has the same bound as BatchReserve's: completed items get
-	// their records in request order while they fit, and a completed item
-	// past the bound is answered with neither record nor error (it is
-	// completed all the same; Lookup it for the record). idemd reads requests
-	// of up to 4 MiB, or twice its result limit plus 64 KiB when that is more;
-	// a larger request fails as a whole (RESOURCE_EXHAUSTED), so a client
-	// splits one whose results add up to more into several calls, as the Go
-	// client does.
+	// their records in request order, each one that still fits, and a
+	// completed item past the bound is answered with neither record nor
+	// error (it is completed all the same; Lookup it for the record). idemd
+	// reads requests of up to 4 MiB, or twice its result limit plus 64 KiB
+	// when that is more; a larger request fails as a whole
+	// (RESOURCE_EXHAUSTED), so a client splits one whose results add up to
+	// more into several calls, as the Go client does.
 	BatchComplete(context.Context, *BatchCompleteRequest) (*BatchCompleteResponse, error)
 	mustEmbedUnimplementedIdempotencyServiceServer()
 }
