@@ -124,7 +124,9 @@ ON CONFLICT (consumer, msg_id) DO NOTHING`
 // redelivered. fn may run several times when the database asks for a retry,
 // each time with the earlier try's writes undone (a new transaction on
 // PostgreSQL, a rollback to a savepoint of the same one on CockroachDB), so
-// it must do nothing outside tx that cannot be repeated.
+// it must do nothing outside tx that cannot be repeated. fn must not end tx:
+// its Commit and Rollback return an error and fail the try, while nested
+// transactions (tx.Begin, a savepoint) work as usual.
 func Process(ctx context.Context, db DB, consumer, msgID string, fn func(ctx context.Context, tx pgx.Tx) error, opts ...Option) (processed bool, err error) {
 	if consumer == "" || msgID == "" {
 		return false, errors.New("idem: inbox: consumer and message id must not be empty")
@@ -146,8 +148,16 @@ func Process(ctx context.Context, db DB, consumer, msgID string, fn func(ctx con
 		if tag.RowsAffected() == 0 {
 			return nil // duplicate: commit the empty transaction
 		}
-		if err := fn(ctx, tx); err != nil {
-			return err
+		g := &guardedTx{Tx: tx}
+		fnErr := fn(ctx, g)
+		if g.ended {
+			// Whatever fn returned, the try must not commit: a commit by fn
+			// has already been refused, and the writes it meant to roll back
+			// must not commit either.
+			return errors.Join(errEndedByFn, fnErr)
+		}
+		if fnErr != nil {
+			return fnErr
 		}
 		processed = true
 		return nil
@@ -161,6 +171,27 @@ func Process(ctx context.Context, db DB, consumer, msgID string, fn func(ctx con
 		return false, err
 	}
 	return processed, nil
+}
+
+var errEndedByFn = errors.New("idem: inbox: fn must not commit or roll back the transaction; return an error to roll it back")
+
+// guardedTx is the transaction fn sees. Its Commit and Rollback are refused:
+// a commit by fn would commit the marker with only the writes made so far,
+// and every redelivery would then skip the rest as a duplicate. Nested
+// transactions (savepoints, from Begin) work as usual.
+type guardedTx struct {
+	pgx.Tx
+	ended bool
+}
+
+func (g *guardedTx) Commit(context.Context) error {
+	g.ended = true
+	return errEndedByFn
+}
+
+func (g *guardedTx) Rollback(context.Context) error {
+	g.ended = true
+	return errEndedByFn
 }
 
 // runPostgres retries the whole transaction, from a new BEGIN, while
