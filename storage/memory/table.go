@@ -24,16 +24,17 @@ import (
 // Tables and chunks of 64 KiB and more live outside the Go heap
 // (package offheap), so a large store costs its records' size in RSS
 // rather than five times it under idemd's GC target. Their memory is
-// returned when a table grows, a compaction retires chunks, or the store
-// closes, so bytes read from the arena must be copied (or decoded, which
-// copies) before the shard's lock is released.
+// returned when a table grows or shrinks (after a sweep), a compaction
+// retires chunks, or the store closes, so bytes read from the arena must
+// be copied (or decoded, which copies) before the shard's lock is
+// released.
 
 // slot is one table entry. tag is the key's hash with bit 0 set, so 0
 // marks an empty slot; a slot's home is hash>>32 modulo the table size, so
 // the table uses other bits of the hash than the shard index does.
 type slot struct {
 	tag     uint64
-	expires int64  // the record's ExpiresAt in Unix nanoseconds
+	expires int64  // the record's ExpiresAt in Unix nanoseconds, saturated (expiryNanos)
 	ref     uint64 // chunk index<<32 | offset of the entry in the chunk
 }
 
@@ -159,9 +160,29 @@ func (t *table) set(i int, found bool, tag uint64, k, v []byte, expires int64) {
 }
 
 // grow doubles the table (or makes the first one) and rehashes every slot.
-func (t *table) grow() {
+func (t *table) grow() { t.resize(max(minSlots, 2*len(t.slots))) }
+
+// shrink halves the table while an eighth of it or less is in use, so a
+// burst of records that has since been swept does not keep its table
+// (mapped and touched, so resident) for the life of the store. After it
+// the table is more than an eighth full and grows again at three
+// quarters, so a shard that swings around one size does not rehash on
+// every sweep.
+func (t *table) shrink() {
+	size := len(t.slots)
+	for size > minSlots && t.n*8 <= size {
+		size /= 2
+	}
+	if size < len(t.slots) {
+		t.resize(size)
+	}
+}
+
+// resize moves every slot into a new table of size slots, a power of two
+// with room for them all.
+func (t *table) resize(size int) {
 	old, oldBlk := t.slots, t.slotsBlk
-	t.slots, t.slotsBlk = allocSlots(max(minSlots, 2*len(old)))
+	t.slots, t.slotsBlk = allocSlots(size)
 	defer oldBlk.Free()
 	m := len(t.slots) - 1
 	for _, s := range old {
