@@ -44,7 +44,10 @@ func TestHealthNotServingWhenPingHangs(t *testing.T) {
 	defer mem.Close()
 	st := &hungPing{Store: mem, release: make(chan struct{})}
 	// The periodic checker stays out of the way: checks are run by hand.
-	svc, err := New(st, WithHealthCheck(time.Hour, time.Millisecond), WithLogger(slog.New(slog.DiscardHandler)))
+	// The health timeout is long enough for the memory store's first Ping
+	// on a loaded machine (with 1 ms it sometimes was not), and each hung
+	// check below waits it out once.
+	svc, err := New(st, WithHealthCheck(time.Hour, time.Second), WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}
