@@ -136,11 +136,25 @@ func callWithin[T any](ctx context.Context, r *invocation, wait time.Duration, f
 	defer cancel()
 	v, err := f(cctx)
 	// Our own deadline, not the caller's (a signal) nor one the server
-	// answered with before it.
-	if status.Code(err) == codes.DeadlineExceeded && errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+	// answered with well before it. The server ends the call at the
+	// deadline idemctl sent, so its answer may arrive a moment before
+	// idemctl's own timer fires: that is our deadline too.
+	if status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil && atDeadline(cctx) {
 		return zero, timeoutError{err: err, wait: wait}
 	}
 	return v, err
+}
+
+// deadlineSlack is how close to idemctl's deadline a server's
+// DEADLINE_EXCEEDED counts as that deadline.
+const deadlineSlack = 50 * time.Millisecond
+
+func atDeadline(ctx context.Context) bool {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && time.Until(dl) <= deadlineSlack
 }
 
 func (r *invocation) idem() idemv1.IdempotencyServiceClient {

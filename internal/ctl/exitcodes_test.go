@@ -192,3 +192,30 @@ func TestTimeoutIsNamed(t *testing.T) {
 		t.Fatalf("lookup answered DEADLINE_EXCEEDED by the server: exit %d, stderr %q; want exit %d, stderr %q", r.code, r.stderr, ExitFailed, want)
 	}
 }
+
+// earlyStall ends a call a little before the deadline it was sent, as a
+// server does whose clock or scheduling runs a moment ahead of idemctl's.
+type earlyStall struct {
+	idemv1.UnimplementedAdminServiceServer
+}
+
+func (earlyStall) Stats(ctx context.Context, _ *idemv1.StatsRequest) (*idemv1.StatsResponse, error) {
+	dl, _ := ctx.Deadline()
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Until(dl) - 20*time.Millisecond):
+	}
+	return nil, status.Error(codes.DeadlineExceeded, "context deadline exceeded")
+}
+
+// The server's DEADLINE_EXCEEDED for the deadline idemctl sent can arrive
+// before idemctl's own timer fires; it is still idemctl's --timeout.
+func TestTimeoutAnsweredByServerIsNamed(t *testing.T) {
+	ctx := testContext(t)
+	addr := serveFake(t, func(gs *grpc.Server) { idemv1.RegisterAdminServiceServer(gs, earlyStall{}) })
+	r := run(ctx, t, nil, "--addr", addr, "--timeout", "300ms", "stats")
+	want := "idemctl: idem at " + addr + " did not answer within --timeout 300ms; raise --timeout\n"
+	if r.code != ExitFailed || r.stderr != want {
+		t.Fatalf("stats answered DEADLINE_EXCEEDED at the deadline: exit %d, stderr %q; want exit %d, stderr %q", r.code, r.stderr, ExitFailed, want)
+	}
+}
