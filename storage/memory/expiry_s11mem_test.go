@@ -36,21 +36,3 @@ func TestFarExpiryKeepsRecord(t *testing.T) {
 		t.Errorf("Sweep() deleted %d records, want 0", n)
 	}
 }
-
-func TestExpiryNanosSaturates(t *testing.T) {
-	for _, tc := range []struct {
-		t    time.Time
-		want int64
-	}{
-		{time.Unix(0, 5), 5},
-		{time.Unix(0, 1<<63-1), 1<<63 - 1},
-		{time.Date(2400, 1, 1, 0, 0, 0, 0, time.UTC), 1<<63 - 1},
-		{time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), 1<<63 - 1},
-		{time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC), -1 << 63},
-		{time.Time{}, -1 << 63},
-	} {
-		if got := expiryNanos(tc.t); got != tc.want {
-			t.Errorf("expiryNanos(%v) = %d, want %d", tc.t, got, tc.want)
-		}
-	}
-}

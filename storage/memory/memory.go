@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
-	"math"
 	"net/url"
 	"slices"
 	"strconv"
@@ -205,31 +204,6 @@ func live(t *table, i int, found bool, id storage.ID, now time.Time) *storage.Re
 	return decode(v, id)
 }
 
-var (
-	maxExpiry = time.Unix(0, math.MaxInt64)
-	minExpiry = time.Unix(0, math.MinInt64)
-)
-
-// expiryNanos is t in Unix nanoseconds, saturated: past 2262 UnixNano
-// wraps around to a time long gone, which would make a record with a long
-// retention absent the moment it is written.
-func expiryNanos(t time.Time) int64 {
-	if t.After(maxExpiry) {
-		return math.MaxInt64
-	}
-	if t.Before(minExpiry) {
-		return math.MinInt64
-	}
-	return t.UnixNano()
-}
-
-func clampExpiry(t time.Time) time.Time {
-	if t.After(maxExpiry) {
-		return maxExpiry
-	}
-	return t
-}
-
 // decode returns the record v holds; Decode copies, so the record does not
 // share the arena's bytes.
 func decode(v []byte, id storage.ID) *storage.Record {
@@ -257,18 +231,8 @@ func (s *Store) update(id storage.ID, f func(cur *storage.Record, now time.Time)
 	now := s.now()
 	i, found := sh.t.find(tag, k)
 	if w := f(live(&sh.t, i, found, id, now), now); w != nil {
-		if w.ExpiresAt.After(maxExpiry) || w.LeaseExpiresAt.After(maxExpiry) {
-			// recordcodec keeps times as Unix nanoseconds, which wrap
-			// past 2262: a far ExpiresAt would decode as long past and
-			// the next call would find the record absent. Store the
-			// latest time that fits instead; the caller's answer is f's
-			// own record and keeps its times.
-			c := *w
-			c.ExpiresAt, c.LeaseExpiresAt = clampExpiry(c.ExpiresAt), clampExpiry(c.LeaseExpiresAt)
-			w = &c
-		}
 		var vbuf [256]byte
-		sh.t.set(i, found, tag, k, recordcodec.Append(vbuf[:0], w, false), expiryNanos(w.ExpiresAt))
+		sh.t.set(i, found, tag, k, recordcodec.Append(vbuf[:0], w, false), recordcodec.UnixNano(w.ExpiresAt))
 	}
 	return nil
 }

@@ -34,7 +34,7 @@ import (
 // the table uses other bits of the hash than the shard index does.
 type slot struct {
 	tag     uint64
-	expires int64  // the record's ExpiresAt in Unix nanoseconds, saturated (expiryNanos)
+	expires int64  // the record's ExpiresAt in Unix nanoseconds, saturated (recordcodec.UnixNano)
 	ref     uint64 // chunk index<<32 | offset of the entry in the chunk
 }
 

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/idemhq/idem/storage"
+	"github.com/idemhq/idem/storage/internal/recordcodec"
 )
 
 // Key layout. One byte of prefix separates the keyspaces:
@@ -109,7 +110,7 @@ func expiryKey(at time.Time, recKey []byte) []byte {
 // in a buffer of its own.
 func appendExpiryKey(dst []byte, at time.Time, recKey []byte) []byte {
 	dst = append(dst, prefixExpiry)
-	dst = binary.BigEndian.AppendUint64(dst, uint64(at.UnixNano())^(1<<63))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(recordcodec.UnixNano(at))^(1<<63))
 	return append(dst, recKey...)
 }
 

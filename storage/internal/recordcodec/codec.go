@@ -88,7 +88,7 @@ func Append(dst []byte, r *storage.Record, withID bool) []byte {
 	b = appendBytes(b, r.Fingerprint)
 	for _, t := range times {
 		if !t.IsZero() {
-			b = binary.AppendVarint(b, t.UnixNano())
+			b = binary.AppendVarint(b, UnixNano(t))
 		}
 	}
 	if r.Result != nil {
@@ -385,4 +385,23 @@ func Decode(b []byte, id *storage.ID) (*storage.Record, error) {
 		return nil, fmt.Errorf("idem: stored record: %w", d.err)
 	}
 	return r, nil
+}
+
+var (
+	latest   = time.Unix(0, math.MaxInt64)
+	earliest = time.Unix(0, math.MinInt64)
+)
+
+// UnixNano is t in Unix nanoseconds, saturated at the int64 range: past
+// 2262 t.UnixNano wraps around to a time long gone, and a record kept that
+// long would read as expired the moment it was written. The stores keep
+// every time through it.
+func UnixNano(t time.Time) int64 {
+	switch {
+	case t.After(latest):
+		return math.MaxInt64
+	case t.Before(earliest):
+		return math.MinInt64
+	}
+	return t.UnixNano()
 }
