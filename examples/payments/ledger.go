@@ -6,10 +6,6 @@ import (
 	"sync"
 )
 
-// errStaleToken: a write carried a fencing token older than one the ledger
-// already saw for the key; the attempt lost its lease to a newer one.
-var errStaleToken = errors.New("payments: stale fencing token")
-
 // errKeyReused: the key already charged a different request. idem refuses
 // that while it keeps the key (its retention); the ledger keeps keys for
 // good, so it must refuse it too rather than answer with another charge.
@@ -41,25 +37,26 @@ type Ledger struct {
 	mu       sync.Mutex
 	balances map[string]int64
 	byKey    map[string]*entry
-	tokens   map[string]uint64 // highest fencing token seen per key
 	entries  []*entry
 }
 
 // NewLedger returns an empty ledger.
 func NewLedger() *Ledger {
-	return &Ledger{balances: map[string]int64{}, byKey: map[string]*entry{}, tokens: map[string]uint64{}}
+	return &Ledger{balances: map[string]int64{}, byKey: map[string]*entry{}}
 }
 
 // Post charges c once for key. token is the idem fencing token of the
-// attempt (0 when idem did not guard the call).
+// attempt (0 when idem did not guard the call), kept on the entry. Posting
+// is one atomic write, so the unique key alone keeps a charge single; a
+// service whose side effect takes several writes would also refuse a token
+// older than the last it saw, which is what the token is for.
 func (l *Ledger) Post(key string, token uint64, c charge) (entry, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if key != "" {
-		if token < l.tokens[key] {
-			return entry{}, fmt.Errorf("%w: %d < %d for key %q", errStaleToken, token, l.tokens[key], key)
-		}
-		l.tokens[key] = token
+		// The entry answers every attempt, whatever its token: once idem
+		// forgot the key (its retention) a retry holds token 1 again, and
+		// refusing it as stale would fail a charge that went through.
 		if e, ok := l.byKey[key]; ok {
 			if e.charge != c {
 				return entry{}, fmt.Errorf("%w: key %q", errKeyReused, key)

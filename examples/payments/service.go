@@ -49,8 +49,6 @@ func (s *paymentsService) Charge(ctx context.Context, req *paymentsv1.ChargeRequ
 		Account: req.GetAccount(), AmountCents: req.GetAmountCents(), Currency: req.GetCurrency(), Description: req.GetDescription(),
 	})
 	switch {
-	case errors.Is(err, errStaleToken):
-		return nil, status.Error(codes.Aborted, err.Error())
 	case errors.Is(err, errKeyReused):
 		st, _ := status.New(codes.FailedPrecondition, err.Error()).WithDetails(
 			&errdetails.ErrorInfo{Reason: client.ReasonKeyReused, Domain: client.ErrorDomain})
