@@ -174,6 +174,10 @@ func (s *Service) reserve(ctx context.Context, st boundedStore, p storage.Reserv
 		if !final {
 			sub = s.notifier.subscribe(p.ID)
 		}
+		// A policy reload may have moved the namespace meanwhile: the old
+		// store is out of reach, and a takeover there would hold a key no
+		// one else sees.
+		st = s.routed(p.ID)
 		out, rec, err = st.Reserve(ctx, p)
 		if final || err != nil || out != storage.OutcomeInProgress {
 			if !final {
@@ -183,4 +187,13 @@ func (s *Service) reserve(ctx context.Context, st boundedStore, p storage.Reserv
 		}
 		backoff = min(2*backoff, s.opts.pollMax)
 	}
+}
+
+// routed is the store id's namespace is routed to now.
+func (s *Service) routed(id storage.ID) boundedStore {
+	st, _ := s.resolver.Resolve(id.Tenant, id.Namespace)
+	if st == nil {
+		st = s.store
+	}
+	return s.bounded(st)
 }
