@@ -149,6 +149,18 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 		}
 		defer metricsLis.Close()
 	}
+	// Until shutdown runs them, a failed start still runs the Shutdown
+	// hooks registered so far: an embedding program lives on, and an
+	// extension's stores, files and goroutines must not.
+	hooksRun := false
+	defer func() {
+		if hooksRun {
+			return
+		}
+		hctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		runShutdownHooks(hctx, setup.Shutdown, log)
+	}()
 	for _, e := range exts {
 		if err := e.Setup(ctx, setup); err != nil {
 			return startErr("%s", trimIdem(err))
@@ -287,11 +299,8 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	if httpSrv != nil {
 		_ = httpSrv.Shutdown(shutdownCtx)
 	}
-	for _, f := range setup.Shutdown {
-		if err := f(shutdownCtx); err != nil {
-			log.Warn("extension shutdown failed", "err", err)
-		}
-	}
+	hooksRun = true
+	runShutdownHooks(shutdownCtx, setup.Shutdown, log)
 	storeOpen = false
 	if err := store.Close(); err != nil {
 		log.Error("closing the store failed", "err", err)
@@ -303,6 +312,14 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 
 // listen opens the gRPC listener: TCP, or a unix socket for "unix:PATH"
 // and "unix://PATH", as gRPC and idemctl name them.
+func runShutdownHooks(ctx context.Context, hooks []func(context.Context) error, log *slog.Logger) {
+	for _, f := range hooks {
+		if err := f(ctx); err != nil {
+			log.Warn("extension shutdown failed", "err", err)
+		}
+	}
+}
+
 func listen(addr string) (net.Listener, error) {
 	path, ok := strings.CutPrefix(addr, "unix:")
 	if !ok {
