@@ -17,6 +17,7 @@ package uring
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -155,7 +156,9 @@ func (r *Ring) unmap() {
 	unix.Close(r.fd)
 }
 
-// ErrClosed is returned by a sync that finds the ring closed.
+// ErrClosed is returned by a sync that finds the ring closed, or that
+// Close cut short: then the kernel may still run it, so its outcome is
+// unknown and a direct retry could miss an error the ring's sync consumed.
 var ErrClosed = errors.New("uring: ring closed")
 
 // ErrNotSubmitted is returned by a sync the kernel did not take (say, it
@@ -221,11 +224,19 @@ func (r *Ring) Fsync(fd uintptr, datasync bool) error {
 		return fmt.Errorf("%w: io_uring_enter: %w", ErrNotSubmitted, errno)
 	}
 	r.mu.Unlock()
-	if res := <-ch; res < 0 {
+	switch res := <-ch; {
+	case res == resClosed:
+		return ErrClosed
+	case res < 0:
 		return syscall.Errno(-res)
 	}
 	return nil
 }
+
+// resClosed is what Close hands a waiter: no errno, so the caller can tell
+// a sync whose outcome is unknown (it may still run) from the kernel's
+// ECANCELED for one that never ran.
+const resClosed = math.MinInt32
 
 // complete reads the eventfd (parked in the poller), then hands every
 // completion in the CQ to its waiter.
@@ -266,7 +277,7 @@ func (r *Ring) Close() error {
 	r.closed = true
 	for id, ch := range r.waiters {
 		delete(r.waiters, id)
-		ch <- -int32(unix.ECANCELED)
+		ch <- resClosed
 	}
 	r.mu.Unlock()
 	err := r.efd.Close()
