@@ -37,7 +37,7 @@ func open(ctx context.Context, u *url.URL, o storage.OpenOptions) (storage.Store
 		switch name {
 		case "shards":
 			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > 1<<16 {
+			if err != nil || n < 1 || n > maxShards {
 				return nil, fmt.Errorf("idem: memory store URL: shards=%q is not a number from 1 to 65536", v)
 			}
 			opts = append(opts, WithShards(n))
@@ -58,6 +58,7 @@ var _ storage.Store = (*Store)(nil)
 
 const (
 	defaultShards        = 256
+	maxShards            = 1 << 16
 	defaultSweepInterval = time.Minute
 )
 
@@ -91,7 +92,8 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // WithShards sets the number of shards (rounded up to a power of two, at
-// least 1). More shards mean less lock contention between keys.
+// least 1 and at most 65536). More shards mean less lock contention
+// between keys.
 func WithShards(n int) Option {
 	return func(o *options) { o.shards = n }
 }
@@ -133,8 +135,9 @@ func New(opts ...Option) *Store {
 	for _, opt := range opts {
 		opt(&o)
 	}
+	// Capped, so rounding up cannot overflow int.
 	n := 1
-	for n < o.shards {
+	for n < min(o.shards, maxShards) {
 		n <<= 1
 	}
 	s := &Store{
