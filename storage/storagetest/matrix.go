@@ -331,6 +331,13 @@ func testExpiryMatrix(t *testing.T, h Harness) {
 				e.advance(first.CreatedAt.Add(time.Minute).Sub(now) - time.Millisecond)
 				e.lookup(id)
 				e.advance(time.Millisecond)
+				// Listings see no more than Lookup does.
+				if recs, _, err := e.s.List(e.ctx, storage.ListParams{Tenant: e.tenant, Namespace: e.ns, Limit: 10}); err != nil || len(recs) != 0 {
+					t.Fatalf("List() at expires_at = %d records, %v; want none", len(recs), err)
+				}
+				if rows, err := e.s.Stats(e.ctx, e.tenant, e.ns); err != nil || len(rows) != 0 {
+					t.Fatalf("Stats() at expires_at = %+v, %v; want no rows", rows, err)
+				}
 				for _, op := range []struct {
 					name string
 					call func() error
