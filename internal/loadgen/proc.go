@@ -63,6 +63,11 @@ func ProcessCPU(procRoot string, pid int) (time.Duration, error) {
 	if len(f) < 13 {
 		return 0, fmt.Errorf("idem: %s/%d/stat has %d fields after the name, want at least 13", procRoot, pid, len(f))
 	}
+	// A zombie's stat stays readable with its CPU time frozen: measured,
+	// it would pass for a server that used no CPU.
+	if s := string(f[0]); s == "Z" || s == "X" || s == "x" {
+		return 0, fmt.Errorf("idem: process %d has exited (state %s)", pid, s)
+	}
 	ut, err1 := strconv.ParseInt(string(f[11]), 10, 64)
 	st, err2 := strconv.ParseInt(string(f[12]), 10, 64)
 	if err1 != nil || err2 != nil {
