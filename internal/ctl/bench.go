@@ -51,7 +51,7 @@ func benchFlags(fs *flag.FlagSet) any {
 	fs.StringVar(&o.namespace, "namespace", "idemctl-bench", "namespace of the bench's keys")
 	fs.StringVar(&o.plot, "plot", "", "write a chart of latency percentiles and throughput over time to this file: .svg or .png")
 	fs.BoolVar(&o.floor, "floor", false, "first run the same load against grpc.health.v1.Health/Check on the same server, and report idem's ratio to it")
-	fs.IntVar(&o.rounds, "rounds", 1, "with --floor: alternate the floor and idem phases this many times and report the median ratios (for a noisy machine)")
+	fs.IntVar(&o.rounds, "rounds", 1, "with --floor: run this many rounds of a floor and an idem phase, every other round idem first, and report the median ratios (for a noisy machine)")
 	fs.IntVar(&o.serverPID, "server-pid", 0, "idemd's PID on this machine: report server CPU per op from /proc/PID/stat")
 	fs.Var(&o.progress, "progress", "print progress every second on stderr (default: when stderr is a terminal)")
 	return o

@@ -60,20 +60,35 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return rep, nil
 	}
 	var rounds []round
-	for range max(1, cfg.Rounds) {
-		var rd round
-		var err error
-		if rd.floor, err = r.phase(ctx, "floor", r.healthCall); err != nil {
-			return nil, err
+	for i := range max(1, cfg.Rounds) {
+		// Every other round runs idem first: work a phase leaves behind
+		// (idemd's GC, pebble's flushes) then falls mostly on a phase of
+		// its own kind instead of always on the floor that follows it.
+		rd := round{idemFirst: i%2 == 1}
+		phases := []struct {
+			name string
+			call callFunc
+			out  **Phase
+		}{{"floor", r.healthCall, &rd.floor}, {"idem", r.idemCall, &rd.idem}}
+		if rd.idemFirst {
+			phases[0], phases[1] = phases[1], phases[0]
 		}
-		if ctx.Err() != nil {
-			break
+		stopped := false
+		for _, ph := range phases {
+			p, err := r.phase(ctx, ph.name, ph.call)
+			if err != nil {
+				return nil, err
+			}
+			*ph.out = p
+			if ctx.Err() != nil {
+				stopped = true
+				break
+			}
 		}
-		if rd.idem, err = r.phase(ctx, "idem", r.idemCall); err != nil {
-			return nil, err
+		if rd.floor != nil && rd.idem != nil {
+			rounds = append(rounds, rd)
 		}
-		rounds = append(rounds, rd)
-		if ctx.Err() != nil {
+		if stopped {
 			break
 		}
 	}
@@ -84,7 +99,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, nil
 }
 
-type round struct{ floor, idem *Phase }
+type round struct {
+	floor, idem *Phase
+	idemFirst   bool
+}
 
 // summarize reports the phases of the median round (by throughput ratio),
 // the median of each ratio over the rounds, and a line per round when
@@ -121,7 +139,7 @@ func summarize(rounds []round) (floor, idem *Phase, med *Ratios, lines []Round) 
 		ServerCPUPerOp: median(func(r *Ratios) float64 { return r.ServerCPUPerOp }),
 	}
 	for i, rd := range rounds {
-		l := Round{FloorOpsPerSec: rd.floor.OpsPerSec, IdemOpsPerSec: rd.idem.OpsPerSec, FloorErrors: rd.floor.Errors, IdemErrors: rd.idem.Errors, Ratios: *rs[i]}
+		l := Round{IdemFirst: rd.idemFirst, FloorOpsPerSec: rd.floor.OpsPerSec, IdemOpsPerSec: rd.idem.OpsPerSec, FloorErrors: rd.floor.Errors, IdemErrors: rd.idem.Errors, Ratios: *rs[i]}
 		if rd.floor.ServerCPU != nil && rd.idem.ServerCPU != nil {
 			l.FloorCPUUSPerOp, l.IdemCPUUSPerOp = rd.floor.ServerCPU.CPUUSPerOp, rd.idem.ServerCPU.CPUUSPerOp
 		}

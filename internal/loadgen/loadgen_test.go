@@ -259,10 +259,10 @@ func TestSummarizeEvenRounds(t *testing.T) {
 		return &Phase{OpsPerSec: ops, LatencyUS: Latency{P50: 100}, ServerCPU: &ServerCPU{CPUUSPerOp: cpu}}
 	}
 	rounds := []round{
-		{ph(100, 10), ph(80, 13)}, // 0.8, 1.3
-		{ph(100, 10), ph(90, 12)}, // 0.9, 1.2
-		{ph(100, 10), ph(60, 16)}, // 0.6, 1.6
-		{ph(100, 10), ph(70, 11)}, // 0.7, 1.1
+		{floor: ph(100, 10), idem: ph(80, 13)}, // 0.8, 1.3
+		{floor: ph(100, 10), idem: ph(90, 12)}, // 0.9, 1.2
+		{floor: ph(100, 10), idem: ph(60, 16)}, // 0.6, 1.6
+		{floor: ph(100, 10), idem: ph(70, 11)}, // 0.7, 1.1
 	}
 	_, idem, med, lines := summarize(rounds)
 	if len(lines) != 4 || math.Abs(med.Throughput-0.75) > 1e-9 || math.Abs(med.ServerCPUPerOp-1.25) > 1e-9 {

@@ -36,6 +36,9 @@ type Report struct {
 
 // Round is one floor phase and the idem phase right after it.
 type Round struct {
+	// IdemFirst: this round ran its idem phase before its floor (every
+	// other round does).
+	IdemFirst       bool    `json:"idem_first"`
 	FloorOpsPerSec  float64 `json:"floor_ops_per_sec"`
 	IdemOpsPerSec   float64 `json:"idem_ops_per_sec"`
 	FloorCPUUSPerOp float64 `json:"floor_cpu_us_per_op,omitempty"`
@@ -213,7 +216,11 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(w, "floor errors: %s\n", fmtCounts(r.Floor.ErrorsByCode))
 	}
 	for i, rd := range r.Rounds {
-		fmt.Fprintf(w, "round %d: floor %.0f ops/s, idem %.0f ops/s: throughput %.2fx  p50 latency %.2fx", i+1, rd.FloorOpsPerSec, rd.IdemOpsPerSec, rd.Ratios.Throughput, rd.Ratios.P50Latency)
+		if rd.IdemFirst {
+			fmt.Fprintf(w, "round %d: idem %.0f ops/s, floor %.0f ops/s: throughput %.2fx  p50 latency %.2fx", i+1, rd.IdemOpsPerSec, rd.FloorOpsPerSec, rd.Ratios.Throughput, rd.Ratios.P50Latency)
+		} else {
+			fmt.Fprintf(w, "round %d: floor %.0f ops/s, idem %.0f ops/s: throughput %.2fx  p50 latency %.2fx", i+1, rd.FloorOpsPerSec, rd.IdemOpsPerSec, rd.Ratios.Throughput, rd.Ratios.P50Latency)
+		}
 		if rd.Ratios.ServerCPUPerOp > 0 {
 			fmt.Fprintf(w, "  server CPU per op %.1fµs / %.1fµs = %.2fx", rd.IdemCPUUSPerOp, rd.FloorCPUUSPerOp, rd.Ratios.ServerCPUPerOp)
 		}
