@@ -129,9 +129,13 @@ func (m *Metrics) reserved(r *idemv1.ReserveRequest, resp any, err error, cs *ca
 	switch {
 	case !waited:
 	case err != nil:
+		// A wait the store ended is a wait too: left out, the waits and
+		// their durations would miss exactly the ones an outage makes.
+		result := WaitError
 		if c := status.Code(err); c == codes.Canceled || c == codes.DeadlineExceeded || err == context.Canceled || err == context.DeadlineExceeded {
-			m.Wait(ns, WaitCanceled, time.Since(since))
+			result = WaitCanceled
 		}
+		m.Wait(ns, result, time.Since(since))
 	case reserves == 1:
 		m.Rejected(RejectWaiters)
 	case rr != nil:

@@ -74,6 +74,7 @@ const (
 	WaitInProgress = "in_progress" // the wait ended (wait or deadline) with the lease still held
 	WaitMismatch   = "mismatch"    // the record was replaced by one with another fingerprint
 	WaitCanceled   = "canceled"    // the caller went away
+	WaitError      = "error"       // the store failed (UNAVAILABLE, …) after the wait began
 )
 
 // Label values of idem_rejected_total{reason}.
