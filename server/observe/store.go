@@ -222,10 +222,19 @@ func (w *instrumented) Stats(ctx context.Context, tenant, namespace string) ([]s
 	return r, err
 }
 
+// Ping is recorded when it returns or when its context ends, whichever
+// comes first: a Ping that ignores its context (a store stuck in disk I/O)
+// would otherwise record nothing while it hangs, and since the health
+// checker starts no other meanwhile, IdemStoreDown would see no pings.
 func (w *instrumented) Ping(ctx context.Context) error {
 	start := time.Now()
+	var once sync.Once
+	stop := context.AfterFunc(ctx, func() {
+		once.Do(func() { w.done(ctx, opPing, start, ctx.Err()) })
+	})
 	err := w.Store.Ping(ctx)
-	w.done(ctx, opPing, start, err)
+	stop()
+	once.Do(func() { w.done(ctx, opPing, start, err) })
 	return err
 }
 
