@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/idemhq/idem/internal/codec"
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
@@ -263,8 +264,10 @@ func (c *Client) Reserve(ctx context.Context, req *idemv1.ReserveRequest) (*idem
 		return nil, err
 	}
 	ck := cacheKey{req.GetTenant(), req.GetNamespace(), req.GetKey()}
-	if resp, ok := c.cached(ck, req.GetFingerprint()); ok {
-		return resp, nil
+	if !alwaysRefused(req.GetLeaseTtl(), req.GetRetention(), req.GetWait()) {
+		if resp, ok := c.cached(ck, req.GetFingerprint()); ok {
+			return resp, nil
+		}
 	}
 	resp, err := c.rpc.Reserve(ctx, req)
 	if err != nil {
@@ -419,6 +422,23 @@ func (c *Client) BatchComplete(ctx context.Context, req *idemv1.BatchCompleteReq
 		}
 	}
 	return resp, nil
+}
+
+// alwaysRefused reports a duration that idem refuses whatever its limits
+// (negative, or not a valid google.protobuf.Duration). A Reserve carrying
+// one goes to idemd even when the cache holds its key, so it is answered
+// INVALID_ARGUMENT naming the field, as without the cache. Durations over
+// a configured maximum cannot be told here: the limits are idemd's.
+func alwaysRefused(ds ...*durationpb.Duration) bool {
+	for _, d := range ds {
+		if d == nil || (d.GetSeconds() == 0 && d.GetNanos() == 0) {
+			continue
+		}
+		if d.CheckValid() != nil || d.AsDuration() < 0 {
+			return true
+		}
+	}
+	return false
 }
 
 type cacheKey struct{ tenant, namespace, key string }
