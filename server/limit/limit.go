@@ -250,8 +250,10 @@ func (l *Limiter) allow(tenant string) error {
 	if l.cfg.TenantRate <= 0 {
 		return nil
 	}
-	now := l.clock.Now()
 	l.mu.Lock()
+	// Read under the lock: a time older than the bucket's last moves its
+	// clock back, and the time between is credited twice.
+	now := l.clock.Now()
 	b, ok := l.buckets.Get(tenant)
 	if !ok {
 		b = rate.NewLimiter(rate.Limit(l.cfg.TenantRate), l.cfg.TenantBurst)
