@@ -14,27 +14,34 @@ import (
 
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
 	"github.com/idemhq/idem/server"
+	"github.com/idemhq/idem/storage"
 	"github.com/idemhq/idem/storage/memory"
 )
 
 // TestServiceMetrics drives the real service through the metrics
 // interceptor and checks every counter it derives.
+// serveMetered serves st with m's interceptor until the test ends.
+func serveMetered(t *testing.T, st storage.Store, m *Metrics) idemv1.IdempotencyServiceClient {
+	t.Helper()
+	svc, err := server.New(st, server.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close() })
+	lis := listen(t)
+	gs := server.NewGRPCServer(svc, grpc.ChainUnaryInterceptor(m.UnaryServerInterceptor()))
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	return idemv1.NewIdempotencyServiceClient(dialBuf(t, lis))
+}
+
 func TestServiceMetrics(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	m := NewMetrics()
 	mem := memory.New()
 	defer mem.Close()
-	svc, err := server.New(InstrumentStore("memory", mem, m), server.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
-	lis := listen(t)
-	gs := server.NewGRPCServer(svc, grpc.ChainUnaryInterceptor(m.UnaryServerInterceptor()))
-	go func() { _ = gs.Serve(lis) }()
-	defer gs.Stop()
-	c := idemv1.NewIdempotencyServiceClient(dialBuf(t, lis))
+	c := serveMetered(t, InstrumentStore("memory", mem, m), m)
 
 	const ns = "orders"
 	fp := []byte("fp")

@@ -2,19 +2,16 @@ package observe
 
 import (
 	"context"
-	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
-	"github.com/idemhq/idem/server"
 	"github.com/idemhq/idem/storage"
 	"github.com/idemhq/idem/storage/memory"
 )
@@ -43,16 +40,7 @@ func TestWaitEndedByStoreFailureIsCounted(t *testing.T) {
 	defer mem.Close()
 	// The holder's Reserve and the waiter's first succeed; the waiter's poll fails.
 	st := &failingAfter{Store: mem, n: 2}
-	svc, err := server.New(InstrumentStore("memory", st, m), server.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
-	lis := listen(t)
-	gs := server.NewGRPCServer(svc, grpc.ChainUnaryInterceptor(m.UnaryServerInterceptor()))
-	go func() { _ = gs.Serve(lis) }()
-	defer gs.Stop()
-	c := idemv1.NewIdempotencyServiceClient(dialBuf(t, lis))
+	c := serveMetered(t, InstrumentStore("memory", st, m), m)
 
 	const ns = "orders"
 	req := &idemv1.ReserveRequest{Namespace: ns, Key: "a", Fingerprint: []byte("fp"), LeaseTtl: durationpb.New(time.Minute)}
