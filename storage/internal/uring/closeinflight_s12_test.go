@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -64,6 +65,7 @@ func TestCloseFailsWaiterWithErrClosed(t *testing.T) {
 		if n == 1 {
 			break
 		}
+		runtime.Gosched()
 	}
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
