@@ -61,6 +61,11 @@ type globals struct {
 	output   string
 	timeout  time.Duration
 
+	// envCert and envKey are IDEM_TLS_CERT and IDEM_TLS_KEY as read from
+	// the environment: in idemd's own container they name idemd's server
+	// certificate, which must not be offered as idemctl's client one.
+	envCert, envKey string
+
 	// tlsConfig is the client TLS configuration in use, nil for plaintext.
 	tlsConfig *tls.Config
 }
@@ -165,7 +170,15 @@ func (g *globals) clientOptions() ([]client.Option, error) {
 			if err != nil {
 				return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
 			}
-			cfg.Certificates = []tls.Certificate{cert}
+			// A certificate from the environment whose extended key usage
+			// excludes client authentication is a server's: in idemd's
+			// container IDEM_TLS_CERT/IDEM_TLS_KEY are idemd's own (docs:
+			// the exec probe), and idemd would refuse it as a client
+			// certificate. Connect without one, as with none given.
+			fromEnv := g.tlsCert == g.envCert && g.tlsKey == g.envKey
+			if !fromEnv || clientAuthUsable(cert) {
+				cfg.Certificates = []tls.Certificate{cert}
+			}
 		}
 		g.tlsConfig = cfg
 		opts = append(opts, client.WithTLSConfig(cfg.Clone()))
@@ -176,6 +189,27 @@ func (g *globals) clientOptions() ([]client.Option, error) {
 		opts = append(opts, client.WithBearerToken(tok))
 	}
 	return opts, nil
+}
+
+// clientAuthUsable reports whether cert's leaf may authenticate a TLS
+// client: no extended key usage, or one naming client auth or any.
+func clientAuthUsable(cert tls.Certificate) bool {
+	leaf := cert.Leaf
+	if leaf == nil {
+		if len(cert.Certificate) == 0 {
+			return false
+		}
+		var err error
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return true // let the handshake say what is wrong with it
+		}
+	}
+	if len(leaf.ExtKeyUsage) == 0 && len(leaf.UnknownExtKeyUsage) == 0 {
+		return true
+	}
+	return slices.ContainsFunc(leaf.ExtKeyUsage, func(u x509.ExtKeyUsage) bool {
+		return u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny
+	})
 }
 
 func (g *globals) dial() (*client.Client, error) {
@@ -261,6 +295,7 @@ func Main(ctx context.Context, args []string, env Env) int {
 			*p = v
 		}
 	}
+	g.envCert, g.envKey = g.tlsCert, g.tlsKey
 	fs := flag.NewFlagSet("idemctl", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	g.register(fs)

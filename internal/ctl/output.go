@@ -78,18 +78,23 @@ func word(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// printable shows a body as text when it is short printable UTF-8, else
-// its size and a hex prefix.
+// printable shows a body as text when it is short printable UTF-8 (line
+// breaks and tabs included: a JSON file's body ends in a newline), quoted
+// so they cannot reach the terminal raw, else its size and a hex prefix.
 func printable(b []byte) string {
 	if len(b) == 0 {
 		return "-"
 	}
 	const maxShown = 80
-	if utf8.Valid(b) && !strings.ContainsFunc(string(b), func(r rune) bool { return r < 0x20 && r != '\t' }) {
+	if utf8.Valid(b) && !strings.ContainsFunc(string(b), func(r rune) bool { return r < 0x20 && r != '\t' && r != '\n' && r != '\r' }) {
 		if len(b) <= maxShown {
 			return strconv.Quote(string(b))
 		}
-		return fmt.Sprintf("%s… (%d bytes)", strconv.Quote(string(b[:maxShown])), len(b))
+		n := maxShown // cut at a rune boundary, not inside a character
+		for n > 0 && !utf8.RuneStart(b[n]) {
+			n--
+		}
+		return fmt.Sprintf("%s… (%d bytes)", strconv.Quote(string(b[:n])), len(b))
 	}
 	n := min(len(b), 32)
 	return fmt.Sprintf("%d bytes, hex %s", len(b), hex.EncodeToString(b[:n]))
