@@ -86,7 +86,9 @@
 // the idempotency-key metadata, the namespace is the full method (the tenant
 // is the Service's, or WithTenantName), the
 // fingerprint is SHA-256 over the method and the deterministic protobuf
-// encoding of the request (WithFingerprintExclude leaves named fields out),
+// encoding of the request (WithFingerprintExclude leaves named fields out;
+// fields unknown to this binary are sorted first, since a retry may send
+// them in another order),
 // and the lease is the time to the call's deadline plus a second, clamped by
 // WithLease (when the method's namespace caps leases below that, idem's
 // default lease for the namespace, which the heartbeat keeps extending).

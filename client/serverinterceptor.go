@@ -1,6 +1,8 @@
 package client
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -222,9 +225,11 @@ func keyMissing() error {
 }
 
 // fingerprint hashes the method and the deterministic encoding of msg, with
-// the excluded fields cleared on a clone.
+// the excluded fields cleared and unknown fields sorted on a clone. Unknown
+// fields are raw bytes that a retry may send in another order (a newer
+// client's map field); sorted, they still tell two commands apart.
 func (o *serverOptions) fingerprint(method string, msg proto.Message) ([]byte, error) {
-	if len(o.exclude) > 0 {
+	if len(o.exclude) > 0 || hasUnknown(msg.ProtoReflect()) {
 		c := proto.Clone(msg)
 		o.clearExcluded(c.ProtoReflect())
 		msg = c
@@ -241,6 +246,9 @@ func (o *serverOptions) fingerprint(method string, msg proto.Message) ([]byte, e
 }
 
 func (o *serverOptions) clearExcluded(m protoreflect.Message) {
+	if u := m.GetUnknown(); len(u) > 0 {
+		m.SetUnknown(sortedUnknown(u))
+	}
 	clearHere := o.excludeMsgs[m.Descriptor().FullName()]
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		if clearHere && o.exclude[fd.FullName()] {
@@ -268,6 +276,58 @@ func (o *serverOptions) clearExcluded(m protoreflect.Message) {
 		}
 		return true
 	})
+}
+
+// sortedUnknown returns u's fields ordered by number, then bytes, so the
+// same fields sent in another order hash alike. Bytes that do not parse are
+// kept as they are.
+func sortedUnknown(u protoreflect.RawFields) protoreflect.RawFields {
+	var fields [][]byte
+	for b := []byte(u); len(b) > 0; {
+		_, _, n := protowire.ConsumeField(b)
+		if n < 0 {
+			return u
+		}
+		fields = append(fields, b[:n])
+		b = b[n:]
+	}
+	slices.SortStableFunc(fields, func(a, b []byte) int {
+		na, _, _ := protowire.ConsumeTag(a)
+		nb, _, _ := protowire.ConsumeTag(b)
+		if na != nb {
+			return cmp.Compare(na, nb)
+		}
+		return bytes.Compare(a, b)
+	})
+	return protoreflect.RawFields(bytes.Join(fields, nil))
+}
+
+// hasUnknown reports unknown fields in m or any message inside it.
+func hasUnknown(m protoreflect.Message) bool {
+	found := len(m.GetUnknown()) > 0
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if found || fd.Message() == nil {
+			return !found
+		}
+		switch {
+		case fd.IsList():
+			l := v.List()
+			for i := 0; i < l.Len() && !found; i++ {
+				found = hasUnknown(l.Get(i).Message())
+			}
+		case fd.IsMap():
+			if fd.MapValue().Message() != nil {
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					found = hasUnknown(mv.Message())
+					return !found
+				})
+			}
+		default:
+			found = hasUnknown(v.Message())
+		}
+		return !found
+	})
+	return found
 }
 
 // leaseFor sizes the lease from the call's deadline: the handler cannot
