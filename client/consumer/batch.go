@@ -50,10 +50,21 @@ func (c *Consumer) HandleBatch(ctx context.Context, namespace string, msgs []Mes
 	results := make([]Result, len(msgs))
 	ns, err := c.namespace(namespace)
 	var firstErr error
+	// Order keys with a message not done in an earlier round trip: their
+	// later messages are held back in the next ones too.
+	var blocked map[string]bool
 	for start := 0; start < len(msgs) && err == nil; start += MaxBatch {
 		end := min(start+MaxBatch, len(msgs))
-		if berr := c.batch(ctx, ns, msgs[start:end], results[start:end], fn); berr != nil && firstErr == nil {
+		if berr := c.batch(ctx, ns, msgs[start:end], results[start:end], fn, blocked); berr != nil && firstErr == nil {
 			firstErr = berr
+		}
+		for i := start; i < end; i++ {
+			if k := msgs[i].OrderKey; k != "" && !done(results[i].Outcome) {
+				if blocked == nil {
+					blocked = map[string]bool{}
+				}
+				blocked[k] = true
+			}
 		}
 	}
 	if err != nil {
@@ -125,7 +136,18 @@ func (c *Consumer) HandleEach(ctx context.Context, namespace string, msgs []Mess
 			default:
 				errs[i] = call(ctx, m)
 			}
-			if errs[i] != nil && m.OrderKey != "" && !c.isPermanent(ctx.Err() != nil, errs[i]) {
+			switch {
+			case errs[i] == nil:
+			case c.isPermanent(ctx.Err() != nil, errs[i]):
+				// Final as judged now, while the batch runs: the later
+				// messages of its order key go on, so a stop coming
+				// after (shutdown, a lease lost while another message
+				// runs) must not make it transient for finishBatch, or
+				// it would run again after them on redelivery.
+				if !IsPermanent(errs[i]) {
+					errs[i] = Permanent(errs[i])
+				}
+			case m.OrderKey != "":
 				blocked[m.OrderKey] = true // released: to be run again
 			}
 		}
@@ -137,7 +159,15 @@ func (c *Consumer) HandleEach(ctx context.Context, namespace string, msgs []Mess
 	return results, err
 }
 
-func (c *Consumer) batch(ctx context.Context, ns string, msgs []Message, results []Result, fn func(context.Context, []Message) []error) error {
+// done reports whether a message of this outcome no longer holds back the
+// later ones of its order key: it will not be tried again.
+func done(o Outcome) bool {
+	return o == Processed || o == Duplicate || o == Failed || o == Mismatch
+}
+
+// batch handles one round trip's messages; blocked holds the order keys
+// with a message not done before msgs.
+func (c *Consumer) batch(ctx context.Context, ns string, msgs []Message, results []Result, fn func(context.Context, []Message) []error, blocked map[string]bool) error {
 	first := make(map[string]int, len(msgs))
 	dupOf := make([]int, len(msgs))
 	items := make([]*idemv1.BatchReserveRequest_Item, 0, len(msgs))
@@ -179,7 +209,7 @@ func (c *Consumer) batch(ctx context.Context, ns string, msgs []Message, results
 			m := msgs[i]
 			m.Token = r.GetRecord().GetToken()
 			// Run, it would take effect before an earlier one of its key.
-			m.held = key != "" && notDone[key]
+			m.held = key != "" && (notDone[key] || blocked[key])
 			fresh = append(fresh, m)
 			freshIdx = append(freshIdx, i)
 			refs = append(refs, ref{ns: ns, key: m.ID, token: m.Token})
@@ -247,7 +277,7 @@ func (c *Consumer) batch(ctx context.Context, ns string, msgs []Message, results
 		for k, i := range again {
 			sub[k] = msgs[i]
 		}
-		_ = c.batch(ctx, ns, sub, subResults, fn) // its failure is in subResults
+		_ = c.batch(ctx, ns, sub, subResults, fn, blocked) // its failure is in subResults
 		for k, i := range again {
 			results[i] = subResults[k]
 		}

@@ -235,6 +235,8 @@ func WithInFlightPolicy(p InFlightPolicy) Option { return func(o *options) { o.i
 // f is not asked once the caller's ctx has ended, or a lease of the batch
 // was lost (which cancels the handler's context): the handler stopped with
 // its work unfinished, so its error is transient (Permanent still counts).
+// HandleEach asks f as each message's handler returns: an error judged
+// final then stays final when the batch is stopped later.
 func WithPermanentErrors(f func(error) bool) Option { return func(o *options) { o.permanent = f } }
 
 // WithClock sets the clock of the heartbeat (tests use a fake one).
