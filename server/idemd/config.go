@@ -292,6 +292,10 @@ func (p Policies) within(l server.Limits) []error {
 	var errs []error
 	for _, ns := range names {
 		pol := p[ns]
+		// idem refuses such a namespace, so the policy would apply to none.
+		if why := server.NamespaceProblem(ns, l.MaxNamespaceBytes); why != "" {
+			errs = append(errs, fmt.Errorf("--namespace-policy %q: %s, so no namespace can have this policy", ns, why))
+		}
 		for _, c := range []struct {
 			key        string
 			v, lo, hi  time.Duration
@@ -333,8 +337,17 @@ func (p Policies) Set(v string) error {
 			continue
 		}
 		ns, spec, ok := strings.Cut(one, "=")
+		// Spaces around the namespace are dropped, as around a policy
+		// file's pattern: "pay =…" is meant for "pay".
+		ns = strings.TrimSpace(ns)
 		if !ok || ns == "" {
 			return fmt.Errorf("policy %q: want NAMESPACE=key=value,…", one)
+		}
+		// A namespace here is exact: "payments.*" would narrow only a
+		// namespace spelled with the '*', and the ones meant would keep
+		// the server's limits without a word.
+		if strings.Contains(ns, "*") {
+			return fmt.Errorf("policy of %q: --namespace-policy takes exact namespaces, not patterns; use a --policy file for %q", ns, ns)
 		}
 		// A repeat would replace the earlier value quietly, where a policy
 		// file refuses the same as overlapping.

@@ -111,11 +111,38 @@ func (p *parser) addf(line int, format string, args ...any) {
 	p.problems = append(p.problems, Problem{Line: line, Msg: fmt.Sprintf(format, args...)})
 }
 
+// deref follows an alias to the value it names. The value is returned at
+// the alias's place, so that what is wrong with it under this key is
+// reported at this key's line, not at the anchor's, under another pattern.
 func deref(n *yaml.Node) *yaml.Node {
+	if n == nil || n.Kind != yaml.AliasNode {
+		return n
+	}
+	line, col := n.Line, n.Column
 	for n != nil && n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
-	return n
+	if n == nil {
+		return nil
+	}
+	c := *n
+	c.Line, c.Column = line, col
+	return &c
+}
+
+// isMerge reports a YAML merge key ("<<: *base"), which yaml.v3 leaves
+// to whoever reads a node tree: read as a key it would be a pattern or a
+// policy key named "<<".
+func (p *parser) isMerge(k *yaml.Node, pattern string) bool {
+	if k.Kind != yaml.ScalarNode || k.Tag != "!!merge" {
+		return false
+	}
+	prefix := ""
+	if pattern != "" {
+		prefix = strconv.Quote(pattern) + ": "
+	}
+	p.addf(k.Line, "%smerge keys (<<) are not supported; write each key out", prefix)
+	return true
 }
 
 // yamlError reports a YAML syntax error. yaml.v3's messages start
@@ -191,6 +218,9 @@ func (p *parser) validate(top *yaml.Node) *File {
 	var nss *yaml.Node
 	for i := 0; i+1 < len(top.Content); i += 2 {
 		k, v := top.Content[i], deref(top.Content[i+1])
+		if p.isMerge(k, "") {
+			continue
+		}
 		switch k.Value {
 		case "namespaces":
 			if nss != nil {
@@ -213,6 +243,9 @@ func (p *parser) validate(top *yaml.Node) *File {
 	seen := map[string]Rule{}
 	for i := 0; i+1 < len(nss.Content); i += 2 {
 		k, v := nss.Content[i], deref(nss.Content[i+1])
+		if p.isMerge(k, "") {
+			continue
+		}
 		r, ok := p.pattern(k)
 		if !ok {
 			continue
@@ -257,6 +290,13 @@ func (p *parser) pattern(k *yaml.Node) (Rule, bool) {
 		p.addf(k.Line, "pattern %q: '*' may only end a pattern", k.Value)
 		return r, false
 	}
+	// idem refuses such a namespace, so such a pattern would route none,
+	// and the namespaces it was written for would go to default unnoticed
+	// (a zero-width space pasted from a chat looks like nothing at all).
+	if why := server.NamespaceProblem(r.Match, p.limits.MaxNamespaceBytes); why != "" {
+		p.addf(k.Line, "pattern %q: %s, so no namespace can match it", k.Value, why)
+		return r, false
+	}
 	return r, true
 }
 
@@ -274,6 +314,9 @@ func (p *parser) policy(r *Rule, v *yaml.Node) bool {
 	set := map[string]int{}
 	for i := 0; i+1 < len(v.Content); i += 2 {
 		k, val := v.Content[i], deref(v.Content[i+1])
+		if p.isMerge(k, r.Pattern) {
+			continue
+		}
 		if l, dup := set[k.Value]; dup {
 			p.addf(k.Line, "%q: key %s repeats line %d", r.Pattern, k.Value, l)
 			continue
