@@ -76,11 +76,23 @@ func (e *FileError) Error() string {
 	return "idem: policy file " + strings.Join(parts, "; ")
 }
 
+// maxFileBytes bounds a policy file: a path given by mistake (a log, a
+// device such as /dev/zero) must fail, not fill idemd's memory.
+const maxFileBytes = 1 << 20
+
 // ReadFile reads and parses the policy file at path; see Parse.
 func ReadFile(path string, limits server.Limits) (*File, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("idem: policy file: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("idem: policy file: %w", err)
+	}
+	if len(data) > maxFileBytes {
+		return nil, fmt.Errorf("idem: policy file %s is over %d bytes (1 MiB): not a policy file?", path, maxFileBytes)
 	}
 	return Parse(path, data, limits)
 }
