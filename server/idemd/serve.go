@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 
 	idemv1 "github.com/idemhq/idem/proto/idem/v1"
@@ -42,8 +43,11 @@ type Extension interface {
 // Setup is what extensions contribute to the server being started.
 type Setup struct {
 	Config Config
-	Logger *slog.Logger
-	Store  storage.Store
+	// ListenAddr is the address the gRPC listener is bound to: what
+	// Config.Listen resolved to (a host name may resolve anywhere).
+	ListenAddr net.Addr
+	Logger     *slog.Logger
+	Store      storage.Store
 	// Metrics is the registry /metrics serves, or nil when metrics are off.
 	Metrics *prometheus.Registry
 	// Observe holds idem's metrics (Observe.Metrics) and the gRPC server
@@ -98,6 +102,23 @@ func startErr(format string, args ...any) error {
 	return &startError{fmt.Errorf(format, args...)}
 }
 
+// maxHeaderListBytes bounds the request metadata of one call (HTTP/2
+// SETTINGS_MAX_HEADER_LIST_SIZE). gRPC-go's default is 16 MiB, decoded
+// before authentication runs and kept while the handler waits for the
+// request message, on each of up to --max-streams calls of a connection.
+// idemd's calls carry a bearer token, a trace context and an idempotency
+// key: far below this.
+const maxHeaderListBytes = 64 << 10
+
+// metricsIdleTimeout is how long the metrics server keeps an idle
+// keep-alive connection (a scrape every 15–60 s reuses it).
+var metricsIdleTimeout = 2 * time.Minute
+
+// grpcMaxConnectionIdle is how long a client connection without a call
+// stays open before idemd sends GOAWAY (the client reconnects at its next
+// call).
+var grpcMaxConnectionIdle = 15 * time.Minute
+
 // stuckHandlerGrace is how long shutdown waits, after cutting calls off,
 // for handlers that ignore their canceled context.
 const stuckHandlerGrace = time.Second
@@ -134,7 +155,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	}
 	defer lis.Close()
 
-	setup := &Setup{Config: cfg, Logger: log, Store: store, Dialect: storeDialect(store)}
+	setup := &Setup{Config: cfg, ListenAddr: lis.Addr(), Logger: log, Store: store, Dialect: storeDialect(store)}
 	scheme := StoreScheme(cfg.Store)
 	var reg *observe.Registry
 	var metricsLis net.Listener
@@ -193,7 +214,8 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 		streams = uint32(min(cfg.MaxStreams, math.MaxUint32))
 	}
 	gopts := append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...),
-		grpc.MaxConcurrentStreams(streams)}, setup.ServerOptions...)
+		grpc.MaxConcurrentStreams(streams), grpc.MaxHeaderListSize(maxHeaderListBytes),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: grpcMaxConnectionIdle})}, setup.ServerOptions...)
 	gs := server.NewGRPCServer(svc, gopts...)
 
 	var httpSrv *http.Server
@@ -202,7 +224,12 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 		reg.InitializeMetrics(gs)
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", reg.Handler())
-		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		// Without IdleTimeout (or ReadTimeout) net/http waits for a kept-alive
+		// connection's next request with no deadline: every idle client
+		// would hold a goroutine and a file descriptor, which the gRPC
+		// listener needs too. WriteTimeout bounds a scraper that does not read.
+		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout: metricsIdleTimeout, WriteTimeout: time.Minute, MaxHeaderBytes: 64 << 10}
 		go func() {
 			if err := httpSrv.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("metrics server: %w", err)
@@ -230,6 +257,10 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 		attrs = append(attrs, "metrics_addr", metricsLis.Addr().String())
 	}
 	warnUnknownEnv(log, cfg)
+	if metricsLis != nil && !loopback(metricsLis.Addr()) {
+		log.Warn("/metrics is served without TLS or authentication on a reachable address; its series name every tenant's namespaces: let only the scraper reach it",
+			"metrics_addr", metricsLis.Addr().String())
+	}
 	log.Info("idemd serving", attrs...)
 
 	// A second SIGTERM or interrupt cuts the delay and the drain short;
@@ -347,6 +378,18 @@ func listen(addr string) (net.Listener, error) {
 		return nil, err
 	}
 	return net.Listen("unix", path)
+}
+
+// loopback reports whether a bound address is reachable only from this
+// machine: a unix socket or a loopback IP (not the unspecified address).
+func loopback(a net.Addr) bool {
+	switch a := a.(type) {
+	case *net.UnixAddr:
+		return true
+	case *net.TCPAddr:
+		return a.IP.IsLoopback()
+	}
+	return false
 }
 
 func later(a, b time.Time) time.Time {

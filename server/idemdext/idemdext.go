@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"log/slog"
+	"net"
 
 	"github.com/idemhq/idem/server"
 	"github.com/idemhq/idem/server/auth"
@@ -47,6 +48,13 @@ func (e *Extension) Setup(ctx context.Context, s *idemd.Setup) error {
 	if err := auth.CheckListen(s.Config.Listen, e.auth.TLS(), e.auth.Insecure); err != nil {
 		return err
 	}
+	// What the name resolved to counts too: "localhost" may not be loopback.
+	bound, tcp := s.ListenAddr.(*net.TCPAddr)
+	if tcp {
+		if err := auth.CheckListen(bound.String(), e.auth.TLS(), e.auth.Insecure); err != nil {
+			return err
+		}
+	}
 	if err := e.limit.Validate(); err != nil {
 		return err
 	}
@@ -88,6 +96,12 @@ func (e *Extension) Setup(ctx context.Context, s *idemd.Setup) error {
 		lim.StreamServerInterceptor())
 	if a.Enabled() {
 		s.ServiceOptions = append(s.ServiceOptions, server.WithTenantFunc(a.TenantFunc))
+	}
+	if !e.auth.Enabled() && (auth.Reachable(s.Config.Listen) || tcp && auth.Reachable(bound.String())) {
+		// Allowed (a NetworkPolicy may close the network), never silent:
+		// every caller may name any tenant and call the admin API.
+		s.Logger.WarnContext(ctx, "idemd authenticates no one on a reachable address: any caller may act for any tenant and call AdminService; give --tls-client-ca or --tokens-file, or close the network to all but trusted clients",
+			"addr", s.Config.Listen, "tls", e.auth.TLS())
 	}
 	go a.Watch(ctx) // last: a failed Setup leaves nothing running
 	return nil
