@@ -123,6 +123,11 @@ var grpcMaxConnectionIdle = 15 * time.Minute
 // for handlers that ignore their canceled context.
 const stuckHandlerGrace = time.Second
 
+// secondSignalGrace is how long in-flight calls may still finish after a
+// second signal that came during the shutdown delay, before they are cut
+// off.
+const secondSignalGrace = 50 * time.Millisecond
+
 // Serve runs idemd until ctx ends, then shuts down gracefully: the health
 // service turns NOT_SERVING, the listener stops accepting, in-flight calls
 // drain for up to ShutdownTimeout before they are cut off, and the store
@@ -268,6 +273,9 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	// catching it, so without this it did nothing.)
 	again := make(chan os.Signal, 1)
 	var serveErr error
+	// secondSignal: a second signal came during the delay, so the drain
+	// is cut short too (an operator's second ^C means "stop now").
+	secondSignal := false
 	select {
 	case <-ctx.Done():
 		signal.Notify(again, syscall.SIGTERM, os.Interrupt)
@@ -280,6 +288,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 			case <-time.After(cfg.ShutdownDelay):
 			case <-again:
 				log.Warn("second signal; shutting down without the rest of the delay")
+				secondSignal = true
 			}
 		}
 		log.Info("idemd shutting down", "timeout", cfg.ShutdownTimeout.String())
@@ -304,14 +313,26 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	timer := time.NewTimer(cfg.ShutdownTimeout)
 	defer timer.Stop()
 	cutOff := false
-	select {
-	case <-drained:
-	case <-timer.C:
-		log.Warn("in-flight calls did not finish in time; cutting them off", "timeout", cfg.ShutdownTimeout.String())
-		cutOff = true
-	case <-again:
-		log.Warn("second signal; cutting in-flight calls off")
-		cutOff = true
+	if secondSignal {
+		// The operator asked twice: calls still running are cut off at
+		// once. The moment's wait lets an idle server's GracefulStop
+		// return, so that only real calls are reported cut off.
+		select {
+		case <-drained:
+		case <-time.After(secondSignalGrace):
+			log.Warn("second signal; cutting in-flight calls off")
+			cutOff = true
+		}
+	} else {
+		select {
+		case <-drained:
+		case <-timer.C:
+			log.Warn("in-flight calls did not finish in time; cutting them off", "timeout", cfg.ShutdownTimeout.String())
+			cutOff = true
+		case <-again:
+			log.Warn("second signal; cutting in-flight calls off")
+			cutOff = true
+		}
 	}
 	if cutOff {
 		gs.Stop()
