@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -211,6 +212,11 @@ func lockError(dir string, err error) error {
 func openLocked(dir, path string, lock *pebbledb.Lock, o *options, corruption *atomic.Pointer[string]) (*pebbledb.DB, io.Closer, *ringFS, error) {
 	desc, err := pebbledb.Peek(path, vfs.Default)
 	if err != nil {
+		if strings.Contains(err.Error(), "unknown format major version") {
+			// Not damage: an operator told "corrupt" may wipe a store
+			// that the idemd which wrote it opens fine.
+			return nil, nil, nil, fmt.Errorf("idem: pebble store at %s was written by a newer idemd (%v); open it with that version", dir, err)
+		}
 		return nil, nil, nil, corrupt(dir, err)
 	}
 	if !desc.Exists && hasData(path) {
@@ -257,6 +263,10 @@ func openLocked(dir, path string, lock *pebbledb.Lock, o *options, corruption *a
 	if err := checkStore(db, path); err != nil {
 		_ = db.Close()
 		fsCloser.Close()
+		var nf *newerFormatError
+		if errors.As(err, &nf) {
+			return nil, nil, nil, fmt.Errorf("idem: pebble store at %s was written by a newer idemd (format %q; this one reads %q); open it with that version", dir, nf.format, metaFormatValue)
+		}
 		if errors.Is(err, errNotIdem) {
 			return nil, nil, nil, fmt.Errorf("idem: pebble store at %s is not an idem store (%v); refusing to use it", dir, err)
 		}
@@ -266,6 +276,22 @@ func openLocked(dir, path string, lock *pebbledb.Lock, o *options, corruption *a
 }
 
 var errNotIdem = errors.New("no idem format marker")
+
+// newerFormatError is an idem format marker of a later layout than
+// metaFormatValue: the store is idem's, just not this idemd's to read.
+type newerFormatError struct{ format string }
+
+func (e *newerFormatError) Error() string { return fmt.Sprintf("newer idem format %q", e.format) }
+
+// newerFormat reports whether v is an idem marker of a layout after this
+// one ("idem/N", N above ours).
+func newerFormat(v []byte) bool {
+	n, ok := strings.CutPrefix(string(v), "idem/")
+	cur, _ := strings.CutPrefix(string(metaFormatValue), "idem/")
+	ver, err := strconv.Atoi(n)
+	curVer, _ := strconv.Atoi(cur)
+	return ok && err == nil && ver > curVer
+}
 
 // sidecarName is a file beside Pebble's that says the store was initialised
 // by idem. Pebble ignores files it does not know. Together with the marker
@@ -288,6 +314,9 @@ func checkStore(db *pebbledb.DB, path string) error {
 	switch {
 	case err == nil:
 		defer closer.Close()
+		if newerFormat(v) {
+			return &newerFormatError{format: string(v)}
+		}
 		if string(v) != string(metaFormatValue) {
 			return fmt.Errorf("%w: unknown format %q", errNotIdem, v)
 		}

@@ -135,7 +135,8 @@ func (s *Store) dueEntries(ctx context.Context, now time.Time, from []byte, limi
 	return entries, nil
 }
 
-// sweepChunk deletes the records of entries that are still expired at now,
+// sweepChunk deletes the records of entries that are still expired at now
+// (or at the clock's time once their stripes are held, if that is earlier),
 // holding their stripes for one unsynced commit, and returns how many it
 // deleted. It never waits for a stripe: a writer holds its stripe until
 // its batch is synced, and a sweep waiting for it while holding the
@@ -167,6 +168,13 @@ func (s *Store) sweepChunk(entries [][]byte, now time.Time) (deleted int, unread
 	// pres.mu alone.
 	s.pres.mu.RLock()
 	defer s.pres.mu.RUnlock()
+	// The clock again, now that no writer holds these stripes: one stepped
+	// back since now was read may have written a record that expires
+	// before now, yet is live at the clock's time. Deleting it would hand
+	// its key out again.
+	if t := s.now(); t.Before(now) {
+		now = t
+	}
 	b := s.db.NewBatch()
 	defer b.Close()
 	gone := map[string]bool{}
