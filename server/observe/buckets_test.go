@@ -18,6 +18,9 @@ func TestBucketsResolveMicrosecondLatencies(t *testing.T) {
 	}{
 		{"store op", storeBuckets, 10e-6, 40e-6},
 		{"store op", storeBuckets, 40e-6, 90e-6},
+		// A call the default 10 s --store-timeout ended (a little over
+		// 10 s), apart from a slow one that finished.
+		{"store op", storeBuckets, 6, 10.01},
 		{"rpc", RPCBuckets, 60e-6, 150e-6},
 		{"rpc", RPCBuckets, 150e-6, 450e-6},
 		{"wait", waitBuckets, 200e-6, 0.9e-3},

@@ -96,8 +96,9 @@ const DefaultMaxNamespaces = 1000
 
 var (
 	// Store calls take from microseconds (pebble, memory) to seconds (a
-	// cross-region CockroachDB transaction under contention).
-	storeBuckets = []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+	// cross-region CockroachDB transaction under contention), up to the
+	// --store-timeout that ends them (10 s by default, so 10 and 30 s).
+	storeBuckets = []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 	// Waits are bounded by the 30 s wait limit; an in-process wake-up
 	// takes well under a millisecond.
 	waitBuckets = []float64{.00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
