@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -89,6 +90,12 @@ func (r *invocation) nsKey(pos []string) (string, string, error) {
 	if len(pos) != 2 {
 		return "", "", usagef("want NAMESPACE KEY, got %d argument(s)", len(pos))
 	}
+	if err := validText("NAMESPACE", pos[0]); err != nil {
+		return "", "", err
+	}
+	if err := validText("KEY", pos[1]); err != nil {
+		return "", "", err
+	}
 	r.missing = word(pos[0]) + "/" + word(pos[1])
 	if r.g.tenant != "" {
 		r.missing += " of tenant " + word(r.g.tenant)
@@ -111,6 +118,16 @@ func (r *invocation) nsKeyToken(pos []string) (string, string, uint64, error) {
 		return "", "", 0, usagef("TOKEN %q: want the positive fencing token Reserve returned", pos[2])
 	}
 	return ns, key, tok, nil
+}
+
+// validText refuses an argument that is not UTF-8 (a key from a file in
+// another encoding): the request could not even be encoded, and the error
+// would name no argument.
+func validText(name, v string) error {
+	if !utf8.ValidString(v) {
+		return usagef("%s %q is not valid UTF-8", name, v)
+	}
+	return nil
 }
 
 func noArgs(pos []string) error {
@@ -367,6 +384,9 @@ func runList(ctx context.Context, r *invocation, pos []string, opts any) error {
 		return usagef("want NAMESPACE, got %d argument(s)", len(pos))
 	}
 	ns := pos[0]
+	if err := validText("NAMESPACE", ns); err != nil {
+		return err
+	}
 	if o.pageSize < 1 || o.pageSize > 1000 {
 		return usagef("--page-size %d: must be 1–1000", o.pageSize)
 	}

@@ -72,3 +72,19 @@ func TestTextBodyShownAsText_s12(t *testing.T) {
 		}
 	}
 }
+
+// A namespace or key that is not UTF-8 is a usage error naming the
+// argument, before any call: the request could not be encoded.
+func TestInvalidUTF8ArgumentIsUsage_s12(t *testing.T) {
+	ctx := testContext(t)
+	for _, args := range [][]string{
+		{"reserve", "payments", "order-\xff"},
+		{"lookup", "pay\xffments", "k"},
+		{"list", "pay\xffments"},
+	} {
+		r := run(ctx, t, nil, append([]string{"--addr", closedAddr(t)}, args...)...)
+		if r.code != ExitUsage || !strings.Contains(r.stderr, "not valid UTF-8") {
+			t.Errorf("idemctl %q: exit %d, stderr %q; want exit %d naming the argument", args, r.code, r.stderr, ExitUsage)
+		}
+	}
+}
