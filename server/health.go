@@ -120,13 +120,22 @@ func (s *Service) pingAll(stores []storage.Store) map[storage.Store]error {
 	s.pingMu.Unlock()
 	failed := map[storage.Store]error{}
 	for i, p := range pings {
+		// A ping that has answered is judged by its answer, even when the
+		// timeout has run out meanwhile (waiting on a hung store listed
+		// before it): select picks at random among ready cases, and would
+		// report a store that answered as hung half the time.
 		select {
 		case <-p.done:
-			if p.err != nil {
-				failed[stores[i]] = p.err
+		default:
+			select {
+			case <-p.done:
+			case <-wctx.Done():
+				failed[stores[i]] = errPingHung
+				continue
 			}
-		case <-wctx.Done():
-			failed[stores[i]] = errPingHung
+		}
+		if p.err != nil {
+			failed[stores[i]] = p.err
 		}
 	}
 	return failed
