@@ -2,10 +2,8 @@ package idemd
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
@@ -13,34 +11,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 )
-
-// serverMaxHeaderList returns the SETTINGS_MAX_HEADER_LIST_SIZE idemd
-// announces on a new connection (ok false: not announced).
-func serverMaxHeaderList(t *testing.T, addr string) (uint32, bool) {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, defaultTestTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(defaultTestTimeout))
-	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			t.Fatalf("reading idemd's SETTINGS: %v", err)
-		}
-		if s, isSettings := f.(*http2.SettingsFrame); isSettings && !s.IsAck() {
-			return s.Value(http2.SettingMaxHeaderListSize)
-		}
-	}
-}
 
 // gRPC-go decodes up to 16 MiB of request metadata per stream by default,
 // before any interceptor (authentication included) runs, and keeps it while
@@ -51,7 +21,7 @@ func TestRequestMetadataBounded(t *testing.T) {
 	addr, stop, done := serveInBackground(t, memoryConfig(), newGate())
 	defer func() { stop(); <-done }()
 
-	n, ok := serverMaxHeaderList(t, addr)
+	n, ok := serverSetting(t, addr, http2.SettingMaxHeaderListSize)
 	if !ok || n > maxHeaderListBytes {
 		t.Errorf("SETTINGS_MAX_HEADER_LIST_SIZE = %d (sent %v), want at most %d", n, ok, maxHeaderListBytes)
 	}

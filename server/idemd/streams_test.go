@@ -9,10 +9,10 @@ import (
 	"golang.org/x/net/http2"
 )
 
-// serverMaxStreams reads the SETTINGS frame idemd sends first on a new
-// connection and returns its SETTINGS_MAX_CONCURRENT_STREAMS (ok false:
-// not sent, which HTTP/2 reads as no bound).
-func serverMaxStreams(t *testing.T, addr string) (n uint32, ok bool) {
+// serverSetting reads the SETTINGS frame idemd sends first on a new
+// connection and returns the value of id (ok false: not sent, which HTTP/2
+// reads as no bound).
+func serverSetting(t *testing.T, addr string, id http2.SettingID) (n uint32, ok bool) {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, defaultTestTimeout)
 	if err != nil {
@@ -33,7 +33,7 @@ func serverMaxStreams(t *testing.T, addr string) (n uint32, ok bool) {
 			t.Fatalf("reading idemd's SETTINGS: %v", err)
 		}
 		if s, isSettings := f.(*http2.SettingsFrame); isSettings && !s.IsAck() {
-			return s.Value(http2.SettingMaxConcurrentStreams)
+			return s.Value(id)
 		}
 	}
 }
@@ -59,7 +59,7 @@ func TestMaxStreamsFlag(t *testing.T) {
 			cfg.Listen, cfg.Store = "127.0.0.1:0", "memory://"
 			addr, stop, done := serveInBackground(t, cfg, newGate())
 			defer func() { stop(); <-done }()
-			n, ok := serverMaxStreams(t, addr)
+			n, ok := serverSetting(t, addr, http2.SettingMaxConcurrentStreams)
 			if ok != tt.wantOK || n != tt.want {
 				t.Errorf("SETTINGS_MAX_CONCURRENT_STREAMS = %d (sent %v), want %d (sent %v)", n, ok, tt.want, tt.wantOK)
 			}
