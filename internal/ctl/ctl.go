@@ -310,10 +310,14 @@ func Main(ctx context.Context, args []string, env Env) int {
 		mainUsage(env.Stderr, fs)
 		return ExitUsage
 	}
-	name := fs.Arg(0)
+	name, rest := fs.Arg(0), fs.Args()[1:]
 	if name == "help" {
-		mainUsage(env.Stdout, fs)
-		return ExitOK
+		if len(rest) == 0 {
+			mainUsage(env.Stdout, fs)
+			return ExitOK
+		}
+		// "idemctl help reserve" is "idemctl reserve -h".
+		name, rest = rest[0], []string{"-h"}
 	}
 	i := slices.IndexFunc(commands, func(c command) bool { return c.name == name })
 	if i < 0 {
@@ -327,7 +331,7 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if cmd.flags != nil {
 		opts = cmd.flags(cfs)
 	}
-	pos, err := parseInterspersed(cfs, fs.Args()[1:])
+	pos, err := parseInterspersed(cfs, rest)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			cmdUsage(env.Stdout, cmd, cfs)

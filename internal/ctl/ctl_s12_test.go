@@ -88,3 +88,16 @@ func TestInvalidUTF8ArgumentIsUsage_s12(t *testing.T) {
 		}
 	}
 }
+
+// "idemctl help reserve" shows reserve's own help, as "idemctl reserve -h".
+func TestHelpCommandShowsItsHelp_s12(t *testing.T) {
+	ctx := testContext(t)
+	want := run(ctx, t, nil, "reserve", "-h")
+	got := run(ctx, t, nil, "help", "reserve")
+	if got.code != ExitOK || got.stdout != want.stdout || !strings.Contains(got.stdout, "reserve") {
+		t.Errorf("idemctl help reserve: exit %d, stdout %q; want reserve's own help %q", got.code, got.stdout, want.stdout)
+	}
+	if r := run(ctx, t, nil, "help", "nosuch"); r.code != ExitUsage {
+		t.Errorf("idemctl help nosuch: exit %d, want %d", r.code, ExitUsage)
+	}
+}
