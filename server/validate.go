@@ -82,21 +82,19 @@ func (v *violations) checkText(field, s string, maxBytes int, required bool) {
 }
 
 // NamespaceProblem says why idem refuses ns as a namespace under a limit
-// of maxBytes (none when 0), or returns "": configuration naming such a
-// namespace, or a prefix of one, could never apply.
+// of maxBytes, in the words a request's refusal uses ("is 300 bytes, more
+// than 256"), or returns "": configuration naming such a namespace, or a
+// prefix of one, could never apply.
 func NamespaceProblem(ns string, maxBytes int) string {
-	if maxBytes > 0 && len(ns) > maxBytes {
-		return fmt.Sprintf("it is %d bytes, more than the %d a namespace may have", len(ns), maxBytes)
+	if maxBytes <= 0 {
+		maxBytes = math.MaxInt // no limit given
 	}
-	if !utf8.ValidString(ns) {
-		return "it is not valid UTF-8"
+	var v violations
+	v.checkText("namespace", ns, maxBytes, false)
+	if len(v) == 0 {
+		return ""
 	}
-	for _, c := range ns {
-		if !unicode.IsPrint(c) {
-			return fmt.Sprintf("it holds the non-printable character %U", c)
-		}
-	}
-	return ""
+	return v[0].Description
 }
 
 // printableASCII is the common case, checked without decoding runes.

@@ -294,7 +294,7 @@ func (p Policies) within(l server.Limits) []error {
 		pol := p[ns]
 		// idem refuses such a namespace, so the policy would apply to none.
 		if why := server.NamespaceProblem(ns, l.MaxNamespaceBytes); why != "" {
-			errs = append(errs, fmt.Errorf("--namespace-policy %q: %s, so no namespace can have this policy", ns, why))
+			errs = append(errs, fmt.Errorf("--namespace-policy %q %s, so no namespace can have this policy", ns, why))
 		}
 		for _, c := range []struct {
 			key        string

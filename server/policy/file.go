@@ -306,7 +306,7 @@ func (p *parser) pattern(k *yaml.Node) (Rule, bool) {
 	// and the namespaces it was written for would go to default unnoticed
 	// (a zero-width space pasted from a chat looks like nothing at all).
 	if why := server.NamespaceProblem(r.Match, p.limits.MaxNamespaceBytes); why != "" {
-		p.addf(k.Line, "pattern %q: %s, so no namespace can match it", k.Value, why)
+		p.addf(k.Line, "pattern %q %s, so no namespace can match it", k.Value, why)
 		return r, false
 	}
 	return r, true
