@@ -264,7 +264,7 @@ func (c *Client) Reserve(ctx context.Context, req *idemv1.ReserveRequest) (*idem
 		return nil, err
 	}
 	ck := cacheKey{req.GetTenant(), req.GetNamespace(), req.GetKey()}
-	if !alwaysRefused(req.GetLeaseTtl(), req.GetRetention(), req.GetWait()) {
+	if c.cache != nil && !alwaysRefused(req.GetLeaseTtl(), req.GetRetention(), req.GetWait()) {
 		if resp, ok := c.cached(ck, req.GetFingerprint()); ok {
 			return resp, nil
 		}
@@ -431,10 +431,7 @@ func (c *Client) BatchComplete(ctx context.Context, req *idemv1.BatchCompleteReq
 // a configured maximum cannot be told here: the limits are idemd's.
 func alwaysRefused(ds ...*durationpb.Duration) bool {
 	for _, d := range ds {
-		if d == nil || (d.GetSeconds() == 0 && d.GetNanos() == 0) {
-			continue
-		}
-		if d.CheckValid() != nil || d.AsDuration() < 0 {
+		if d != nil && (d.CheckValid() != nil || d.AsDuration() < 0) {
 			return true
 		}
 	}

@@ -310,29 +310,28 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 		gs.GracefulStop()
 		close(drained)
 	}()
-	timer := time.NewTimer(cfg.ShutdownTimeout)
+	// After a second signal during the delay, calls still running are cut
+	// off at once: the moment's grace lets an idle server's GracefulStop
+	// return, so that only real calls are reported cut off.
+	grace := cfg.ShutdownTimeout
+	if secondSignal {
+		grace = secondSignalGrace
+	}
+	timer := time.NewTimer(grace)
 	defer timer.Stop()
 	cutOff := false
-	if secondSignal {
-		// The operator asked twice: calls still running are cut off at
-		// once. The moment's wait lets an idle server's GracefulStop
-		// return, so that only real calls are reported cut off.
-		select {
-		case <-drained:
-		case <-time.After(secondSignalGrace):
+	select {
+	case <-drained:
+	case <-timer.C:
+		if secondSignal {
 			log.Warn("second signal; cutting in-flight calls off")
-			cutOff = true
-		}
-	} else {
-		select {
-		case <-drained:
-		case <-timer.C:
+		} else {
 			log.Warn("in-flight calls did not finish in time; cutting them off", "timeout", cfg.ShutdownTimeout.String())
-			cutOff = true
-		case <-again:
-			log.Warn("second signal; cutting in-flight calls off")
-			cutOff = true
 		}
+		cutOff = true
+	case <-again:
+		log.Warn("second signal; cutting in-flight calls off")
+		cutOff = true
 	}
 	if cutOff {
 		gs.Stop()
@@ -362,8 +361,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, exts ...Extension)
 	return serveErr
 }
 
-// listen opens the gRPC listener: TCP, or a unix socket for "unix:PATH"
-// and "unix://PATH", as gRPC and idemctl name them.
+// runShutdownHooks runs the extensions' Shutdown hooks, logging failures.
 func runShutdownHooks(ctx context.Context, hooks []func(context.Context) error, log *slog.Logger) {
 	for _, f := range hooks {
 		if err := f(ctx); err != nil {
@@ -372,6 +370,8 @@ func runShutdownHooks(ctx context.Context, hooks []func(context.Context) error, 
 	}
 }
 
+// listen opens the gRPC listener: TCP, or a unix socket for "unix:PATH"
+// and "unix://PATH", as gRPC and idemctl name them.
 func listen(addr string) (net.Listener, error) {
 	path, ok := strings.CutPrefix(addr, "unix:")
 	if !ok {
