@@ -345,6 +345,9 @@ func (c *Client) BatchReserve(ctx context.Context, req *idemv1.BatchReserveReque
 	fillBatchReserve(ctx, c.Reserve, req, resp)
 	// Each item's answer tells the cache what a Reserve's would.
 	for i, r := range resp.GetResults() {
+		if c.cache == nil {
+			break
+		}
 		if r.GetError() != nil || i >= len(req.GetItems()) {
 			continue
 		}
