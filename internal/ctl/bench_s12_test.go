@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A --server-pid whose process exited but is not reaped (a crashed idemd
@@ -33,6 +34,7 @@ func TestBenchRefusesExitedServerPID(t *testing.T) {
 		if ctx.Err() != nil {
 			t.Fatalf("child %d never exited", pid)
 		}
+		time.Sleep(time.Millisecond)
 	}
 	r := run(ctx, t, nil, "--addr", closedAddr(t), "bench", "--count", "1", "--server-pid", strconv.Itoa(pid))
 	if r.code != ExitUsage || !strings.Contains(r.stderr, "--server-pid") {

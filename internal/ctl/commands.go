@@ -283,6 +283,9 @@ func runComplete(ctx context.Context, r *invocation, pos []string, opts any) err
 		// The field is int32: a wrapped code could store a failure as OK.
 		return usagef("--code %d: out of range", o.code)
 	}
+	if err := validText("--message", o.message); err != nil {
+		return err
+	}
 	body := []byte(o.body)
 	if o.bodyFile != "" {
 		if o.body != "" {
@@ -384,8 +387,10 @@ func runList(ctx context.Context, r *invocation, pos []string, opts any) error {
 		return usagef("want NAMESPACE, got %d argument(s)", len(pos))
 	}
 	ns := pos[0]
-	if err := validText("NAMESPACE", ns); err != nil {
-		return err
+	for _, a := range [][2]string{{"NAMESPACE", ns}, {"--prefix", o.prefix}, {"--page-token", o.pageToken}} {
+		if err := validText(a[0], a[1]); err != nil {
+			return err
+		}
 	}
 	if o.pageSize < 1 || o.pageSize > 1000 {
 		return usagef("--page-size %d: must be 1–1000", o.pageSize)
@@ -431,6 +436,9 @@ func runStats(ctx context.Context, r *invocation, pos []string, opts any) error 
 	if err := noArgs(pos); err != nil {
 		return err
 	}
+	if err := validText("--namespace", o.namespace); err != nil {
+		return err
+	}
 	resp, err := call(ctx, r, func(ctx context.Context) (*idemv1.StatsResponse, error) {
 		return r.admin().Stats(ctx, &idemv1.StatsRequest{Tenant: r.g.tenant, Namespace: o.namespace})
 	})
@@ -451,6 +459,9 @@ func healthFlags(fs *flag.FlagSet) any {
 func runHealth(ctx context.Context, r *invocation, pos []string, opts any) error {
 	o := opts.(*healthOpts)
 	if err := noArgs(pos); err != nil {
+		return err
+	}
+	if err := validText("--service", o.service); err != nil {
 		return err
 	}
 	resp, err := call(ctx, r, func(ctx context.Context) (*healthpb.HealthCheckResponse, error) {

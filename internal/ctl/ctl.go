@@ -115,6 +115,9 @@ func (g *globals) check() error {
 	if g.addr == "" {
 		errs = append(errs, errors.New("--addr is empty"))
 	}
+	if err := validText("--tenant", g.tenant); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 

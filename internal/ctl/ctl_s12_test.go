@@ -81,6 +81,11 @@ func TestInvalidUTF8ArgumentIsUsage_s12(t *testing.T) {
 		{"reserve", "payments", "order-\xff"},
 		{"lookup", "pay\xffments", "k"},
 		{"list", "pay\xffments"},
+		{"list", "payments", "--prefix", "o\xff"},
+		{"complete", "payments", "k", "1", "--message", "m\xff"},
+		{"stats", "--namespace", "n\xff"},
+		{"health", "--service", "s\xff"},
+		{"--tenant", "t\xff", "lookup", "payments", "k"},
 	} {
 		r := run(ctx, t, nil, append([]string{"--addr", closedAddr(t)}, args...)...)
 		if r.code != ExitUsage || !strings.Contains(r.stderr, "not valid UTF-8") {

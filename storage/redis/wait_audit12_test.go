@@ -16,6 +16,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/idemhq/idem/internal/testenv"
 	"github.com/idemhq/idem/storage"
 )
 
@@ -26,7 +27,7 @@ func audit12Server(t *testing.T, port int, args ...string) (func(), *os.Process)
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		if os.Getenv("CI") != "" {
+		if testenv.InCI() {
 			t.Fatalf("redis-server is not installed: %v", err)
 		}
 		t.Skip("redis-server not installed")

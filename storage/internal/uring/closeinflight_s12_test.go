@@ -6,10 +6,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestCloseWithSyncsInFlight closes the ring while syncs run: every sync
@@ -58,14 +58,17 @@ func TestCloseFailsWaiterWithErrClosed(t *testing.T) {
 	enter = func(int) (uintptr, syscall.Errno) { return 1, 0 }
 	done := make(chan error, 1)
 	go func() { done <- r.Fsync(f.Fd(), true) }()
-	for {
+	for deadline := time.Now().Add(10 * time.Second); ; {
 		r.mu.Lock()
 		n := len(r.waiters)
 		r.mu.Unlock()
 		if n == 1 {
 			break
 		}
-		runtime.Gosched()
+		if time.Now().After(deadline) {
+			t.Fatal("the sync never waited in the ring")
+		}
+		time.Sleep(time.Millisecond)
 	}
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
