@@ -126,7 +126,7 @@ func TestAudit12WaitRetryDoesNotClaimDurability(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	pp, replica := audit12Replicated(ctx, t)
-	q := "wait_replicas=1&wait_timeout=200ms"
+	q := "wait_replicas=1&wait_timeout=1s"
 	for _, mode := range []string{"coalesce=0", "coalesce=2"} {
 		t.Run(mode, func(t *testing.T) {
 			a := audit12Open(ctx, t, pp, q+"&"+mode)
@@ -168,7 +168,7 @@ func TestAudit12ReleaseRetryDoesNotClaimDurability(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	pp, replica := audit12Replicated(ctx, t)
-	q := "wait_replicas=1&wait_timeout=200ms&coalesce=0"
+	q := "wait_replicas=1&wait_timeout=1s&coalesce=0"
 	a := audit12Open(ctx, t, pp, q)
 	b := audit12Open(ctx, t, pp, q)
 	if _, _, err := b.Reserve(ctx, reserveParams("warm")); err != nil {
